@@ -1,0 +1,144 @@
+//! Broadcast side (port 5200): overlay logon, the rooms of this shard, and local fan-out of
+//! pre-encoded frames. Snapshots are produced by the match owner (`registry`), never here.
+
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+
+use serde_json::{Map, Value};
+
+use crate::shard::Shard;
+use crate::shard::messages::{FrameSet, SessionRef, ShardMsg};
+use crate::transport::engineio::{AppState, send_frames};
+use crate::transport::socketio::emit;
+
+/// Per-overlay state.
+#[derive(Debug, Clone, Default)]
+pub struct OverlayState {
+    logon_used: bool,
+    pub room: Option<String>,
+}
+
+/// The overlays of this shard by group code.
+#[derive(Default)]
+pub struct Rooms {
+    map: HashMap<String, HashSet<String>>,
+}
+
+impl Rooms {
+    pub fn add(&mut self, room: &str, sid: &str) {
+        self.map
+            .entry(room.to_string())
+            .or_default()
+            .insert(sid.to_string());
+    }
+
+    pub fn remove(&mut self, room: &str, sid: &str) {
+        if let Some(members) = self.map.get_mut(room) {
+            members.remove(sid);
+            if members.is_empty() {
+                self.map.remove(room);
+            }
+        }
+    }
+
+    pub fn members(&self, room: &str) -> Vec<String> {
+        self.map
+            .get(room)
+            .map(|m| m.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn total(&self) -> usize {
+        self.map.values().map(HashSet::len).sum()
+    }
+}
+
+pub fn on_event(shard: &Rc<Shard>, sid: &str, name: &str, arg: Option<&str>) {
+    if name == "logon" {
+        logon(shard, sid, arg);
+    }
+}
+
+/// `logon` → join the room, `logon_success` to this overlay, then the current snapshot to this
+/// overlay only (the original re-sent it to the whole room).
+fn logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
+    let Some(cell) = shard.sessions.borrow().get(sid) else {
+        return;
+    };
+    {
+        let mut s = cell.borrow_mut();
+        let AppState::Broadcast(state) = &mut s.app else {
+            return;
+        };
+        if state.logon_used {
+            return;
+        }
+        state.logon_used = true;
+    }
+    let parsed: Option<Map<String, Value>> = arg.and_then(|a| serde_json::from_str(a).ok());
+    let Some(obj) = parsed else {
+        eprintln!("broadcast: logon from {sid} is not a JSON object; ignored");
+        return;
+    };
+    let code = match obj.get("groupCode") {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Null) | None => None,
+        Some(other) => Some(other.to_string()),
+    };
+    let mut reply = Map::new();
+    if let Some(code) = &code {
+        reply.insert("groupCode".into(), Value::String(code.clone()));
+    }
+    reply.insert(
+        "msg".into(),
+        Value::String(format!(
+            "Logon succeeded for group code {}",
+            code.as_deref().unwrap_or("undefined")
+        )),
+    );
+    if let Some(code) = &code {
+        if let AppState::Broadcast(state) = &mut cell.borrow_mut().app {
+            state.room = Some(code.clone());
+        }
+        shard.rooms.borrow_mut().add(code, sid);
+    }
+    drop(cell);
+    emit(
+        shard,
+        sid,
+        "logon_success",
+        &Value::Object(reply).to_string(),
+    );
+    if let Some(code) = code {
+        let owner = shard.owner_of(&code);
+        let from = SessionRef {
+            shard: shard.id,
+            sid: sid.to_string(),
+        };
+        if owner == shard.id {
+            crate::registry::snapshot_request(shard, &code, from);
+        } else {
+            shard
+                .mesh
+                .send(owner, ShardMsg::SnapshotRequest { code, from });
+        }
+    }
+}
+
+/// The overlay left its namespace or the session ended.
+pub fn leave(shard: &Rc<Shard>, sid: &str, state: &mut OverlayState) {
+    if let Some(room) = state.room.take() {
+        shard.rooms.borrow_mut().remove(&room, sid);
+    }
+}
+
+/// Writes one broadcast to every overlay of the room on this shard.
+pub fn fanout_local(shard: &Rc<Shard>, code: &str, frames: &FrameSet) {
+    let members = shard.rooms.borrow().members(code);
+    for sid in members {
+        let cell = shard.sessions.borrow().get(&sid);
+        if let Some(cell) = cell {
+            send_frames(&cell, frames);
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! Server configuration: command-line flags, environment variables and an optional `.env` file.
+//!
+//! Owns the names and defaults of every setting. The original Spectra Server's environment names
+//! (`INSECURE`, `SERVER_KEY`, `SERVER_CERT`, `REQUIRE_AUTH_KEY`, `AUTH_KEY`, ...) keep their meaning;
+//! flags override the environment, the environment overrides `.env`. Must not start anything.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Command-line flags and environment variables (see `--help`).
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "spectra-server",
+    version,
+    about = "Spectra broadcast server: observer ingest (5100), overlay/spectator broadcast (5200), REST (5101)"
+)]
+pub struct Args {
+    /// Number of shards (one executor thread per shard); default: number of online cores.
+    #[arg(long, env = "SHARDS")]
+    pub shards: Option<usize>,
+
+    /// Address every listener binds to.
+    #[arg(long, env = "BIND_ADDRESS", default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+
+    /// Ingest port (observer and auxiliary clients, Socket.IO).
+    #[arg(long, env = "INGEST_PORT", default_value_t = 5100)]
+    pub ingest_port: u16,
+
+    /// REST port (status, previews, team info).
+    #[arg(long, env = "REST_PORT", default_value_t = 5101)]
+    pub rest_port: u16,
+
+    /// Broadcast port (overlays over Socket.IO, spectators over WebSocket).
+    #[arg(long, env = "BROADCAST_PORT", default_value_t = 5200)]
+    pub broadcast_port: u16,
+
+    /// "true": plain HTTP/WS on every port. Unset with no SERVER_KEY/SERVER_CERT: plain as well.
+    /// Anything else: TLS with SERVER_KEY/SERVER_CERT (a self-signed pair is generated when the
+    /// files do not exist).
+    #[arg(long, env = "INSECURE")]
+    pub insecure: Option<String>,
+
+    /// PEM private key file for TLS.
+    #[arg(long, env = "SERVER_KEY")]
+    pub server_key: Option<PathBuf>,
+
+    /// PEM certificate chain file for TLS.
+    #[arg(long, env = "SERVER_CERT")]
+    pub server_cert: Option<PathBuf>,
+
+    /// "false": every access key is accepted. Anything else: keys are checked.
+    #[arg(long, env = "REQUIRE_AUTH_KEY")]
+    pub require_auth_key: Option<String>,
+
+    /// The static access key; generated and printed at start-up when unset.
+    #[arg(long, env = "AUTH_KEY")]
+    pub auth_key: Option<String>,
+
+    /// Seconds a match may go without a new event before it is removed.
+    #[arg(long, env = "MATCH_IDLE_SECONDS", default_value_t = 1800)]
+    pub match_idle_seconds: u64,
+}
+
+/// How the listeners speak: plain or TLS with the given files.
+#[derive(Debug, Clone)]
+pub enum TlsMode {
+    Plain,
+    Tls { key: PathBuf, cert: PathBuf },
+}
+
+/// Resolved configuration handed to every shard.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub shards: usize,
+    pub bind: IpAddr,
+    pub ingest_port: u16,
+    pub rest_port: u16,
+    pub broadcast_port: u16,
+    pub tls: TlsMode,
+    pub require_auth_key: bool,
+    pub auth_key: String,
+    /// True when `auth_key` was generated at start-up (it is printed once).
+    pub auth_key_generated: bool,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_payload: usize,
+    pub match_idle: Duration,
+    pub tick: Duration,
+}
+
+impl Config {
+    /// Builds the configuration from `.env`, the environment and the command line.
+    pub fn load() -> Config {
+        // `.env` never overrides variables that are already set.
+        let _ = dotenvy::dotenv();
+        Config::from_args(Args::parse())
+    }
+
+    pub fn from_args(args: Args) -> Config {
+        let shards = args
+            .shards
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let tls = match (
+            args.insecure.as_deref(),
+            &args.server_key,
+            &args.server_cert,
+        ) {
+            (Some("true"), _, _) => TlsMode::Plain,
+            (None, None, None) => TlsMode::Plain,
+            (_, key, cert) => TlsMode::Tls {
+                key: key
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("keys/server.key")),
+                cert: cert
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("keys/server.crt")),
+            },
+        };
+        let require_auth_key = args.require_auth_key.as_deref() != Some("false");
+        let (auth_key, auth_key_generated) = match args.auth_key.filter(|k| !k.is_empty()) {
+            Some(k) => (k, false),
+            None => (generate_key(), true),
+        };
+        Config {
+            shards,
+            bind: args.bind,
+            ingest_port: args.ingest_port,
+            rest_port: args.rest_port,
+            broadcast_port: args.broadcast_port,
+            tls,
+            require_auth_key,
+            auth_key,
+            auth_key_generated,
+            ping_interval: Duration::from_millis(25_000),
+            ping_timeout: Duration::from_millis(20_000),
+            connect_timeout: Duration::from_millis(45_000),
+            max_payload: 1_000_000,
+            match_idle: Duration::from_secs(args.match_idle_seconds.max(1)),
+            tick: Duration::from_millis(100),
+        }
+    }
+}
+
+/// A random 24-character access key from an unambiguous alphabet.
+fn generate_key() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz23456789";
+    let mut rng = rand::rng();
+    (0..24)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Args {
+        let mut v = vec!["spectra-server"];
+        v.extend_from_slice(list);
+        Args::parse_from(v)
+    }
+
+    #[test]
+    fn insecure_true_is_plain_and_unset_without_files_is_plain() {
+        assert!(matches!(
+            Config::from_args(args(&["--insecure", "true"])).tls,
+            TlsMode::Plain
+        ));
+        let c = Config::from_args(args(&["--server-key", "k.pem", "--server-cert", "c.pem"]));
+        assert!(matches!(c.tls, TlsMode::Tls { .. }));
+        let c = Config::from_args(args(&["--insecure", "false"]));
+        assert!(matches!(c.tls, TlsMode::Tls { .. }));
+    }
+
+    #[test]
+    fn auth_key_generated_when_missing() {
+        let c = Config::from_args(args(&["--auth-key", "abc"]));
+        assert_eq!(c.auth_key, "abc");
+        assert!(!c.auth_key_generated);
+        let c = Config::from_args(args(&[]));
+        assert_eq!(c.auth_key.len(), 24);
+        assert!(c.auth_key_generated);
+        assert!(c.require_auth_key);
+        let c = Config::from_args(args(&["--require-auth-key", "false"]));
+        assert!(!c.require_auth_key);
+    }
+}

@@ -1,0 +1,359 @@
+//! Ingest side (port 5100): `obs_logon` / `aux_logon` with every check of the spec in order, and
+//! `obs_data` / `aux_data` forwarded, stamped and in order, to the match owner. Runs on the
+//! session's shard; match state is never touched here (that is `registry`'s job on the owner).
+
+pub mod auth;
+pub mod version;
+
+use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures_channel::oneshot;
+use serde_json::{Map, Value, json};
+
+use crate::shard::Shard;
+use crate::shard::messages::{SessionAction, SessionRef, ShardMsg};
+use crate::transport::engineio::AppState;
+use crate::transport::packets::event_packet;
+
+/// Server version shown in the "not compatible" logon failure.
+pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A successful logon of this socket (the original's "authenticated clients" record).
+#[derive(Debug, Clone)]
+pub struct AuthRecord {
+    pub name: String,
+    pub group_code: String,
+    pub is_aux: bool,
+    pub player_id: String,
+}
+
+/// Per-socket ingest state.
+#[derive(Debug, Clone, Default)]
+pub struct IngestState {
+    obs_logon_used: bool,
+    aux_logon_used: bool,
+    pub auth: Option<AuthRecord>,
+}
+
+/// A validated observer logon, sent to the owner shard to create or rejoin the match.
+#[derive(Debug, Clone)]
+pub struct ObsLogon {
+    pub group_code: String,
+    pub group_secret: String,
+    pub obs_name: String,
+    /// The whole logon object as the client sent it.
+    pub data: Map<String, Value>,
+    pub is_supporter: bool,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// JavaScript string interpolation of a JSON value (`undefined` when absent).
+fn js_text(v: Option<&Value>) -> String {
+    match v {
+        None => "undefined".into(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+pub fn on_event(shard: &Rc<Shard>, sid: &str, name: &str, arg: Option<&str>) {
+    match name {
+        "obs_logon" => obs_logon(shard, sid, arg),
+        "aux_logon" => aux_logon(shard, sid, arg),
+        "obs_data" | "aux_data" => data(shard, sid, name == "aux_data", arg),
+        _ => {}
+    }
+}
+
+/// Marks a once-only logon handler as used; returns `None` if it was used already, else whether
+/// the socket is already authenticated.
+fn take_once(shard: &Rc<Shard>, sid: &str, aux: bool) -> Option<bool> {
+    let cell = shard.sessions.borrow().get(sid)?;
+    let mut s = cell.borrow_mut();
+    let AppState::Ingest(state) = &mut s.app else {
+        return None;
+    };
+    let used = if aux {
+        &mut state.aux_logon_used
+    } else {
+        &mut state.obs_logon_used
+    };
+    if *used {
+        return None;
+    }
+    *used = true;
+    Some(state.auth.is_some())
+}
+
+fn failure(shard: &Rc<Shard>, sid: &str, event: &str, ack_type: &str, reason: &str) {
+    let ack = json!({ "type": ack_type, "value": false, "reason": reason }).to_string();
+    shard.deliver(
+        shard.id,
+        sid,
+        SessionAction::LogonResult {
+            ack: event_packet(event, &ack),
+            auth: None,
+            disconnect: true,
+        },
+    );
+}
+
+fn version_failure(client_version: Option<&Value>) -> Option<String> {
+    let ok = matches!(client_version, Some(Value::String(v)) if version::is_compatible(v));
+    (!ok).then(|| {
+        format!(
+            "Client version {} is not compatible with server version {} (compatible: {}).",
+            js_text(client_version),
+            SERVER_VERSION,
+            version::RANGE
+        )
+    })
+}
+
+fn obs_logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
+    const ACK: &str = "obs_logon_ack";
+    let fail = |reason: &str| failure(shard, sid, ACK, "authenticate", reason);
+    match take_once(shard, sid, false) {
+        None | Some(true) => return,
+        Some(false) => {}
+    }
+    let obj = match arg.map(serde_json::from_str::<Value>) {
+        Some(Ok(Value::Object(obj))) => obj,
+        _ => {
+            eprintln!("ingest: obs_logon from {sid} is not a JSON object");
+            return fail("Invalid packet: logon data is not a JSON object.");
+        }
+    };
+    if obj.get("type").and_then(Value::as_str) != Some("authenticate") {
+        return fail("Invalid packet.");
+    }
+    if let Some(reason) = version_failure(obj.get("clientVersion")) {
+        return fail(&reason);
+    }
+    if let auth::KeyCheck::Invalid(reason) =
+        auth::check_key(&shard.config, obj.get("key").and_then(Value::as_str))
+    {
+        return fail(reason);
+    }
+    let group_code = match obj.get("groupCode") {
+        Some(Value::String(c)) if !c.is_empty() => c.clone(),
+        _ => return fail("Invalid packet: groupCode is missing."),
+    };
+    let logon = ObsLogon {
+        group_secret: obj
+            .get("groupSecret")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        obs_name: js_text(obj.get("obsName")),
+        group_code: group_code.clone(),
+        data: obj,
+        is_supporter: false,
+    };
+    let from = SessionRef {
+        shard: shard.id,
+        sid: sid.to_string(),
+    };
+    let owner = shard.owner_of(&group_code);
+    if owner == shard.id {
+        crate::registry::create_match(shard, logon, from);
+    } else {
+        shard.mesh.send(
+            owner,
+            ShardMsg::CreateMatch {
+                logon: Box::new(logon),
+                from,
+            },
+        );
+    }
+}
+
+fn aux_logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
+    const ACK: &str = "aux_logon_ack";
+    // Failures use type "aux_authenticate" so the real aux client shows the reason (QUIRK A1).
+    let fail = |reason: &str| failure(shard, sid, ACK, "aux_authenticate", reason);
+    match take_once(shard, sid, true) {
+        None | Some(true) => return,
+        Some(false) => {}
+    }
+    let obj = match arg.map(serde_json::from_str::<Value>) {
+        Some(Ok(Value::Object(obj))) => obj,
+        _ => {
+            eprintln!("ingest: aux_logon from {sid} is not a JSON object");
+            return fail("Invalid packet: logon data is not a JSON object.");
+        }
+    };
+    if obj.get("type").and_then(Value::as_str) != Some("aux_authenticate") {
+        return fail("Invalid packet.");
+    }
+    if let Some(reason) = version_failure(obj.get("clientVersion")) {
+        return fail(&reason);
+    }
+    let match_id = js_text(obj.get("matchId"));
+    let record = AuthRecord {
+        name: js_text(obj.get("name")),
+        group_code: String::new(),
+        is_aux: true,
+        player_id: obj
+            .get("playerId")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+    };
+    let shard2 = shard.clone();
+    let sid = sid.to_string();
+    glommio::spawn_local(async move {
+        // An empty match id would attach to any match that has not started (QUIRK A2).
+        let found = if match_id.is_empty() || obj.get("matchId").is_none() {
+            None
+        } else {
+            find_match_by_id(&shard2, &match_id).await
+        };
+        match found {
+            None => failure(
+                &shard2,
+                &sid,
+                ACK,
+                "aux_authenticate",
+                &format!("Game with Match ID {match_id} not found."),
+            ),
+            Some(code) => {
+                let ack = json!({ "type": "aux_authenticate", "value": true }).to_string();
+                let auth = AuthRecord {
+                    group_code: code,
+                    ..record
+                };
+                shard2.deliver(
+                    shard2.id,
+                    &sid,
+                    SessionAction::LogonResult {
+                        ack: event_packet(ACK, &ack),
+                        auth: Some(auth),
+                        disconnect: false,
+                    },
+                );
+            }
+        }
+    })
+    .detach();
+}
+
+/// The group code of the earliest-created live match with this Valorant match id, on any shard.
+async fn find_match_by_id(shard: &Rc<Shard>, match_id: &str) -> Option<String> {
+    let mut replies = Vec::with_capacity(shard.shards());
+    for s in 0..shard.shards() {
+        let (tx, rx) = oneshot::channel();
+        if s == shard.id {
+            let _ = tx.send(crate::registry::find_match_id(shard, match_id));
+        } else {
+            shard.mesh.send(
+                s,
+                ShardMsg::FindMatchId {
+                    match_id: match_id.to_string(),
+                    reply: tx,
+                },
+            );
+        }
+        replies.push(rx);
+    }
+    let mut best: Option<(u64, String)> = None;
+    for rx in replies {
+        if let Ok(Some((seq, code))) = rx.await
+            && best.as_ref().is_none_or(|(b, _)| seq < *b)
+        {
+            best = Some((seq, code));
+        }
+    }
+    best.map(|(_, code)| code)
+}
+
+/// `obs_data` / `aux_data`: shape check, server timestamp, then to the socket's own match.
+fn data(shard: &Rc<Shard>, sid: &str, is_aux_event: bool, arg: Option<&str>) {
+    let Some(cell) = shard.sessions.borrow().get(sid) else {
+        return;
+    };
+    let Some(auth) = (match &cell.borrow().app {
+        AppState::Ingest(state) => state.auth.clone(),
+        AppState::Broadcast(_) => None,
+    }) else {
+        return; // not logged on: ignored, as in the original
+    };
+    let mut obj = match arg.map(serde_json::from_str::<Value>) {
+        Some(Ok(Value::Object(obj))) => obj,
+        _ => {
+            eprintln!("ingest: event from {sid} is not a JSON object; ignored");
+            return;
+        }
+    };
+    let authed_shape = (obj.contains_key("obsName") || obj.contains_key("playerId"))
+        && (obj.contains_key("groupCode") || obj.contains_key("matchId"))
+        && obj.contains_key("type")
+        && obj.contains_key("data");
+    if !authed_shape {
+        return;
+    }
+    if let Some(code) = obj.get("groupCode")
+        && code.as_str() != Some(auth.group_code.as_str())
+    {
+        eprintln!(
+            "ingest: {sid} (group {}) sent an event for group {code}; ignored",
+            auth.group_code
+        );
+        return;
+    }
+    obj.insert("timestamp".into(), Value::from(now_ms()));
+    if is_aux_event
+        && auth.player_id.is_empty()
+        && obj.get("type").and_then(Value::as_str) == Some("aux_scoreboard")
+        && let Some(player) = obj.get("playerId").and_then(Value::as_str)
+        && let AppState::Ingest(state) = &mut cell.borrow_mut().app
+        && let Some(a) = state.auth.as_mut()
+    {
+        a.player_id = player.to_string();
+    }
+    let code = auth.group_code;
+    let owner = shard.owner_of(&code);
+    let event = Value::Object(obj);
+    if owner == shard.id {
+        crate::registry::ingest_event(shard, &code, event);
+    } else {
+        shard
+            .mesh
+            .send(owner, ShardMsg::IngestEvent { code, event });
+    }
+}
+
+/// The socket left: an auxiliary client's player loses its auxiliary data.
+pub fn on_disconnect(shard: &Rc<Shard>, state: &IngestState) {
+    let Some(auth) = &state.auth else {
+        return;
+    };
+    if auth.player_id.is_empty() {
+        return;
+    }
+    let owner = shard.owner_of(&auth.group_code);
+    let (code, player_id) = (auth.group_code.clone(), auth.player_id.clone());
+    if owner == shard.id {
+        crate::registry::aux_disconnected(shard, &code, &player_id);
+    } else {
+        shard
+            .mesh
+            .send(owner, ShardMsg::AuxDisconnected { code, player_id });
+    }
+}
+
+/// The match of `code` was removed: namespace-disconnect this shard's ingest clients of it.
+pub fn kick_group(shard: &Rc<Shard>, code: &str) {
+    let sids = shard.sessions.borrow().select(|s| {
+        matches!(&s.app, AppState::Ingest(IngestState { auth: Some(a), .. }) if a.group_code == code)
+    });
+    for sid in sids {
+        crate::transport::socketio::disconnect(shard, &sid);
+    }
+}

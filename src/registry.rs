@@ -1,0 +1,282 @@
+//! The matches owned by this shard: creation and reconnection at observer logon, events applied in
+//! arrival order, the 100 ms broadcast tick (one encode per changed match), game end and idle
+//! removal. Runs only on the owner shard of each group code; sessions are reached via `deliver`.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::engine::{Match, Outcome};
+use crate::ingest::{AuthRecord, ObsLogon};
+use crate::shard::Shard;
+use crate::shard::messages::{FrameSet, SessionAction, SessionRef, ShardMsg};
+use crate::transport::packets::event_packet;
+use crate::transport::websocket;
+
+/// One live match and its broadcast bookkeeping.
+pub struct Entry {
+    pub game: Match,
+    secret: String,
+    /// Creation order across all shards (the aux logon picks the earliest match).
+    seq: u64,
+    last_sent_event: u64,
+    last_sent_at: Instant,
+    /// The last encoded snapshot and the counter it was built at.
+    frames: Option<(u64, FrameSet)>,
+}
+
+/// Finished-game team info kept for `/getTeamInfoForCode`.
+#[derive(Debug, Clone)]
+pub struct TeamInfo {
+    pub body: Value,
+    pub expires: Instant,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    pub live: HashMap<String, Entry>,
+    pub finished: HashMap<String, TeamInfo>,
+}
+
+fn new_secret() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut rng = rand::rng();
+    (0..12)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+fn logon_result(
+    from: &SessionRef,
+    shard: &Rc<Shard>,
+    value: bool,
+    reason: &str,
+    auth: Option<AuthRecord>,
+) {
+    let ack = json!({ "type": "authenticate", "value": value, "reason": reason }).to_string();
+    shard.deliver(
+        from.shard,
+        &from.sid,
+        SessionAction::LogonResult {
+            ack: event_packet("obs_logon_ack", &ack),
+            auth,
+            disconnect: !value,
+        },
+    );
+}
+
+/// Observer logon, step 5: create the match, or rejoin it with the group secret.
+pub fn create_match(shard: &Rc<Shard>, logon: ObsLogon, from: SessionRef) {
+    let code = logon.group_code.clone();
+    let auth = AuthRecord {
+        name: logon.obs_name.clone(),
+        group_code: code.clone(),
+        is_aux: false,
+        player_id: String::new(),
+    };
+    let mut reg = shard.matches.borrow_mut();
+    if let Some(entry) = reg.live.get(&code) {
+        let same = !logon.group_secret.is_empty()
+            && crate::ingest::auth::constant_time_eq(
+                logon.group_secret.as_bytes(),
+                entry.secret.as_bytes(),
+            );
+        drop(reg);
+        if same {
+            logon_result(&from, shard, true, "reconnected", Some(auth));
+        } else {
+            let reason = format!("Game with Group Code {code} exists and is still live.");
+            logon_result(&from, shard, false, &reason, None);
+        }
+        return;
+    }
+    match Match::new(&logon) {
+        Ok(game) => {
+            let secret = new_secret();
+            reg.live.insert(
+                code.clone(),
+                Entry {
+                    game,
+                    secret: secret.clone(),
+                    seq: shard.global.match_seq.fetch_add(1, Ordering::Relaxed),
+                    last_sent_event: 0,
+                    last_sent_at: Instant::now(),
+                    frames: None,
+                },
+            );
+            drop(reg);
+            shard.global.matches_running.fetch_add(1, Ordering::Relaxed);
+            eprintln!("match {code}: created on shard {}", shard.id);
+            logon_result(&from, shard, true, &secret, Some(auth));
+        }
+        Err(cause) => {
+            drop(reg);
+            eprintln!("match {code}: logon rejected: {cause}");
+            let reason = format!("Invalid logon data: {cause}.");
+            logon_result(&from, shard, false, &reason, None);
+        }
+    }
+}
+
+/// An accepted event for a match of this shard.
+pub fn ingest_event(shard: &Rc<Shard>, code: &str, event: Value) {
+    let Value::Object(event) = event else {
+        return;
+    };
+    let outcome = {
+        let mut reg = shard.matches.borrow_mut();
+        let Some(entry) = reg.live.get_mut(code) else {
+            return; // the match ended meanwhile
+        };
+        entry.game.apply(&event)
+    };
+    if outcome == Outcome::GameEnded {
+        end_match(shard, code);
+    }
+}
+
+pub fn aux_disconnected(shard: &Rc<Shard>, code: &str, player_id: &str) {
+    if let Some(entry) = shard.matches.borrow_mut().live.get_mut(code) {
+        entry.game.aux_disconnected(player_id);
+    }
+}
+
+pub fn find_match_id(shard: &Rc<Shard>, match_id: &str) -> Option<(u64, String)> {
+    shard
+        .matches
+        .borrow()
+        .live
+        .iter()
+        .filter(|(_, e)| e.game.match_id_text() == match_id)
+        .map(|(code, e)| (e.seq, code.clone()))
+        .min()
+}
+
+/// Encodes a snapshot once for every transport.
+pub fn encode_frames(shard: &Shard, snapshot_json: &str) -> FrameSet {
+    let packet = event_packet("match_data", snapshot_json);
+    let ws_plain = websocket::text_frame(&packet);
+    let ws_deflate = websocket::compressed_text_frame(&mut shard.compressor.borrow_mut(), &packet);
+    FrameSet {
+        packet,
+        ws_plain,
+        ws_deflate,
+    }
+}
+
+/// The current frames of a match, encoded at most once per counter value.
+fn current_frames(shard: &Shard, entry: &mut Entry) -> FrameSet {
+    let n = entry.game.event_number();
+    if let Some((at, frames)) = &entry.frames
+        && *at == n
+    {
+        return frames.clone();
+    }
+    let frames = encode_frames(shard, &entry.game.snapshot_json());
+    entry.frames = Some((n, frames.clone()));
+    frames
+}
+
+/// An overlay logged on: it alone gets the current snapshot.
+pub fn snapshot_request(shard: &Rc<Shard>, code: &str, from: SessionRef) {
+    let frames = {
+        let mut reg = shard.matches.borrow_mut();
+        let Some(entry) = reg.live.get_mut(code) else {
+            return;
+        };
+        current_frames(shard, entry)
+    };
+    shard.deliver(from.shard, &from.sid, SessionAction::Frames(frames));
+}
+
+/// Sends frames to the room's subscribers on every shard.
+pub fn publish(shard: &Rc<Shard>, code: &str, frames: FrameSet) {
+    for s in 0..shard.shards() {
+        if s != shard.id {
+            shard.mesh.send(
+                s,
+                ShardMsg::Broadcast {
+                    code: code.to_string(),
+                    frames: frames.clone(),
+                },
+            );
+        }
+    }
+    crate::broadcast::fanout_local(shard, code, &frames);
+}
+
+/// One broadcast tick: every changed match is encoded once and published; idle ones removed.
+pub fn tick(shard: &Rc<Shard>) {
+    let idle_limit = shard.config.match_idle;
+    let mut to_publish: Vec<(String, FrameSet)> = Vec::new();
+    let mut idle: Vec<String> = Vec::new();
+    {
+        let mut reg = shard.matches.borrow_mut();
+        let now = Instant::now();
+        for (code, entry) in reg.live.iter_mut() {
+            let n = entry.game.event_number();
+            if n > entry.last_sent_event {
+                let frames = current_frames(shard, entry);
+                entry.last_sent_event = n;
+                entry.last_sent_at = now;
+                to_publish.push((code.clone(), frames));
+            } else if now.duration_since(entry.last_sent_at) > idle_limit {
+                idle.push(code.clone());
+            }
+        }
+        reg.finished.retain(|_, info| info.expires > now);
+    }
+    for (code, frames) in to_publish {
+        publish(shard, &code, frames);
+    }
+    for code in idle {
+        eprintln!(
+            "match {code}: removed after {}s without events",
+            idle_limit.as_secs()
+        );
+        remove_match(shard, &code);
+    }
+}
+
+/// Game end: the final state is broadcast (the original never sent it), the team info is kept
+/// for the post-match pages, then the match is removed.
+fn end_match(shard: &Rc<Shard>, code: &str) {
+    let frames = {
+        let mut reg = shard.matches.borrow_mut();
+        let Some(entry) = reg.live.get_mut(code) else {
+            return;
+        };
+        let frames = current_frames(shard, entry);
+        entry.last_sent_event = entry.game.event_number();
+        frames
+    };
+    publish(shard, code, frames);
+    eprintln!("match {code}: game ended");
+    remove_match(shard, code);
+}
+
+/// Removes a match and disconnects its ingest clients on every shard.
+pub fn remove_match(shard: &Rc<Shard>, code: &str) {
+    if shard.matches.borrow_mut().live.remove(code).is_none() {
+        return;
+    }
+    shard.global.matches_running.fetch_sub(1, Ordering::Relaxed);
+    for s in 0..shard.shards() {
+        if s != shard.id {
+            shard.mesh.send(
+                s,
+                ShardMsg::KickGroup {
+                    code: code.to_string(),
+                },
+            );
+        }
+    }
+    crate::ingest::kick_group(shard, code);
+}
+
+/// How long finished-game team info stays available.
+pub const TEAM_INFO_TTL: Duration = Duration::from_secs(3600);

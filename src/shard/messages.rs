@@ -1,0 +1,84 @@
+//! Everything one shard asks of another. Messages are plain `Send` values; replies travel on
+//! oneshot channels or come back as new messages. Owns no behaviour: `router.rs` dispatches them.
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+use serde_json::Value;
+
+use crate::ingest::{AuthRecord, ObsLogon};
+use crate::transport::engineio::SessionState;
+use crate::transport::http::Response;
+
+/// One broadcast, encoded once for every way a subscriber can receive it.
+#[derive(Clone, Debug)]
+pub struct FrameSet {
+    /// The Engine.IO packet text (`42["match_data","…"]`), for long-polling payloads.
+    pub packet: Bytes,
+    /// The same packet as an uncompressed WebSocket text frame.
+    pub ws_plain: Bytes,
+    /// The same packet as a permessage-deflate frame (no context takeover).
+    pub ws_deflate: Bytes,
+}
+
+/// Where a session can be reached: the shard it was last known on and its Engine.IO id.
+#[derive(Clone, Debug)]
+pub struct SessionRef {
+    pub shard: usize,
+    pub sid: String,
+}
+
+/// Something to do to a session, wherever it lives now.
+#[derive(Debug)]
+pub enum SessionAction {
+    /// Send these Engine.IO packets.
+    Packets(Vec<Bytes>),
+    /// The outcome of a logon: send the ack, record the authentication, maybe disconnect.
+    LogonResult {
+        ack: Bytes,
+        auth: Option<AuthRecord>,
+        disconnect: bool,
+    },
+    /// A snapshot for this session only.
+    Frames(FrameSet),
+    /// Namespace disconnect (`41`), e.g. when the session's match was removed.
+    Kick,
+}
+
+pub enum ShardMsg {
+    /// A long-polling request for a session that lives on the receiving shard.
+    Poll {
+        sid: String,
+        post: Option<Bytes>,
+        reply: oneshot::Sender<Response>,
+    },
+    /// A WebSocket probe arrived elsewhere: release the session's pending poll with a noop.
+    Probe { sid: String },
+    /// Hand the session over to the shard holding its new WebSocket.
+    Migrate {
+        sid: String,
+        to: usize,
+        reply: oneshot::Sender<Option<SessionState>>,
+    },
+    /// Apply an action to a session of the receiving shard (or forward it where it moved).
+    Deliver { sid: String, action: SessionAction },
+    /// Create or rejoin the match of an observer logon (sent to the owner shard).
+    CreateMatch {
+        logon: Box<ObsLogon>,
+        from: SessionRef,
+    },
+    /// Which live match of the receiving shard has this Valorant match id (creation order, code).
+    FindMatchId {
+        match_id: String,
+        reply: oneshot::Sender<Option<(u64, String)>>,
+    },
+    /// An accepted ingest event for a match of the receiving shard.
+    IngestEvent { code: String, event: Value },
+    /// An auxiliary client of this match went away.
+    AuxDisconnected { code: String, player_id: String },
+    /// A frame for every local subscriber of the room.
+    Broadcast { code: String, frames: FrameSet },
+    /// An overlay logged on: send it the current snapshot, if the match exists.
+    SnapshotRequest { code: String, from: SessionRef },
+    /// The match was removed: namespace-disconnect its local ingest clients.
+    KickGroup { code: String },
+}

@@ -1,0 +1,134 @@
+//! Shards: one glommio executor per core, each with its own sessions, rooms and matches.
+//!
+//! `Shard` is the shard-local state (reached through `Rc`, never shared between threads);
+//! `Mesh` is the only thing shared: one inbox per shard. A match lives on the shard
+//! `owner_of(code)`; everything else reaches it through the mesh.
+
+pub mod messages;
+pub mod router;
+pub mod runtime;
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::broadcast::Rooms;
+use crate::config::Config;
+use crate::registry::Registry;
+use crate::transport::engineio::Sessions;
+use messages::{SessionAction, ShardMsg};
+
+/// The shard that owns a group code's match: FNV-1a of the code modulo the shard count.
+pub fn owner_of(code: &str, shards: usize) -> usize {
+    let mut hash: u64 = 0xcbf29ce484222325;
+    for b in code.as_bytes() {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x100000001b3);
+    }
+    (hash % shards.max(1) as u64) as usize
+}
+
+/// The inboxes of all shards.
+pub struct Mesh {
+    inboxes: Vec<flume::Sender<ShardMsg>>,
+}
+
+impl Mesh {
+    pub fn new(shards: usize) -> (Arc<Mesh>, Vec<flume::Receiver<ShardMsg>>) {
+        let (tx, rx): (Vec<_>, Vec<_>) = (0..shards).map(|_| flume::unbounded()).unzip();
+        (Arc::new(Mesh { inboxes: tx }), rx)
+    }
+
+    pub fn len(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inboxes.is_empty()
+    }
+
+    /// Sends to a shard's inbox. Inboxes live as long as the process, so a failure only happens
+    /// during shutdown and is ignored.
+    pub fn send(&self, shard: usize, msg: ShardMsg) {
+        if let Some(tx) = self.inboxes.get(shard) {
+            let _ = tx.send(msg);
+        }
+    }
+}
+
+/// Process-wide counters (atomics; never on a per-message path).
+#[derive(Default)]
+pub struct Global {
+    pub matches_running: AtomicUsize,
+    pub match_seq: AtomicU64,
+}
+
+impl Global {
+    pub fn matches_running(&self) -> usize {
+        self.matches_running.load(Ordering::Relaxed)
+    }
+}
+
+/// Shard-local state.
+pub struct Shard {
+    pub id: usize,
+    pub config: Arc<Config>,
+    pub mesh: Arc<Mesh>,
+    pub global: Arc<Global>,
+    pub sessions: RefCell<Sessions>,
+    pub rooms: RefCell<Rooms>,
+    pub matches: RefCell<Registry>,
+    pub compressor: RefCell<flate2::Compress>,
+}
+
+impl Shard {
+    pub fn new(id: usize, config: Arc<Config>, mesh: Arc<Mesh>, global: Arc<Global>) -> Shard {
+        Shard {
+            id,
+            config,
+            mesh,
+            global,
+            sessions: RefCell::new(Sessions::default()),
+            rooms: RefCell::new(Rooms::default()),
+            matches: RefCell::new(Registry::default()),
+            compressor: RefCell::new(crate::transport::websocket::new_compressor()),
+        }
+    }
+
+    pub fn shards(&self) -> usize {
+        self.mesh.len()
+    }
+
+    pub fn owner_of(&self, code: &str) -> usize {
+        owner_of(code, self.shards())
+    }
+
+    /// Applies `action` to a session: here, or on the shard it lives on.
+    pub fn deliver(self: &std::rc::Rc<Self>, shard: usize, sid: &str, action: SessionAction) {
+        if shard == self.id {
+            crate::transport::engineio::deliver_local(self, sid, action);
+        } else {
+            self.mesh.send(
+                shard,
+                ShardMsg::Deliver {
+                    sid: sid.to_string(),
+                    action,
+                },
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_is_stable_and_spread() {
+        assert_eq!(owner_of("ABC", 1), 0);
+        assert_eq!(owner_of("ABC", 4), owner_of("ABC", 4));
+        let owners: std::collections::HashSet<_> =
+            (0..50).map(|i| owner_of(&format!("G{i}"), 2)).collect();
+        assert_eq!(owners.len(), 2);
+    }
+}

@@ -1,0 +1,39 @@
+//! A shard's inbox loop: receives mesh messages and hands each to the module that owns it.
+
+use std::rc::Rc;
+
+use super::Shard;
+use super::messages::ShardMsg;
+use crate::transport::engineio;
+
+pub async fn run_inbox(shard: Rc<Shard>, inbox: flume::Receiver<ShardMsg>) {
+    while let Ok(msg) = inbox.recv_async().await {
+        dispatch(&shard, msg);
+    }
+}
+
+fn dispatch(shard: &Rc<Shard>, msg: ShardMsg) {
+    match msg {
+        ShardMsg::Poll { sid, post, reply } => engineio::poll_local(shard, &sid, post, reply),
+        ShardMsg::Probe { sid } => engineio::probe_local(shard, &sid),
+        ShardMsg::Migrate { sid, to, reply } => {
+            let _ = reply.send(engineio::detach_local(shard, &sid, to));
+        }
+        ShardMsg::Deliver { sid, action } => engineio::deliver_local(shard, &sid, action),
+        ShardMsg::CreateMatch { logon, from } => crate::registry::create_match(shard, *logon, from),
+        ShardMsg::FindMatchId { match_id, reply } => {
+            let _ = reply.send(crate::registry::find_match_id(shard, &match_id));
+        }
+        ShardMsg::IngestEvent { code, event } => crate::registry::ingest_event(shard, &code, event),
+        ShardMsg::AuxDisconnected { code, player_id } => {
+            crate::registry::aux_disconnected(shard, &code, &player_id)
+        }
+        ShardMsg::Broadcast { code, frames } => {
+            crate::broadcast::fanout_local(shard, &code, &frames)
+        }
+        ShardMsg::SnapshotRequest { code, from } => {
+            crate::registry::snapshot_request(shard, &code, from)
+        }
+        ShardMsg::KickGroup { code } => crate::ingest::kick_group(shard, &code),
+    }
+}

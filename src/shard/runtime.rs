@@ -1,0 +1,146 @@
+//! Starts the shards: one glommio executor per shard, each binding all three ports with
+//! SO_REUSEPORT and running its accept loops, inbox and broadcast tick.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use glommio::net::TcpListener;
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+
+use super::{Global, Mesh, Shard};
+use crate::config::{Config, TlsMode};
+use crate::transport::server::{Port, serve};
+
+/// The running server: join it to wait forever.
+pub struct Running {
+    handles: Vec<ExecutorJoinHandle<()>>,
+    pub global: Arc<Global>,
+}
+
+impl Running {
+    pub fn join(self) {
+        for h in self.handles {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Refuses to start when a port is taken by another program (SO_REUSEPORT would otherwise let a
+/// second server silently share the ports with the first).
+fn check_ports_free(config: &Config) -> Result<(), String> {
+    for (name, port) in [
+        ("ingest", config.ingest_port),
+        ("rest", config.rest_port),
+        ("broadcast", config.broadcast_port),
+    ] {
+        let addr = SocketAddr::new(config.bind, port);
+        // SO_REUSEADDR without SO_REUSEPORT: conflicts with a live listener, not with TIME_WAIT.
+        new_socket(addr)
+            .and_then(|s| s.bind(&addr.into()))
+            .map_err(|e| format!("cannot listen on {addr} ({name} port): {e}"))?;
+    }
+    Ok(())
+}
+
+pub fn start(config: Config) -> Result<Running, String> {
+    check_ports_free(&config)?;
+    let tls = match &config.tls {
+        TlsMode::Plain => None,
+        TlsMode::Tls { key, cert } => Some(crate::transport::tls::server_config(key, cert)?),
+    };
+    let shards = config.shards;
+    let config = Arc::new(config);
+    let (mesh, inboxes) = Mesh::new(shards);
+    let global = Arc::new(Global::default());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let mut handles = Vec::with_capacity(shards);
+    for (id, inbox) in inboxes.into_iter().enumerate() {
+        let (config, mesh, global, tls, ready) = (
+            config.clone(),
+            mesh.clone(),
+            global.clone(),
+            tls.clone(),
+            ready_tx.clone(),
+        );
+        let handle = LocalExecutorBuilder::new(Placement::Unbound)
+            .name(&format!("shard-{id}"))
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                let shard = Rc::new(Shard::new(id, config.clone(), mesh, global));
+                let mut listeners = Vec::new();
+                for (port, number) in [
+                    (Port::Ingest, config.ingest_port),
+                    (Port::Rest, config.rest_port),
+                    (Port::Broadcast, config.broadcast_port),
+                ] {
+                    match bind_shared(SocketAddr::new(config.bind, number)) {
+                        Ok(l) => listeners.push((port, l)),
+                        Err(e) => {
+                            let _ =
+                                ready.send(Err(format!("shard {id}: cannot bind {number}: {e}")));
+                            return;
+                        }
+                    }
+                }
+                for (port, listener) in listeners {
+                    glommio::spawn_local(serve(shard.clone(), listener, port, tls.clone()))
+                        .detach();
+                }
+                glommio::spawn_local(super::router::run_inbox(shard.clone(), inbox)).detach();
+                glommio::spawn_local(ticker(shard.clone())).detach();
+                let _ = ready.send(Ok(()));
+                drop(ready);
+                futures_lite::future::pending::<()>().await;
+            })
+            .map_err(|e| format!("cannot start shard {id}: {e}"))?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    for _ in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err("a shard stopped during start-up".into()),
+        }
+    }
+    Ok(Running { handles, global })
+}
+
+fn new_socket(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    Ok(socket)
+}
+
+/// A listener that every shard binds to the same port (SO_REUSEPORT: the kernel spreads
+/// connections over the shards; SO_REUSEADDR: restarts are not blocked by TIME_WAIT).
+fn bind_shared(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let socket = new_socket(addr)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    // SAFETY: the descriptor is a listening TCP socket we own and hand over exactly once.
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
+}
+
+/// The 100 ms broadcast tick of the matches this shard owns (drift-free schedule).
+async fn ticker(shard: Rc<Shard>) {
+    let period = shard.config.tick;
+    let mut next = Instant::now() + period;
+    loop {
+        let now = Instant::now();
+        if next > now {
+            glommio::timer::sleep(next - now).await;
+        }
+        crate::registry::tick(&shard);
+        next += period;
+        let now = Instant::now();
+        if next + period < now {
+            next = now + period; // fell far behind: do not burst
+        }
+    }
+}

@@ -1,0 +1,788 @@
+//! Engine.IO v4 sessions on one shard: the handshake, both transports (HTTP long-polling and
+//! WebSocket), the polling → WebSocket upgrade, heartbeats and close. The Socket.IO layer on top
+//! lives in `socketio.rs`; applications (ingest, broadcast) only see Socket.IO events.
+//!
+//! A session lives on one shard. Its id starts with that shard's number, so a polling request that
+//! lands on another shard (SO_REUSEPORT spreads connections) is forwarded through the mesh. When a
+//! session upgrades to a WebSocket that landed elsewhere, the session moves to the WebSocket's
+//! shard; the old shard remembers where it went for a while and forwards actions there.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use serde_json::json;
+
+use super::http::{Reader, Request, Response, write_response};
+use super::outbound::{FrameKind, OutQueue, run_writer};
+use super::packets::{EioPacket, SEPARATOR, encode_payload};
+use super::socketio;
+use super::websocket::{self, Incoming, MessageReader, close_code};
+use crate::shard::Shard;
+use crate::shard::messages::{FrameSet, SessionAction, ShardMsg};
+
+/// Which application a session belongs to (decided by the port it connected to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortKind {
+    Ingest,
+    Broadcast,
+}
+
+/// Application state carried by a session (moves with it between shards).
+#[derive(Debug, Clone)]
+pub enum AppState {
+    Ingest(crate::ingest::IngestState),
+    Broadcast(crate::broadcast::OverlayState),
+}
+
+impl AppState {
+    fn new(kind: PortKind) -> AppState {
+        match kind {
+            PortKind::Ingest => AppState::Ingest(Default::default()),
+            PortKind::Broadcast => AppState::Broadcast(Default::default()),
+        }
+    }
+}
+
+enum Transport {
+    Polling {
+        buffer: Vec<Bytes>,
+        buffered_bytes: usize,
+        waiting: Option<oneshot::Sender<Response>>,
+    },
+    WebSocket {
+        queue: Rc<OutQueue>,
+        deflate: bool,
+    },
+}
+
+pub struct Session {
+    pub sid: String,
+    pub kind: PortKind,
+    /// Socket.IO id while connected to the main namespace.
+    pub sio_sid: Option<String>,
+    pub app: AppState,
+    transport: Transport,
+    created: Instant,
+    last_ping_sent: Option<Instant>,
+    pong_pending: bool,
+}
+
+/// What moves when a session changes shard.
+#[derive(Debug)]
+pub struct SessionState {
+    pub sid: String,
+    pub kind: PortKind,
+    pub sio_sid: Option<String>,
+    pub app: AppState,
+    pub buffered: Vec<Bytes>,
+}
+
+/// The sessions of one shard.
+#[derive(Default)]
+pub struct Sessions {
+    map: HashMap<String, Rc<RefCell<Session>>>,
+    /// Sessions that moved to another shard, with when they moved.
+    moved: HashMap<String, (usize, Instant)>,
+}
+
+impl Sessions {
+    pub fn get(&self, sid: &str) -> Option<Rc<RefCell<Session>>> {
+        self.map.get(sid).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Session ids whose application state matches `pred`.
+    pub fn select(&self, mut pred: impl FnMut(&Session) -> bool) -> Vec<String> {
+        self.map
+            .values()
+            .filter(|s| pred(&s.borrow()))
+            .map(|s| s.borrow().sid.clone())
+            .collect()
+    }
+}
+
+const MOVED_MEMORY: Duration = Duration::from_secs(120);
+
+fn new_sid(shard: usize) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut rng = rand::rng();
+    let mut sid = format!("{:02x}", shard % 256);
+    sid.extend((0..18).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char));
+    sid
+}
+
+/// The shard a session id was created on.
+pub fn shard_of_sid(sid: &str) -> Option<usize> {
+    sid.get(0..2)
+        .and_then(|h| usize::from_str_radix(h, 16).ok())
+}
+
+fn error_response(code: u8, message: &str) -> Response {
+    Response::json(400, json!({ "code": code, "message": message }).to_string())
+        .with_header("Access-Control-Allow-Origin", "*")
+}
+
+fn payload_response(body: Bytes) -> Response {
+    Response::new(200, "text/plain; charset=UTF-8", body)
+        .with_header("Access-Control-Allow-Origin", "*")
+        .with_header("cache-control", "no-store")
+}
+
+fn ok_response() -> Response {
+    Response::new(200, "text/html", Bytes::from_static(b"ok"))
+        .with_header("Access-Control-Allow-Origin", "*")
+        .with_header("cache-control", "no-store")
+}
+
+fn open_packet(sid: &str, upgrades: bool, shard: &Shard) -> Bytes {
+    let c = &shard.config;
+    let open = json!({
+        "sid": sid,
+        "upgrades": if upgrades { vec!["websocket"] } else { vec![] },
+        "pingInterval": c.ping_interval.as_millis() as u64,
+        "pingTimeout": c.ping_timeout.as_millis() as u64,
+        "maxPayload": c.max_payload,
+    });
+    Bytes::from(format!("0{open}"))
+}
+
+/// Validates the Engine.IO query of a `/socket.io/` request: `Ok(Some(sid))`, `Ok(None)` for a
+/// handshake, or the error response.
+fn check_query(req: &Request) -> Result<(bool, Option<String>), Response> {
+    if req.query_param("EIO").as_deref() != Some("4") {
+        return Err(error_response(5, "Unsupported protocol version"));
+    }
+    let websocket = match req.query_param("transport").as_deref() {
+        Some("polling") => false,
+        Some("websocket") => true,
+        _ => return Err(error_response(0, "Transport unknown")),
+    };
+    Ok((websocket, req.query_param("sid")))
+}
+
+/// Handles one `/socket.io/` request. Returns `None` when the connection was taken over by a
+/// WebSocket (and is finished when this returns).
+pub async fn handle_request<R, W>(
+    shard: &Rc<Shard>,
+    kind: PortKind,
+    req: Request,
+    reader: &mut Reader<R>,
+    writer: &mut Option<W>,
+) -> Option<Response>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + 'static,
+{
+    let (is_ws, sid) = match check_query(&req) {
+        Ok(v) => v,
+        Err(resp) => return Some(resp),
+    };
+    if is_ws {
+        if !req.is_websocket_upgrade() {
+            return Some(error_response(3, "Bad request"));
+        }
+        let Some(w) = writer.take() else {
+            return Some(error_response(3, "Bad request"));
+        };
+        run_websocket(shard, kind, &req, reader, w, sid).await;
+        return None;
+    }
+    Some(match (req.method.as_str(), sid) {
+        ("GET", None) => handshake_polling(shard, kind),
+        (_, None) => error_response(2, "Bad handshake method"),
+        (method @ ("GET" | "POST"), Some(sid)) => {
+            let post = (method == "POST").then(|| req.body.clone());
+            forward_poll(shard, sid, post).await
+        }
+        _ => error_response(2, "Bad handshake method"),
+    })
+}
+
+fn handshake_polling(shard: &Rc<Shard>, kind: PortKind) -> Response {
+    let sid = new_sid(shard.id);
+    let open = open_packet(&sid, true, shard);
+    insert_session(
+        shard,
+        Session {
+            sid,
+            kind,
+            sio_sid: None,
+            app: AppState::new(kind),
+            transport: Transport::Polling {
+                buffer: Vec::new(),
+                buffered_bytes: 0,
+                waiting: None,
+            },
+            created: Instant::now(),
+            last_ping_sent: None,
+            pong_pending: false,
+        },
+    );
+    payload_response(open)
+}
+
+fn insert_session(shard: &Rc<Shard>, session: Session) {
+    let sid = session.sid.clone();
+    let cell = Rc::new(RefCell::new(session));
+    let weak = Rc::downgrade(&cell);
+    shard.sessions.borrow_mut().map.insert(sid.clone(), cell);
+    glommio::spawn_local(keepalive(shard.clone(), sid, weak)).detach();
+}
+
+async fn forward_poll(shard: &Rc<Shard>, sid: String, post: Option<Bytes>) -> Response {
+    let Some(home) = shard_of_sid(&sid).filter(|h| *h < shard.shards()) else {
+        return error_response(1, "Session ID unknown");
+    };
+    let (tx, rx) = oneshot::channel();
+    if home == shard.id {
+        poll_local(shard, &sid, post, tx);
+    } else {
+        shard.mesh.send(
+            home,
+            ShardMsg::Poll {
+                sid,
+                post,
+                reply: tx,
+            },
+        );
+    }
+    rx.await
+        .unwrap_or_else(|_| error_response(1, "Session ID unknown"))
+}
+
+/// Serves a polling GET or POST for a session of this shard.
+pub fn poll_local(
+    shard: &Rc<Shard>,
+    sid: &str,
+    post: Option<Bytes>,
+    reply: oneshot::Sender<Response>,
+) {
+    let Some(cell) = shard.sessions.borrow().get(sid) else {
+        let _ = reply.send(error_response(1, "Session ID unknown"));
+        return;
+    };
+    if let Some(body) = post {
+        if !matches!(cell.borrow().transport, Transport::Polling { .. }) {
+            let _ = reply.send(error_response(3, "Bad request"));
+            return;
+        }
+        for packet in body.split(|b| *b == SEPARATOR) {
+            match std::str::from_utf8(packet) {
+                Ok(text) => on_packet(shard, sid, text),
+                Err(_) => {
+                    close_session(shard, sid, "invalid UTF-8 in payload");
+                    let _ = reply.send(error_response(3, "Bad request"));
+                    return;
+                }
+            }
+        }
+        let _ = reply.send(ok_response());
+        return;
+    }
+    let overlap = {
+        let mut s = cell.borrow_mut();
+        match &mut s.transport {
+            Transport::WebSocket { .. } => {
+                let _ = reply.send(error_response(3, "Bad request"));
+                return;
+            }
+            Transport::Polling {
+                buffer,
+                buffered_bytes,
+                waiting,
+            } => {
+                if waiting.is_some() {
+                    true
+                } else if !buffer.is_empty() {
+                    let payload = encode_payload(buffer);
+                    buffer.clear();
+                    *buffered_bytes = 0;
+                    let _ = reply.send(payload_response(payload));
+                    return;
+                } else {
+                    *waiting = Some(reply);
+                    return;
+                }
+            }
+        }
+    };
+    if overlap {
+        close_session(shard, sid, "overlapping polling requests");
+        let _ = reply.send(error_response(3, "Bad request"));
+    }
+}
+
+/// A probe arrived on a WebSocket: release the pending poll so the client can pause polling.
+pub fn probe_local(shard: &Rc<Shard>, sid: &str) {
+    let Some(cell) = shard.sessions.borrow().get(sid) else {
+        return;
+    };
+    let mut s = cell.borrow_mut();
+    if let Transport::Polling {
+        buffer,
+        buffered_bytes,
+        waiting,
+    } = &mut s.transport
+        && let Some(tx) = waiting.take()
+    {
+        let payload = if buffer.is_empty() {
+            Bytes::from_static(b"6")
+        } else {
+            *buffered_bytes = 0;
+            let p = encode_payload(buffer);
+            buffer.clear();
+            p
+        };
+        let _ = tx.send(payload_response(payload));
+    }
+}
+
+/// Takes a polling session out of this shard for an upgrade; `to` is the shard it moves to.
+pub fn detach_local(shard: &Rc<Shard>, sid: &str, to: usize) -> Option<SessionState> {
+    let cell = shard.sessions.borrow().get(sid)?;
+    if !matches!(cell.borrow().transport, Transport::Polling { .. }) {
+        return None;
+    }
+    shard.sessions.borrow_mut().map.remove(sid);
+    if to != shard.id {
+        let mut sessions = shard.sessions.borrow_mut();
+        sessions
+            .moved
+            .retain(|_, (_, at)| at.elapsed() < MOVED_MEMORY);
+        sessions.moved.insert(sid.to_string(), (to, Instant::now()));
+    }
+    let mut s = cell.borrow_mut();
+    let buffered = match &mut s.transport {
+        Transport::Polling {
+            buffer, waiting, ..
+        } => {
+            if let Some(tx) = waiting.take() {
+                let _ = tx.send(payload_response(Bytes::from_static(b"6")));
+            }
+            std::mem::take(buffer)
+        }
+        Transport::WebSocket { .. } => Vec::new(),
+    };
+    crate::app::on_detach(shard, &s.sid, &s.app);
+    Some(SessionState {
+        sid: s.sid.clone(),
+        kind: s.kind,
+        sio_sid: s.sio_sid.clone(),
+        app: s.app.clone(),
+        buffered,
+    })
+}
+
+async fn run_websocket<R, W>(
+    shard: &Rc<Shard>,
+    kind: PortKind,
+    req: &Request,
+    reader: &mut Reader<R>,
+    mut writer: W,
+    sid: Option<String>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + 'static,
+{
+    let (resp, neg) = match websocket::accept(req) {
+        Ok(v) => v,
+        Err(msg) => {
+            let _ = write_response(&mut writer, &error_response(3, msg), false).await;
+            return;
+        }
+    };
+    if write_response(&mut writer, &resp, true).await.is_err() {
+        return;
+    }
+    let queue = OutQueue::new();
+    glommio::spawn_local(run_writer(queue.clone(), writer)).detach();
+    let mut messages = MessageReader::new(neg, shard.config.max_payload);
+    let text = |s: &str| websocket::text_frame(s.as_bytes());
+
+    let sid = match sid {
+        None => {
+            let sid = new_sid(shard.id);
+            queue.push(
+                text(std::str::from_utf8(&open_packet(&sid, false, shard)).unwrap_or("0")),
+                FrameKind::Normal,
+            );
+            insert_session(
+                shard,
+                Session {
+                    sid: sid.clone(),
+                    kind,
+                    sio_sid: None,
+                    app: AppState::new(kind),
+                    transport: Transport::WebSocket {
+                        queue: queue.clone(),
+                        deflate: neg.deflate,
+                    },
+                    created: Instant::now(),
+                    last_ping_sent: None,
+                    pong_pending: false,
+                },
+            );
+            sid
+        }
+        Some(sid) => {
+            match upgrade(
+                shard,
+                kind,
+                &sid,
+                reader,
+                &mut messages,
+                &queue,
+                neg.deflate,
+            )
+            .await
+            {
+                true => sid,
+                false => {
+                    queue.close_with(Some(websocket::close_frame(close_code::NORMAL, "")));
+                    return;
+                }
+            }
+        }
+    };
+
+    // Main loop: Engine.IO packets arrive as text messages.
+    loop {
+        let next = messages.next(&mut reader.buf);
+        match next {
+            Ok(Some(Incoming::Text(t))) => on_packet(shard, &sid, &t),
+            Ok(Some(Incoming::Binary(_))) => {} // binary attachments are not used by Spectra
+            Ok(Some(Incoming::Ping(p))) => {
+                queue.push(websocket::pong_frame(&p), FrameKind::Normal);
+            }
+            Ok(Some(Incoming::Pong)) => {}
+            Ok(Some(Incoming::Close)) => {
+                queue.close_with(Some(websocket::close_frame(close_code::NORMAL, "")));
+                break;
+            }
+            Ok(None) => {
+                if !queue.is_open() {
+                    break;
+                }
+                match reader.fill().await {
+                    Ok(0) | Err(_) => {
+                        queue.mark_dead();
+                        break;
+                    }
+                    Ok(_) => {}
+                }
+            }
+            Err(e) => {
+                queue.close_with(Some(websocket::close_frame(e.code, e.reason)));
+                break;
+            }
+        }
+    }
+    // The session ends with its WebSocket (unless it already ended).
+    let ours = shard.sessions.borrow().get(&sid).is_some_and(|cell| {
+        matches!(&cell.borrow().transport, Transport::WebSocket { queue: q, .. } if Rc::ptr_eq(q, &queue))
+    });
+    if ours {
+        close_session(shard, &sid, "transport close");
+    }
+}
+
+/// The upgrade dance on a new WebSocket for an existing polling session:
+/// `2probe` → `3probe`, then `5` moves the session onto this WebSocket.
+async fn upgrade<R: AsyncRead + Unpin>(
+    shard: &Rc<Shard>,
+    kind: PortKind,
+    sid: &str,
+    reader: &mut Reader<R>,
+    messages: &mut MessageReader,
+    queue: &Rc<OutQueue>,
+    deflate: bool,
+) -> bool {
+    let Some(home) = shard_of_sid(sid).filter(|h| *h < shard.shards()) else {
+        return false;
+    };
+    let deadline = Instant::now() + shard.config.ping_timeout;
+    loop {
+        let msg = match messages.next(&mut reader.buf) {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                let timeout = deadline.saturating_duration_since(Instant::now());
+                let filled = futures_lite::future::or(async { Some(reader.fill().await) }, async {
+                    glommio::timer::sleep(timeout).await;
+                    None
+                })
+                .await;
+                match filled {
+                    Some(Ok(n)) if n > 0 => continue,
+                    _ => return false,
+                }
+            }
+            Err(_) => return false,
+        };
+        match msg {
+            Incoming::Text(t) if t == "2probe" => {
+                queue.push(websocket::text_frame(b"3probe"), FrameKind::Normal);
+                if home == shard.id {
+                    probe_local(shard, sid);
+                } else {
+                    shard.mesh.send(
+                        home,
+                        ShardMsg::Probe {
+                            sid: sid.to_string(),
+                        },
+                    );
+                }
+            }
+            Incoming::Text(t) if t == "5" => {
+                let state = if home == shard.id {
+                    detach_local(shard, sid, shard.id)
+                } else {
+                    let (tx, rx) = oneshot::channel();
+                    shard.mesh.send(
+                        home,
+                        ShardMsg::Migrate {
+                            sid: sid.to_string(),
+                            to: shard.id,
+                            reply: tx,
+                        },
+                    );
+                    rx.await.ok().flatten()
+                };
+                let Some(state) = state else {
+                    return false;
+                };
+                if state.kind != kind {
+                    return false;
+                }
+                install(shard, state, queue.clone(), deflate);
+                return true;
+            }
+            Incoming::Ping(p) => {
+                queue.push(websocket::pong_frame(&p), FrameKind::Normal);
+            }
+            Incoming::Pong => {}
+            _ => return false,
+        }
+    }
+}
+
+fn install(shard: &Rc<Shard>, state: SessionState, queue: Rc<OutQueue>, deflate: bool) {
+    for packet in &state.buffered {
+        queue.push(websocket::text_frame(packet), FrameKind::Normal);
+    }
+    let session = Session {
+        sid: state.sid.clone(),
+        kind: state.kind,
+        sio_sid: state.sio_sid,
+        app: state.app,
+        transport: Transport::WebSocket { queue, deflate },
+        created: Instant::now(),
+        last_ping_sent: None,
+        pong_pending: false,
+    };
+    crate::app::on_attach(shard, &session.sid, &session.app);
+    insert_session(shard, session);
+}
+
+/// Handles one Engine.IO packet from a client.
+pub fn on_packet(shard: &Rc<Shard>, sid: &str, text: &str) {
+    match EioPacket::parse(text) {
+        Some(EioPacket::Message(msg)) => socketio::on_message(shard, sid, msg),
+        Some(EioPacket::Pong(_)) => {
+            if let Some(cell) = shard.sessions.borrow().get(sid) {
+                cell.borrow_mut().pong_pending = false;
+            }
+        }
+        Some(EioPacket::Ping(data)) => {
+            // Clients of v4 do not ping, but answering costs nothing.
+            send_packets(shard, sid, vec![Bytes::from(format!("3{data}"))]);
+        }
+        Some(EioPacket::Close) => close_session(shard, sid, "client close"),
+        Some(EioPacket::Noop) | Some(EioPacket::Upgrade) | Some(EioPacket::Open) => {}
+        None => {
+            // A packet type that does not exist: the client is not speaking Engine.IO.
+            close_session(shard, sid, "parse error");
+        }
+    }
+}
+
+/// Sends Engine.IO packets to a session of this shard.
+pub fn send_packets(shard: &Rc<Shard>, sid: &str, packets: Vec<Bytes>) {
+    let Some(cell) = shard.sessions.borrow().get(sid) else {
+        return;
+    };
+    let over_budget = {
+        let mut s = cell.borrow_mut();
+        push_packets(&mut s, packets)
+    };
+    if over_budget {
+        close_session(shard, sid, "slow consumer");
+    }
+}
+
+/// Returns true when the session is over its buffer budget and must be closed.
+fn push_packets(s: &mut Session, packets: Vec<Bytes>) -> bool {
+    match &mut s.transport {
+        Transport::Polling {
+            buffer,
+            buffered_bytes,
+            waiting,
+        } => {
+            for p in packets {
+                *buffered_bytes += p.len();
+                buffer.push(p);
+            }
+            if let Some(tx) = waiting.take() {
+                let payload = encode_payload(buffer);
+                buffer.clear();
+                *buffered_bytes = 0;
+                let _ = tx.send(payload_response(payload));
+            }
+            *buffered_bytes > super::outbound::BYTE_BUDGET
+        }
+        Transport::WebSocket { queue, .. } => {
+            for p in packets {
+                if !queue.push(websocket::text_frame(&p), FrameKind::Normal) {
+                    return queue.is_open();
+                }
+            }
+            false
+        }
+    }
+}
+
+/// Sends a pre-encoded broadcast to a session of this shard (the hot path: no encoding here).
+pub fn send_frames(session: &RefCell<Session>, frames: &FrameSet) {
+    let mut s = session.borrow_mut();
+    match &mut s.transport {
+        Transport::WebSocket { queue, deflate } => {
+            let frame = if *deflate {
+                frames.ws_deflate.clone()
+            } else {
+                frames.ws_plain.clone()
+            };
+            queue.push(frame, FrameKind::Snapshot);
+        }
+        Transport::Polling { .. } => {
+            // Long-polling clients get the same packet bytes; the newest snapshot replaces an
+            // older one still waiting in the buffer.
+            if let Transport::Polling {
+                buffer,
+                buffered_bytes,
+                ..
+            } = &mut s.transport
+                && let Some(pos) = buffer
+                    .iter()
+                    .position(|p| p.starts_with(b"42[\"match_data\""))
+            {
+                *buffered_bytes -= buffer[pos].len();
+                buffer.remove(pos);
+            }
+            push_packets(&mut s, vec![frames.packet.clone()]);
+        }
+    }
+}
+
+/// Applies an action to a session of this shard, or forwards it to where the session moved.
+pub fn deliver_local(shard: &Rc<Shard>, sid: &str, action: SessionAction) {
+    let cell = shard.sessions.borrow().get(sid);
+    let Some(cell) = cell else {
+        let moved = shard.sessions.borrow().moved.get(sid).map(|(to, _)| *to);
+        if let Some(to) = moved.filter(|to| *to != shard.id) {
+            shard.deliver(to, sid, action);
+        }
+        return;
+    };
+    match action {
+        SessionAction::Packets(p) => send_packets(shard, sid, p),
+        SessionAction::Frames(f) => send_frames(&cell, &f),
+        SessionAction::LogonResult {
+            ack,
+            auth,
+            disconnect,
+        } => {
+            if let Some(auth) = auth
+                && let AppState::Ingest(state) = &mut cell.borrow_mut().app
+            {
+                state.auth = Some(auth);
+            }
+            send_packets(shard, sid, vec![ack]);
+            if disconnect {
+                socketio::disconnect(shard, sid);
+            }
+        }
+        SessionAction::Kick => socketio::disconnect(shard, sid),
+    }
+}
+
+/// Ends a session: tells the application, releases a pending poll, closes the WebSocket.
+pub fn close_session(shard: &Rc<Shard>, sid: &str, _reason: &str) {
+    let Some(cell) = shard.sessions.borrow_mut().map.remove(sid) else {
+        return;
+    };
+    let mut guard = cell.borrow_mut();
+    let s = &mut *guard;
+    if s.sio_sid.take().is_some() {
+        crate::app::on_disconnect(shard, &s.sid, &mut s.app);
+    }
+    crate::app::on_detach(shard, &s.sid, &s.app);
+    match &mut s.transport {
+        Transport::Polling { waiting, .. } => {
+            if let Some(tx) = waiting.take() {
+                let _ = tx.send(payload_response(Bytes::from_static(b"1")));
+            }
+        }
+        Transport::WebSocket { queue, .. } => {
+            queue.close_with(Some(websocket::close_frame(close_code::NORMAL, "")));
+        }
+    }
+}
+
+/// Heartbeat and connect timeout of one session; ends when the session ends or moves.
+async fn keepalive(shard: Rc<Shard>, sid: String, session: Weak<RefCell<Session>>) {
+    let interval = shard.config.ping_interval;
+    let timeout = shard.config.ping_timeout;
+    let connect_timeout = shard.config.connect_timeout;
+    loop {
+        glommio::timer::sleep(interval).await;
+        let Some(cell) = session.upgrade() else {
+            return;
+        };
+        {
+            let s = cell.borrow();
+            if s.sio_sid.is_none() && s.created.elapsed() >= connect_timeout {
+                drop(s);
+                close_session(&shard, &sid, "connect timeout");
+                return;
+            }
+        }
+        {
+            let mut s = cell.borrow_mut();
+            s.pong_pending = true;
+            s.last_ping_sent = Some(Instant::now());
+        }
+        drop(cell);
+        send_packets(&shard, &sid, vec![Bytes::from_static(b"2")]);
+        glommio::timer::sleep(timeout).await;
+        let Some(cell) = session.upgrade() else {
+            return;
+        };
+        let missed = cell.borrow().pong_pending;
+        if missed {
+            close_session(&shard, &sid, "ping timeout");
+            return;
+        }
+    }
+}

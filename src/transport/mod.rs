@@ -1,0 +1,13 @@
+//! Network protocols, layered: `http` (HTTP/1.1), `websocket` (RFC 6455 + deflate), `engineio`
+//! (sessions and transports), `socketio` (namespaces and events), plus the connection plumbing
+//! (`stream`, `tls`, `outbound`, `server`).
+
+pub mod engineio;
+pub mod http;
+pub mod outbound;
+pub mod packets;
+pub mod server;
+pub mod socketio;
+pub mod stream;
+pub mod tls;
+pub mod websocket;

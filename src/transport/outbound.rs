@@ -1,0 +1,194 @@
+//! The outbound queue of one WebSocket connection and the task that drains it into the socket.
+//!
+//! Frames are shared `Bytes` (a broadcast frame is built once and cloned by reference count).
+//! A connection that falls behind never queues snapshots: a new snapshot replaces one that is
+//! still waiting (latest wins). Other frames count against a byte budget; a connection over it is
+//! closed as a slow consumer. Must not know about Engine.IO or matches.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use bytes::Bytes;
+use futures_lite::io::{AsyncWrite, AsyncWriteExt};
+
+/// Bytes a connection may have queued before it is closed as a slow consumer.
+pub const BYTE_BUDGET: usize = 4 * 1024 * 1024;
+
+/// Whether a frame may be replaced by a newer one of the same kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    Normal,
+    /// A full-state snapshot: only the newest one matters.
+    Snapshot,
+}
+
+#[derive(Default)]
+struct Inner {
+    items: VecDeque<(Bytes, FrameKind)>,
+    bytes: usize,
+    waker: Option<Waker>,
+    /// No more frames are accepted; the writer drains what is queued and shuts the socket.
+    closing: bool,
+    /// The socket is gone (write failed or closed).
+    dead: bool,
+    skipped: u64,
+}
+
+/// Shared between the connection's writer task and whoever sends to the connection.
+#[derive(Default)]
+pub struct OutQueue {
+    inner: RefCell<Inner>,
+}
+
+impl OutQueue {
+    pub fn new() -> Rc<OutQueue> {
+        Rc::new(OutQueue::default())
+    }
+
+    /// Queues a frame; returns false when the connection is closing, dead or over budget (it is
+    /// then marked closing).
+    pub fn push(&self, frame: Bytes, kind: FrameKind) -> bool {
+        let mut inner = self.inner.borrow_mut();
+        if inner.closing || inner.dead {
+            return false;
+        }
+        if kind == FrameKind::Snapshot
+            && let Some(slot) = inner
+                .items
+                .iter_mut()
+                .rev()
+                .find(|(_, k)| *k == FrameKind::Snapshot)
+        {
+            let old = std::mem::replace(&mut slot.0, frame);
+            let new_len = slot.0.len();
+            inner.bytes = inner.bytes + new_len - old.len();
+            inner.skipped += 1;
+            return true;
+        }
+        if inner.bytes + frame.len() > BYTE_BUDGET {
+            inner.closing = true;
+            inner.items.clear();
+            inner.bytes = 0;
+            if let Some(w) = inner.waker.take() {
+                w.wake();
+            }
+            return false;
+        }
+        inner.bytes += frame.len();
+        inner.items.push_back((frame, kind));
+        if let Some(w) = inner.waker.take() {
+            w.wake();
+        }
+        true
+    }
+
+    /// Queues a last frame (e.g. a close frame) and stops accepting more.
+    pub fn close_with(&self, last: Option<Bytes>) {
+        let mut inner = self.inner.borrow_mut();
+        if inner.closing || inner.dead {
+            return;
+        }
+        if let Some(frame) = last {
+            inner.bytes += frame.len();
+            inner.items.push_back((frame, FrameKind::Normal));
+        }
+        inner.closing = true;
+        if let Some(w) = inner.waker.take() {
+            w.wake();
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        let inner = self.inner.borrow();
+        !inner.closing && !inner.dead
+    }
+
+    pub fn skipped(&self) -> u64 {
+        self.inner.borrow().skipped
+    }
+
+    /// Marks the socket as gone (reader saw EOF/error).
+    pub fn mark_dead(&self) {
+        let mut inner = self.inner.borrow_mut();
+        inner.dead = true;
+        inner.items.clear();
+        if let Some(w) = inner.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Waits for queued frames; `None` once closing with nothing left, or dead.
+    async fn next_batch(&self, batch: &mut Vec<Bytes>) -> bool {
+        poll_fn(|cx| {
+            let mut inner = self.inner.borrow_mut();
+            if inner.dead {
+                return Poll::Ready(false);
+            }
+            if !inner.items.is_empty() {
+                while let Some((frame, _)) = inner.items.pop_front() {
+                    inner.bytes -= frame.len();
+                    batch.push(frame);
+                    if batch.len() >= 64 {
+                        break;
+                    }
+                }
+                return Poll::Ready(true);
+            }
+            if inner.closing {
+                return Poll::Ready(false);
+            }
+            inner.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// Drains `queue` into `io` until the queue closes or a write fails; then closes `io`.
+pub async fn run_writer<W: AsyncWrite + Unpin>(queue: Rc<OutQueue>, mut io: W) {
+    let mut batch = Vec::with_capacity(64);
+    while queue.next_batch(&mut batch).await {
+        let mut failed = false;
+        for frame in batch.drain(..) {
+            if io.write_all(&frame).await.is_err() {
+                failed = true;
+                break;
+            }
+        }
+        if failed || io.flush().await.is_err() {
+            queue.mark_dead();
+            break;
+        }
+    }
+    let _ = io.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_replace_each_other() {
+        let q = OutQueue::new();
+        assert!(q.push(Bytes::from_static(b"a"), FrameKind::Normal));
+        assert!(q.push(Bytes::from_static(b"s1"), FrameKind::Snapshot));
+        assert!(q.push(Bytes::from_static(b"b"), FrameKind::Normal));
+        assert!(q.push(Bytes::from_static(b"s2"), FrameKind::Snapshot));
+        assert_eq!(q.skipped(), 1);
+        let mut batch = Vec::new();
+        assert!(futures_lite::future::block_on(q.next_batch(&mut batch)));
+        assert_eq!(batch, vec![&b"a"[..], &b"s2"[..], &b"b"[..]]);
+    }
+
+    #[test]
+    fn over_budget_closes() {
+        let q = OutQueue::new();
+        let big = Bytes::from(vec![0u8; BYTE_BUDGET / 2 + 1]);
+        assert!(q.push(big.clone(), FrameKind::Normal));
+        assert!(!q.push(big, FrameKind::Normal));
+        assert!(!q.is_open());
+    }
+}

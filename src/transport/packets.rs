@@ -1,0 +1,217 @@
+//! Packet formats of the two protocol layers, as plain values: Engine.IO v4 packets (the
+//! transport layer: open, ping/pong, message, upgrade, noop, close) and Socket.IO v5 packets (the
+//! namespace layer carried inside Engine.IO messages). Parsing and encoding only; no state.
+
+use bytes::Bytes;
+use serde_json::Value;
+
+/// Engine.IO v4 packet (text form; binary packets are not used by Spectra clients).
+#[derive(Debug, PartialEq)]
+pub enum EioPacket<'a> {
+    Open,
+    Close,
+    Ping(&'a str),
+    Pong(&'a str),
+    Message(&'a str),
+    Upgrade,
+    Noop,
+}
+
+impl<'a> EioPacket<'a> {
+    pub fn parse(text: &'a str) -> Option<EioPacket<'a>> {
+        let mut chars = text.chars();
+        let kind = chars.next()?;
+        let rest = chars.as_str();
+        Some(match kind {
+            '0' => EioPacket::Open,
+            '1' => EioPacket::Close,
+            '2' => EioPacket::Ping(rest),
+            '3' => EioPacket::Pong(rest),
+            '4' => EioPacket::Message(rest),
+            '5' => EioPacket::Upgrade,
+            '6' => EioPacket::Noop,
+            _ => return None,
+        })
+    }
+}
+
+/// Record separator between packets of a long-polling payload.
+pub const SEPARATOR: u8 = 0x1e;
+
+/// Joins packets into one long-polling payload.
+pub fn encode_payload(packets: &[Bytes]) -> Bytes {
+    if packets.len() == 1 {
+        return packets[0].clone();
+    }
+    let len = packets.iter().map(|p| p.len() + 1).sum::<usize>();
+    let mut out = Vec::with_capacity(len);
+    for (i, p) in packets.iter().enumerate() {
+        if i > 0 {
+            out.push(SEPARATOR);
+        }
+        out.extend_from_slice(p);
+    }
+    Bytes::from(out)
+}
+
+/// Socket.IO v5 packet types.
+#[derive(Debug, PartialEq, Clone, Copy)]
+pub enum SioType {
+    Connect,
+    Disconnect,
+    Event,
+    Ack,
+    ConnectError,
+    BinaryEvent,
+    BinaryAck,
+}
+
+/// A parsed Socket.IO packet; `data` is the raw JSON text after the header.
+#[derive(Debug, PartialEq)]
+pub struct SioPacket<'a> {
+    pub kind: SioType,
+    pub nsp: &'a str,
+    pub id: Option<u64>,
+    pub data: &'a str,
+}
+
+impl<'a> SioPacket<'a> {
+    pub fn parse(text: &'a str) -> Option<SioPacket<'a>> {
+        let bytes = text.as_bytes();
+        let kind = match bytes.first()? {
+            b'0' => SioType::Connect,
+            b'1' => SioType::Disconnect,
+            b'2' => SioType::Event,
+            b'3' => SioType::Ack,
+            b'4' => SioType::ConnectError,
+            b'5' => SioType::BinaryEvent,
+            b'6' => SioType::BinaryAck,
+            _ => return None,
+        };
+        let mut rest = &text[1..];
+        if matches!(kind, SioType::BinaryEvent | SioType::BinaryAck) {
+            // "<attachments>-" precedes the namespace.
+            let dash = rest.find('-')?;
+            if !rest[..dash].bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            rest = &rest[dash + 1..];
+        }
+        let mut nsp = "/";
+        if rest.starts_with('/') {
+            match rest.find(',') {
+                Some(comma) => {
+                    nsp = &rest[..comma];
+                    rest = &rest[comma + 1..];
+                }
+                None => {
+                    nsp = rest;
+                    rest = "";
+                }
+            }
+        }
+        let digits = rest.bytes().take_while(|b| b.is_ascii_digit()).count();
+        let id = if digits > 0 {
+            let id = rest[..digits].parse().ok()?;
+            rest = &rest[digits..];
+            Some(id)
+        } else {
+            None
+        };
+        Some(SioPacket {
+            kind,
+            nsp,
+            id,
+            data: rest,
+        })
+    }
+}
+
+/// Reads an EVENT's data (`["name", arg, ...]`) into the event name and its first argument as
+/// text. Spectra payloads are JSON strings; an object argument is accepted as its JSON text.
+pub fn event_name_and_arg(data: &str) -> Option<(String, Option<String>)> {
+    let value: Value = serde_json::from_str(data).ok()?;
+    let mut items = match value {
+        Value::Array(items) => items.into_iter(),
+        _ => return None,
+    };
+    let name = match items.next()? {
+        Value::String(s) => s,
+        _ => return None,
+    };
+    let arg = match items.next() {
+        None => None,
+        Some(Value::String(s)) => Some(s),
+        Some(Value::Null) => Some("null".to_string()),
+        Some(other) => Some(other.to_string()),
+    };
+    Some((name, arg))
+}
+
+/// The Engine.IO message text of a Socket.IO event with one JSON-string argument:
+/// `42["name","<payload as a JSON string>"]`.
+pub fn event_packet(name: &str, payload: &str) -> Bytes {
+    let mut out = String::with_capacity(payload.len() + name.len() + 16);
+    out.push_str("42[");
+    out.push_str(&Value::String(name.to_string()).to_string());
+    out.push(',');
+    out.push_str(&Value::String(payload.to_string()).to_string());
+    out.push(']');
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_socketio_packets() {
+        let p = SioPacket::parse("0").unwrap();
+        assert_eq!((p.kind, p.nsp, p.data), (SioType::Connect, "/", ""));
+        let p = SioPacket::parse("0/admin,{\"a\":1}").unwrap();
+        assert_eq!(
+            (p.kind, p.nsp, p.data),
+            (SioType::Connect, "/admin", "{\"a\":1}")
+        );
+        let p = SioPacket::parse("2[\"logon\",\"{}\"]").unwrap();
+        assert_eq!(
+            (p.kind, p.id, p.data),
+            (SioType::Event, None, "[\"logon\",\"{}\"]")
+        );
+        let p = SioPacket::parse("212[\"x\"]").unwrap();
+        assert_eq!(p.id, Some(12));
+        let p = SioPacket::parse("51-[\"x\",{\"_placeholder\":true,\"num\":0}]").unwrap();
+        assert_eq!(p.kind, SioType::BinaryEvent);
+        assert!(SioPacket::parse("9").is_none());
+        assert!(SioPacket::parse("5x-[]").is_none());
+        assert!(SioPacket::parse("").is_none());
+    }
+
+    #[test]
+    fn event_args() {
+        assert_eq!(
+            event_name_and_arg("[\"logon\",\"{\\\"groupCode\\\":\\\"A\\\"}\"]"),
+            Some(("logon".into(), Some("{\"groupCode\":\"A\"}".into())))
+        );
+        assert_eq!(
+            event_name_and_arg("[\"logon\",{\"groupCode\":\"A\"}]"),
+            Some(("logon".into(), Some("{\"groupCode\":\"A\"}".into())))
+        );
+        assert_eq!(event_name_and_arg("[\"x\"]"), Some(("x".into(), None)));
+        assert_eq!(event_name_and_arg("{}"), None);
+        assert_eq!(event_name_and_arg("[1]"), None);
+        assert_eq!(event_name_and_arg("[\"x\""), None);
+    }
+
+    #[test]
+    fn encodes() {
+        assert_eq!(
+            &event_packet("logon_success", "{\"a\":\"b\"}")[..],
+            b"42[\"logon_success\",\"{\\\"a\\\":\\\"b\\\"}\"]"
+        );
+        let joined = encode_payload(&[Bytes::from_static(b"2"), Bytes::from_static(b"40")]);
+        assert_eq!(&joined[..], b"2\x1e40");
+        assert_eq!(EioPacket::parse("2probe"), Some(EioPacket::Ping("probe")));
+        assert_eq!(EioPacket::parse("x"), None);
+    }
+}

@@ -1,0 +1,151 @@
+//! Accept loops and the per-connection HTTP loop of all three ports: TLS (when configured), then
+//! requests dispatched to Engine.IO (5100/5200, path `/socket.io/`) or to REST (5101). A
+//! connection that upgrades to a WebSocket is handed to Engine.IO for good.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::io::AsyncWriteExt;
+use glommio::net::{TcpListener, TcpStream};
+
+use super::engineio::{self, PortKind};
+use super::http::{ReadError, Reader, Request, Response, write_response};
+use super::stream::Stream;
+use crate::shard::Shard;
+
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    Ingest,
+    Broadcast,
+    Rest,
+}
+
+/// How long a keep-alive connection may sit idle between requests, and the TLS handshake bound.
+const IDLE: Duration = Duration::from_secs(120);
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
+/// Request body limit on the REST port (the original's JSON body limit).
+const REST_MAX_BODY: usize = 100 * 1024;
+
+pub async fn serve(
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    port: Port,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok(tcp) => {
+                glommio::spawn_local(connection(shard.clone(), tcp, port, tls.clone())).detach();
+            }
+            Err(e) => {
+                eprintln!("shard {}: accept on {port:?} failed: {e}", shard.id);
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn with_timeout<T>(limit: Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(fut.await) }, async {
+        glommio::timer::sleep(limit).await;
+        None
+    })
+    .await
+}
+
+async fn connection(
+    shard: Rc<Shard>,
+    tcp: TcpStream,
+    port: Port,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let stream = match tls {
+        None => Stream::Plain(tcp),
+        Some(cfg) => {
+            let acceptor = futures_rustls::TlsAcceptor::from(cfg);
+            match with_timeout(TLS_HANDSHAKE, acceptor.accept(tcp)).await {
+                Some(Ok(s)) => Stream::Tls(Box::new(s)),
+                _ => return,
+            }
+        }
+    };
+    let (r, w) = futures_lite::io::split(stream);
+    let mut reader = Reader::new(r);
+    let mut writer = Some(w);
+    let max_body = match port {
+        Port::Rest => REST_MAX_BODY,
+        _ => shard.config.max_payload + 1024,
+    };
+    loop {
+        let req = match with_timeout(IDLE, reader.read_request(max_body)).await {
+            Some(Ok(req)) => req,
+            Some(Err(ReadError::Bad(status, msg))) => {
+                if let Some(w) = writer.as_mut() {
+                    let resp =
+                        Response::text(status, msg).with_header("Access-Control-Allow-Origin", "*");
+                    let _ = write_response(w, &resp, false).await;
+                }
+                break;
+            }
+            Some(Err(ReadError::Closed)) | None => break,
+        };
+        let keep_alive = req.keep_alive;
+        let resp = match port {
+            Port::Rest => crate::rest::handle(&shard, &req).await,
+            Port::Ingest | Port::Broadcast => {
+                let kind = if port == Port::Ingest {
+                    PortKind::Ingest
+                } else {
+                    PortKind::Broadcast
+                };
+                if req.method == "OPTIONS" {
+                    preflight(&req)
+                } else if req.path == "/socket.io/" || req.path == "/socket.io" {
+                    match engineio::handle_request(&shard, kind, req, &mut reader, &mut writer)
+                        .await
+                    {
+                        Some(resp) => resp,
+                        None => return, // the WebSocket owned the connection and is done
+                    }
+                } else {
+                    Response::text(404, "Not found: Socket.IO is served under /socket.io/")
+                        .with_header("Access-Control-Allow-Origin", "*")
+                }
+            }
+        };
+        let Some(w) = writer.as_mut() else {
+            break;
+        };
+        if write_response(w, &resp, keep_alive).await.is_err() || !keep_alive {
+            break;
+        }
+    }
+    if let Some(mut w) = writer {
+        let _ = w.close().await;
+    }
+}
+
+/// CORS preflight answer (the `cors` middleware's defaults with origin `*`).
+pub fn preflight(req: &Request) -> Response {
+    let mut resp = Response {
+        status: 204,
+        headers: vec![
+            ("Access-Control-Allow-Origin", "*".into()),
+            (
+                "Access-Control-Allow-Methods",
+                "GET,HEAD,PUT,PATCH,POST,DELETE".into(),
+            ),
+        ],
+        body: bytes::Bytes::new(),
+    };
+    if let Some(h) = req.header("access-control-request-headers") {
+        resp.headers
+            .push(("Access-Control-Allow-Headers", h.to_string()));
+        resp.headers
+            .push(("Vary", "Access-Control-Request-Headers".into()));
+    }
+    resp
+}

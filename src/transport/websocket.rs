@@ -1,0 +1,434 @@
+//! WebSocket (RFC 6455) with permessage-deflate (RFC 7692): the upgrade handshake, reading client
+//! frames into messages (defragmented, unmasked, inflated, size-limited) and building server
+//! frames. Header parsing and the accept key come from tungstenite; I/O stays with the caller so
+//! one pre-built frame (`Bytes`) can be written to many connections.
+//!
+//! Server frames are compressed with `server_no_context_takeover`, so every compressed message is
+//! self-contained and one compressed frame serves every recipient.
+
+use std::io::Cursor;
+
+use bytes::{Buf, Bytes, BytesMut};
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+
+use super::http::{Request, Response};
+
+/// Close codes used by the server.
+pub mod close_code {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL: u16 = 1002;
+    pub const INVALID_DATA: u16 = 1007;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+}
+
+/// What the handshake agreed on.
+#[derive(Debug, Clone, Copy)]
+pub struct Negotiated {
+    pub deflate: bool,
+    /// The client promised to reset its compressor after every message.
+    pub client_no_context_takeover: bool,
+}
+
+/// Validates an upgrade request and builds the `101` response.
+pub fn accept(req: &Request) -> Result<(Response, Negotiated), &'static str> {
+    if req.method != "GET" {
+        return Err("WebSocket upgrade needs GET");
+    }
+    if req.header("sec-websocket-version") != Some("13") {
+        return Err("Unsupported WebSocket version");
+    }
+    let key = req
+        .header("sec-websocket-key")
+        .filter(|k| !k.is_empty())
+        .ok_or("Missing Sec-WebSocket-Key")?;
+    let mut resp = Response {
+        status: 101,
+        headers: vec![
+            ("Upgrade", "websocket".into()),
+            ("Connection", "Upgrade".into()),
+            (
+                "Sec-WebSocket-Accept",
+                tungstenite::handshake::derive_accept_key(key.as_bytes()),
+            ),
+        ],
+        body: Bytes::new(),
+    };
+    let mut negotiated = Negotiated {
+        deflate: false,
+        client_no_context_takeover: false,
+    };
+    if let Some(offers) = req.header("sec-websocket-extensions") {
+        for offer in offers.split(',') {
+            let mut params = offer.split(';').map(str::trim);
+            if params.next() != Some("permessage-deflate") {
+                continue;
+            }
+            let mut ok = true;
+            let mut client_nct = false;
+            for p in params {
+                let name = p.split('=').next().unwrap_or("").trim();
+                match name {
+                    "client_no_context_takeover" => client_nct = true,
+                    "server_no_context_takeover" | "client_max_window_bits" => {}
+                    // We always use a 15-bit window; an offer that limits ours is declined.
+                    "server_max_window_bits" => {
+                        ok = p.split('=').nth(1).map(|v| v.trim().trim_matches('"')) == Some("15")
+                    }
+                    _ => ok = false,
+                }
+            }
+            if ok {
+                negotiated.deflate = true;
+                negotiated.client_no_context_takeover = client_nct;
+                let mut ext = String::from("permessage-deflate; server_no_context_takeover");
+                if client_nct {
+                    ext.push_str("; client_no_context_takeover");
+                }
+                resp.headers.push(("Sec-WebSocket-Extensions", ext));
+                break;
+            }
+        }
+    }
+    resp.headers
+        .push(("Access-Control-Allow-Origin", "*".into()));
+    Ok((resp, negotiated))
+}
+
+/// Something a client sent, as a whole message.
+#[derive(Debug, PartialEq)]
+pub enum Incoming {
+    Text(String),
+    Binary(Bytes),
+    Ping(Bytes),
+    Pong,
+    Close,
+}
+
+/// A protocol violation: the connection is closed with this code and reason.
+#[derive(Debug, PartialEq)]
+pub struct WsError {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+fn err(code: u16, reason: &'static str) -> WsError {
+    WsError { code, reason }
+}
+
+/// Reassembles client frames into messages.
+pub struct MessageReader {
+    deflate: bool,
+    reset_after_message: bool,
+    max_message: usize,
+    inflater: Option<Decompress>,
+    partial: Option<Partial>,
+}
+
+struct Partial {
+    text: bool,
+    compressed: bool,
+    data: BytesMut,
+}
+
+impl MessageReader {
+    pub fn new(neg: Negotiated, max_message: usize) -> Self {
+        MessageReader {
+            deflate: neg.deflate,
+            reset_after_message: neg.client_no_context_takeover,
+            max_message,
+            inflater: None,
+            partial: None,
+        }
+    }
+
+    /// Takes the next complete message out of `buf`, or `Ok(None)` when more bytes are needed.
+    pub fn next(&mut self, buf: &mut BytesMut) -> Result<Option<Incoming>, WsError> {
+        loop {
+            let mut cursor = Cursor::new(&buf[..]);
+            let (header, len) = match FrameHeader::parse(&mut cursor) {
+                Ok(Some(h)) => h,
+                Ok(None) => return Ok(None),
+                Err(_) => return Err(err(close_code::PROTOCOL, "bad frame header")),
+            };
+            let head_len = cursor.position() as usize;
+            if len > self.max_message as u64 {
+                return Err(err(close_code::TOO_BIG, "message too large"));
+            }
+            let len = len as usize;
+            if buf.len() < head_len + len {
+                return Ok(None);
+            }
+            let Some(mask) = header.mask else {
+                return Err(err(close_code::PROTOCOL, "client frames must be masked"));
+            };
+            if header.rsv2 || header.rsv3 || (header.rsv1 && !self.deflate) {
+                return Err(err(close_code::PROTOCOL, "reserved bits set"));
+            }
+            buf.advance(head_len);
+            let mut payload = buf.split_to(len);
+            unmask(&mut payload, mask);
+            match header.opcode {
+                OpCode::Control(c) => {
+                    if !header.is_final || len > 125 || header.rsv1 {
+                        return Err(err(close_code::PROTOCOL, "bad control frame"));
+                    }
+                    match c {
+                        Control::Ping => return Ok(Some(Incoming::Ping(payload.freeze()))),
+                        Control::Pong => return Ok(Some(Incoming::Pong)),
+                        Control::Close => return Ok(Some(Incoming::Close)),
+                        Control::Reserved(_) => {
+                            return Err(err(close_code::PROTOCOL, "reserved opcode"));
+                        }
+                    }
+                }
+                OpCode::Data(Data::Reserved(_)) => {
+                    return Err(err(close_code::PROTOCOL, "reserved opcode"));
+                }
+                OpCode::Data(Data::Continue) => {
+                    let Some(p) = self.partial.as_mut() else {
+                        return Err(err(close_code::PROTOCOL, "unexpected continuation"));
+                    };
+                    if header.rsv1 {
+                        return Err(err(close_code::PROTOCOL, "rsv1 on continuation"));
+                    }
+                    if p.data.len() + payload.len() > self.max_message {
+                        return Err(err(close_code::TOO_BIG, "message too large"));
+                    }
+                    p.data.extend_from_slice(&payload);
+                }
+                OpCode::Data(d) => {
+                    if self.partial.is_some() {
+                        return Err(err(close_code::PROTOCOL, "expected continuation"));
+                    }
+                    self.partial = Some(Partial {
+                        text: d == Data::Text,
+                        compressed: header.rsv1,
+                        data: payload,
+                    });
+                }
+            }
+            if header.is_final
+                && let Some(p) = self.partial.take()
+            {
+                return self.finish(p).map(Some);
+            }
+        }
+    }
+
+    fn finish(&mut self, p: Partial) -> Result<Incoming, WsError> {
+        let data = if p.compressed {
+            self.inflate(&p.data)?
+        } else {
+            p.data.freeze()
+        };
+        if p.text {
+            match String::from_utf8(data.to_vec()) {
+                Ok(s) => Ok(Incoming::Text(s)),
+                Err(_) => Err(err(close_code::INVALID_DATA, "invalid UTF-8")),
+            }
+        } else {
+            Ok(Incoming::Binary(data))
+        }
+    }
+
+    fn inflate(&mut self, input: &[u8]) -> Result<Bytes, WsError> {
+        let inflater = self.inflater.get_or_insert_with(|| Decompress::new(false));
+        let mut out = Vec::with_capacity(input.len() * 4 + 64);
+        let tail = [0u8, 0, 0xff, 0xff];
+        for chunk in [input, &tail[..]] {
+            let mut pos = 0;
+            while pos < chunk.len() {
+                if out.len() == out.capacity() {
+                    if out.len() >= self.max_message {
+                        return Err(err(close_code::TOO_BIG, "message too large"));
+                    }
+                    out.reserve(out.len().max(4096));
+                }
+                let before_in = inflater.total_in();
+                let status = inflater
+                    .decompress_vec(&chunk[pos..], &mut out, FlushDecompress::Sync)
+                    .map_err(|_| err(close_code::INVALID_DATA, "bad deflate data"))?;
+                pos += (inflater.total_in() - before_in) as usize;
+                if out.len() > self.max_message {
+                    return Err(err(close_code::TOO_BIG, "message too large"));
+                }
+                if matches!(status, Status::StreamEnd) {
+                    break;
+                }
+                if matches!(status, Status::BufError) && out.len() < out.capacity() {
+                    break;
+                }
+            }
+        }
+        if self.reset_after_message {
+            inflater.reset(false);
+        }
+        Ok(Bytes::from(out))
+    }
+}
+
+fn unmask(data: &mut [u8], mask: [u8; 4]) {
+    for (i, b) in data.iter_mut().enumerate() {
+        *b ^= mask[i & 3];
+    }
+}
+
+/// An unmasked server frame.
+pub fn frame(opcode: OpCode, payload: &[u8], compressed: bool) -> Bytes {
+    let header = FrameHeader {
+        is_final: true,
+        rsv1: compressed,
+        rsv2: false,
+        rsv3: false,
+        opcode,
+        mask: None,
+    };
+    let mut out = Vec::with_capacity(header.len(payload.len() as u64) + payload.len());
+    // Writing into a Vec cannot fail.
+    let _ = header.format(payload.len() as u64, &mut out);
+    out.extend_from_slice(payload);
+    Bytes::from(out)
+}
+
+pub fn text_frame(payload: &[u8]) -> Bytes {
+    frame(OpCode::Data(Data::Text), payload, false)
+}
+
+pub fn close_frame(code: u16, reason: &str) -> Bytes {
+    let mut payload = code.to_be_bytes().to_vec();
+    payload.extend_from_slice(&reason.as_bytes()[..reason.len().min(120)]);
+    frame(OpCode::Control(Control::Close), &payload, false)
+}
+
+pub fn pong_frame(payload: &[u8]) -> Bytes {
+    frame(OpCode::Control(Control::Pong), payload, false)
+}
+
+pub fn ping_frame() -> Bytes {
+    frame(OpCode::Control(Control::Ping), b"", false)
+}
+
+/// Compresses one whole message for permessage-deflate without context takeover (a fresh
+/// compressor state per message). Returns the payload of a frame with RSV1 set.
+pub fn deflate_message(compressor: &mut Compress, payload: &[u8]) -> Vec<u8> {
+    compressor.reset();
+    let mut out = Vec::with_capacity(payload.len() / 2 + 64);
+    let mut pos = 0;
+    loop {
+        if out.len() == out.capacity() {
+            out.reserve(out.capacity().max(1024));
+        }
+        let before = compressor.total_in();
+        // A Vec-backed deflate cannot fail; the status only tells whether more room is needed.
+        let _ = compressor.compress_vec(&payload[pos..], &mut out, FlushCompress::Sync);
+        pos += (compressor.total_in() - before) as usize;
+        if pos >= payload.len() && out.len() < out.capacity() {
+            break;
+        }
+    }
+    if out.ends_with(&[0, 0, 0xff, 0xff]) {
+        out.truncate(out.len() - 4);
+    }
+    out
+}
+
+/// A compressor for broadcast frames (raw deflate, 15-bit window).
+pub fn new_compressor() -> Compress {
+    Compress::new(Compression::new(6), false)
+}
+
+/// A text message as one compressed frame.
+pub fn compressed_text_frame(compressor: &mut Compress, payload: &[u8]) -> Bytes {
+    let deflated = deflate_message(compressor, payload);
+    frame(OpCode::Data(Data::Text), &deflated, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client_frame(opcode: u8, fin: bool, rsv1: bool, payload: &[u8]) -> Vec<u8> {
+        let mask = [1u8, 2, 3, 4];
+        let mut out = vec![(if fin { 0x80 } else { 0 }) | (if rsv1 { 0x40 } else { 0 }) | opcode];
+        if payload.len() < 126 {
+            out.push(0x80 | payload.len() as u8);
+        } else {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+        out
+    }
+
+    fn neg(deflate: bool) -> Negotiated {
+        Negotiated {
+            deflate,
+            client_no_context_takeover: false,
+        }
+    }
+
+    #[test]
+    fn reads_fragmented_text_with_interleaved_ping() {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&client_frame(1, false, false, b"hel"));
+        buf.extend_from_slice(&client_frame(9, true, false, b"p"));
+        buf.extend_from_slice(&client_frame(0, true, false, b"lo"));
+        let mut r = MessageReader::new(neg(false), 100);
+        assert_eq!(
+            r.next(&mut buf),
+            Ok(Some(Incoming::Ping(Bytes::from_static(b"p"))))
+        );
+        assert_eq!(r.next(&mut buf), Ok(Some(Incoming::Text("hello".into()))));
+        assert_eq!(r.next(&mut buf), Ok(None));
+    }
+
+    #[test]
+    fn compressed_round_trip() {
+        let text = "42[\"match_data\",\"{}\"]".repeat(100);
+        let mut c = new_compressor();
+        let deflated = deflate_message(&mut c, text.as_bytes());
+        assert!(deflated.len() < text.len() / 4);
+        let mut buf = BytesMut::from(&client_frame(1, true, true, &deflated)[..]);
+        let mut r = MessageReader::new(neg(true), 1_000_000);
+        assert_eq!(r.next(&mut buf), Ok(Some(Incoming::Text(text.clone()))));
+        // The same compressed bytes decode again: no context carried between messages.
+        let mut buf = BytesMut::from(&client_frame(1, true, true, &deflated)[..]);
+        assert_eq!(r.next(&mut buf), Ok(Some(Incoming::Text(text))));
+    }
+
+    #[test]
+    fn limits_and_violations() {
+        let mut r = MessageReader::new(neg(false), 10);
+        let mut buf = BytesMut::from(&client_frame(1, true, false, &[b'a'; 20])[..]);
+        assert_eq!(
+            r.next(&mut buf).map_err(|e| e.code),
+            Err(close_code::TOO_BIG)
+        );
+        let mut r = MessageReader::new(neg(false), 10);
+        let mut buf = BytesMut::from(&client_frame(1, true, true, b"x")[..]);
+        assert_eq!(
+            r.next(&mut buf).map_err(|e| e.code),
+            Err(close_code::PROTOCOL)
+        );
+        let mut r = MessageReader::new(neg(false), 10);
+        let mut buf = BytesMut::from(&client_frame(1, true, false, &[0xff, 0xfe])[..]);
+        assert_eq!(
+            r.next(&mut buf).map_err(|e| e.code),
+            Err(close_code::INVALID_DATA)
+        );
+        // A zip bomb is cut off at the limit.
+        let big = vec![b'a'; 100_000];
+        let deflated = deflate_message(&mut new_compressor(), &big);
+        let mut r = MessageReader::new(neg(true), 1000);
+        let mut buf = BytesMut::from(&client_frame(2, true, true, &deflated)[..]);
+        assert_eq!(
+            r.next(&mut buf).map_err(|e| e.code),
+            Err(close_code::TOO_BIG)
+        );
+    }
+}
