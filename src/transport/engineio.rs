@@ -88,6 +88,9 @@ pub struct Sessions {
     map: HashMap<String, Rc<RefCell<Session>>>,
     /// Sessions that moved to another shard, with when they moved.
     moved: HashMap<String, (usize, Instant)>,
+    /// Sessions on their way here (upgrade in progress) and the actions that arrived for them
+    /// before they did.
+    incoming: HashMap<String, Vec<SessionAction>>,
 }
 
 impl Sessions {
@@ -549,6 +552,11 @@ async fn upgrade<R: AsyncRead + Unpin>(
                 let state = if home == shard.id {
                     detach_local(shard, sid, shard.id)
                 } else {
+                    shard
+                        .sessions
+                        .borrow_mut()
+                        .incoming
+                        .insert(sid.to_string(), Vec::new());
                     let (tx, rx) = oneshot::channel();
                     shard.mesh.send(
                         home,
@@ -560,6 +568,7 @@ async fn upgrade<R: AsyncRead + Unpin>(
                     );
                     rx.await.ok().flatten()
                 };
+                let early = shard.sessions.borrow_mut().incoming.remove(sid);
                 let Some(state) = state else {
                     return false;
                 };
@@ -567,6 +576,9 @@ async fn upgrade<R: AsyncRead + Unpin>(
                     return false;
                 }
                 install(shard, state, queue.clone(), deflate);
+                for action in early.unwrap_or_default() {
+                    deliver_local(shard, sid, action);
+                }
                 return true;
             }
             Incoming::Ping(p) => {
@@ -699,6 +711,10 @@ pub fn send_frames(session: &RefCell<Session>, frames: &FrameSet) {
 pub fn deliver_local(shard: &Rc<Shard>, sid: &str, action: SessionAction) {
     let cell = shard.sessions.borrow().get(sid);
     let Some(cell) = cell else {
+        if let Some(early) = shard.sessions.borrow_mut().incoming.get_mut(sid) {
+            early.push(action);
+            return;
+        }
         let moved = shard.sessions.borrow().moved.get(sid).map(|(to, _)| *to);
         if let Some(to) = moved.filter(|to| *to != shard.id) {
             shard.deliver(to, sid, action);

@@ -5,6 +5,9 @@
 use bytes::{Buf, Bytes, BytesMut};
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+/// Marks a chunked body in place of a length.
+const CHUNKED: usize = usize::MAX;
+
 /// Largest request head (request line plus headers).
 pub const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
@@ -87,6 +90,10 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         loop {
             if let Some(req) = self.try_parse(max_body)? {
                 let (mut req, body_len) = req;
+                if body_len == CHUNKED {
+                    req.body = self.read_chunked(max_body).await?;
+                    return Ok(req);
+                }
                 while self.buf.len() < body_len {
                     match self.fill().await {
                         Ok(0) | Err(_) => return Err(ReadError::Closed),
@@ -103,6 +110,60 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                 Ok(0) | Err(_) => return Err(ReadError::Closed),
                 Ok(_) => {}
             }
+        }
+    }
+
+    /// Reads a `Transfer-Encoding: chunked` body (trailers are read and dropped).
+    async fn read_chunked(&mut self, max_body: usize) -> Result<Bytes, ReadError> {
+        let mut body = BytesMut::new();
+        loop {
+            let (skip, size) = loop {
+                match httparse::parse_chunk_size(&self.buf) {
+                    Ok(httparse::Status::Complete((skip, size))) => break (skip, size),
+                    Ok(httparse::Status::Partial) if self.buf.len() < 1024 => {
+                        match self.fill().await {
+                            Ok(0) | Err(_) => return Err(ReadError::Closed),
+                            Ok(_) => {}
+                        }
+                    }
+                    _ => return Err(ReadError::Bad(400, "Malformed chunked body")),
+                }
+            };
+            let size = usize::try_from(size).unwrap_or(usize::MAX);
+            if size > max_body.saturating_sub(body.len()) {
+                return Err(ReadError::Bad(413, "Payload too large"));
+            }
+            self.buf.advance(skip);
+            if size == 0 {
+                // Trailer section: lines until an empty one.
+                loop {
+                    if let Some(pos) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                        let empty = pos == 0;
+                        self.buf.advance(pos + 2);
+                        if empty {
+                            return Ok(body.freeze());
+                        }
+                    } else if self.buf.len() > MAX_HEAD {
+                        return Err(ReadError::Bad(431, "Trailers too large"));
+                    } else {
+                        match self.fill().await {
+                            Ok(0) | Err(_) => return Err(ReadError::Closed),
+                            Ok(_) => {}
+                        }
+                    }
+                }
+            }
+            while self.buf.len() < size + 2 {
+                match self.fill().await {
+                    Ok(0) | Err(_) => return Err(ReadError::Closed),
+                    Ok(_) => {}
+                }
+            }
+            body.extend_from_slice(&self.buf[..size]);
+            if &self.buf[size..size + 2] != b"\r\n" {
+                return Err(ReadError::Bad(400, "Malformed chunked body"));
+            }
+            self.buf.advance(size + 2);
         }
     }
 
@@ -135,19 +196,19 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                 .find(|(n, _)| n == name)
                 .map(|(_, v)| v.as_str())
         };
-        if find("transfer-encoding").is_some_and(|v| !v.eq_ignore_ascii_case("identity")) {
-            return Err(ReadError::Bad(
-                411,
-                "Length required (chunked bodies are not accepted)",
-            ));
-        }
-        let body_len = match find("content-length") {
-            Some(v) => v
-                .parse::<usize>()
-                .map_err(|_| ReadError::Bad(400, "Bad Content-Length"))?,
-            None => 0,
+        let body_len = match find("transfer-encoding").map(str::to_ascii_lowercase) {
+            Some(te) if te == "chunked" => CHUNKED,
+            Some(te) if te != "identity" => {
+                return Err(ReadError::Bad(400, "Unsupported Transfer-Encoding"));
+            }
+            _ => match find("content-length") {
+                Some(v) => v
+                    .parse::<usize>()
+                    .map_err(|_| ReadError::Bad(400, "Bad Content-Length"))?,
+                None => 0,
+            },
         };
-        if body_len > max_body {
+        if body_len > max_body && body_len != CHUNKED {
             return Err(ReadError::Bad(413, "Payload too large"));
         }
         let connection = find("connection").map(|v| v.to_ascii_lowercase());
@@ -313,6 +374,19 @@ mod tests {
         assert_eq!(&req.body[..], b"40");
         assert!(req.keep_alive);
         assert_eq!(&r.buf[..], b"rest");
+    }
+
+    #[test]
+    fn reads_chunked_body() {
+        let raw = b"PUT /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nT: v\r\n\r\nNEXT";
+        let mut r = Reader::new(futures_lite::io::Cursor::new(raw.to_vec()));
+        let req = futures_lite::future::block_on(r.read_request(100)).expect("request");
+        assert_eq!(&req.body[..], b"abcde");
+        assert_eq!(&r.buf[..], b"NEXT");
+        let raw = b"PUT /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n65\r\n";
+        let mut r = Reader::new(futures_lite::io::Cursor::new(raw.to_vec()));
+        let err = futures_lite::future::block_on(r.read_request(100));
+        assert!(matches!(err, Err(ReadError::Bad(413, _))));
     }
 
     #[test]

@@ -1,0 +1,102 @@
+// The client kit (../shared/kit) works unchanged against the server: observer.mjs replays the
+// reference match, frontend.mjs overlays receive it, probe.mjs edge cases answer as documented.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { spawn } from "node:child_process";
+import { startServer, repoRoot } from "./lib/server.mjs";
+
+const kitSource = path.resolve(repoRoot, "..", "shared", "kit");
+let kit;
+let server;
+
+before(async () => {
+  kit = fs.mkdtempSync(path.join(os.tmpdir(), "spectra-kit-"));
+  fs.cpSync(kitSource, kit, {
+    recursive: true,
+    filter: (src) => !src.includes(`${path.sep}node_modules`) && !src.includes(`${path.sep}results`),
+  });
+  fs.symlinkSync(path.resolve(repoRoot, "tests", "client", "node_modules"), path.join(kit, "node_modules"));
+  server = await startServer({ shards: 2, key: "kit-auth-key" });
+});
+after(async () => {
+  await server.stop();
+  fs.rmSync(kit, { recursive: true, force: true });
+});
+
+function run(script, args, limitMs = 120000) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [script, ...args], { cwd: kit, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d) => (out += d));
+    child.stderr.on("data", (d) => (err += d));
+    const timer = setTimeout(() => process.kill(child.pid, "SIGTERM"), limitMs);
+    child.on("error", reject);
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      resolve({ code, out, err });
+    });
+  });
+}
+
+const lastJson = (text) => JSON.parse(text.trim().split("\n").filter((l) => l.startsWith("{")).at(-1));
+
+test("observer.mjs replays the reference match while frontend.mjs overlays record it", async () => {
+  const record = path.join(kit, "fe.jsonl");
+  const fe = run("frontend.mjs", ["--server", `127.0.0.1:${server.ports.broadcast}`, "--group", "KITRUN", "-n", "4", "--idle", "3", "--duration", "90", "--record", record]);
+  await new Promise((r) => setTimeout(r, 1500));
+  const obs = await run("observer.mjs", [
+    "--file", "reference/match.replay", "--server", `127.0.0.1:${server.ports.ingest}`,
+    "--key", "kit-auth-key", "--group", "KITRUN", "--mode", "delay", "--delay", "3", "--marker", "--quiet",
+  ]);
+  assert.equal(obs.code, 0, obs.err);
+  const obsSummary = lastJson(obs.out);
+  assert.equal(obsSummary.ok, true);
+  assert.equal(obsSummary.sent, 2463);
+  assert.equal(obsSummary.stopReason, "game_end");
+  assert.equal(obsSummary.disconnectReason, "io server disconnect");
+  const feResult = await fe;
+  assert.equal(feResult.code, 0, feResult.err);
+  const feSummary = lastJson(feResult.out);
+  assert.equal(feSummary.loggedOn, 4);
+  assert.equal(feSummary.connectErrors, 0);
+  assert.equal(feSummary.disconnects, 0);
+  assert.ok(feSummary.deliveries > 50, `deliveries ${feSummary.deliveries}`);
+  const payloads = fs.readFileSync(record, "utf8").trim().split("\n").map((l) => JSON.parse(l));
+  assert.equal(payloads.at(-1).roundPhase, "game_end", "the final state reaches the overlays");
+  assert.equal(payloads.at(-1).map, "Triad");
+});
+
+test("probe.mjs: every probe answers, deliberate differences as documented", async () => {
+  const out = path.join(kit, "probes.json");
+  const res = await run("probe.mjs", [
+    "--key", "kit-auth-key", "--ingest", String(server.ports.ingest), "--broadcast", String(server.ports.broadcast),
+    "--extras", String(server.ports.rest), "--out", out,
+  ], 240000);
+  assert.equal(res.code, 0, res.err);
+  const all = JSON.parse(fs.readFileSync(out, "utf8"));
+  const p = all.results ?? all;
+  const ack = (s) => (s ? JSON.parse(s) : s);
+  assert.equal(ack(p["logon-ok"].ack).value, true);
+  assert.equal(ack(p["logon-wrong-key"].ack).reason, "Invalid Key");
+  assert.equal(ack(p["logon-duplicate-group-live"].secondAck).value, false);
+  assert.equal(ack(p["logon-reconnect-with-secret"].reconnectAck).reason, "reconnected");
+  // Deliberate: malformed logon JSON is answered instead of hanging the client.
+  assert.equal(ack(p["logon-invalid-json-then-valid"].ackAfterBadJson).value, false);
+  // Deliberate: an observer cannot write into another group's match.
+  assert.equal(p["obs-data-for-other-group"].mapSeenByGroupB, "Loading");
+  // Deliberate: a joining overlay does not re-send the state to the whole room.
+  assert.equal(p["frontend-join-broadcasts-to-whole-room"].frontendAPayloadsAfterBJoined, p["frontend-join-broadcasts-to-whole-room"].frontendAPayloadsBeforeBJoined);
+  assert.equal(p["frontend-join-broadcasts-to-whole-room"].frontendBPayloads, 1);
+  // Deliberate: the game_end state is broadcast before the match is removed.
+  assert.equal(p["game-end-is-not-broadcast"].lastPhaseSeen, "game_end");
+  assert.equal(p["game-end-is-not-broadcast"].observerDisconnect, "io server disconnect");
+  assert.equal(ack(p["aux-logon-known-match"].ack).value, true);
+  assert.equal(ack(p["aux-logon-unknown-match"].ack).value, false);
+  assert.equal(p["invalid-namespace"].connectError, "Invalid namespace");
+  assert.equal(p["http-surface"].eio3.status, 400);
+  assert.equal(p["http-surface"].statusPreflight.status, 204);
+});

@@ -1,0 +1,158 @@
+// Starts the spectra-server binary on free loopback ports and stops it by PID.
+import { spawn } from "node:child_process";
+import net from "node:net";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { io } from "socket.io-client";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const repoRoot = path.resolve(here, "../../..");
+export const binary =
+  process.env.SPECTRA_BIN || path.join(repoRoot, "target", "debug", "spectra-server");
+
+async function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts a server; resolves once it prints its ready line. */
+export async function startServer({ shards = 2, env = {}, args = [], key = "test-key" } = {}) {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const ports = { ingest: await freePort(), rest: await freePort(), broadcast: await freePort() };
+    const child = spawn(
+      binary,
+      [
+        "--shards", String(shards),
+        "--bind", "127.0.0.1",
+        "--ingest-port", String(ports.ingest),
+        "--rest-port", String(ports.rest),
+        "--broadcast-port", String(ports.broadcast),
+        ...args,
+      ],
+      {
+        env: { PATH: process.env.PATH, INSECURE: "true", AUTH_KEY: key, ...env },
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
+    let out = "";
+    let log = "";
+    child.stderr.on("data", (d) => (log += d));
+    const ready = await new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), 10000);
+      child.stdout.on("data", (d) => {
+        out += d;
+        if (out.includes("spectra-server ready")) {
+          clearTimeout(timer);
+          resolve(true);
+        }
+      });
+      child.on("exit", () => {
+        clearTimeout(timer);
+        resolve(false);
+      });
+    });
+    if (ready) {
+      const server = {
+        child,
+        ports,
+        key,
+        stdout: () => out,
+        log: () => log,
+        ingest: `http://127.0.0.1:${ports.ingest}`,
+        broadcast: `http://127.0.0.1:${ports.broadcast}`,
+        rest: `http://127.0.0.1:${ports.rest}`,
+        exited: false,
+        async stop() {
+          if (child.exitCode !== null || child.signalCode !== null) return;
+          const done = new Promise((r) => child.once("exit", r));
+          process.kill(child.pid, "SIGTERM");
+          await done;
+        },
+      };
+      child.on("exit", () => (server.exited = true));
+      return server;
+    }
+    if (child.exitCode === null) process.kill(child.pid, "SIGKILL");
+    if (!/Address already in use/.test(log)) throw new Error(`server did not start: ${log}${out}`);
+  }
+  throw new Error("server did not start: no free ports");
+}
+
+/** Waits for one emission of `event` on a socket.io client, with a timeout. */
+export function once(socket, event, ms = 5000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`timeout waiting for ${event}`)), ms);
+    socket.once(event, (...args) => {
+      clearTimeout(timer);
+      resolve(args[0]);
+    });
+  });
+}
+
+/** Resolves after `ms` milliseconds. */
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+export function client(url, opts = {}) {
+  return io(url, { forceNew: true, reconnection: false, ...opts });
+}
+
+export const TEAMS = {
+  leftTeam: { name: "Left Team", tricode: "LFT", url: "https://example.org/l.png", attackStart: true },
+  rightTeam: { name: "Right Team", tricode: "RGT", url: "https://example.org/r.png", attackStart: false },
+};
+
+export function logonPayload(overrides = {}) {
+  return {
+    type: "authenticate",
+    clientVersion: "0.3.3",
+    obsName: "TestObserver",
+    key: "test-key",
+    groupCode: "GROUP",
+    groupSecret: "",
+    ...TEAMS,
+    toolsData: {},
+    ...overrides,
+  };
+}
+
+/** Connects an observer and logs on; resolves with { socket, ack }. */
+export async function observer(server, overrides = {}, opts = {}) {
+  const socket = client(server.ingest, opts);
+  const ackP = once(socket, "obs_logon_ack");
+  socket.emit("obs_logon", JSON.stringify(logonPayload({ key: server.key, ...overrides })));
+  const ack = JSON.parse(await ackP);
+  return { socket, ack };
+}
+
+/** Sends one observer event envelope. */
+export function sendEvent(socket, groupCode, type, data) {
+  socket.emit("obs_data", JSON.stringify({ obsName: "TestObserver", groupCode, type, data }));
+}
+
+/** An overlay that logs on and collects every match_data payload (parsed). */
+export async function overlay(server, groupCode, opts = {}) {
+  const socket = client(server.broadcast, opts);
+  const received = [];
+  socket.on("match_data", (d) => received.push(JSON.parse(d)));
+  const okP = once(socket, "logon_success");
+  socket.emit("logon", JSON.stringify({ groupCode }));
+  const ok = JSON.parse(await okP);
+  return { socket, received, ok };
+}
+
+/** Polls `predicate` until it is true or `ms` passes. */
+export async function waitFor(predicate, ms = 5000, what = "condition") {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await predicate()) return;
+    await sleep(20);
+  }
+  throw new Error(`timeout waiting for ${what}`);
+}
