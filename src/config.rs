@@ -60,6 +60,18 @@ pub struct Args {
     #[arg(long, env = "AUTH_KEY")]
     pub auth_key: Option<String>,
 
+    /// Engine.IO ping interval in milliseconds.
+    #[arg(long, env = "PING_INTERVAL_MS", default_value_t = 25_000)]
+    pub ping_interval_ms: u64,
+
+    /// Engine.IO ping timeout in milliseconds.
+    #[arg(long, env = "PING_TIMEOUT_MS", default_value_t = 20_000)]
+    pub ping_timeout_ms: u64,
+
+    /// Milliseconds a connection may stay without joining a Socket.IO namespace.
+    #[arg(long, env = "CONNECT_TIMEOUT_MS", default_value_t = 45_000)]
+    pub connect_timeout_ms: u64,
+
     /// Seconds a match may go without a new event before it is removed.
     #[arg(long, env = "MATCH_IDLE_SECONDS", default_value_t = 1800)]
     pub match_idle_seconds: u64,
@@ -137,9 +149,9 @@ impl Config {
             require_auth_key,
             auth_key,
             auth_key_generated,
-            ping_interval: Duration::from_millis(25_000),
-            ping_timeout: Duration::from_millis(20_000),
-            connect_timeout: Duration::from_millis(45_000),
+            ping_interval: Duration::from_millis(args.ping_interval_ms.max(10)),
+            ping_timeout: Duration::from_millis(args.ping_timeout_ms.max(10)),
+            connect_timeout: Duration::from_millis(args.connect_timeout_ms.max(10)),
             max_payload: 1_000_000,
             match_idle: Duration::from_secs(args.match_idle_seconds.max(1)),
             tick: Duration::from_millis(100),

@@ -217,7 +217,9 @@ pub fn tick(shard: &Rc<Shard>) {
     {
         let mut reg = shard.matches.borrow_mut();
         let now = Instant::now();
+        let now_ms = crate::ingest::now_ms();
         for (code, entry) in reg.live.iter_mut() {
+            entry.game.advance(now_ms);
             let n = entry.game.event_number();
             if n > entry.last_sent_event {
                 let frames = current_frames(shard, entry);
@@ -252,6 +254,23 @@ fn end_match(shard: &Rc<Shard>, code: &str) {
         };
         let frames = current_frames(shard, entry);
         entry.last_sent_event = entry.game.event_number();
+        let (r0, r1) = entry.game.teams_rounds_won();
+        let body = json!({
+            "leftTeam": entry.game.logon_left,
+            "rightTeam": entry.game.logon_right,
+            "higherScore": if r0 > r1 { 0 } else { 1 },
+            "tournamentInfo": entry.game.tool("tournamentInfo"),
+            "sponsorInfo": entry.game.tool("sponsorInfo"),
+            "isSupporter": entry.game.org_is_supporter(),
+        });
+        // Kept one hour from the game end (QUIRK G1: the original counted from creation).
+        reg.finished.insert(
+            code.to_string(),
+            TeamInfo {
+                body,
+                expires: Instant::now() + TEAM_INFO_TTL,
+            },
+        );
         frames
     };
     publish(shard, code, frames);

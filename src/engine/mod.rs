@@ -1,13 +1,22 @@
-//! The match engine: rebuilds a match's state from ingest events and renders the `match_data`
-//! snapshot. Plain Rust, no I/O and no clock of its own (callers pass times in).
+//! The match engine: rebuilds a match's state from ingest events (`match-engine.md`) and renders
+//! the `match_data` snapshot (`snapshot-schema.md`). Plain Rust: no I/O, no clock of its own —
+//! events carry their server timestamp and timers advance through `advance(now_ms)`.
 //!
-//! This is the foundation version: it keeps the match's basic fields (id, game mode, map, round
-//! number and phase, running flag, the logon teams) so the transport can be proven end to end.
-//! The full state machine of `match-engine.md` replaces the internals behind the same interface.
+//! Deliberate differences from the original are listed in `docs/compatibility.md`.
+
+pub mod js;
+pub mod player;
+pub mod tables;
+pub mod team;
+pub mod tools;
 
 use serde_json::{Map, Value, json};
 
 use crate::ingest::ObsLogon;
+use js::{gt, loose_eq, num, text, to_num, truthy};
+use player::Player;
+use tables::tables;
+use team::Team;
 
 /// What applying an event did to the match's life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,126 +26,802 @@ pub enum Outcome {
     GameEnded,
 }
 
-#[derive(Debug)]
-pub struct Match {
-    group_code: String,
-    match_id: Value,
-    match_type: String,
-    is_running: bool,
-    round_number: i64,
-    round_phase: String,
-    map: String,
-    left_team: Value,
-    right_team: Value,
-    event_number: u64,
+/// Running team-timeout timers (engine §7.1), on the caller's clock.
+#[derive(Debug, Clone)]
+struct TimeoutTimers {
+    next_tick_ms: u64,
+    end_ms: u64,
 }
 
-fn team(v: Option<&Value>, fallback_attacking: bool) -> Value {
-    let t = v.and_then(Value::as_object);
-    let field = |k: &str| t.and_then(|t| t.get(k)).cloned().unwrap_or(Value::Null);
-    json!({
-        "teamName": field("name"),
-        "teamTricode": field("tricode"),
-        "teamUrl": field("url"),
-        "isAttacking": t
-            .and_then(|t| t.get("attackStart"))
-            .and_then(Value::as_bool)
-            .unwrap_or(fallback_attacking),
-        "roundsWon": 0,
-        "players": [],
-    })
+#[derive(Debug)]
+pub struct Match {
+    match_id: Value,
+    match_type: Value,
+    switch_round: i64,
+    first_ot_round: i64,
+    group_code: String,
+    is_running: bool,
+    agent_select_start_time: Option<u64>,
+    round_number: Value,
+    round_phase: Value,
+    round_timeout_time: Option<u64>,
+    was_timeout: bool,
+    spike_detonation_time: Option<u64>,
+    teams: Vec<Team>,
+    map: String,
+    planted: bool,
+    detonated: bool,
+    defused: bool,
+    attackers_won: Option<Value>,
+    show_alive_kda: bool,
+    tech_pause: bool,
+    timeout_left: bool,
+    timeout_right: bool,
+    time_remaining: f64,
+    grace_period_passed: bool,
+    toast_info: Map<String, Value>,
+    has_entered_overtime: bool,
+    tools: Map<String, Value>,
+    organization_id: String,
+    is_registered: bool,
+    org_is_supporter: bool,
+    /// Change counter: the broadcaster sends a snapshot whenever it moved.
+    event_number: u64,
+    timeout_timers: Option<TimeoutTimers>,
+    toast_hide_at: Option<u64>,
+    /// The logon teams as sent, for the finished-game team info.
+    pub logon_left: Value,
+    pub logon_right: Value,
+}
+
+fn obj(v: Option<&Value>) -> Option<&Map<String, Value>> {
+    v.and_then(Value::as_object)
 }
 
 impl Match {
-    /// Builds a match from a validated observer logon.
+    /// Builds a match from a validated observer logon (engine §2).
     pub fn new(logon: &ObsLogon) -> Result<Match, String> {
-        let left = logon.data.get("leftTeam");
-        let right = logon.data.get("rightTeam");
-        if !left.is_some_and(Value::is_object) || !right.is_some_and(Value::is_object) {
-            return Err("leftTeam and rightTeam must be objects".into());
+        let left = obj(logon.data.get("leftTeam")).ok_or("leftTeam must be an object")?;
+        let right = obj(logon.data.get("rightTeam")).ok_or("rightTeam must be an object")?;
+        // QUIRK E20: exactly one team must start on attack, or nothing maps to in-game teams.
+        if truthy(left.get("attackStart")) == truthy(right.get("attackStart")) {
+            return Err("exactly one of leftTeam/rightTeam must have attackStart true".into());
         }
+        let mut tools = tools::merge(logon.data.get("toolsData"));
+        let remove_tricode =
+            obj(tools.get("playercamsInfo")).and_then(|p| p.get("removeTricodes").cloned());
+        let id = |t: &Map<String, Value>| if truthy(t.get("attackStart")) { 0 } else { 1 };
+        let teams = vec![
+            Team::new(left, id(left), remove_tricode.clone()),
+            Team::new(right, id(right), remove_tricode),
+        ];
+        tools::supporter_rules(&mut tools, logon.is_supporter)?;
         Ok(Match {
+            match_id: json!(""),
+            match_type: json!("bomb"),
+            switch_round: 13,
+            first_ot_round: 25,
             group_code: logon.group_code.clone(),
-            match_id: Value::String(String::new()),
-            match_type: "bomb".into(),
             is_running: false,
-            round_number: 0,
-            round_phase: "LOBBY".into(),
+            agent_select_start_time: None,
+            round_number: json!(0),
+            round_phase: json!("LOBBY"),
+            round_timeout_time: None,
+            was_timeout: false,
+            spike_detonation_time: None,
+            teams,
             map: "Loading".into(),
-            left_team: team(left, false),
-            right_team: team(right, false),
+            planted: false,
+            detonated: false,
+            defused: false,
+            attackers_won: Some(Value::Bool(false)),
+            show_alive_kda: false,
+            tech_pause: false,
+            timeout_left: false,
+            timeout_right: false,
+            time_remaining: 0.0,
+            grace_period_passed: false,
+            toast_info: match json!({"active": false, "title": "", "message": "", "duration": null, "eventLogoEnabled": true})
+            {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            },
+            has_entered_overtime: false,
+            tools,
+            organization_id: String::new(),
+            is_registered: false,
+            org_is_supporter: logon.is_supporter,
             event_number: 1,
+            timeout_timers: None,
+            toast_hide_at: None,
+            logon_left: Value::Object(left.clone()),
+            logon_right: Value::Object(right.clone()),
         })
     }
 
-    /// The change counter: the broadcaster sends a snapshot whenever it moved.
     pub fn event_number(&self) -> u64 {
         self.event_number
     }
 
     /// The Valorant match id as the aux logon compares it (JS string form).
     pub fn match_id_text(&self) -> String {
-        match &self.match_id {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
+        text(Some(&self.match_id))
+    }
+
+    pub fn teams_rounds_won(&self) -> (f64, f64) {
+        let r = |t: &Team| to_num(t.rounds_won.as_ref()).unwrap_or(f64::NAN);
+        (r(&self.teams[0]), r(&self.teams[1]))
+    }
+
+    pub fn tool(&self, key: &str) -> Value {
+        self.tools.get(key).cloned().unwrap_or(Value::Null)
+    }
+
+    pub fn org_is_supporter(&self) -> bool {
+        self.org_is_supporter
+    }
+
+    fn team_by_ingame(&mut self, start_team: Option<&Value>) -> Option<usize> {
+        self.teams
+            .iter()
+            .position(|t| loose_eq(Some(&json!(t.ingame_team_id)), start_team))
+    }
+
+    /// Applies one ingest event (the envelope with `type`, `data`, `timestamp`).
+    pub fn apply(&mut self, event: &Map<String, Value>) -> Outcome {
+        let ts = event.get("timestamp").and_then(Value::as_u64).unwrap_or(0);
+        let null = Value::Null;
+        let data = event.get("data").unwrap_or(&null);
+        let player_id = event
+            .get("playerId")
+            .map(|p| text(Some(p)))
+            .unwrap_or_default();
+        let kind = event.get("type").and_then(Value::as_str).unwrap_or("");
+        let counted = match kind {
+            "roster" => self.roster(data, ts),
+            "scoreboard" => self.scoreboard(data, ts),
+            "killfeed" => {
+                self.killfeed(data);
+                true
+            }
+            "observing" => {
+                for p in self.teams.iter_mut().flat_map(|t| t.players.iter_mut()) {
+                    p.is_observed = data.as_str() == Some(p.search_name.as_str());
+                }
+                true
+            }
+            "round_info" => return self.round_info(data, ts),
+            "score" => self.score(data, ts),
+            "match_start" => {
+                self.match_id = data.clone();
+                self.is_running = true;
+                true
+            }
+            "map" => {
+                self.map = tables().map(&text(Some(data)));
+                true
+            }
+            "game_mode" => {
+                self.match_type = data.clone();
+                let swift = data.as_str() == Some("swift");
+                self.switch_round = if swift { 5 } else { 13 };
+                self.first_ot_round = if swift { 99 } else { 25 };
+                true
+            }
+            "spike_planted" => {
+                self.plant(ts);
+                true
+            }
+            "spike_detonated" => {
+                self.detonated = true;
+                self.spike_detonation_time = None;
+                true
+            }
+            "spike_defused" => {
+                self.defused = true;
+                true
+            }
+            "tech_pause" => {
+                self.tech_pause = !self.tech_pause;
+                if self.tech_pause {
+                    self.timeout_left = false;
+                    self.timeout_right = false;
+                    self.timeout_timers = None;
+                }
+                true
+            }
+            "left_timeout" => {
+                self.team_timeout(true, ts);
+                true
+            }
+            "right_timeout" => {
+                self.team_timeout(false, ts);
+                true
+            }
+            "switch_kda_credits" => {
+                self.show_alive_kda = !self.show_alive_kda;
+                true
+            }
+            "toast" => {
+                self.toast(data, ts);
+                true
+            }
+            "swap_left_right" => {
+                self.teams.swap(0, 1);
+                if let Some(Value::Object(c)) = self.tools.get_mut("timeoutCounter") {
+                    let l = c.get("left").cloned();
+                    let r = c.get("right").cloned();
+                    match r {
+                        Some(r) => c.insert("left".into(), r),
+                        None => c.shift_remove("left"),
+                    };
+                    match l {
+                        Some(l) => c.insert("right".into(), l),
+                        None => c.shift_remove("right"),
+                    };
+                }
+                true
+            }
+            "swap_attacker_defender" => {
+                for t in &mut self.teams {
+                    t.flip_side();
+                }
+                let (a, b) = self.teams.split_at_mut(1);
+                std::mem::swap(&mut a[0].rounds_won, &mut b[0].rounds_won);
+                std::mem::swap(&mut a[0].round_record, &mut b[0].round_record);
+                true
+            }
+            "aux_scoreboard" => {
+                self.aux_scoreboard(data, ts);
+                true
+            }
+            "aux_scoreboard_team" => self.aux_scoreboard_team(data, &player_id, ts),
+            "aux_abilities" => {
+                if let Some(d) = data.as_object() {
+                    for p in self.players_by_id(&player_id) {
+                        p.set_abilities(d);
+                    }
+                }
+                true
+            }
+            "aux_health" => {
+                if data.is_number() {
+                    for p in self.players_by_id(&player_id) {
+                        p.set_health(data);
+                    }
+                }
+                true
+            }
+            "aux_astra_targeting" | "aux_cypher_cam" => {
+                if let Some(on) = data.as_bool() {
+                    let (agent, suffix) = if kind == "aux_astra_targeting" {
+                        ("Astra", "Targeting")
+                    } else {
+                        ("Cypher", "Cam")
+                    };
+                    for p in self.players_by_id(&player_id) {
+                        p.set_icon_suffix(agent, suffix, on);
+                    }
+                }
+                true
+            }
+            _ => true, // unknown types only advance the counter
+        };
+        if counted {
+            self.event_number += 1;
+        }
+        Outcome::Continue
+    }
+
+    fn players_by_id(&mut self, id: &str) -> impl Iterator<Item = &mut Player> {
+        self.teams
+            .iter_mut()
+            .flat_map(|t| t.players.iter_mut())
+            .filter(move |p| p.riot_id == id)
+    }
+
+    /// `roster` (engine §4.1). Returns whether the counter advances.
+    fn roster(&mut self, data: &Value, ts: u64) -> bool {
+        let Some(d) = data.as_object() else {
+            return false;
+        };
+        let Some(ti) = self.team_by_ingame(d.get("startTeam")) else {
+            return false;
+        };
+        if self.agent_select_start_time.is_none() {
+            self.agent_select_start_time = Some(ts);
+        }
+        let id = text(d.get("playerId"));
+        let empty = |k: &str| d.get(k).and_then(Value::as_str) == Some("");
+        if empty("playerId") || empty("name") || empty("tagline") {
+            return true;
+        }
+        let in_lobby = !gt(Some(&self.round_number), Some(&json!(1)));
+        let team = &mut self.teams[ti];
+        let name = stripped_name(team, &text(d.get("name")));
+        if let Some(p) = team.player_by_riot_id(&id) {
+            // QUIRK E7 fixed: tricode removal is re-applied on updates.
+            p.roster_update(d, name);
+        } else if team.players.len() < 5 {
+            team.players.push(Player::from_roster(d, name));
+            // QUIRK E13 fixed: a late roster addition no longer resets the side mid-match.
+            if in_lobby {
+                team.is_attacking =
+                    Some(Value::Bool(loose_eq(d.get("startTeam"), Some(&json!(0)))));
+            }
+        }
+        true
+    }
+
+    /// Spike-plant detection by money (engine §5.6) for one scoreboard line against a team.
+    fn money_plant_check(&mut self, ti: usize, d: &Map<String, Value>, ts: u64) {
+        if self.round_phase.as_str() != Some("combat") {
+            return;
+        }
+        let id = text(d.get("playerId"));
+        let old = self.teams[ti]
+            .players
+            .iter()
+            .find(|p| p.riot_id == id)
+            .and_then(|p| to_num(Some(&p.money)))
+            .unwrap_or(9999.0);
+        if let Some(new) = to_num(d.get("money"))
+            && new > old
+            && new - old == 300.0
+        {
+            self.plant(ts);
         }
     }
 
-    /// Applies one ingest event (the envelope with `type` and `data`).
-    pub fn apply(&mut self, event: &Map<String, Value>) -> Outcome {
-        let data = event.get("data").unwrap_or(&Value::Null);
-        let mut outcome = Outcome::Continue;
-        match event.get("type").and_then(Value::as_str) {
-            Some("map") => {
-                if let Some(m) = data.as_str() {
-                    self.map = m.to_string();
-                }
-            }
-            Some("game_mode") => {
-                self.match_type = match data {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-            }
-            Some("match_start") => {
-                self.match_id = data.clone();
-                self.is_running = true;
-            }
-            Some("round_info") => {
-                if let Some(n) = data.get("roundNumber").and_then(Value::as_i64) {
-                    self.round_number = n;
-                }
-                if let Some(phase) = data.get("roundPhase").and_then(Value::as_str) {
-                    self.round_phase = phase.to_string();
-                    if phase == "game_end" {
-                        self.is_running = false;
-                        outcome = Outcome::GameEnded;
+    fn scoreboard(&mut self, data: &Value, ts: u64) -> bool {
+        let Some(d) = data.as_object() else {
+            return false;
+        };
+        let Some(ti) = self.team_by_ingame(d.get("startTeam")) else {
+            return false;
+        };
+        self.money_plant_check(ti, d, ts);
+        let team = &mut self.teams[ti];
+        if let Some(p) = team.player_by_riot_id(&text(d.get("playerId"))) {
+            p.scoreboard_update(d);
+            p.scoreboard_available = true;
+            team.recompute_spent();
+        }
+        true
+    }
+
+    fn aux_line(&mut self, ti: usize, d: &Map<String, Value>) {
+        if let Some(p) = self.teams[ti].player_by_riot_id(&text(d.get("playerId")))
+            && !p.scoreboard_available
+        {
+            p.scoreboard_update(d);
+            p.aux_scoreboard = true;
+        }
+    }
+
+    fn aux_scoreboard(&mut self, data: &Value, ts: u64) {
+        let Some(d) = data.as_object() else {
+            return;
+        };
+        let Some(ti) = self.team_by_ingame(d.get("startTeam")) else {
+            return;
+        };
+        self.money_plant_check(ti, d, ts);
+        self.aux_line(ti, d);
+    }
+
+    /// Teammates' lines from an aux client. QUIRK E8 fixed: the team that contains the sender is
+    /// chosen (the original always used `teams[1]`), falling back to `teams[1]`.
+    fn aux_scoreboard_team(&mut self, data: &Value, sender: &str, ts: u64) -> bool {
+        let parsed: Value = match data {
+            Value::String(s) => match serde_json::from_str(s) {
+                Ok(v) => v,
+                Err(_) => return false,
+            },
+            other => other.clone(),
+        };
+        let Some(lines) = parsed.as_array() else {
+            return false;
+        };
+        let ti = self
+            .teams
+            .iter()
+            .position(|t| t.players.iter().any(|p| p.riot_id == sender))
+            .unwrap_or(1);
+        for line in lines.iter().filter_map(Value::as_object) {
+            self.money_plant_check(ti, line, ts);
+        }
+        for line in lines.iter().filter_map(Value::as_object) {
+            self.aux_line(ti, line);
+        }
+        true
+    }
+
+    fn killfeed(&mut self, data: &Value) {
+        let Some(d) = data.as_object() else {
+            return;
+        };
+        let attacker = d.get("attacker");
+        let victim = d.get("victim");
+        let assists: Vec<String> = d
+            .get("assists")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().map(|x| text(Some(x))).collect())
+            .unwrap_or_default();
+        for team in &mut self.teams {
+            if let Some(p) = team
+                .players
+                .iter_mut()
+                .find(|p| loose_eq(Some(&Value::String(p.name.clone())), attacker))
+            {
+                p.killfeed_stats(d);
+                p.attacker_fallback();
+                if !team.has_duplicate_agents {
+                    for a in &assists {
+                        let Some(agent) = tables().agent(a) else {
+                            continue;
+                        };
+                        if let Some(q) = team
+                            .players
+                            .iter_mut()
+                            .find(|q| q.agent_internal.as_str() == Some(agent))
+                        {
+                            q.assist_fallback();
+                        }
                     }
                 }
+            }
+            if let Some(p) = team
+                .players
+                .iter_mut()
+                .find(|p| loose_eq(Some(&Value::String(p.name.clone())), victim))
+            {
+                p.victim_fallback();
+            }
+        }
+    }
+
+    /// The spike-plant setter (engine §4.10).
+    fn plant(&mut self, ts: u64) {
+        if self.planted || self.round_phase.as_str() != Some("combat") {
+            return;
+        }
+        self.planted = true;
+        self.round_timeout_time = None;
+        self.spike_detonation_time = Some(ts + 45_000);
+    }
+
+    fn round_info(&mut self, data: &Value, ts: u64) -> Outcome {
+        let null = Value::Null;
+        self.round_number = data.get("roundNumber").cloned().unwrap_or(null.clone());
+        self.round_phase = data.get("roundPhase").cloned().unwrap_or(null);
+        match self.round_phase.as_str() {
+            Some("shopping") => self.shopping(),
+            Some("combat") => {
+                for t in &mut self.teams {
+                    t.detect_duplicates();
+                }
+                self.round_timeout_time = Some(ts + 99_000);
+                self.toast_info.insert("active".into(), Value::Bool(false));
+                // QUIRK E16 fixed: the pending auto-hide is cancelled with the toast.
+                self.toast_hide_at = None;
+            }
+            Some("end") => {
+                self.round_timeout_time = None;
+                self.spike_detonation_time = None;
+            }
+            Some("game_end") => {
+                self.is_running = false;
+                self.timeout_timers = None;
+                self.event_number += 1;
+                return Outcome::GameEnded;
             }
             _ => {}
         }
         self.event_number += 1;
-        outcome
+        Outcome::Continue
     }
 
-    /// An auxiliary client of this player disconnected (no counter change).
-    pub fn aux_disconnected(&mut self, _player_id: &str) {}
+    fn shopping(&mut self) {
+        let n = to_num(Some(&self.round_number));
+        let first_round = self.round_number.is_number() && n == Some(1.0);
+        if !first_round && !self.record_reasons() {
+            return; // QUIRK E26: cannot happen with E20 enforced at logon
+        }
+        let n = n.unwrap_or(f64::NAN);
+        if n >= self.first_ot_round as f64 && !self.has_entered_overtime {
+            self.has_entered_overtime = true;
+            if let Some(Value::Object(c)) = self.tools.get_mut("timeoutCounter") {
+                for side in ["left", "right"] {
+                    let v = to_num(c.get(side)).unwrap_or(f64::NAN);
+                    c.insert(side.into(), num((v + 1.0).min(2.0)));
+                }
+            }
+            self.event_number += 1;
+        }
+        self.planted = false;
+        self.detonated = false;
+        self.defused = false;
+        let switch = n == self.switch_round as f64 || n >= self.first_ot_round as f64;
+        if switch {
+            for t in &mut self.teams {
+                t.flip_side();
+            }
+        }
+        for p in self.teams.iter_mut().flat_map(|t| t.players.iter_mut()) {
+            p.round_reset(switch);
+        }
+    }
 
-    /// The broadcast snapshot as JSON text (sensitive fields are never part of it).
+    /// Round reasons for the round that just ended (engine §5.9). False if no attacking or no
+    /// defending team exists.
+    fn record_reasons(&mut self) -> bool {
+        let r = to_num(Some(&self.round_number)).unwrap_or(f64::NAN) - 1.0;
+        let Some(a) = self.teams.iter().position(Team::attacking) else {
+            return false;
+        };
+        let Some(d) = self.teams.iter().position(|t| !t.attacking()) else {
+            return false;
+        };
+        if !r.is_finite() {
+            return true;
+        }
+        let r = r as i64;
+        if truthy(self.attackers_won.as_ref()) {
+            let reason = if self.detonated { "detonated" } else { "kills" };
+            self.teams[a].record_round(r, reason);
+            self.teams[d].record_round(r, "lost");
+        } else {
+            let reason = if self.defused {
+                "defused"
+            } else if self.was_timeout {
+                "timeout"
+            } else {
+                "kills"
+            };
+            self.teams[d].record_round(r, reason);
+            self.teams[a].record_round(r, "lost");
+        }
+        true
+    }
+
+    fn score(&mut self, data: &Value, ts: u64) -> bool {
+        let (Some(t0), Some(t1)) = (
+            self.teams.iter().position(|t| t.ingame_team_id == 0),
+            self.teams.iter().position(|t| t.ingame_team_id == 1),
+        ) else {
+            return false;
+        };
+        let s0 = data.get("team_0");
+        let s1 = data.get("team_1");
+        if gt(s0, self.teams[t0].rounds_won.as_ref()) {
+            self.attackers_won = self.teams[t0].is_attacking.clone();
+        } else if gt(s1, self.teams[t1].rounds_won.as_ref()) {
+            self.attackers_won = self.teams[t1].is_attacking.clone();
+        }
+        self.was_timeout = self.round_timeout_time.is_some_and(|t| t != 0 && ts >= t);
+        self.teams[t0].rounds_won = s0.cloned();
+        self.teams[t1].rounds_won = s1.cloned();
+        self.planted = false;
+        true
+    }
+
+    fn timeout_tools(&self) -> (f64, f64) {
+        let duration = to_num(self.tools.get("timeoutDuration")).unwrap_or(f64::NAN);
+        let grace = to_num(self.tools.get("timeoutCancellationGracePeriod")).unwrap_or(f64::NAN);
+        (duration, duration - grace)
+    }
+
+    fn counter_mut(&mut self, left: bool) -> Option<(&mut Map<String, Value>, &'static str)> {
+        match self.tools.get_mut("timeoutCounter") {
+            Some(Value::Object(c)) => Some((c, if left { "left" } else { "right" })),
+            _ => None,
+        }
+    }
+
+    /// `left_timeout` / `right_timeout` (engine §7.1).
+    fn team_timeout(&mut self, left: bool, ts: u64) {
+        let (duration, g) = self.timeout_tools();
+        let running = if left {
+            self.timeout_left
+        } else {
+            self.timeout_right
+        };
+        if running {
+            if self.time_remaining <= g
+                && let Some((c, side)) = self.counter_mut(left)
+            {
+                let v = to_num(c.get(side)).unwrap_or(f64::NAN);
+                c.insert(side.into(), num((v - 1.0).max(0.0)));
+            }
+            self.timeout_left = false;
+            self.timeout_right = false;
+            self.timeout_timers = None;
+            return;
+        }
+        let remaining = self
+            .counter_mut(left)
+            .and_then(|(c, side)| to_num(c.get(side)))
+            .unwrap_or(f64::NAN);
+        if remaining.is_nan() || remaining <= 0.0 {
+            return;
+        }
+        self.timeout_left = left;
+        self.timeout_right = !left;
+        self.tech_pause = false;
+        self.time_remaining = duration;
+        self.grace_period_passed = false;
+        let duration_ms = if duration.is_finite() && duration > 0.0 {
+            (duration * 1000.0) as u64
+        } else {
+            0
+        };
+        self.timeout_timers = Some(TimeoutTimers {
+            next_tick_ms: ts + 1000,
+            end_ms: ts + duration_ms,
+        });
+    }
+
+    /// `toast` (engine §4.16).
+    fn toast(&mut self, data: &Value, ts: u64) {
+        if truthy(self.toast_info.get("active")) {
+            self.toast_info.insert("active".into(), Value::Bool(false));
+            self.toast_hide_at = None;
+            return;
+        }
+        let Some(d) = data.as_object() else {
+            return;
+        };
+        self.toast_info = d.clone();
+        self.toast_info.insert("active".into(), Value::Bool(true));
+        self.event_number += 1;
+        self.toast_hide_at = match d.get("duration") {
+            Some(Value::Null) => None,
+            Some(v) => Some(ts + to_num(Some(v)).filter(|f| *f > 0.0).map_or(1, |f| f as u64)),
+            None => Some(ts + 1), // QUIRK E17 kept: no duration hides at once
+        };
+    }
+
+    /// Runs the timers due at `now_ms` (timeout countdown and end, toast auto-hide).
+    pub fn advance(&mut self, now_ms: u64) {
+        let (_, g) = self.timeout_tools();
+        while let Some(t) = self.timeout_timers.clone() {
+            // The end timer wins a tie with the last countdown tick, as in the original.
+            if t.end_ms <= now_ms && t.end_ms <= t.next_tick_ms {
+                let side = if self.timeout_left {
+                    Some(true)
+                } else if self.timeout_right {
+                    Some(false)
+                } else {
+                    None
+                };
+                if let Some(left) = side
+                    && let Some((c, key)) = self.counter_mut(left)
+                {
+                    let v = to_num(c.get(key)).unwrap_or(f64::NAN);
+                    c.insert(key.into(), num((v - 1.0).max(0.0)));
+                }
+                self.timeout_left = false;
+                self.timeout_right = false;
+                self.timeout_timers = None;
+                self.event_number += 1;
+            } else if t.next_tick_ms <= now_ms {
+                if self.time_remaining > 0.0 {
+                    self.time_remaining -= 1.0;
+                    if !self.grace_period_passed && self.time_remaining <= g {
+                        self.grace_period_passed = true;
+                    }
+                    self.event_number += 1;
+                    if let Some(tt) = self.timeout_timers.as_mut() {
+                        tt.next_tick_ms += 1000;
+                    }
+                } else if let Some(tt) = self.timeout_timers.as_mut() {
+                    tt.next_tick_ms = u64::MAX; // countdown stopped; the end timer remains
+                }
+            } else {
+                break;
+            }
+        }
+        if let Some(at) = self.toast_hide_at
+            && at <= now_ms
+        {
+            self.toast_hide_at = None;
+            self.toast_info.insert("active".into(), Value::Bool(false));
+            self.event_number += 1;
+        }
+    }
+
+    /// An auxiliary client of this player disconnected (QUIRK E3 fixed: advances the counter).
+    pub fn aux_disconnected(&mut self, player_id: &str) {
+        let mut any = false;
+        for p in self.players_by_id(player_id) {
+            p.aux_unavailable();
+            any = true;
+        }
+        if any {
+            self.event_number += 1;
+        }
+    }
+
+    /// The broadcast snapshot as a JSON value (sensitive fields are never part of it).
+    pub fn snapshot(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("matchId".into(), self.match_id.clone());
+        m.insert("matchType".into(), self.match_type.clone());
+        m.insert("switchRound".into(), json!(self.switch_round));
+        m.insert("firstOtRound".into(), json!(self.first_ot_round));
+        m.insert("groupCode".into(), Value::String(self.group_code.clone()));
+        m.insert("isRunning".into(), Value::Bool(self.is_running));
+        if let Some(t) = self.agent_select_start_time {
+            m.insert("agentSelectStartTime".into(), json!(t));
+        }
+        m.insert("roundNumber".into(), self.round_number.clone());
+        m.insert("roundPhase".into(), self.round_phase.clone());
+        if let Some(t) = self.round_timeout_time {
+            m.insert("roundTimeoutTime".into(), json!(t));
+        }
+        m.insert("wasTimeout".into(), Value::Bool(self.was_timeout));
+        if let Some(t) = self.spike_detonation_time {
+            m.insert("spikeDetonationTime".into(), json!(t));
+        }
+        m.insert(
+            "teams".into(),
+            Value::Array(self.teams.iter().map(Team::to_json).collect()),
+        );
+        m.insert("map".into(), Value::String(self.map.clone()));
+        m.insert(
+            "spikeState".into(),
+            json!({"planted": self.planted, "detonated": self.detonated, "defused": self.defused}),
+        );
+        if let Some(a) = &self.attackers_won {
+            m.insert("attackersWon".into(), a.clone());
+        }
+        m.insert("showAliveKDA".into(), Value::Bool(self.show_alive_kda));
+        m.insert(
+            "timeoutState".into(),
+            json!({
+                "techPause": self.tech_pause,
+                "leftTeam": self.timeout_left,
+                "rightTeam": self.timeout_right,
+                "timeRemaining": num(self.time_remaining),
+            }),
+        );
+        m.insert(
+            "timeoutGracePeriodPassed".into(),
+            Value::Bool(self.grace_period_passed),
+        );
+        m.insert("toastInfo".into(), Value::Object(self.toast_info.clone()));
+        m.insert(
+            "hasEnteredOvertime".into(),
+            Value::Bool(self.has_entered_overtime),
+        );
+        m.insert("tools".into(), tools::broadcast_view(&self.tools));
+        m.insert(
+            "organizationId".into(),
+            Value::String(self.organization_id.clone()),
+        );
+        m.insert("isRegistered".into(), Value::Bool(self.is_registered));
+        m.insert("orgIsSupporter".into(), Value::Bool(self.org_is_supporter));
+        Value::Object(m)
+    }
+
     pub fn snapshot_json(&self) -> String {
-        json!({
-            "matchId": self.match_id,
-            "matchType": self.match_type,
-            "switchRound": 13,
-            "firstOtRound": 25,
-            "groupCode": self.group_code,
-            "isRunning": self.is_running,
-            "roundNumber": self.round_number,
-            "roundPhase": self.round_phase,
-            "teams": [self.left_team, self.right_team],
-            "map": self.map,
-        })
-        .to_string()
+        self.snapshot().to_string()
     }
 }
+
+/// The roster name with the team tricode removed when the team strips tricodes.
+fn stripped_name(team: &Team, name: &str) -> String {
+    if !truthy(team.remove_tricode.as_ref()) {
+        return name.to_string();
+    }
+    match team.team_tricode.as_ref().and_then(Value::as_str) {
+        Some(tri) if !tri.is_empty() && name.starts_with(tri) => {
+            name.replacen(tri, "", 1).trim().to_string()
+        }
+        _ => name.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

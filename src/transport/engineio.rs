@@ -67,9 +67,13 @@ pub struct Session {
     pub sio_sid: Option<String>,
     pub app: AppState,
     transport: Transport,
-    created: Instant,
-    last_ping_sent: Option<Instant>,
+    /// Joined a namespace at least once (the connect timeout no longer applies).
+    pub(crate) ever_connected: bool,
+    /// A WebSocket probe arrived: polls are answered at once (noop) so the client can pause.
+    upgrading: bool,
     pong_pending: bool,
+    /// The heartbeat task waiting for this session's pong.
+    pong_waker: Option<std::task::Waker>,
 }
 
 /// What moves when a session changes shard.
@@ -229,9 +233,10 @@ fn handshake_polling(shard: &Rc<Shard>, kind: PortKind) -> Response {
                 buffered_bytes: 0,
                 waiting: None,
             },
-            created: Instant::now(),
-            last_ping_sent: None,
+            ever_connected: false,
+            upgrading: false,
             pong_pending: false,
+            pong_waker: None,
         },
     );
     payload_response(open)
@@ -241,7 +246,11 @@ fn insert_session(shard: &Rc<Shard>, session: Session) {
     let sid = session.sid.clone();
     let cell = Rc::new(RefCell::new(session));
     let weak = Rc::downgrade(&cell);
+    let connected = cell.borrow().sio_sid.is_some();
     shard.sessions.borrow_mut().map.insert(sid.clone(), cell);
+    if !connected {
+        glommio::spawn_local(connect_deadline(shard.clone(), sid.clone(), weak.clone())).detach();
+    }
     glommio::spawn_local(keepalive(shard.clone(), sid, weak)).detach();
 }
 
@@ -297,6 +306,7 @@ pub fn poll_local(
     }
     let overlap = {
         let mut s = cell.borrow_mut();
+        let upgrading = s.upgrading;
         match &mut s.transport {
             Transport::WebSocket { .. } => {
                 let _ = reply.send(error_response(3, "Bad request"));
@@ -309,7 +319,10 @@ pub fn poll_local(
             } => {
                 if waiting.is_some() {
                     true
-                } else if !buffer.is_empty() {
+                } else if !buffer.is_empty() || upgrading {
+                    if buffer.is_empty() {
+                        buffer.push(Bytes::from_static(b"6"));
+                    }
                     let payload = encode_payload(buffer);
                     buffer.clear();
                     *buffered_bytes = 0;
@@ -334,6 +347,7 @@ pub fn probe_local(shard: &Rc<Shard>, sid: &str) {
         return;
     };
     let mut s = cell.borrow_mut();
+    s.upgrading = true;
     if let Transport::Polling {
         buffer,
         buffered_bytes,
@@ -433,9 +447,10 @@ async fn run_websocket<R, W>(
                         queue: queue.clone(),
                         deflate: neg.deflate,
                     },
-                    created: Instant::now(),
-                    last_ping_sent: None,
+                    ever_connected: false,
+                    upgrading: false,
                     pong_pending: false,
+                    pong_waker: None,
                 },
             );
             sid
@@ -594,15 +609,17 @@ fn install(shard: &Rc<Shard>, state: SessionState, queue: Rc<OutQueue>, deflate:
     for packet in &state.buffered {
         queue.push(websocket::text_frame(packet), FrameKind::Normal);
     }
+    let connected = state.sio_sid.is_some();
     let session = Session {
         sid: state.sid.clone(),
         kind: state.kind,
         sio_sid: state.sio_sid,
         app: state.app,
         transport: Transport::WebSocket { queue, deflate },
-        created: Instant::now(),
-        last_ping_sent: None,
+        ever_connected: connected,
+        upgrading: false,
         pong_pending: false,
+        pong_waker: None,
     };
     crate::app::on_attach(shard, &session.sid, &session.app);
     insert_session(shard, session);
@@ -614,7 +631,11 @@ pub fn on_packet(shard: &Rc<Shard>, sid: &str, text: &str) {
         Some(EioPacket::Message(msg)) => socketio::on_message(shard, sid, msg),
         Some(EioPacket::Pong(_)) => {
             if let Some(cell) = shard.sessions.borrow().get(sid) {
-                cell.borrow_mut().pong_pending = false;
+                let mut s = cell.borrow_mut();
+                s.pong_pending = false;
+                if let Some(w) = s.pong_waker.take() {
+                    w.wake();
+                }
             }
         }
         Some(EioPacket::Ping(data)) => {
@@ -766,32 +787,51 @@ pub fn close_session(shard: &Rc<Shard>, sid: &str, _reason: &str) {
     }
 }
 
-/// Heartbeat and connect timeout of one session; ends when the session ends or moves.
+/// Closes a session that has not joined a namespace within the connect timeout.
+async fn connect_deadline(shard: Rc<Shard>, sid: String, session: Weak<RefCell<Session>>) {
+    glommio::timer::sleep(shard.config.connect_timeout).await;
+    let Some(cell) = session.upgrade() else {
+        return;
+    };
+    let never_connected = cell.borrow().sio_sid.is_none() && !cell.borrow().ever_connected;
+    drop(cell);
+    if never_connected {
+        close_session(&shard, &sid, "connect timeout");
+    }
+}
+
+/// Heartbeat of one session; ends when the session ends or moves.
 async fn keepalive(shard: Rc<Shard>, sid: String, session: Weak<RefCell<Session>>) {
     let interval = shard.config.ping_interval;
     let timeout = shard.config.ping_timeout;
-    let connect_timeout = shard.config.connect_timeout;
     loop {
         glommio::timer::sleep(interval).await;
         let Some(cell) = session.upgrade() else {
             return;
         };
         {
-            let s = cell.borrow();
-            if s.sio_sid.is_none() && s.created.elapsed() >= connect_timeout {
-                drop(s);
-                close_session(&shard, &sid, "connect timeout");
-                return;
-            }
-        }
-        {
             let mut s = cell.borrow_mut();
             s.pong_pending = true;
-            s.last_ping_sent = Some(Instant::now());
         }
         drop(cell);
         send_packets(&shard, &sid, vec![Bytes::from_static(b"2")]);
-        glommio::timer::sleep(timeout).await;
+        // The next ping is scheduled from the pong (as engine.io does), not from the ping.
+        let pong = std::future::poll_fn(|cx| match session.upgrade() {
+            None => std::task::Poll::Ready(()),
+            Some(cell) => {
+                let mut s = cell.borrow_mut();
+                if s.pong_pending {
+                    s.pong_waker = Some(cx.waker().clone());
+                    std::task::Poll::Pending
+                } else {
+                    std::task::Poll::Ready(())
+                }
+            }
+        });
+        futures_lite::future::or(pong, async {
+            glommio::timer::sleep(timeout).await;
+        })
+        .await;
         let Some(cell) = session.upgrade() else {
             return;
         };

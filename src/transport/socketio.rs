@@ -39,6 +39,7 @@ pub fn on_message(shard: &Rc<Shard>, sid: &str, text: &str) {
                 } else {
                     let id = new_socket_id();
                     s.sio_sid = Some(id.clone());
+                    s.ever_connected = true;
                     Some(id)
                 }
             };

@@ -94,10 +94,10 @@ test("events for another group are not applied to it", async () => {
   const obsB = await observer(server, { groupCode: b });
   const o = await overlay(server, b);
   await waitFor(() => o.received.length >= 1, 3000, "snapshot of B");
-  sendEvent(obsA.socket, b, "map", "Hijacked");
-  sendEvent(obsB.socket, b, "map", "Lotus");
+  sendEvent(obsA.socket, b, "map", "Canyon");
+  sendEvent(obsB.socket, b, "map", "Jam");
   await waitFor(() => o.received.at(-1)?.map === "Lotus", 3000, "B's own event");
-  assert.ok(o.received.every((s) => s.map !== "Hijacked"));
+  assert.ok(o.received.every((s) => s.map !== "Fracture"));
   obsA.socket.close();
   obsB.socket.close();
   o.socket.close();

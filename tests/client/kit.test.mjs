@@ -67,7 +67,7 @@ test("observer.mjs replays the reference match while frontend.mjs overlays recor
   assert.ok(feSummary.deliveries > 50, `deliveries ${feSummary.deliveries}`);
   const payloads = fs.readFileSync(record, "utf8").trim().split("\n").map((l) => JSON.parse(l));
   assert.equal(payloads.at(-1).roundPhase, "game_end", "the final state reaches the overlays");
-  assert.equal(payloads.at(-1).map, "Triad");
+  assert.equal(payloads.at(-1).map, "Haven");
 });
 
 test("probe.mjs: every probe answers, deliberate differences as documented", async () => {

@@ -23,7 +23,7 @@ async function freePort() {
 }
 
 /** Starts a server; resolves once it prints its ready line. */
-export async function startServer({ shards = 2, env = {}, args = [], key = "test-key" } = {}) {
+export async function startServer({ shards = 2, env = {}, args = [], key = "test-key", cwd } = {}) {
   for (let attempt = 0; attempt < 5; attempt++) {
     const ports = { ingest: await freePort(), rest: await freePort(), broadcast: await freePort() };
     const child = spawn(
@@ -37,8 +37,9 @@ export async function startServer({ shards = 2, env = {}, args = [], key = "test
         ...args,
       ],
       {
-        env: { PATH: process.env.PATH, INSECURE: "true", AUTH_KEY: key, ...env },
+        env: { PATH: process.env.PATH, INSECURE: "true", ...(key === null ? {} : { AUTH_KEY: key }), ...env },
         stdio: ["ignore", "pipe", "pipe"],
+        cwd,
       },
     );
     let out = "";

@@ -1,0 +1,106 @@
+//! JavaScript value semantics the original relies on: truthiness, loose equality, number
+//! formatting (integers without `.0`, NaN/Infinity as `null`) and string interpolation.
+
+use serde_json::{Number, Value};
+
+/// `Boolean(v)` in JavaScript (`None` = undefined).
+pub fn truthy(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0 && !f.is_nan()),
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(Value::Array(_)) | Some(Value::Object(_)) => true,
+    }
+}
+
+/// `Number(v)` for the values the clients send (`None` = NaN).
+pub fn to_num(v: Option<&Value>) -> Option<f64> {
+    match v? {
+        Value::Number(n) => n.as_f64(),
+        Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+        Value::Null => Some(0.0),
+        Value::String(s) => {
+            let t = s.trim();
+            if t.is_empty() {
+                Some(0.0)
+            } else {
+                t.parse::<f64>().ok()
+            }
+        }
+        _ => None,
+    }
+}
+
+/// `a > b` with numeric coercion (false when either side is NaN/undefined).
+pub fn gt(a: Option<&Value>, b: Option<&Value>) -> bool {
+    match (to_num(a), to_num(b)) {
+        (Some(x), Some(y)) => x > y,
+        _ => false,
+    }
+}
+
+/// `a == b` (loose) for primitives: numbers and numeric strings compare as numbers.
+pub fn loose_eq(a: Option<&Value>, b: Option<&Value>) -> bool {
+    match (a, b) {
+        (None | Some(Value::Null), None | Some(Value::Null)) => true,
+        (None | Some(Value::Null), _) | (_, None | Some(Value::Null)) => false,
+        (Some(Value::String(x)), Some(Value::String(y))) => x == y,
+        (Some(Value::Bool(x)), Some(Value::Bool(y))) => x == y,
+        (Some(x), Some(y)) => match (to_num(Some(x)), to_num(Some(y))) {
+            (Some(p), Some(q)) => p == q,
+            _ => false,
+        },
+    }
+}
+
+/// A JavaScript number as JSON: integral values as integers, non-finite as `null`.
+pub fn num(f: f64) -> Value {
+    if !f.is_finite() {
+        return Value::Null;
+    }
+    if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 {
+        return Value::from(f as i64);
+    }
+    Number::from_f64(f).map_or(Value::Null, Value::Number)
+}
+
+/// String interpolation of a value (`${v}`), `undefined` when absent.
+pub fn text(v: Option<&Value>) -> String {
+    match v {
+        None => "undefined".into(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) => "null".into(),
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(f) => match num(f) {
+                Value::Number(n) => n.to_string(),
+                _ => f.to_string(),
+            },
+            None => n.to_string(),
+        },
+        Some(Value::Bool(b)) => b.to_string(),
+        Some(Value::Array(_)) => "[array]".into(),
+        Some(Value::Object(_)) => "[object Object]".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn semantics() {
+        assert!(truthy(Some(&json!(1))));
+        assert!(!truthy(Some(&json!(""))));
+        assert!(!truthy(None));
+        assert!(loose_eq(Some(&json!(0)), Some(&json!("0"))));
+        assert!(!loose_eq(Some(&json!(1)), None));
+        assert_eq!(num(5.0), json!(5));
+        assert_eq!(num(1.0 / 3.0).to_string(), "0.3333333333333333");
+        assert_eq!(num(f64::NAN), Value::Null);
+        assert!(gt(Some(&json!(3)), Some(&json!(2))));
+        assert!(!gt(None, Some(&json!(2))));
+        assert_eq!(text(Some(&json!(3.0))), "3");
+    }
+}

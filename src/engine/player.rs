@@ -1,0 +1,428 @@
+//! One player: creation from a roster line, the shared scoreboard update, killfeed fallbacks,
+//! agent icon suffixes, round reset, and its snapshot JSON (key order of snapshot-schema §4).
+
+use serde_json::{Map, Value, json};
+
+use super::js::{gt, loose_eq, num, text, to_num, truthy};
+use super::tables::tables;
+
+#[derive(Debug, Clone)]
+pub struct Player {
+    pub name: String,
+    tagline: String,
+    pub riot_id: String,
+    pub search_name: String,
+    full_name: String,
+    position: Value,
+    locked: Value,
+    pub agent_internal: Value,
+    pub agent_proper: String,
+    is_alive: Value,
+    has_spike: Value,
+    pub is_observed: bool,
+    health: Value,
+    abilities: Value,
+    kills: Value,
+    deaths: Value,
+    assists: Value,
+    kd_ratio: Value,
+    kills_this_round: f64,
+    deaths_this_round: f64,
+    killed_player_names: Vec<Value>,
+    curr_ult_points: Value,
+    max_ult_points: Value,
+    ult_ready: bool,
+    pub money: Value,
+    money_spent: f64,
+    spent_money_this_round: bool,
+    armor_name: Option<String>,
+    highest_weapon: Option<String>,
+    pub current_mmr_tier: Value,
+    pub peak_mmr_tier: Value,
+    team_kills: f64,
+    headshot_kills: f64,
+    headshot_ratio: Value,
+    kills_by_weapons: Map<String, Value>,
+    kills_on_enemy: Map<String, Value>,
+    kills_on_teammate: Map<String, Value>,
+    pub scoreboard_available: bool,
+    aux_health: bool,
+    aux_abilities: bool,
+    pub aux_scoreboard: bool,
+    icon_suffix: String,
+}
+
+/// Adds one to a per-key kill counter (the original left every value at 1, QUIRK E2: fixed).
+fn count(map: &mut Map<String, Value>, key: String) {
+    let next = map.get(&key).and_then(Value::as_f64).unwrap_or(0.0) + 1.0;
+    map.insert(key, num(next));
+}
+
+fn str_of(v: Option<&Value>) -> String {
+    text(v)
+}
+
+impl Player {
+    /// A new player from a roster line (engine §5.1); `name` is the possibly stripped name.
+    pub fn from_roster(data: &Map<String, Value>, name: String) -> Player {
+        let raw_name = str_of(data.get("name"));
+        let tagline = str_of(data.get("tagline"));
+        let agent_internal = data.get("agentInternal").cloned().unwrap_or(Value::Null);
+        Player {
+            name,
+            search_name: format!("{raw_name} #{tagline}"),
+            full_name: format!("{raw_name}#{tagline}"),
+            tagline,
+            riot_id: str_of(data.get("playerId")),
+            position: data.get("position").cloned().unwrap_or(Value::Null),
+            locked: data.get("locked").cloned().unwrap_or(Value::Null),
+            agent_proper: tables().agent_proper(&str_of(Some(&agent_internal))),
+            agent_internal,
+            is_alive: Value::Bool(true),
+            has_spike: Value::Bool(false),
+            is_observed: false,
+            health: json!(100),
+            abilities: json!({"grenade": 0, "ability1": 0, "ability2": 0}),
+            kills: json!(0),
+            deaths: json!(0),
+            assists: json!(0),
+            kd_ratio: json!(0),
+            kills_this_round: 0.0,
+            deaths_this_round: 0.0,
+            killed_player_names: Vec::new(),
+            curr_ult_points: json!(0),
+            max_ult_points: json!(0),
+            ult_ready: false,
+            money: json!(0),
+            money_spent: 0.0,
+            spent_money_this_round: false,
+            armor_name: Some("None".into()),
+            highest_weapon: Some("Unknown".into()),
+            current_mmr_tier: Value::Null,
+            peak_mmr_tier: Value::Null,
+            team_kills: 0.0,
+            headshot_kills: 0.0,
+            headshot_ratio: json!(0),
+            kills_by_weapons: Map::new(),
+            kills_on_enemy: Map::new(),
+            kills_on_teammate: Map::new(),
+            scoreboard_available: false,
+            aux_health: false,
+            aux_abilities: false,
+            aux_scoreboard: false,
+            icon_suffix: String::new(),
+        }
+    }
+
+    /// Roster update of a known player (engine §4.1 step 4).
+    pub fn roster_update(&mut self, data: &Map<String, Value>, name: String) {
+        self.name = name;
+        self.tagline = str_of(data.get("tagline"));
+        self.agent_internal = data.get("agentInternal").cloned().unwrap_or(Value::Null);
+        self.agent_proper = tables().agent_proper(&str_of(Some(&self.agent_internal)));
+        self.locked = data.get("locked").cloned().unwrap_or(Value::Null);
+    }
+
+    /// Agent checks on scoreboard-like data (engine §5.7), with the old kills/assists/ultReady.
+    fn agent_checks(&mut self, data: &Map<String, Value>) {
+        let agent = self.agent_proper.as_str();
+        if agent != "Clove" && agent != "Veto" {
+            return;
+        }
+        let zero = |k: &str| data.get(k).and_then(Value::as_f64) == Some(0.0);
+        if zero("kills") && zero("deaths") && zero("assists") {
+            return;
+        }
+        let ult_spent = loose_eq(data.get("currUltPoints"), Some(&json!(0))) && self.ult_ready;
+        if agent == "Clove" {
+            if ult_spent {
+                self.icon_suffix = "NotDeadYet".into();
+            }
+            if truthy(data.get("kills")) && gt(data.get("kills"), Some(&self.kills)) {
+                self.icon_suffix.clear();
+            }
+            if truthy(data.get("assists")) && gt(data.get("assists"), Some(&self.assists)) {
+                self.icon_suffix.clear();
+            }
+        } else if ult_spent {
+            self.icon_suffix = "Evolution".into();
+        }
+    }
+
+    fn death_checks(&mut self) {
+        if matches!(self.agent_proper.as_str(), "Astra" | "Clove" | "Veto") {
+            self.icon_suffix.clear();
+        }
+    }
+
+    /// The shared scoreboard update (engine §5.2).
+    pub fn scoreboard_update(&mut self, data: &Map<String, Value>) {
+        // QUIRK E1 fixed: the per-round counters grow by the real difference.
+        if gt(data.get("kills"), Some(&self.kills)) {
+            self.kills_this_round += delta(data.get("kills"), &self.kills);
+        }
+        if gt(data.get("deaths"), Some(&self.deaths)) {
+            self.deaths_this_round += delta(data.get("deaths"), &self.deaths);
+        }
+        self.agent_internal = data.get("agentInternal").cloned().unwrap_or(Value::Null);
+        self.agent_proper = tables().agent_proper(&str_of(Some(&self.agent_internal)));
+        self.agent_checks(data);
+        self.kills = data.get("kills").cloned().unwrap_or(Value::Null);
+        self.deaths = data.get("deaths").cloned().unwrap_or(Value::Null);
+        self.assists = data.get("assists").cloned().unwrap_or(Value::Null);
+        self.kd_ratio = ratio(Some(&self.kills), Some(&self.deaths));
+        self.curr_ult_points = data.get("currUltPoints").cloned().unwrap_or(Value::Null);
+        self.max_ult_points = data.get("maxUltPoints").cloned().unwrap_or(Value::Null);
+        self.ult_ready = match (
+            to_num(Some(&self.curr_ult_points)),
+            to_num(Some(&self.max_ult_points)),
+        ) {
+            (Some(c), Some(m)) => c >= m,
+            _ => false,
+        };
+        let new_money = data.get("money").cloned().unwrap_or(Value::Null);
+        self.track_spending(&new_money);
+        self.money = new_money;
+        self.armor_name = data
+            .get("initialArmor")
+            .and_then(|i| tables().armor(i))
+            .map(String::from);
+        self.highest_weapon = data
+            .get("scoreboardWeaponInternal")
+            .and_then(Value::as_str)
+            .and_then(|w| tables().weapon(w))
+            .map(String::from);
+        let alive_now = truthy(data.get("isAlive"));
+        if !alive_now && self.is_alive == Value::Bool(true) {
+            self.death_checks();
+            self.health = json!(0);
+        } else if alive_now && self.is_alive == Value::Bool(false) {
+            self.health = json!(100);
+        }
+        self.is_alive = data.get("isAlive").cloned().unwrap_or(Value::Null);
+        self.has_spike = data.get("hasSpike").cloned().unwrap_or(Value::Null);
+    }
+
+    /// Money spent this round (engine §5.3, QUIRK E5 kept).
+    fn track_spending(&mut self, new_money: &Value) {
+        let (Some(m), Some(old)) = (to_num(Some(new_money)), to_num(Some(&self.money))) else {
+            return;
+        };
+        if !self.spent_money_this_round && m < old {
+            self.spent_money_this_round = true;
+        }
+        if self.spent_money_this_round && m != old {
+            self.money_spent += old - m;
+        }
+    }
+
+    /// Whether killfeed fallbacks apply (no scoreboard line since the last reset).
+    fn fallback_mode(&self) -> bool {
+        !self.scoreboard_available && !self.aux_scoreboard
+    }
+
+    /// Killfeed statistics of an attacker (engine §5.8).
+    pub fn killfeed_stats(&mut self, data: &Map<String, Value>) {
+        let weapon = str_of(data.get("weaponKillfeedInternal"));
+        count(&mut self.kills_by_weapons, weapon);
+        let victim = data.get("victim").cloned().unwrap_or(Value::Null);
+        self.killed_player_names.push(victim.clone());
+        if data.get("headshotKill") == Some(&Value::Bool(true)) {
+            self.headshot_kills += 1.0;
+            self.headshot_ratio = ratio(Some(&num(self.headshot_kills)), Some(&self.kills));
+        }
+        match data.get("isTeamkill") {
+            Some(Value::Bool(true)) => {
+                self.team_kills += 1.0;
+                count(&mut self.kills_on_teammate, text(Some(&victim)));
+            }
+            Some(Value::Bool(false)) => count(&mut self.kills_on_enemy, text(Some(&victim))),
+            _ => {}
+        }
+    }
+
+    pub fn attacker_fallback(&mut self) {
+        if !self.fallback_mode() {
+            return;
+        }
+        let kills = to_num(Some(&self.kills)).unwrap_or(f64::NAN) + 1.0;
+        let mut partial = Map::new();
+        partial.insert("kills".into(), num(kills));
+        self.agent_checks(&partial);
+        self.kills = num(kills);
+        self.kills_this_round += 1.0;
+    }
+
+    pub fn victim_fallback(&mut self) {
+        if !self.fallback_mode() {
+            return;
+        }
+        self.is_alive = Value::Bool(false);
+        self.health = json!(0);
+        self.deaths = num(to_num(Some(&self.deaths)).unwrap_or(f64::NAN) + 1.0);
+        self.deaths_this_round += 1.0;
+    }
+
+    pub fn assist_fallback(&mut self) {
+        if !self.fallback_mode() {
+            return;
+        }
+        let assists = to_num(Some(&self.assists)).unwrap_or(f64::NAN) + 1.0;
+        let mut partial = Map::new();
+        partial.insert("assists".into(), num(assists));
+        self.agent_checks(&partial);
+        self.assists = num(assists);
+    }
+
+    /// Round reset at every `shopping` (engine §5.5).
+    pub fn round_reset(&mut self, side_switch: bool) {
+        self.kills_this_round = 0.0;
+        self.deaths_this_round = 0.0;
+        self.killed_player_names.clear();
+        self.money_spent = 0.0;
+        self.spent_money_this_round = false;
+        if side_switch {
+            self.money = json!(800);
+        }
+        self.scoreboard_available = false;
+        self.aux_scoreboard = false;
+        self.is_alive = Value::Bool(true);
+        self.health = json!(100);
+    }
+
+    pub fn aux_unavailable(&mut self) {
+        self.aux_health = false;
+        self.aux_abilities = false;
+        self.aux_scoreboard = false;
+    }
+
+    pub fn set_abilities(&mut self, data: &Map<String, Value>) {
+        let mut a = Map::new();
+        for (to, from) in [
+            ("grenade", "grenade"),
+            ("ability1", "ability_1"),
+            ("ability2", "ability_2"),
+        ] {
+            if let Some(v) = data.get(from) {
+                a.insert(to.into(), v.clone());
+            }
+        }
+        self.abilities = Value::Object(a);
+        self.aux_abilities = true;
+    }
+
+    pub fn set_health(&mut self, health: &Value) {
+        self.health = health.clone();
+        self.aux_health = true;
+    }
+
+    pub fn set_icon_suffix(&mut self, agent: &str, suffix: &str, on: bool) {
+        if self.agent_proper == agent {
+            self.icon_suffix = if on { suffix.into() } else { String::new() };
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("name".into(), Value::String(self.name.clone()));
+        m.insert("tagline".into(), Value::String(self.tagline.clone()));
+        m.insert("riotId".into(), Value::String(self.riot_id.clone()));
+        m.insert("searchName".into(), Value::String(self.search_name.clone()));
+        m.insert("fullName".into(), Value::String(self.full_name.clone()));
+        put(&mut m, "position", &self.position);
+        put(&mut m, "locked", &self.locked);
+        put(&mut m, "agentInternal", &self.agent_internal);
+        m.insert(
+            "agentProper".into(),
+            Value::String(self.agent_proper.clone()),
+        );
+        put(&mut m, "isAlive", &self.is_alive);
+        put(&mut m, "hasSpike", &self.has_spike);
+        m.insert("isObserved".into(), Value::Bool(self.is_observed));
+        put(&mut m, "health", &self.health);
+        m.insert("abilities".into(), self.abilities.clone());
+        put(&mut m, "kills", &self.kills);
+        put(&mut m, "deaths", &self.deaths);
+        put(&mut m, "assists", &self.assists);
+        m.insert("kdRatio".into(), self.kd_ratio.clone());
+        m.insert("killsThisRound".into(), num(self.kills_this_round));
+        m.insert("deathsThisRound".into(), num(self.deaths_this_round));
+        m.insert(
+            "killedPlayerNames".into(),
+            Value::Array(self.killed_player_names.clone()),
+        );
+        put(&mut m, "currUltPoints", &self.curr_ult_points);
+        put(&mut m, "maxUltPoints", &self.max_ult_points);
+        m.insert("ultReady".into(), Value::Bool(self.ult_ready));
+        put(&mut m, "money", &self.money);
+        m.insert("moneySpent".into(), num(self.money_spent));
+        m.insert(
+            "spentMoneyThisRound".into(),
+            Value::Bool(self.spent_money_this_round),
+        );
+        if let Some(a) = &self.armor_name {
+            m.insert("armorName".into(), Value::String(a.clone()));
+        }
+        if let Some(w) = &self.highest_weapon {
+            m.insert("highestWeapon".into(), Value::String(w.clone()));
+        }
+        m.insert("currentMMRTier".into(), self.current_mmr_tier.clone());
+        m.insert("peakMMRTier".into(), self.peak_mmr_tier.clone());
+        m.insert("teamKills".into(), num(self.team_kills));
+        m.insert("headshotKills".into(), num(self.headshot_kills));
+        m.insert("headshotRatio".into(), self.headshot_ratio.clone());
+        m.insert(
+            "killsByWeaponsAndAbilities".into(),
+            Value::Object(self.kills_by_weapons.clone()),
+        );
+        m.insert(
+            "killsOnEnemyPlayer".into(),
+            Value::Object(self.kills_on_enemy.clone()),
+        );
+        m.insert(
+            "killsOnTeammatePlayer".into(),
+            Value::Object(self.kills_on_teammate.clone()),
+        );
+        m.insert("assistsFromTeammate".into(), Value::Object(Map::new()));
+        m.insert(
+            "scoreboardAvailable".into(),
+            Value::Bool(self.scoreboard_available),
+        );
+        m.insert(
+            "auxiliaryAvailable".into(),
+            json!({"health": self.aux_health, "abilities": self.aux_abilities, "scoreboard": self.aux_scoreboard}),
+        );
+        m.insert(
+            "iconNameSuffix".into(),
+            Value::String(self.icon_suffix.clone()),
+        );
+        Value::Object(m)
+    }
+}
+
+/// Inserts a pass-through value; `Null` stands for "absent" only where the client omitted a key,
+/// which `Value::Null` cannot tell apart, so pass-through keys are always present.
+fn put(m: &mut Map<String, Value>, key: &str, v: &Value) {
+    m.insert(key.into(), v.clone());
+}
+
+fn delta(new: Option<&Value>, old: &Value) -> f64 {
+    match (to_num(new), to_num(Some(old))) {
+        (Some(n), Some(o)) if n > o => n - o,
+        _ => 1.0,
+    }
+}
+
+/// `a / b` with IEEE semantics, as JSON (`null` for NaN/Infinity).
+fn ratio(a: Option<&Value>, b: Option<&Value>) -> Value {
+    match (to_num(a), to_num(b)) {
+        (Some(x), Some(y)) => num(x / y),
+        _ => Value::Null,
+    }
+}
+
+impl Player {
+    pub fn money_spent(&self) -> f64 {
+        self.money_spent
+    }
+}

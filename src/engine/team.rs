@@ -1,0 +1,166 @@
+//! One team: identity from the logon, its players, score and round record (snapshot-schema §3).
+
+use serde_json::{Map, Value, json};
+
+use super::js::truthy;
+use super::player::Player;
+
+/// One entry of a team's round record.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub kind: String,
+    pub was_attack: Option<Value>,
+    pub round: i64,
+}
+
+impl Record {
+    fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("type".into(), Value::String(self.kind.clone()));
+        if let Some(w) = &self.was_attack {
+            m.insert("wasAttack".into(), w.clone());
+        }
+        m.insert("round".into(), json!(self.round));
+        Value::Object(m)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Team {
+    team_name: Option<Value>,
+    pub team_tricode: Option<Value>,
+    team_url: Option<Value>,
+    pub ingame_team_id: i64,
+    pub is_attacking: Option<Value>,
+    pub rounds_won: Option<Value>,
+    pub spent_this_round: f64,
+    pub round_record: Vec<Record>,
+    pub remove_tricode: Option<Value>,
+    pub players: Vec<Player>,
+    pub has_duplicate_agents: bool,
+}
+
+impl Team {
+    /// Builds a team from a logon team object (engine §2.1).
+    pub fn new(
+        logon: &Map<String, Value>,
+        ingame_team_id: i64,
+        remove_tricode: Option<Value>,
+    ) -> Team {
+        let is_attacking = logon.get("attackStart").cloned();
+        let round_record = (1..=25)
+            .map(|round| Record {
+                kind: "upcoming".into(),
+                was_attack: is_attacking.clone(),
+                round,
+            })
+            .collect();
+        Team {
+            team_name: logon.get("name").cloned(),
+            team_tricode: logon.get("tricode").cloned(),
+            team_url: logon.get("url").cloned(),
+            ingame_team_id,
+            is_attacking,
+            rounds_won: Some(json!(0)),
+            spent_this_round: 0.0,
+            round_record,
+            remove_tricode,
+            players: Vec::new(),
+            has_duplicate_agents: false,
+        }
+    }
+
+    pub fn attacking(&self) -> bool {
+        truthy(self.is_attacking.as_ref())
+    }
+
+    pub fn flip_side(&mut self) {
+        self.is_attacking = Some(Value::Bool(!self.attacking()));
+    }
+
+    pub fn player_by_riot_id(&mut self, id: &str) -> Option<&mut Player> {
+        self.players.iter_mut().find(|p| p.riot_id == id)
+    }
+
+    /// Writes round `r`'s reason and the next five "upcoming" entries (engine §5.9). Holes left by
+    /// skipped rounds are filled with "upcoming" (QUIRK E25: the original left `null` holes).
+    pub fn record_round(&mut self, r: i64, kind: &str) {
+        if r < 1 {
+            return;
+        }
+        let was_attack = self.is_attacking.clone();
+        let needed = (r + 5) as usize;
+        while self.round_record.len() < needed {
+            let round = self.round_record.len() as i64 + 1;
+            self.round_record.push(Record {
+                kind: "upcoming".into(),
+                was_attack: was_attack.clone(),
+                round,
+            });
+        }
+        self.round_record[(r - 1) as usize] = Record {
+            kind: kind.into(),
+            was_attack: was_attack.clone(),
+            round: r,
+        };
+        for i in r..r + 5 {
+            self.round_record[i as usize] = Record {
+                kind: "upcoming".into(),
+                was_attack: was_attack.clone(),
+                round: i + 1,
+            };
+        }
+    }
+
+    /// Duplicate-agent detection at combat (sticky, QUIRK E10).
+    pub fn detect_duplicates(&mut self) {
+        for (i, p) in self.players.iter().enumerate() {
+            if self.players[i + 1..]
+                .iter()
+                .any(|q| q.agent_internal == p.agent_internal)
+            {
+                self.has_duplicate_agents = true;
+                return;
+            }
+        }
+    }
+
+    pub fn recompute_spent(&mut self) {
+        self.spent_this_round = self.players.iter().map(Player::money_spent).sum();
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        let opt = |m: &mut Map<String, Value>, k: &str, v: &Option<Value>| {
+            if let Some(v) = v {
+                m.insert(k.into(), v.clone());
+            }
+        };
+        opt(&mut m, "teamName", &self.team_name);
+        opt(&mut m, "teamTricode", &self.team_tricode);
+        opt(&mut m, "teamUrl", &self.team_url);
+        m.insert("ingameTeamId".into(), json!(self.ingame_team_id));
+        opt(&mut m, "isAttacking", &self.is_attacking);
+        m.insert("hasHandledTeam".into(), Value::Bool(false));
+        opt(&mut m, "roundsWon", &self.rounds_won);
+        m.insert(
+            "spentThisRound".into(),
+            super::js::num(self.spent_this_round),
+        );
+        m.insert(
+            "roundRecord".into(),
+            Value::Array(self.round_record.iter().map(Record::to_json).collect()),
+        );
+        opt(&mut m, "removeTricode", &self.remove_tricode);
+        m.insert(
+            "players".into(),
+            Value::Array(self.players.iter().map(Player::to_json).collect()),
+        );
+        m.insert("playerCount".into(), json!(self.players.len()));
+        m.insert(
+            "hasDuplicateAgents".into(),
+            Value::Bool(self.has_duplicate_agents),
+        );
+        Value::Object(m)
+    }
+}
