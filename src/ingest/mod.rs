@@ -3,6 +3,7 @@
 //! session's shard; match state is never touched here (that is `registry`'s job on the owner).
 
 pub mod auth;
+pub mod parse;
 pub mod version;
 
 use std::rc::Rc;
@@ -284,8 +285,12 @@ fn data(shard: &Rc<Shard>, sid: &str, is_aux_event: bool, arg: Option<&str>) {
     }) else {
         return; // not logged on: ignored, as in the original
     };
-    let mut obj = match arg.map(serde_json::from_str::<Value>) {
+    let mut obj = match arg.map(parse::parse_event) {
         Some(Ok(Value::Object(obj))) => obj,
+        Some(Err(e)) => {
+            eprintln!("ingest: malformed event from {sid} ignored: {e}");
+            return;
+        }
         _ => {
             eprintln!("ingest: event from {sid} is not a JSON object; ignored");
             return;

@@ -338,7 +338,7 @@ pub fn deflate_message(compressor: &mut Compress, payload: &[u8]) -> Vec<u8> {
 
 /// A compressor for broadcast frames (raw deflate, 15-bit window).
 pub fn new_compressor() -> Compress {
-    Compress::new(Compression::new(6), false)
+    Compress::new(Compression::new(3), false)
 }
 
 /// A text message as one compressed frame.

@@ -100,3 +100,23 @@ test("probe.mjs: every probe answers, deliberate differences as documented", asy
   assert.equal(p["http-surface"].eio3.status, 400);
   assert.equal(p["http-surface"].statusPreflight.status, 204);
 });
+
+test("record.mjs + compare.mjs --mode marker: every recorded state equals the original's", async () => {
+  // The reference was recorded at 150 ms per event; 30 ms keeps CI short and still compares
+  // every state the overlay received (about a third of all events) against the original.
+  const prefix = path.join(kit, "out", "cand");
+  const rec = await run("record.mjs", [
+    "--file", "reference/match.replay", "--prefix", prefix, "--key", "kit-auth-key",
+    "--mode", "delay", "--delay", "30", "--marker",
+    "--ingest", String(server.ports.ingest), "--broadcast", String(server.ports.broadcast),
+  ], 300000);
+  assert.equal(rec.code, 0, rec.err + rec.out);
+  const cmp = await run("compare.mjs", [
+    "reference/orig-delay150-marker.match_data.jsonl.gz", `${prefix}.match_data.jsonl`,
+    "--mode", "marker", "--timers", "--mask-file", path.resolve(repoRoot, "tests", "compat-masks.txt"),
+  ]);
+  assert.equal(cmp.code, 0, cmp.out);
+  assert.match(cmp.out, /EQUAL/);
+  const compared = Number(cmp.out.match(/seqsCompared: (\d+)/)?.[1]);
+  assert.ok(compared > 300, `states compared: ${compared}`);
+});

@@ -1,0 +1,72 @@
+//! Engine benchmarks: events applied per second (the reference match replayed through the
+//! engine) and the per-tick cost of serialising a full snapshot and framing it (plain and
+//! permessage-deflate). Run: `cargo bench --bench engine`.
+
+use std::path::PathBuf;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use serde_json::{Map, Value};
+use spectra::engine::Match;
+use spectra::ingest::ObsLogon;
+use spectra::transport::{packets, websocket};
+
+fn replay() -> (ObsLogon, Vec<Map<String, Value>>) {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/kit/reference/match.replay");
+    let text = std::fs::read_to_string(path).expect("../shared/kit/reference/match.replay");
+    let all: Vec<Value> = serde_json::from_str(&format!("[{text}]")).expect("replay");
+    let header = all[0].as_object().cloned().expect("header");
+    let logon = ObsLogon {
+        group_code: "BENCH".into(),
+        group_secret: String::new(),
+        obs_name: "Bench".into(),
+        data: header,
+        is_supporter: false,
+    };
+    let events = all[1..]
+        .iter()
+        .filter_map(|e| e.as_object().cloned())
+        .collect();
+    (logon, events)
+}
+
+fn bench(c: &mut Criterion) {
+    let (logon, events) = replay();
+    let mut group = c.benchmark_group("engine");
+    group.throughput(Throughput::Elements(events.len() as u64));
+    group.bench_function("apply_whole_match", |b| {
+        b.iter(|| {
+            let mut m = Match::new(&logon).expect("match");
+            for e in &events {
+                m.apply(e);
+            }
+            m.event_number()
+        })
+    });
+    group.finish();
+
+    // A mid-match state with 10 players (about 13 KB of JSON).
+    let mut m = Match::new(&logon).expect("match");
+    for e in events.iter().take(events.len() / 2) {
+        m.apply(e);
+    }
+    let json = m.snapshot_json();
+    let mut group = c.benchmark_group("tick");
+    group.throughput(Throughput::Bytes(json.len() as u64));
+    group.bench_function("snapshot_json", |b| b.iter(|| m.snapshot_json()));
+    let packet = packets::event_packet("match_data", &json);
+    group.bench_function("event_packet", |b| {
+        b.iter(|| packets::event_packet("match_data", &json))
+    });
+    group.bench_function("ws_frame_plain", |b| {
+        b.iter(|| websocket::text_frame(&packet))
+    });
+    let mut compressor = websocket::new_compressor();
+    group.bench_function("ws_frame_deflate", |b| {
+        b.iter(|| websocket::compressed_text_frame(&mut compressor, &packet))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
