@@ -72,6 +72,30 @@ pub struct Args {
     #[arg(long, env = "CONNECT_TIMEOUT_MS", default_value_t = 45_000)]
     pub connect_timeout_ms: u64,
 
+    /// Spectators allowed per room (0 = unlimited).
+    #[arg(long, env = "MAX_SPECTATORS_PER_ROOM", default_value_t = 0)]
+    pub max_spectators_per_room: usize,
+
+    /// Entries of `current_spectators` lists (the earliest joined).
+    #[arg(long, env = "SPECTATOR_LIST_LIMIT", default_value_t = 100)]
+    pub spectator_list_limit: usize,
+
+    /// Up to this many spectators in a room, the others are told of each join and leave.
+    #[arg(long, env = "SPECTATOR_PRESENCE_LIMIT", default_value_t = 100)]
+    pub spectator_presence_limit: usize,
+
+    /// "false" refuses every spectator (SPECTATOR_NOT_ALLOWED).
+    #[arg(long, env = "ALLOW_SPECTATORS", default_value = "true")]
+    pub allow_spectators: String,
+
+    /// Largest spectator message in bytes (larger: MESSAGE_TOO_LARGE and close 1009).
+    #[arg(long, env = "SPECTATOR_MAX_MESSAGE", default_value_t = 65_536)]
+    pub spectator_max_message: usize,
+
+    /// The game name spectators must ask for.
+    #[arg(long, env = "GAME_NAME", default_value = "valorant")]
+    pub game_name: String,
+
     /// Seconds a match may go without a new event before it is removed.
     #[arg(long, env = "MATCH_IDLE_SECONDS", default_value_t = 1800)]
     pub match_idle_seconds: u64,
@@ -103,6 +127,12 @@ pub struct Config {
     pub max_payload: usize,
     pub match_idle: Duration,
     pub tick: Duration,
+    pub max_spectators_per_room: usize,
+    pub spectator_list_limit: usize,
+    pub spectator_presence_limit: usize,
+    pub allow_spectators: bool,
+    pub spectator_max_message: usize,
+    pub game_name: String,
 }
 
 impl Config {
@@ -155,6 +185,12 @@ impl Config {
             max_payload: 1_000_000,
             match_idle: Duration::from_secs(args.match_idle_seconds.max(1)),
             tick: Duration::from_millis(100),
+            max_spectators_per_room: args.max_spectators_per_room,
+            spectator_list_limit: args.spectator_list_limit,
+            spectator_presence_limit: args.spectator_presence_limit,
+            allow_spectators: args.allow_spectators != "false",
+            spectator_max_message: args.spectator_max_message.max(1024),
+            game_name: args.game_name,
         }
     }
 }

@@ -12,4 +12,5 @@ pub mod ingest;
 pub mod registry;
 pub mod rest;
 pub mod shard;
+pub mod spectator;
 pub mod transport;

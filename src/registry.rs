@@ -7,12 +7,15 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::engine::{Match, Outcome};
 use crate::ingest::{AuthRecord, ObsLogon};
 use crate::shard::Shard;
 use crate::shard::messages::{FrameSet, SessionAction, SessionRef, ShardMsg};
+use crate::spectator::room::{JoinRequest, PlayerInfo, Room, SpectatorInfo};
+use crate::spectator::wire;
 use crate::transport::packets::event_packet;
 use crate::transport::websocket;
 
@@ -26,6 +29,10 @@ pub struct Entry {
     last_sent_at: Instant,
     /// The last encoded snapshot and the counter it was built at.
     frames: Option<(u64, FrameSet)>,
+    /// The last snapshot JSON and the counter it was built at.
+    json: Option<(u64, String)>,
+    /// The match's spectator room.
+    pub room: Room,
 }
 
 /// Finished-game team info kept for `/getTeamInfoForCode`.
@@ -72,19 +79,24 @@ fn logon_result(
 /// Observer logon, step 5: create the match, or rejoin it with the group secret.
 pub fn create_match(shard: &Rc<Shard>, logon: ObsLogon, from: SessionRef) {
     let code = logon.group_code.clone();
+    let player = PlayerInfo::new(&logon.obs_name, true);
     let auth = AuthRecord {
         name: logon.obs_name.clone(),
         group_code: code.clone(),
         is_aux: false,
         player_id: String::new(),
+        client_id: player.id.clone(),
     };
     let mut reg = shard.matches.borrow_mut();
-    if let Some(entry) = reg.live.get(&code) {
+    if let Some(entry) = reg.live.get_mut(&code) {
         let same = !logon.group_secret.is_empty()
             && crate::ingest::auth::constant_time_eq(
                 logon.group_secret.as_bytes(),
                 entry.secret.as_bytes(),
             );
+        if same {
+            entry.room.player_joined(shard, &code, player);
+        }
         drop(reg);
         if same {
             logon_result(&from, shard, true, "reconnected", Some(auth));
@@ -97,6 +109,8 @@ pub fn create_match(shard: &Rc<Shard>, logon: ObsLogon, from: SessionRef) {
     match Match::new(&logon) {
         Ok(game) => {
             let secret = new_secret();
+            let mut room = Room::new();
+            room.player_joined(shard, &code, player);
             reg.live.insert(
                 code.clone(),
                 Entry {
@@ -106,6 +120,8 @@ pub fn create_match(shard: &Rc<Shard>, logon: ObsLogon, from: SessionRef) {
                     last_sent_event: 0,
                     last_sent_at: Instant::now(),
                     frames: None,
+                    json: None,
+                    room,
                 },
             );
             drop(reg);
@@ -132,7 +148,11 @@ pub fn ingest_event(shard: &Rc<Shard>, code: &str, event: Value) {
         let Some(entry) = reg.live.get_mut(code) else {
             return; // the match ended meanwhile
         };
-        entry.game.apply(&event)
+        let outcome = entry.game.apply(&event);
+        let lobby = entry.game.lobby_state();
+        let match_id = entry.game.match_id_text();
+        entry.room.lobby_state(shard, code, lobby, &match_id);
+        outcome
     };
     if outcome == Outcome::GameEnded {
         end_match(shard, code);
@@ -176,9 +196,73 @@ fn current_frames(shard: &Shard, entry: &mut Entry) -> FrameSet {
     {
         return frames.clone();
     }
-    let frames = encode_frames(shard, &entry.game.snapshot_json());
+    let frames = encode_frames(shard, current_json(entry));
     entry.frames = Some((n, frames.clone()));
     frames
+}
+
+/// The current snapshot JSON, serialised at most once per counter value.
+fn current_json(entry: &mut Entry) -> &str {
+    let n = entry.game.event_number();
+    if entry.json.as_ref().is_none_or(|(at, _)| *at != n) {
+        entry.json = Some((n, entry.game.snapshot_json()));
+    }
+    entry.json.as_ref().map_or("", |(_, j)| j.as_str())
+}
+
+/// The spectators' `GameData` message for the current state (JSON text).
+fn game_data_text(entry: &mut Entry) -> Bytes {
+    let from = entry.room.authority();
+    wire::game_data(&from, current_json(entry))
+}
+
+/// A spectator asks to join the room of `code` (matched case-insensitively).
+pub fn spectator_join(shard: &Rc<Shard>, code: &str, spectator: SpectatorInfo) {
+    let mut reg = shard.matches.borrow_mut();
+    let key = if reg.live.contains_key(code) {
+        Some(code.to_string())
+    } else {
+        reg.live
+            .keys()
+            .find(|k| k.eq_ignore_ascii_case(code))
+            .cloned()
+    };
+    let Some(entry) = key.as_ref().and_then(|k| reg.live.get_mut(k)) else {
+        drop(reg);
+        let text = wire::join_failed("ROOM_NOT_FOUND", "The requested room could not be found.");
+        crate::spectator::room::direct(shard, &spectator, vec![text], None);
+        return;
+    };
+    let data = game_data_text(entry);
+    let code = key.unwrap_or_default();
+    entry
+        .room
+        .join(shard, &code, JoinRequest { spectator }, |_| data);
+}
+
+pub fn spectator_leave(shard: &Rc<Shard>, code: &str, spectator_id: &str, reason: &str) {
+    if let Some(entry) = shard.matches.borrow_mut().live.get_mut(code) {
+        entry.room.leave(shard, code, spectator_id, reason);
+    }
+}
+
+/// An ingest client of the match connected or went away.
+pub fn player_presence(
+    shard: &Rc<Shard>,
+    code: &str,
+    join: Option<PlayerInfo>,
+    leave: Option<String>,
+) {
+    let mut reg = shard.matches.borrow_mut();
+    let Some(entry) = reg.live.get_mut(code) else {
+        return;
+    };
+    if let Some(p) = join {
+        entry.room.player_joined(shard, code, p);
+    }
+    if let Some(id) = leave {
+        entry.room.player_left(shard, code, &id);
+    }
 }
 
 /// An overlay logged on: it alone gets the current snapshot.
@@ -191,6 +275,23 @@ pub fn snapshot_request(shard: &Rc<Shard>, code: &str, from: SessionRef) {
         current_frames(shard, entry)
     };
     shard.deliver(from.shard, &from.sid, SessionAction::Frames(frames));
+}
+
+/// Sends the current `GameData` to the match's spectators on every shard (encoded once).
+fn publish_spectators(shard: &Rc<Shard>, code: &str) {
+    let texts = {
+        let mut reg = shard.matches.borrow_mut();
+        let Some(entry) = reg.live.get_mut(code) else {
+            return;
+        };
+        if entry.room.spectator_count() == 0 {
+            return;
+        }
+        game_data_text(entry)
+    };
+    let plain = websocket::text_frame(&texts);
+    let deflate = websocket::compressed_text_frame(&mut shard.compressor.borrow_mut(), &texts);
+    crate::spectator::room::broadcast(shard, code, plain, Some(deflate), None, false);
 }
 
 /// Sends frames to the room's subscribers on every shard.
@@ -207,6 +308,7 @@ pub fn publish(shard: &Rc<Shard>, code: &str, frames: FrameSet) {
         }
     }
     crate::broadcast::fanout_local(shard, code, &frames);
+    publish_spectators(shard, code);
 }
 
 /// One broadcast tick: every changed match is encoded once and published; idle ones removed.
@@ -280,9 +382,10 @@ fn end_match(shard: &Rc<Shard>, code: &str) {
 
 /// Removes a match and disconnects its ingest clients on every shard.
 pub fn remove_match(shard: &Rc<Shard>, code: &str) {
-    if shard.matches.borrow_mut().live.remove(code).is_none() {
+    let Some(mut entry) = shard.matches.borrow_mut().live.remove(code) else {
         return;
-    }
+    };
+    entry.room.close(shard, code);
     shard.global.matches_running.fetch_sub(1, Ordering::Relaxed);
     for s in 0..shard.shards() {
         if s != shard.id {

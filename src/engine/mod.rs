@@ -157,6 +157,18 @@ impl Match {
         self.tools.get(key).cloned().unwrap_or(Value::Null)
     }
 
+    /// Spectator lobby state: `waiting` (no roster yet), `lobby` (agent select), `finalized`
+    /// (`match_start` received).
+    pub fn lobby_state(&self) -> &'static str {
+        if self.is_running || self.match_id.as_str().is_some_and(|s| !s.is_empty()) {
+            "finalized"
+        } else if self.agent_select_start_time.is_some() {
+            "lobby"
+        } else {
+            "waiting"
+        }
+    }
+
     pub fn org_is_supporter(&self) -> bool {
         self.org_is_supporter
     }

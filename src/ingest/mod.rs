@@ -27,6 +27,8 @@ pub struct AuthRecord {
     pub group_code: String,
     pub is_aux: bool,
     pub player_id: String,
+    /// This client's id in the spectator room (`current_players[].id`).
+    pub client_id: String,
 }
 
 /// Per-socket ingest state.
@@ -200,6 +202,7 @@ fn aux_logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
     let record = AuthRecord {
         name: js_text(obj.get("name")),
         group_code: String::new(),
+        client_id: String::new(),
         is_aux: true,
         player_id: obj
             .get("playerId")
@@ -226,10 +229,13 @@ fn aux_logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
             ),
             Some(code) => {
                 let ack = json!({ "type": "aux_authenticate", "value": true }).to_string();
+                let player = crate::spectator::room::PlayerInfo::new(&record.name, false);
                 let auth = AuthRecord {
-                    group_code: code,
+                    group_code: code.clone(),
+                    client_id: player.id.clone(),
                     ..record
                 };
+                presence(&shard2, code, Some(player), None);
                 shard2.deliver(
                     shard2.id,
                     &sid,
@@ -334,11 +340,36 @@ fn data(shard: &Rc<Shard>, sid: &str, is_aux_event: bool, arg: Option<&str>) {
     }
 }
 
-/// The socket left: an auxiliary client's player loses its auxiliary data.
+/// Tells the match owner that an ingest client joined or left its room.
+fn presence(
+    shard: &Rc<Shard>,
+    code: String,
+    join: Option<crate::spectator::room::PlayerInfo>,
+    leave: Option<String>,
+) {
+    let owner = shard.owner_of(&code);
+    if owner == shard.id {
+        crate::registry::player_presence(shard, &code, join, leave);
+    } else {
+        shard
+            .mesh
+            .send(owner, ShardMsg::PlayerPresence { code, join, leave });
+    }
+}
+
+/// The socket left: its room presence ends; an auxiliary client's player loses its aux data.
 pub fn on_disconnect(shard: &Rc<Shard>, state: &IngestState) {
     let Some(auth) = &state.auth else {
         return;
     };
+    if !auth.client_id.is_empty() {
+        presence(
+            shard,
+            auth.group_code.clone(),
+            None,
+            Some(auth.client_id.clone()),
+        );
+    }
     if auth.player_id.is_empty() {
         return;
     }

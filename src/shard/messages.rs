@@ -81,4 +81,35 @@ pub enum ShardMsg {
     SnapshotRequest { code: String, from: SessionRef },
     /// The match was removed: namespace-disconnect its local ingest clients.
     KickGroup { code: String },
+    /// A spectator asks to join the room of a match of the receiving shard.
+    SpectatorJoin {
+        code: String,
+        spectator: crate::spectator::room::SpectatorInfo,
+    },
+    /// A spectator left (voluntarily or by disconnecting).
+    SpectatorLeave {
+        code: String,
+        spectator_id: String,
+        reason: &'static str,
+    },
+    /// A room frame for the receiving shard's spectators of `code`.
+    SpectatorFrame {
+        code: String,
+        plain: Bytes,
+        deflate: Option<Bytes>,
+        except: Option<String>,
+        close_room: bool,
+    },
+    /// Messages for one spectator connection of the receiving shard.
+    SpectatorDirect {
+        conn: u64,
+        texts: Vec<Bytes>,
+        joined: Option<crate::spectator::Joined>,
+    },
+    /// An ingest client of the match connected (`join`) or went away (`leave` = its id).
+    PlayerPresence {
+        code: String,
+        join: Option<crate::spectator::room::PlayerInfo>,
+        leave: Option<String>,
+    },
 }

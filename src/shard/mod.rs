@@ -78,6 +78,7 @@ pub struct Shard {
     pub sessions: RefCell<Sessions>,
     pub rooms: RefCell<Rooms>,
     pub matches: RefCell<Registry>,
+    pub spectators: RefCell<crate::spectator::Spectators>,
     pub compressor: RefCell<flate2::Compress>,
 }
 
@@ -91,6 +92,7 @@ impl Shard {
             sessions: RefCell::new(Sessions::default()),
             rooms: RefCell::new(Rooms::default()),
             matches: RefCell::new(Registry::default()),
+            spectators: RefCell::new(Default::default()),
             compressor: RefCell::new(crate::transport::websocket::new_compressor()),
         }
     }

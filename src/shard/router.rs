@@ -9,6 +9,14 @@ use crate::transport::engineio;
 pub async fn run_inbox(shard: Rc<Shard>, inbox: flume::Receiver<ShardMsg>) {
     while let Ok(msg) = inbox.recv_async().await {
         dispatch(&shard, msg);
+        // Drain what is already queued before yielding, so a broadcast tick sees events that
+        // arrived together (an event and the next one) applied together.
+        for _ in 0..256 {
+            match inbox.try_recv() {
+                Ok(msg) => dispatch(&shard, msg),
+                Err(_) => break,
+            }
+        }
     }
 }
 
@@ -35,5 +43,35 @@ fn dispatch(shard: &Rc<Shard>, msg: ShardMsg) {
             crate::registry::snapshot_request(shard, &code, from)
         }
         ShardMsg::KickGroup { code } => crate::ingest::kick_group(shard, &code),
+        ShardMsg::SpectatorJoin { code, spectator } => {
+            crate::registry::spectator_join(shard, &code, spectator)
+        }
+        ShardMsg::SpectatorLeave {
+            code,
+            spectator_id,
+            reason,
+        } => crate::registry::spectator_leave(shard, &code, &spectator_id, reason),
+        ShardMsg::SpectatorFrame {
+            code,
+            plain,
+            deflate,
+            except,
+            close_room,
+        } => crate::spectator::fanout_local(
+            shard,
+            &code,
+            &plain,
+            deflate.as_ref(),
+            except.as_deref(),
+            close_room,
+        ),
+        ShardMsg::SpectatorDirect {
+            conn,
+            texts,
+            joined,
+        } => crate::spectator::deliver_local(shard, conn, texts, joined),
+        ShardMsg::PlayerPresence { code, join, leave } => {
+            crate::registry::player_presence(shard, &code, join, leave)
+        }
     }
 }

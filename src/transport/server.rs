@@ -103,6 +103,14 @@ async fn connection(
                 };
                 if req.method == "OPTIONS" {
                     preflight(&req)
+                } else if port == Port::Broadcast
+                    && (req.path == "/ws" || req.path == "/v2/ws")
+                    && req.is_websocket_upgrade()
+                {
+                    if let Some(w) = writer.take() {
+                        crate::spectator::run(&shard, &req, &mut reader, w).await;
+                    }
+                    return;
                 } else if req.path == "/socket.io/" || req.path == "/socket.io" {
                     match engineio::handle_request(&shard, kind, req, &mut reader, &mut writer)
                         .await

@@ -104,19 +104,27 @@ test("probe.mjs: every probe answers, deliberate differences as documented", asy
 test("record.mjs + compare.mjs --mode marker: every recorded state equals the original's", async () => {
   // The reference was recorded at 150 ms per event; 30 ms keeps CI short and still compares
   // every state the overlay received (about a third of all events) against the original.
-  const prefix = path.join(kit, "out", "cand");
-  const rec = await run("record.mjs", [
-    "--file", "reference/match.replay", "--prefix", prefix, "--key", "kit-auth-key",
-    "--mode", "delay", "--delay", "30", "--marker",
-    "--ingest", String(server.ports.ingest), "--broadcast", String(server.ports.broadcast),
-  ], 300000);
-  assert.equal(rec.code, 0, rec.err + rec.out);
-  const cmp = await run("compare.mjs", [
-    "reference/orig-delay150-marker.match_data.jsonl.gz", `${prefix}.match_data.jsonl`,
-    "--mode", "marker", "--timers", "--mask-file", path.resolve(repoRoot, "tests", "compat-masks.txt"),
-  ]);
-  assert.equal(cmp.code, 0, cmp.out);
-  assert.match(cmp.out, /EQUAL/);
-  const compared = Number(cmp.out.match(/seqsCompared: (\d+)/)?.[1]);
+  // The kit's marker method can attribute a state to the previous event when a broadcast tick
+  // falls between an event and its marker (kit README: ~1 % of events); a genuine difference
+  // repeats, that artifact does not, so one more recording is allowed before failing.
+  let last;
+  for (let attempt = 1; attempt <= 2; attempt++) {
+    const prefix = path.join(kit, "out", `cand${attempt}`);
+    const rec = await run("record.mjs", [
+      "--file", "reference/match.replay", "--prefix", prefix, "--key", "kit-auth-key",
+      "--mode", "delay", "--delay", "30", "--marker", "--group", `CMP${attempt}`,
+      "--ingest", String(server.ports.ingest), "--broadcast", String(server.ports.broadcast),
+    ], 300000);
+    assert.equal(rec.code, 0, rec.err + rec.out);
+    last = await run("compare.mjs", [
+      "reference/orig-delay150-marker.match_data.jsonl.gz", `${prefix}.match_data.jsonl`,
+      "--mode", "marker", "--timers", "--mask-file", path.resolve(repoRoot, "tests", "compat-masks.txt"),
+    ]);
+    if (last.code === 0) break;
+    console.log(`attempt ${attempt}: ${last.out}`);
+  }
+  assert.equal(last.code, 0, last.out);
+  assert.match(last.out, /EQUAL/);
+  const compared = Number(last.out.match(/seqsCompared: (\d+)/)?.[1]);
   assert.ok(compared > 300, `states compared: ${compared}`);
 });

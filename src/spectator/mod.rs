@@ -1,0 +1,422 @@
+//! Spectators on the broadcast port (`/ws`, `/v2/ws`): a plain-WebSocket JSON protocol
+//! (`spectator-protocol.md`). This file owns spectator connections on their shard — reading and
+//! validating their messages, heartbeats, and writing room frames to them. The room itself lives
+//! with the match on its owner shard (`room.rs`).
+
+pub mod room;
+pub mod wire;
+
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use serde_json::Value;
+
+use crate::shard::Shard;
+use crate::shard::messages::ShardMsg;
+use crate::transport::http::{Reader, Request, Response, write_response};
+use crate::transport::outbound::{FrameKind, OutQueue, run_writer};
+use crate::transport::websocket::{self, Incoming, MessageReader, close_code};
+use room::SpectatorInfo;
+
+/// A successful join, as the owner reports it to the spectator's shard.
+#[derive(Debug)]
+pub struct Joined {
+    pub code: String,
+    pub spectator_id: String,
+    pub room_id: String,
+    /// The current `GameData` message (JSON text).
+    pub game_data: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Membership {
+    None,
+    Pending,
+    In { code: String, spectator_id: String },
+}
+
+struct Local {
+    queue: Rc<OutQueue>,
+    deflate: bool,
+    membership: Membership,
+}
+
+/// The spectator connections of one shard.
+#[derive(Default)]
+pub struct Spectators {
+    next: u64,
+    conns: HashMap<u64, Local>,
+    rooms: HashMap<String, HashSet<u64>>,
+}
+
+impl Spectators {
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+}
+
+/// Player actions a spectator may not take.
+const PLAYER_ACTIONS: &[&str] = &[
+    "GameData",
+    "PlayerReady",
+    "AuthorityRequest",
+    "JoinRoom",
+    "CreateRoom",
+    "LeaveRoom",
+    "StartGame",
+    "KickPlayer",
+];
+
+fn send_text(queue: &OutQueue, text: &str) {
+    queue.push(websocket::text_frame(text.as_bytes()), FrameKind::Normal);
+}
+
+/// Serves one spectator WebSocket until it closes.
+pub async fn run<R, W>(shard: &Rc<Shard>, req: &Request, reader: &mut Reader<R>, mut writer: W)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + 'static,
+{
+    let (resp, neg) = match websocket::accept(req) {
+        Ok(v) => v,
+        Err(msg) => {
+            let _ = write_response(&mut writer, &Response::text(400, msg), false).await;
+            return;
+        }
+    };
+    // Which shard serves this spectator (for operators and tests).
+    let resp = resp.with_header("X-Spectra-Shard", shard.id.to_string());
+    if write_response(&mut writer, &resp, true).await.is_err() {
+        return;
+    }
+    let queue = OutQueue::new();
+    glommio::spawn_local(run_writer(queue.clone(), writer)).detach();
+    let conn = {
+        let mut sp = shard.spectators.borrow_mut();
+        sp.next += 1;
+        let id = sp.next;
+        sp.conns.insert(
+            id,
+            Local {
+                queue: queue.clone(),
+                deflate: neg.deflate,
+                membership: Membership::None,
+            },
+        );
+        id
+    };
+    let mut messages = MessageReader::new(neg, shard.config.spectator_max_message);
+    let idle_limit = shard.config.ping_interval + shard.config.ping_timeout;
+    let mut last_activity = Instant::now();
+    let mut pinged = false;
+    loop {
+        match messages.next(&mut reader.buf) {
+            Ok(Some(msg)) => {
+                last_activity = Instant::now();
+                pinged = false;
+                match msg {
+                    Incoming::Text(t) => on_text(shard, conn, &queue, &t),
+                    Incoming::Binary(_) => send_text(
+                        &queue,
+                        &wire::error("INVALID_INPUT", "Invalid client message"),
+                    ),
+                    Incoming::Ping(p) => {
+                        queue.push(websocket::pong_frame(&p), FrameKind::Normal);
+                    }
+                    Incoming::Pong => {}
+                    Incoming::Close => {
+                        queue.close_with(Some(websocket::close_frame(close_code::NORMAL, "")));
+                        break;
+                    }
+                }
+            }
+            Ok(None) => {
+                if !queue.is_open() {
+                    break;
+                }
+                let wait = if pinged {
+                    idle_limit.saturating_sub(last_activity.elapsed())
+                } else {
+                    shard
+                        .config
+                        .ping_interval
+                        .saturating_sub(last_activity.elapsed())
+                };
+                let filled = futures_lite::future::or(async { Some(reader.fill().await) }, async {
+                    glommio::timer::sleep(wait.max(Duration::from_millis(1))).await;
+                    None
+                })
+                .await;
+                match filled {
+                    Some(Ok(n)) if n > 0 => {}
+                    Some(_) => {
+                        queue.mark_dead();
+                        break;
+                    }
+                    None if last_activity.elapsed() >= idle_limit => {
+                        queue.close_with(Some(websocket::close_frame(
+                            close_code::GOING_AWAY,
+                            "idle timeout",
+                        )));
+                        break;
+                    }
+                    None if !pinged && last_activity.elapsed() >= shard.config.ping_interval => {
+                        queue.push(websocket::ping_frame(), FrameKind::Normal);
+                        pinged = true;
+                    }
+                    None => {}
+                }
+            }
+            Err(e) => {
+                if e.code == close_code::TOO_BIG {
+                    send_text(
+                        &queue,
+                        &wire::error("MESSAGE_TOO_LARGE", "Message too large"),
+                    );
+                }
+                queue.close_with(Some(websocket::close_frame(e.code, e.reason)));
+                break;
+            }
+        }
+    }
+    disconnected(shard, conn);
+}
+
+fn on_text(shard: &Rc<Shard>, conn: u64, queue: &OutQueue, text: &str) {
+    let parsed: Option<serde_json::Map<String, Value>> = serde_json::from_str(text).ok();
+    let Some(msg) = parsed else {
+        return send_text(
+            queue,
+            &wire::error("INVALID_INPUT", "Invalid client message"),
+        );
+    };
+    let kind = msg.get("type").and_then(Value::as_str).unwrap_or("");
+    match kind {
+        "Ping" => send_text(queue, r#"{"type":"Pong"}"#),
+        "JoinAsSpectator" => join(shard, conn, queue, msg.get("data")),
+        "LeaveSpectator" => leave(shard, conn, queue),
+        k if PLAYER_ACTIONS.contains(&k) => send_text(
+            queue,
+            &wire::error(
+                "SPECTATOR_READ_ONLY",
+                "Spectators are read-only and cannot do that.",
+            ),
+        ),
+        _ => send_text(
+            queue,
+            &wire::error("INVALID_INPUT", "Invalid client message"),
+        ),
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    let n = name.trim();
+    let len = n.chars().count();
+    (1..=32).contains(&len) && !n.chars().any(char::is_control)
+}
+
+fn join(shard: &Rc<Shard>, conn: u64, queue: &OutQueue, data: Option<&Value>) {
+    let field = |k: &str| data.and_then(|d| d.get(k)).and_then(Value::as_str);
+    let fail = |code: &str, reason: &str| send_text(queue, &wire::join_failed(code, reason));
+    let (Some(game), Some(code), Some(name)) = (
+        field("game_name"),
+        field("room_code"),
+        field("spectator_name"),
+    ) else {
+        return fail(
+            "INVALID_INPUT",
+            "game_name, room_code and spectator_name are required.",
+        );
+    };
+    if game.trim().is_empty() || code.trim().is_empty() || !valid_name(name) {
+        return fail(
+            "INVALID_INPUT",
+            "game_name, room_code and spectator_name must be valid.",
+        );
+    }
+    if !shard.config.allow_spectators {
+        return fail(
+            "SPECTATOR_NOT_ALLOWED",
+            "Spectating is disabled on this server.",
+        );
+    }
+    {
+        let mut sp = shard.spectators.borrow_mut();
+        let Some(local) = sp.conns.get_mut(&conn) else {
+            return;
+        };
+        if local.membership != Membership::None {
+            drop(sp);
+            return fail(
+                "ALREADY_SPECTATING",
+                "This connection is already spectating a room.",
+            );
+        }
+        if !game.eq_ignore_ascii_case(&shard.config.game_name) {
+            drop(sp);
+            return fail("ROOM_NOT_FOUND", "The requested room could not be found.");
+        }
+        local.membership = Membership::Pending;
+    }
+    let code = code.trim().to_uppercase();
+    let spectator = SpectatorInfo {
+        id: wire::uuid_v4(),
+        name: name.trim().to_string(),
+        connected_at: wire::now_rfc3339(),
+        shard: shard.id,
+        conn,
+    };
+    let owner = shard.owner_of(&code);
+    if owner == shard.id {
+        crate::registry::spectator_join(shard, &code, spectator);
+    } else {
+        shard
+            .mesh
+            .send(owner, ShardMsg::SpectatorJoin { code, spectator });
+    }
+}
+
+fn leave(shard: &Rc<Shard>, conn: u64, queue: &OutQueue) {
+    let left = take_membership(shard, conn);
+    match left {
+        Some((code, spectator_id)) => send_leave(shard, code, spectator_id, "voluntary_leave"),
+        None => send_text(
+            queue,
+            &wire::error("INVALID_INPUT", "Not spectating a room."),
+        ),
+    }
+}
+
+/// Clears a connection's membership; returns the room it was in.
+fn take_membership(shard: &Rc<Shard>, conn: u64) -> Option<(String, String)> {
+    let mut sp = shard.spectators.borrow_mut();
+    let local = sp.conns.get_mut(&conn)?;
+    let Membership::In { code, spectator_id } =
+        std::mem::replace(&mut local.membership, Membership::None)
+    else {
+        return None;
+    };
+    if let Some(members) = sp.rooms.get_mut(&code) {
+        members.remove(&conn);
+        if members.is_empty() {
+            sp.rooms.remove(&code);
+        }
+    }
+    Some((code, spectator_id))
+}
+
+fn send_leave(shard: &Rc<Shard>, code: String, spectator_id: String, reason: &'static str) {
+    let owner = shard.owner_of(&code);
+    if owner == shard.id {
+        crate::registry::spectator_leave(shard, &code, &spectator_id, reason);
+    } else {
+        shard.mesh.send(
+            owner,
+            ShardMsg::SpectatorLeave {
+                code,
+                spectator_id,
+                reason,
+            },
+        );
+    }
+}
+
+fn disconnected(shard: &Rc<Shard>, conn: u64) {
+    if let Some((code, spectator_id)) = take_membership(shard, conn) {
+        send_leave(shard, code, spectator_id, "disconnected");
+    }
+    shard.spectators.borrow_mut().conns.remove(&conn);
+}
+
+/// Messages for one spectator connection of this shard (join answers, leave confirmation).
+pub fn deliver_local(shard: &Rc<Shard>, conn: u64, texts: Vec<Bytes>, joined: Option<Joined>) {
+    let mut sp = shard.spectators.borrow_mut();
+    let Some(local) = sp.conns.get_mut(&conn) else {
+        drop(sp);
+        // The connection went away while joining: the room must forget it again. Through the
+        // inbox even when the owner is this shard (the owner's registry is borrowed right now).
+        if let Some(j) = joined {
+            let owner = shard.owner_of(&j.code);
+            shard.mesh.send(
+                owner,
+                ShardMsg::SpectatorLeave {
+                    code: j.code,
+                    spectator_id: j.spectator_id,
+                    reason: "disconnected",
+                },
+            );
+        }
+        return;
+    };
+    let queue = local.queue.clone();
+    match &joined {
+        Some(j) => {
+            local.membership = Membership::In {
+                code: j.code.clone(),
+                spectator_id: j.spectator_id.clone(),
+            };
+            sp.rooms.entry(j.code.clone()).or_default().insert(conn);
+        }
+        None => {
+            if local.membership == Membership::Pending {
+                local.membership = Membership::None;
+            }
+        }
+    }
+    drop(sp);
+    for t in texts {
+        queue.push(websocket::text_frame(&t), FrameKind::Normal);
+    }
+    if let Some(j) = joined {
+        queue.push(websocket::text_frame(&j.game_data), FrameKind::Snapshot);
+    }
+}
+
+/// Writes a room frame to this shard's spectators of the room.
+pub fn fanout_local(
+    shard: &Rc<Shard>,
+    code: &str,
+    plain: &Bytes,
+    deflate: Option<&Bytes>,
+    except: Option<&str>,
+    close_room: bool,
+) {
+    let mut sp = shard.spectators.borrow_mut();
+    let members: Vec<u64> = match sp.rooms.get(code) {
+        Some(m) => m.iter().copied().collect(),
+        None => return,
+    };
+    let kind = if deflate.is_some() {
+        FrameKind::Snapshot
+    } else {
+        FrameKind::Normal
+    };
+    for conn in members {
+        let Some(local) = sp.conns.get_mut(&conn) else {
+            continue;
+        };
+        if let (Some(ex), Membership::In { spectator_id, .. }) = (except, &local.membership)
+            && spectator_id == ex
+        {
+            continue;
+        }
+        let frame = match deflate {
+            Some(d) if local.deflate => d.clone(),
+            _ => plain.clone(),
+        };
+        local.queue.push(frame, kind);
+        if close_room {
+            local.membership = Membership::None;
+        }
+    }
+    if close_room {
+        sp.rooms.remove(code);
+    }
+}

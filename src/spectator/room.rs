@@ -1,0 +1,334 @@
+//! A match's spectator room, kept on the match's owner shard: its players (the connected ingest
+//! clients), its spectators in join order, and its lobby state. Builds every room message once
+//! and sends it to every shard (`ShardMsg::SpectatorFrame`); each shard writes to its own
+//! spectators. Must not touch sockets.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use super::wire::{self, message, now_rfc3339, uuid_v4};
+use crate::shard::Shard;
+use crate::shard::messages::ShardMsg;
+use crate::transport::websocket;
+
+/// A connected ingest client of the match.
+#[derive(Debug, Clone)]
+pub struct PlayerInfo {
+    pub id: String,
+    pub name: String,
+    pub is_authority: bool,
+    pub connected_at: String,
+}
+
+impl PlayerInfo {
+    pub fn new(name: &str, is_authority: bool) -> PlayerInfo {
+        PlayerInfo {
+            id: uuid_v4(),
+            name: name.to_string(),
+            is_authority,
+            connected_at: now_rfc3339(),
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({"id": self.id, "name": self.name, "is_authority": self.is_authority,
+               "is_ready": true, "connected_at": self.connected_at})
+    }
+}
+
+/// A spectator as the room knows it (where its connection lives, too).
+#[derive(Debug, Clone)]
+pub struct SpectatorInfo {
+    pub id: String,
+    pub name: String,
+    pub connected_at: String,
+    pub shard: usize,
+    pub conn: u64,
+}
+
+impl SpectatorInfo {
+    fn json(&self) -> Value {
+        json!({"id": self.id, "name": self.name, "connected_at": self.connected_at})
+    }
+}
+
+#[derive(Debug)]
+pub struct Room {
+    pub id: String,
+    players: Vec<PlayerInfo>,
+    spectators: Vec<SpectatorInfo>,
+    lobby: &'static str,
+}
+
+/// A spectator's join request as the owner receives it.
+pub struct JoinRequest {
+    pub spectator: SpectatorInfo,
+}
+
+impl Room {
+    pub fn new() -> Room {
+        Room {
+            id: uuid_v4(),
+            players: Vec::new(),
+            spectators: Vec::new(),
+            lobby: "waiting",
+        }
+    }
+
+    pub fn spectator_count(&self) -> usize {
+        self.spectators.len()
+    }
+
+    pub fn authority(&self) -> Value {
+        self.players
+            .iter()
+            .find(|p| p.is_authority)
+            .map_or(Value::Null, |p| Value::String(p.id.clone()))
+    }
+
+    fn spectator_list(&self, limit: usize) -> Value {
+        Value::Array(
+            self.spectators
+                .iter()
+                .take(limit)
+                .map(SpectatorInfo::json)
+                .collect(),
+        )
+    }
+
+    /// Sends a small message to every spectator of the room (on every shard).
+    fn send_all(&self, shard: &Rc<Shard>, code: &str, text: String, except: Option<&str>) {
+        if self.spectators.is_empty() {
+            return;
+        }
+        let frame = websocket::text_frame(text.as_bytes());
+        broadcast(shard, code, frame, None, except, false);
+    }
+
+    pub fn player_joined(&mut self, shard: &Rc<Shard>, code: &str, player: PlayerInfo) {
+        let authority = player.is_authority;
+        if authority {
+            for p in &mut self.players {
+                p.is_authority = false;
+            }
+        }
+        let text = message("PlayerJoined", json!({ "player": player.json() }));
+        let id = player.id.clone();
+        self.players.push(player);
+        self.send_all(shard, code, text, None);
+        if authority {
+            let text = message(
+                "AuthorityChanged",
+                json!({"authority_player": id, "you_are_authority": false}),
+            );
+            self.send_all(shard, code, text, None);
+        }
+    }
+
+    pub fn player_left(&mut self, shard: &Rc<Shard>, code: &str, id: &str) {
+        let Some(pos) = self.players.iter().position(|p| p.id == id) else {
+            return;
+        };
+        let player = self.players.remove(pos);
+        let text = message("PlayerLeft", json!({ "player_id": player.id }));
+        self.send_all(shard, code, text, None);
+        if player.is_authority {
+            let text = message(
+                "AuthorityChanged",
+                json!({"authority_player": null, "you_are_authority": false}),
+            );
+            self.send_all(shard, code, text, None);
+        }
+    }
+
+    /// The match's lobby state after an event; announces a change (and the game start).
+    pub fn lobby_state(
+        &mut self,
+        shard: &Rc<Shard>,
+        code: &str,
+        state: &'static str,
+        match_id: &str,
+    ) {
+        if state == self.lobby {
+            return;
+        }
+        self.lobby = state;
+        let text = message("LobbyStateChanged", json!({ "lobby_state": state }));
+        self.send_all(shard, code, text, None);
+        if state == "finalized" {
+            let peers: Vec<Value> = self
+                .players
+                .iter()
+                .map(|p| json!({"player_id": p.id, "player_name": p.name, "is_authority": p.is_authority}))
+                .collect();
+            let text = message(
+                "GameStarting",
+                json!({"match_id": match_id, "peer_connections": peers}),
+            );
+            self.send_all(shard, code, text, None);
+        }
+    }
+
+    /// A join: answers the joiner (`SpectatorJoined` then `GameData`) or fails it, then tells the
+    /// others while the room is small enough.
+    pub fn join(
+        &mut self,
+        shard: &Rc<Shard>,
+        code: &str,
+        req: JoinRequest,
+        game_data: impl FnOnce(&Room) -> Bytes,
+    ) {
+        let cfg = &shard.config;
+        let s = req.spectator;
+        if cfg.max_spectators_per_room > 0 && self.spectators.len() >= cfg.max_spectators_per_room {
+            direct(
+                shard,
+                &s,
+                vec![wire::join_failed(
+                    "TOO_MANY_SPECTATORS",
+                    "The room is full of spectators.",
+                )],
+                None,
+            );
+            return;
+        }
+        self.spectators.push(s.clone());
+        let limit = cfg.spectator_list_limit;
+        let joined = message(
+            "SpectatorJoined",
+            json!({
+                "room_id": self.id,
+                "room_code": code,
+                "spectator_id": s.id,
+                "game_name": cfg.game_name,
+                "current_players": self.players.iter().map(PlayerInfo::json).collect::<Vec<_>>(),
+                "current_spectators": self.spectator_list(limit),
+                "spectator_count": self.spectators.len(),
+                "lobby_state": self.lobby,
+            }),
+        );
+        let data = game_data(self);
+        direct(
+            shard,
+            &s,
+            vec![joined],
+            Some(super::Joined {
+                code: code.to_string(),
+                spectator_id: s.id.clone(),
+                room_id: self.id.clone(),
+                game_data: data,
+            }),
+        );
+        if self.spectators.len() <= cfg.spectator_presence_limit {
+            let text = message(
+                "NewSpectatorJoined",
+                json!({
+                    "spectator": s.json(),
+                    "current_spectators": self.spectator_list(limit),
+                    "spectator_count": self.spectators.len(),
+                }),
+            );
+            self.send_all(shard, code, text, Some(&s.id));
+        }
+    }
+
+    /// A spectator left (`voluntary_leave` or `disconnected`).
+    pub fn leave(&mut self, shard: &Rc<Shard>, code: &str, spectator_id: &str, reason: &str) {
+        let Some(pos) = self.spectators.iter().position(|s| s.id == spectator_id) else {
+            return;
+        };
+        let s = self.spectators.remove(pos);
+        let cfg = &shard.config;
+        if reason == "voluntary_leave" {
+            let text = message(
+                "SpectatorLeft",
+                json!({"room_id": self.id, "room_code": code, "reason": reason,
+                       "current_spectators": [], "spectator_count": self.spectators.len()}),
+            );
+            direct(shard, &s, vec![text], None);
+        }
+        if self.spectators.len() <= cfg.spectator_presence_limit {
+            let text = message(
+                "SpectatorDisconnected",
+                json!({
+                    "spectator_id": s.id,
+                    "reason": reason,
+                    "current_spectators": self.spectator_list(cfg.spectator_list_limit),
+                    "spectator_count": self.spectators.len(),
+                }),
+            );
+            self.send_all(shard, code, text, None);
+        }
+    }
+
+    /// The match ended or expired: everyone gets `SpectatorLeft` (`room_closed`).
+    pub fn close(&mut self, shard: &Rc<Shard>, code: &str) {
+        if self.spectators.is_empty() {
+            return;
+        }
+        let text = message(
+            "SpectatorLeft",
+            json!({"room_id": self.id, "room_code": code, "reason": "room_closed",
+                   "current_spectators": [], "spectator_count": 0}),
+        );
+        let frame = websocket::text_frame(text.as_bytes());
+        broadcast(shard, code, frame, None, None, true);
+        self.spectators.clear();
+    }
+}
+
+impl Default for Room {
+    fn default() -> Self {
+        Room::new()
+    }
+}
+
+/// Sends a frame to the room's spectators on every shard (the local shard directly).
+pub fn broadcast(
+    shard: &Rc<Shard>,
+    code: &str,
+    plain: Bytes,
+    deflate: Option<Bytes>,
+    except: Option<&str>,
+    close_room: bool,
+) {
+    for s in 0..shard.shards() {
+        if s != shard.id {
+            shard.mesh.send(
+                s,
+                ShardMsg::SpectatorFrame {
+                    code: code.to_string(),
+                    plain: plain.clone(),
+                    deflate: deflate.clone(),
+                    except: except.map(String::from),
+                    close_room,
+                },
+            );
+        }
+    }
+    super::fanout_local(shard, code, &plain, deflate.as_ref(), except, close_room);
+}
+
+/// Sends messages to one spectator's connection (on its shard).
+pub fn direct(
+    shard: &Rc<Shard>,
+    s: &SpectatorInfo,
+    texts: Vec<String>,
+    joined: Option<super::Joined>,
+) {
+    let frames: Vec<Bytes> = texts.into_iter().map(Bytes::from).collect();
+    if s.shard == shard.id {
+        super::deliver_local(shard, s.conn, frames, joined);
+    } else {
+        shard.mesh.send(
+            s.shard,
+            ShardMsg::SpectatorDirect {
+                conn: s.conn,
+                texts: frames,
+                joined,
+            },
+        );
+    }
+}
