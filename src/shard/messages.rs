@@ -106,6 +106,11 @@ pub enum ShardMsg {
         texts: Vec<Bytes>,
         joined: Option<crate::spectator::Joined>,
     },
+    /// A REST question for the shard owning a code.
+    Rest {
+        query: crate::rest::RestQuery,
+        reply: oneshot::Sender<Response>,
+    },
     /// An ingest client of the match connected (`join`) or went away (`leave` = its id).
     PlayerPresence {
         code: String,

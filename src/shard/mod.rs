@@ -79,6 +79,7 @@ pub struct Shard {
     pub rooms: RefCell<Rooms>,
     pub matches: RefCell<Registry>,
     pub spectators: RefCell<crate::spectator::Spectators>,
+    pub previews: RefCell<crate::rest::preview::Previews>,
     pub compressor: RefCell<flate2::Compress>,
 }
 
@@ -93,6 +94,7 @@ impl Shard {
             rooms: RefCell::new(Rooms::default()),
             matches: RefCell::new(Registry::default()),
             spectators: RefCell::new(Default::default()),
+            previews: RefCell::new(Default::default()),
             compressor: RefCell::new(crate::transport::websocket::new_compressor()),
         }
     }

@@ -70,6 +70,9 @@ fn dispatch(shard: &Rc<Shard>, msg: ShardMsg) {
             texts,
             joined,
         } => crate::spectator::deliver_local(shard, conn, texts, joined),
+        ShardMsg::Rest { query, reply } => {
+            let _ = reply.send(crate::rest::answer(shard, query));
+        }
         ShardMsg::PlayerPresence { code, join, leave } => {
             crate::registry::player_presence(shard, &code, join, leave)
         }

@@ -93,7 +93,8 @@ async fn connection(
             Some(Err(ReadError::Closed)) | None => break,
         };
         let keep_alive = req.keep_alive;
-        let resp = match port {
+        let head_only = req.method == "HEAD";
+        let mut resp = match port {
             Port::Rest => crate::rest::handle(&shard, &req).await,
             Port::Ingest | Port::Broadcast => {
                 let kind = if port == Port::Ingest {
@@ -124,6 +125,9 @@ async fn connection(
                 }
             }
         };
+        if head_only {
+            resp.body = bytes::Bytes::new();
+        }
         let Some(w) = writer.as_mut() else {
             break;
         };
