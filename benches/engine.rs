@@ -22,6 +22,7 @@ fn replay() -> (ObsLogon, Vec<Map<String, Value>>) {
         obs_name: "Bench".into(),
         data: header,
         is_supporter: false,
+        organization_id: String::new(),
     };
     let events = all[1..]
         .iter()

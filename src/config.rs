@@ -96,6 +96,38 @@ pub struct Args {
     #[arg(long, env = "GAME_NAME", default_value = "valorant")]
     pub game_name: String,
 
+    /// "true": keys, matches and stats go through the Spectra backend.
+    #[arg(long, env = "USE_BACKEND")]
+    pub use_backend: Option<String>,
+
+    /// Base URL of the Spectra backend.
+    #[arg(long, env = "BACKEND_URL", default_value = "")]
+    pub backend_url: String,
+
+    /// Sent as `X-User-Token` to the backend.
+    #[arg(long, env = "BACKEND_TOKEN", default_value = "")]
+    pub backend_token: String,
+
+    /// Base URL of the supporter check (`GET {url}/{orgId}`).
+    #[arg(long, env = "SUPPORTER_CHECK_URL", default_value = "")]
+    pub supporter_check_url: String,
+
+    /// Base URL of the stats backend.
+    #[arg(long, env = "STATS_BACKEND_URL", default_value = "")]
+    pub stats_backend_url: String,
+
+    /// Sent as `Authentication` to the stats backend.
+    #[arg(long, env = "STATS_BACKEND_TOKEN", default_value = "")]
+    pub stats_backend_token: String,
+
+    /// Milliseconds any backend request may take before it counts as failed.
+    #[arg(long, env = "BACKEND_TIMEOUT_MS", default_value_t = 5000)]
+    pub backend_timeout_ms: u64,
+
+    /// Milliseconds after a game end before the stats backend is asked to fetch stats.
+    #[arg(long, env = "STATS_FETCH_DELAY_MS", default_value_t = 15_000)]
+    pub stats_fetch_delay_ms: u64,
+
     /// Seconds a match may go without a new event before it is removed.
     #[arg(long, env = "MATCH_IDLE_SECONDS", default_value_t = 1800)]
     pub match_idle_seconds: u64,
@@ -133,6 +165,7 @@ pub struct Config {
     pub allow_spectators: bool,
     pub spectator_max_message: usize,
     pub game_name: String,
+    pub backend: crate::backend::BackendConfig,
 }
 
 impl Config {
@@ -191,6 +224,16 @@ impl Config {
             allow_spectators: args.allow_spectators != "false",
             spectator_max_message: args.spectator_max_message.max(1024),
             game_name: args.game_name,
+            backend: crate::backend::BackendConfig {
+                enabled: args.use_backend.as_deref() == Some("true"),
+                backend_url: args.backend_url,
+                backend_token: args.backend_token,
+                supporter_check_url: args.supporter_check_url,
+                stats_url: args.stats_backend_url,
+                stats_token: args.stats_backend_token,
+                timeout: Duration::from_millis(args.backend_timeout_ms.max(1)),
+                stats_fetch_delay: Duration::from_millis(args.stats_fetch_delay_ms),
+            },
         }
     }
 }

@@ -5,6 +5,7 @@
 //! fan-out), `registry` (matches on their owner shard), `engine` (match state), `rest` (5101).
 
 pub mod app;
+pub mod backend;
 pub mod broadcast;
 pub mod config;
 pub mod engine;

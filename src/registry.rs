@@ -138,6 +138,125 @@ pub fn create_match(shard: &Rc<Shard>, logon: ObsLogon, from: SessionRef) {
     }
 }
 
+/// Backend calls an event triggers: register (and stats) at `match_start`, update at each new
+/// round. They run on the backend workers; the shard goes on.
+fn backend_hooks(
+    shard: &Rc<Shard>,
+    backend: std::sync::Arc<crate::backend::Backend>,
+    code: &str,
+    entry: &mut Entry,
+    event: &serde_json::Map<String, Value>,
+) {
+    let kind = event.get("type").and_then(Value::as_str).unwrap_or("");
+    let data = event.get("data");
+    if kind == "match_start" {
+        let (id, state) = (
+            entry.game.match_id_text(),
+            entry.game.backend_state(&entry.secret),
+        );
+        glommio::spawn_local(match_start_calls(
+            shard.clone(),
+            backend,
+            code.to_string(),
+            id,
+            state,
+        ))
+        .detach();
+    } else if kind == "round_info"
+        && data
+            .and_then(|d| d.get("roundPhase"))
+            .and_then(Value::as_str)
+            == Some("shopping")
+        && data.and_then(|d| d.get("roundNumber")) != Some(&json!(1))
+        && entry.game.is_registered()
+    {
+        let (id, state) = (
+            entry.game.match_id_text(),
+            entry.game.backend_state(&entry.secret),
+        );
+        glommio::spawn_local(async move {
+            let _ = backend.match_call("PUT", &id, "update", state).await;
+        })
+        .detach();
+    }
+}
+
+/// `match_start` in backend mode: register, then the stats calls in sequence, then the players'
+/// MMR tiers (ingest spec §8.2), each step on the worker pool.
+async fn match_start_calls(
+    shard: Rc<Shard>,
+    backend: std::sync::Arc<crate::backend::Backend>,
+    code: String,
+    match_id: String,
+    state: Value,
+) {
+    // (The caller holds the registry: nothing here may touch it before the first await.)
+    if backend
+        .match_call("POST", &match_id, "register", state)
+        .await
+        .is_err()
+    {
+        return; // network failure: the match stays unregistered (logged by the worker)
+    }
+    let puuids = {
+        let mut reg = shard.matches.borrow_mut();
+        let Some(entry) = reg.live.get_mut(&code) else {
+            return;
+        };
+        entry.game.set_registered();
+        [entry.game.team_puuids(0), entry.game.team_puuids(1)]
+    };
+    let _ = backend
+        .stats("/addMatch", json!({"code": code, "matchUuid": match_id}))
+        .await;
+    let first = puuids[0].first().cloned().unwrap_or_default();
+    let _ = backend
+        .stats(
+            "/updateMatchRegion",
+            json!({"matchUuid": match_id, "accountPuuid": first}),
+        )
+        .await;
+    let all: Vec<String> = puuids.concat();
+    if let Ok((200, body)) = backend
+        .stats(
+            "/fetchPlayerMMR",
+            json!({"matchUuid": match_id, "accountPuuids": all}),
+        )
+        .await
+    {
+        let results = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| v.get("results").and_then(Value::as_array).cloned())
+            .unwrap_or_default();
+        if let Some(entry) = shard.matches.borrow_mut().live.get_mut(&code) {
+            entry.game.apply_mmr(&results);
+        }
+    }
+}
+
+/// `complete` for a registered match that ends or expires; after a game end, stats are
+/// fetched later.
+fn complete_call(shard: &Rc<Shard>, entry: &Entry, fetch_stats: bool) {
+    let Some(backend) = shard.backend.clone() else {
+        return;
+    };
+    if !entry.game.is_registered() {
+        return;
+    }
+    let id = entry.game.match_id_text();
+    let state = entry.game.backend_state(&entry.secret);
+    glommio::spawn_local(async move {
+        let _ = backend.match_call("PUT", &id, "complete", state).await;
+        if fetch_stats {
+            glommio::timer::sleep(backend.config.stats_fetch_delay).await;
+            let _ = backend
+                .stats("/fetchMatchStats", json!({"matchUuid": id}))
+                .await;
+        }
+    })
+    .detach();
+}
+
 /// An accepted event for a match of this shard.
 pub fn ingest_event(shard: &Rc<Shard>, code: &str, event: Value) {
     let Value::Object(event) = event else {
@@ -152,6 +271,9 @@ pub fn ingest_event(shard: &Rc<Shard>, code: &str, event: Value) {
         let lobby = entry.game.lobby_state();
         let match_id = entry.game.match_id_text();
         entry.room.lobby_state(shard, code, lobby, &match_id);
+        if let Some(backend) = shard.backend.clone() {
+            backend_hooks(shard, backend, code, entry, &event);
+        }
         outcome
     };
     if outcome == Outcome::GameEnded {
@@ -365,6 +487,7 @@ fn end_match(shard: &Rc<Shard>, code: &str) {
             "sponsorInfo": entry.game.tool("sponsorInfo"),
             "isSupporter": entry.game.org_is_supporter(),
         });
+        complete_call(shard, entry, true);
         // Kept one hour from the game end (QUIRK G1: the original counted from creation).
         reg.finished.insert(
             code.to_string(),

@@ -164,6 +164,7 @@ fn replay_matches_the_original_event_by_event() {
         obs_name: "KitObserver".into(),
         data: header,
         is_supporter: false,
+        organization_id: String::new(),
     };
     let mut game = Match::new(&logon).expect("match");
     let mut compared = 0;

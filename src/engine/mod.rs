@@ -128,7 +128,7 @@ impl Match {
             },
             has_entered_overtime: false,
             tools,
-            organization_id: String::new(),
+            organization_id: logon.organization_id.clone(),
             is_registered: false,
             org_is_supporter: logon.is_supporter,
             event_number: 1,
@@ -155,6 +155,52 @@ impl Match {
 
     pub fn tool(&self, key: &str) -> Value {
         self.tools.get(key).cloned().unwrap_or(Value::Null)
+    }
+
+    pub fn is_registered(&self) -> bool {
+        self.is_registered
+    }
+
+    /// Registered with the backend (whatever the answer was, as in the original).
+    pub fn set_registered(&mut self) {
+        self.is_registered = true;
+        self.event_number += 1;
+    }
+
+    /// PUUIDs of a team's players in roster order.
+    pub fn team_puuids(&self, team: usize) -> Vec<String> {
+        self.teams
+            .get(team)
+            .map(|t| t.players.iter().map(|p| p.riot_id.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Applies stats-backend MMR results (`{puuid, currentMMRTier, peakMMRTier}`).
+    pub fn apply_mmr(&mut self, results: &[Value]) {
+        for r in results {
+            let Some(puuid) = r.get("puuid").and_then(Value::as_str) else {
+                continue;
+            };
+            for p in self.players_by_id(puuid) {
+                p.current_mmr_tier = r.get("currentMMRTier").cloned().unwrap_or(Value::Null);
+                p.peak_mmr_tier = r.get("peakMMRTier").cloned().unwrap_or(Value::Null);
+            }
+        }
+        self.event_number += 1;
+    }
+
+    /// The match as the backend receives it: the snapshot plus the group secret and the
+    /// unstripped tools (ingest spec §8.1), without timer handles.
+    pub fn backend_state(&self, group_secret: &str) -> Value {
+        let mut v = self.snapshot();
+        if let Value::Object(m) = &mut v {
+            m.insert("tools".into(), Value::Object(self.tools.clone()));
+            m.insert(
+                "groupSecret".into(),
+                Value::String(group_secret.to_string()),
+            );
+        }
+        v
     }
 
     /// Spectator lobby state: `waiting` (no roster yet), `lobby` (agent select), `finalized`

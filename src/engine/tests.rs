@@ -19,6 +19,7 @@ fn logon(tools: Value) -> ObsLogon {
         obs_name: "O".into(),
         data: data.as_object().cloned().unwrap_or_default(),
         is_supporter: false,
+        organization_id: String::new(),
     }
 }
 

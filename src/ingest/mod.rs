@@ -48,6 +48,8 @@ pub struct ObsLogon {
     /// The whole logon object as the client sent it.
     pub data: Map<String, Value>,
     pub is_supporter: bool,
+    /// The key's organisation (backend mode); never taken from the client (QUIRK S3).
+    pub organization_id: String,
 }
 
 pub fn now_ms() -> u64 {
@@ -139,14 +141,51 @@ fn obs_logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
     if let Some(reason) = version_failure(obj.get("clientVersion")) {
         return fail(&reason);
     }
-    if let auth::KeyCheck::Invalid(reason) =
-        auth::check_key(&shard.config, obj.get("key").and_then(Value::as_str))
-    {
-        return fail(reason);
+    let key = obj.get("key").and_then(Value::as_str).map(String::from);
+    match auth::check_key(&shard.config, key.as_deref()) {
+        auth::KeyCheck::Valid => finish_obs_logon(shard, sid, obj, false, None),
+        auth::KeyCheck::Invalid(reason) => match (shard.backend.clone(), key) {
+            (Some(backend), Some(key)) => {
+                let shard = shard.clone();
+                let sid = sid.to_string();
+                glommio::spawn_local(async move {
+                    match backend.validate_key(&key).await {
+                        crate::backend::KeyValidity::Valid {
+                            organization_id,
+                            is_supporter,
+                            ..
+                        } => finish_obs_logon(&shard, &sid, obj, is_supporter, organization_id),
+                        crate::backend::KeyValidity::Invalid(reason) => {
+                            failure(&shard, &sid, ACK, "authenticate", reason)
+                        }
+                    }
+                })
+                .detach();
+            }
+            _ => fail(reason),
+        },
     }
+}
+
+/// Observer logon after a successful key check: on to the match owner.
+fn finish_obs_logon(
+    shard: &Rc<Shard>,
+    sid: &str,
+    obj: Map<String, Value>,
+    is_supporter: bool,
+    organization_id: Option<String>,
+) {
     let group_code = match obj.get("groupCode") {
         Some(Value::String(c)) if !c.is_empty() => c.clone(),
-        _ => return fail("Invalid packet: groupCode is missing."),
+        _ => {
+            return failure(
+                shard,
+                sid,
+                "obs_logon_ack",
+                "authenticate",
+                "Invalid packet: groupCode is missing.",
+            );
+        }
     };
     let logon = ObsLogon {
         group_secret: obj
@@ -157,7 +196,8 @@ fn obs_logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
         obs_name: js_text(obj.get("obsName")),
         group_code: group_code.clone(),
         data: obj,
-        is_supporter: false,
+        is_supporter,
+        organization_id: organization_id.unwrap_or_default(),
     };
     let from = SessionRef {
         shard: shard.id,

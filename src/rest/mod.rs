@@ -59,8 +59,27 @@ async fn route(shard: &Rc<Shard>, req: &Request) -> Response {
             if keys.len() != 1 {
                 return json_error(400, "Key is required");
             }
+            let unauthorized =
+                || Response::new(401, "text/html; charset=utf-8", "401 Unauthorized");
             // Without the backend no key belongs to an organisation.
-            Response::new(401, "text/html; charset=utf-8", "401 Unauthorized")
+            let Some(backend) = shard.backend.clone() else {
+                return unauthorized();
+            };
+            match backend.validate_key(&keys[0]).await {
+                crate::backend::KeyValidity::Valid {
+                    organization_id,
+                    organization_name,
+                    is_supporter,
+                } => Response::json(
+                    200,
+                    json!({"id": organization_id, "name": organization_name, "isSupporter": is_supporter}).to_string(),
+                ),
+                // QUIRK B2: the original crashed when the backend was down.
+                crate::backend::KeyValidity::Invalid("Unknown Error") => {
+                    json_error(502, "The key could not be checked: the backend did not answer")
+                }
+                crate::backend::KeyValidity::Invalid(_) => unauthorized(),
+            }
         }
         ("GET" | "HEAD", "/getTeamInfoForCode") => {
             let codes = req.query_all("groupCode");
@@ -109,7 +128,13 @@ async fn create_preview(shard: &Rc<Shard>, req: &Request) -> Response {
         return json_error(400, "Missing or invalid key in preview data");
     }
     if let KeyCheck::Invalid(_) = check_key(&shard.config, key.and_then(Value::as_str)) {
-        return json_error(403, "Invalid or expired key");
+        let by_backend = match (shard.backend.clone(), key.and_then(Value::as_str)) {
+            (Some(backend), Some(k)) => backend.validate_key(k).await,
+            _ => crate::backend::KeyValidity::Invalid("Invalid Key"),
+        };
+        if let crate::backend::KeyValidity::Invalid(_) = by_backend {
+            return json_error(403, "Invalid or expired key");
+        }
     }
     let preview = match preview::build(obj) {
         Ok(p) => p,

@@ -80,11 +80,19 @@ pub struct Shard {
     pub matches: RefCell<Registry>,
     pub spectators: RefCell<crate::spectator::Spectators>,
     pub previews: RefCell<crate::rest::preview::Previews>,
+    /// The backend worker pool, in backend mode.
+    pub backend: Option<Arc<crate::backend::Backend>>,
     pub compressor: RefCell<flate2::Compress>,
 }
 
 impl Shard {
-    pub fn new(id: usize, config: Arc<Config>, mesh: Arc<Mesh>, global: Arc<Global>) -> Shard {
+    pub fn new(
+        id: usize,
+        config: Arc<Config>,
+        mesh: Arc<Mesh>,
+        global: Arc<Global>,
+        backend: Option<Arc<crate::backend::Backend>>,
+    ) -> Shard {
         Shard {
             id,
             config,
@@ -95,6 +103,7 @@ impl Shard {
             matches: RefCell::new(Registry::default()),
             spectators: RefCell::new(Default::default()),
             previews: RefCell::new(Default::default()),
+            backend,
             compressor: RefCell::new(crate::transport::websocket::new_compressor()),
         }
     }

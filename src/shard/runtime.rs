@@ -51,12 +51,17 @@ pub fn start(config: Config) -> Result<Running, String> {
         TlsMode::Tls { key, cert } => Some(crate::transport::tls::server_config(key, cert)?),
     };
     let shards = config.shards;
+    let backend = config
+        .backend
+        .enabled
+        .then(|| crate::backend::Backend::start(config.backend.clone()));
     let config = Arc::new(config);
     let (mesh, inboxes) = Mesh::new(shards);
     let global = Arc::new(Global::default());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let mut handles = Vec::with_capacity(shards);
     for (id, inbox) in inboxes.into_iter().enumerate() {
+        let backend = backend.clone();
         let (config, mesh, global, tls, ready) = (
             config.clone(),
             mesh.clone(),
@@ -68,7 +73,7 @@ pub fn start(config: Config) -> Result<Running, String> {
             .name(&format!("shard-{id}"))
             .io_memory(1 << 20)
             .spawn(move || async move {
-                let shard = Rc::new(Shard::new(id, config.clone(), mesh, global));
+                let shard = Rc::new(Shard::new(id, config.clone(), mesh, global, backend));
                 let mut listeners = Vec::new();
                 for (port, number) in [
                     (Port::Ingest, config.ingest_port),

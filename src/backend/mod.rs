@@ -1,0 +1,213 @@
+//! Backend mode (`USE_BACKEND=true`): every outbound HTTP call (Spectra backend, supporter check,
+//! stats backend) runs on a small pool of worker threads with its own HTTP client (ureq + rustls)
+//! and a timeout, fed through a channel. Shards never block on the network: they get answers on
+//! oneshot channels. A dead or slow backend ends in a clear failure, never a hang.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_channel::oneshot;
+use serde_json::{Value, json};
+
+/// Settings of backend mode (ingest spec §6).
+#[derive(Debug, Clone, Default)]
+pub struct BackendConfig {
+    pub enabled: bool,
+    pub backend_url: String,
+    pub backend_token: String,
+    pub supporter_check_url: String,
+    pub stats_url: String,
+    pub stats_token: String,
+    pub timeout: Duration,
+    pub stats_fetch_delay: Duration,
+}
+
+/// Outcome of an access-key check.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyValidity {
+    Valid {
+        organization_id: Option<String>,
+        organization_name: Option<Value>,
+        is_supporter: bool,
+    },
+    Invalid(&'static str),
+}
+
+/// An HTTP answer (status and body text), or a network-level failure.
+pub type HttpResult = Result<(u16, String), String>;
+
+type Job = Box<dyn FnOnce(&ureq::Agent) + Send>;
+
+/// Handle to the worker pool; cheap to share between shards.
+pub struct Backend {
+    pub config: BackendConfig,
+    jobs: flume::Sender<Job>,
+}
+
+const WORKERS: usize = 4;
+
+impl Backend {
+    pub fn start(config: BackendConfig) -> Arc<Backend> {
+        let (tx, rx) = flume::unbounded::<Job>();
+        for i in 0..WORKERS {
+            let rx = rx.clone();
+            let timeout = config.timeout;
+            let spawned = std::thread::Builder::new()
+                .name(format!("backend-{i}"))
+                .spawn(move || {
+                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                        .timeout_global(Some(timeout))
+                        .http_status_as_error(false)
+                        .build()
+                        .into();
+                    while let Ok(job) = rx.recv() {
+                        job(&agent);
+                    }
+                });
+            if let Err(e) = spawned {
+                eprintln!("backend: cannot start worker {i}: {e}");
+            }
+        }
+        Arc::new(Backend { config, jobs: tx })
+    }
+
+    /// Runs one HTTP request on a worker; resolves with its status and body.
+    pub async fn request(
+        &self,
+        method: &'static str,
+        url: String,
+        headers: Vec<(&'static str, String)>,
+        body: Option<String>,
+    ) -> HttpResult {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |agent| {
+            let started = std::time::Instant::now();
+            let result = perform(agent, method, &url, &headers, body);
+            match &result {
+                Ok((status, _)) => eprintln!(
+                    "backend: {method} {url} -> {status} in {} ms",
+                    started.elapsed().as_millis()
+                ),
+                Err(e) => eprintln!("backend: {method} {url} failed: {e}"),
+            }
+            let _ = tx.send(result);
+        });
+        if self.jobs.send(job).is_err() {
+            return Err("backend workers are gone".into());
+        }
+        rx.await
+            .unwrap_or_else(|_| Err("backend worker dropped the request".into()))
+    }
+
+    fn backend_headers(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("Content-Type", "application/json".into()),
+            ("X-User-Token", self.config.backend_token.clone()),
+        ]
+    }
+
+    fn stats_headers(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("Content-Type", "application/json".into()),
+            ("Authentication", self.config.stats_token.clone()),
+        ]
+    }
+
+    /// Key validation against the backend, then the supporter check (ingest spec §8.1). A
+    /// network failure is `Unknown Error` (QUIRK B1: the original hung the logon).
+    pub async fn validate_key(&self, key: &str) -> KeyValidity {
+        let url = format!("{}/system/validateAccessKey/{key}", self.config.backend_url);
+        match self.request("GET", url, self.backend_headers(), None).await {
+            Ok((200, body)) => {
+                let org: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                let id = org.get("id").map(|v| match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                });
+                let is_supporter = match &id {
+                    Some(id) => self.supporter(id).await,
+                    None => false,
+                };
+                KeyValidity::Valid {
+                    organization_id: id,
+                    organization_name: org.get("name").cloned(),
+                    is_supporter,
+                }
+            }
+            Ok((401, _)) => KeyValidity::Invalid("Invalid Key"),
+            Ok((403, _)) => KeyValidity::Invalid("Expired Key"),
+            Ok(_) | Err(_) => KeyValidity::Invalid("Unknown Error"),
+        }
+    }
+
+    async fn supporter(&self, org_id: &str) -> bool {
+        let url = format!("{}/{org_id}", self.config.supporter_check_url);
+        match self.request("GET", url, Vec::new(), None).await {
+            Ok((200, body)) => serde_json::from_str::<Value>(&body)
+                .ok()
+                .is_some_and(|v| crate::engine::js::truthy(v.get("isSupporter"))),
+            _ => false,
+        }
+    }
+
+    /// `register` / `update` / `complete` of a match; the status is only logged.
+    pub async fn match_call(
+        &self,
+        method: &'static str,
+        match_id: &str,
+        action: &str,
+        state: Value,
+    ) -> HttpResult {
+        let url = format!(
+            "{}/system/match/{match_id}/{action}",
+            self.config.backend_url
+        );
+        let body = json!({ "match": state }).to_string();
+        self.request(method, url, self.backend_headers(), Some(body))
+            .await
+    }
+
+    /// A stats-backend call (`POST {STATS_BACKEND_URL}{path}`).
+    pub async fn stats(&self, path: &str, body: Value) -> HttpResult {
+        let url = format!("{}{path}", self.config.stats_url);
+        self.request("POST", url, self.stats_headers(), Some(body.to_string()))
+            .await
+    }
+}
+
+fn perform(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    headers: &[(&'static str, String)],
+    body: Option<String>,
+) -> HttpResult {
+    let response = match method {
+        "GET" => {
+            let mut req = agent.get(url);
+            for (k, v) in headers {
+                req = req.header(*k, v.as_str());
+            }
+            req.call()
+        }
+        _ => {
+            let mut req = match method {
+                "PUT" => agent.put(url),
+                _ => agent.post(url),
+            };
+            for (k, v) in headers {
+                req = req.header(*k, v.as_str());
+            }
+            req.send(body.unwrap_or_default())
+        }
+    };
+    let mut response = response.map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let text = response
+        .body_mut()
+        .with_config()
+        .limit(1 << 20)
+        .read_to_string()
+        .unwrap_or_default();
+    Ok((status, text))
+}

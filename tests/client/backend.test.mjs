@@ -1,0 +1,191 @@
+// Backend mode against a stub backend (a real HTTP server on loopback): every logon outcome, each
+// call at the right moment with the right method, path, headers and body, and a misbehaving
+// backend never holding up other matches.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { startServer, observer, overlay, sendEvent, sleep, waitFor } from "./lib/server.mjs";
+import { startStub } from "./lib/stub-backend.mjs";
+
+let stub;
+let server;
+before(async () => {
+  stub = await startStub();
+  stub.route("GET", /^\/system\/validateAccessKey\/good$/, { body: { id: "org1", name: "Org One" } });
+  stub.route("GET", /^\/supporter\/org1$/, { body: { isSupporter: true } });
+  stub.route("GET", /^\/system\/validateAccessKey\/plain$/, { body: { id: "org2", name: "Org Two" } });
+  stub.route("GET", /^\/supporter\/org2$/, { status: 500, body: {} });
+  stub.route("GET", /^\/system\/validateAccessKey\/bad$/, { status: 401 });
+  stub.route("GET", /^\/system\/validateAccessKey\/expired$/, { status: 403 });
+  stub.route("GET", /^\/system\/validateAccessKey\/boom$/, { status: 500 });
+  stub.route("GET", /^\/system\/validateAccessKey\/slow$/, { hang: true });
+  stub.route("POST", /^\/system\/match\/[^/]+\/register$/, { body: {} });
+  stub.route("PUT", /^\/system\/match\/[^/]+\/(update|complete)$/, { body: {} });
+  stub.route("POST", /^\/stats\/(addMatch|updateMatchRegion|fetchMatchStats)$/, { body: {} });
+  stub.route("POST", /^\/stats\/fetchPlayerMMR$/, { body: { results: [{ puuid: "puuid-a", currentMMRTier: 21, peakMMRTier: 24 }] } });
+  server = await startServer({
+    shards: 2,
+    key: "static-key",
+    env: {
+      USE_BACKEND: "true",
+      BACKEND_URL: stub.url,
+      BACKEND_TOKEN: "backend-token",
+      SUPPORTER_CHECK_URL: `${stub.url}/supporter`,
+      STATS_BACKEND_URL: `${stub.url}/stats`,
+      STATS_BACKEND_TOKEN: "stats-token",
+      BACKEND_TIMEOUT_MS: "800",
+      STATS_FETCH_DELAY_MS: "300",
+    },
+  });
+});
+after(async () => {
+  await server.stop();
+  await stub.close();
+});
+
+let n = 0;
+const code = (prefix) => `${prefix}${++n}${Math.random().toString(36).slice(2, 6).toUpperCase()}`;
+
+test("logon outcomes from the backend's key check", async () => {
+  for (const [key, value, reason] of [["bad", false, "Invalid Key"], ["expired", false, "Expired Key"], ["boom", false, "Unknown Error"]]) {
+    const { socket, ack } = await observer({ ...server, key }, { groupCode: code("K") });
+    assert.deepEqual(ack, { type: "authenticate", value, reason }, key);
+    socket.close();
+  }
+  const call = stub.find("GET", "/system/validateAccessKey/expired")[0];
+  assert.equal(call.headers["x-user-token"], "backend-token");
+  assert.equal(call.headers["content-type"], "application/json");
+  // The static key never reaches the backend.
+  const before = stub.calls.length;
+  const st = await observer(server, { groupCode: code("ST") });
+  assert.equal(st.ack.value, true);
+  assert.equal(stub.calls.length, before);
+  st.socket.close();
+});
+
+test("a hanging backend ends in Unknown Error within the timeout (the original hung)", async () => {
+  const start = Date.now();
+  const { socket, ack } = await observer({ ...server, key: "slow" }, { groupCode: code("SLOW") });
+  assert.deepEqual(ack, { type: "authenticate", value: false, reason: "Unknown Error" });
+  assert.ok(Date.now() - start < 3000, `${Date.now() - start} ms`);
+  socket.close();
+});
+
+test("other matches keep broadcasting on time while the backend hangs", async () => {
+  const group = code("LIVE");
+  const obs = await observer(server, { groupCode: group });
+  const ov = await overlay(server, group);
+  await waitFor(() => ov.received.length >= 1, 3000, "first snapshot");
+  const hanging = [1, 2, 3].map(() => observer({ ...server, key: "slow" }, { groupCode: code("H") }));
+  const latencies = [];
+  for (let r = 1; r <= 8; r++) {
+    const sent = Date.now();
+    sendEvent(obs.socket, group, "round_info", { roundNumber: r, roundPhase: "shopping" });
+    await waitFor(() => ov.received.at(-1)?.roundNumber === r, 2000, `round ${r}`);
+    latencies.push(Date.now() - sent);
+    await sleep(100);
+  }
+  assert.ok(Math.max(...latencies) < 400, `latencies ${latencies}`);
+  for (const h of await Promise.all(hanging)) {
+    assert.equal(h.ack.reason, "Unknown Error");
+    h.socket.close();
+  }
+  obs.socket.close();
+  ov.socket.close();
+});
+
+test("supporter organisations: flags on the match and no forced watermark", async () => {
+  const group = code("SUP");
+  const obs = await observer({ ...server, key: "good" }, {
+    groupCode: group,
+    organizationId: "spoofed",
+    toolsData: { watermarkInfo: { spectraWatermark: false, customTextEnabled: true, customText: "hi" } },
+  });
+  assert.equal(obs.ack.value, true);
+  const ov = await overlay(server, group);
+  await waitFor(() => ov.received.length >= 1, 3000, "snapshot");
+  const s = ov.received.at(-1);
+  assert.equal(s.orgIsSupporter, true);
+  assert.equal(s.organizationId, "org1");
+  assert.deepEqual(s.tools.watermarkInfo, { spectraWatermark: false, customTextEnabled: true, customText: "hi" });
+  assert.equal(stub.find("GET", "/supporter/org1").length >= 1, true);
+  obs.socket.close();
+  ov.socket.close();
+  // A failing supporter check means "not a supporter".
+  const plain = await observer({ ...server, key: "plain" }, { groupCode: code("PLN") });
+  assert.equal(plain.ack.value, true);
+  plain.socket.close();
+});
+
+test("match lifecycle calls: register, stats, MMR, update, complete, fetchMatchStats", async () => {
+  const group = code("LIFE");
+  const obs = await observer({ ...server, key: "good" }, { groupCode: group });
+  const secret = obs.ack.reason;
+  const ov = await overlay(server, group);
+  sendEvent(obs.socket, group, "roster", { name: "A", tagline: "1", startTeam: 0, agentInternal: "Wushu", playerId: "puuid-a", position: 0, locked: true, rank: 0 });
+  sendEvent(obs.socket, group, "roster", { name: "B", tagline: "2", startTeam: 1, agentInternal: "Clay", playerId: "puuid-b", position: 5, locked: true, rank: 0 });
+  const matchId = `mid-${group}`;
+  sendEvent(obs.socket, group, "match_start", matchId);
+  await waitFor(() => stub.find("POST", "/stats/fetchPlayerMMR").some((c) => JSON.parse(c.body).matchUuid === matchId), 3000, "MMR call");
+  const register = stub.find("POST", `/system/match/${matchId}/register`);
+  assert.equal(register.length, 1);
+  const regBody = JSON.parse(register[0].body);
+  assert.equal(regBody.match.matchId, matchId);
+  assert.equal(regBody.match.groupSecret, secret);
+  assert.equal(regBody.match.organizationId, "org1");
+  assert.equal(register[0].headers["x-user-token"], "backend-token");
+  const stats = (p) => stub.find("POST", `/stats/${p}`).filter((c) => JSON.parse(c.body).matchUuid === matchId);
+  assert.deepEqual(JSON.parse(stats("addMatch")[0].body), { code: group, matchUuid: matchId });
+  assert.equal(stats("addMatch")[0].headers.authentication, "stats-token");
+  assert.deepEqual(JSON.parse(stats("updateMatchRegion")[0].body), { matchUuid: matchId, accountPuuid: "puuid-a" });
+  assert.deepEqual(JSON.parse(stats("fetchPlayerMMR")[0].body), { matchUuid: matchId, accountPuuids: ["puuid-a", "puuid-b"] });
+  assert.ok(register[0].at <= stats("addMatch")[0].at && stats("addMatch")[0].at <= stats("updateMatchRegion")[0].at);
+  await waitFor(() => ov.received.at(-1)?.teams[0].players[0]?.currentMMRTier === 21, 3000, "MMR applied");
+  const snap = ov.received.at(-1);
+  assert.equal(snap.isRegistered, true);
+  assert.equal(snap.teams[0].players[0].peakMMRTier, 24);
+  assert.equal(snap.teams[1].players[0].currentMMRTier, null);
+  // Round 1 shopping: no update; round 2 shopping: update.
+  sendEvent(obs.socket, group, "round_info", { roundNumber: 1, roundPhase: "shopping" });
+  await sleep(200);
+  assert.equal(stub.find("PUT", `/system/match/${matchId}/update`).length, 0);
+  sendEvent(obs.socket, group, "round_info", { roundNumber: 2, roundPhase: "shopping" });
+  await waitFor(() => stub.find("PUT", `/system/match/${matchId}/update`).length === 1, 3000, "update");
+  assert.equal(JSON.parse(stub.find("PUT", `/system/match/${matchId}/update`)[0].body).match.roundNumber, 2);
+  sendEvent(obs.socket, group, "round_info", { roundNumber: 2, roundPhase: "game_end" });
+  await waitFor(() => stub.find("PUT", `/system/match/${matchId}/complete`).length === 1, 3000, "complete");
+  const completeAt = stub.find("PUT", `/system/match/${matchId}/complete`)[0].at;
+  await waitFor(() => stats("fetchMatchStats").length === 1, 3000, "fetchMatchStats");
+  assert.ok(stats("fetchMatchStats")[0].at - completeAt >= 250, "stats fetched after the delay");
+  obs.socket.close();
+  ov.socket.close();
+});
+
+test("getOrgForKey and createPreview use the backend", async () => {
+  let r = await fetch(`${server.rest}/getOrgForKey?key=good`);
+  assert.deepEqual([r.status, await r.json()], [200, { id: "org1", name: "Org One", isSupporter: true }]);
+  r = await fetch(`${server.rest}/getOrgForKey?key=bad`);
+  assert.deepEqual([r.status, await r.text()], [401, "401 Unauthorized"]);
+  r = await fetch(`${server.rest}/getOrgForKey?key=slow`);
+  assert.equal(r.status, 502);
+  const body = (key) => JSON.stringify({ key, previewCode: "", leftTeam: { name: "L" }, rightTeam: { name: "R" }, toolsData: {} });
+  r = await fetch(`${server.rest}/createPreview`, { method: "PUT", headers: { "Content-Type": "application/json" }, body: body("good") });
+  assert.equal(r.status, 200);
+  r = await fetch(`${server.rest}/createPreview`, { method: "PUT", headers: { "Content-Type": "application/json" }, body: body("expired") });
+  assert.equal(r.status, 403);
+});
+
+test("a backend that is down: logons fail cleanly and the server stays up", async () => {
+  const down = await startServer({ shards: 1, key: "static-key", env: { USE_BACKEND: "true", BACKEND_URL: "http://127.0.0.1:9", BACKEND_TIMEOUT_MS: "500" } });
+  try {
+    const { socket, ack } = await observer({ ...down, key: "anything" }, { groupCode: "DOWN" });
+    assert.deepEqual(ack, { type: "authenticate", value: false, reason: "Unknown Error" });
+    socket.close();
+    const r = await fetch(`${down.rest}/getOrgForKey?key=x`);
+    assert.equal(r.status, 502);
+    const ok = await observer(down, { groupCode: "UP" });
+    assert.equal(ok.ack.value, true);
+    ok.socket.close();
+  } finally {
+    await down.stop();
+  }
+});
