@@ -120,6 +120,46 @@ pub struct Args {
     #[arg(long, env = "STATS_BACKEND_TOKEN", default_value = "")]
     pub stats_backend_token: String,
 
+    /// Base URL of the playercam / name-override service.
+    #[arg(long, env = "PLAYERCAM_URL", default_value = "")]
+    pub playercam_url: String,
+
+    /// Tebex API base URL (support packages).
+    #[arg(long, env = "TEBEX_BASE_URL", default_value = "")]
+    pub tebex_base_url: String,
+
+    /// Tebex store id.
+    #[arg(long, env = "TEBEX_STORE_ID", default_value = "")]
+    pub tebex_store_id: String,
+
+    /// Tebex extension id.
+    #[arg(long, env = "TEBEX_EXTENSION_ID", default_value = "")]
+    pub tebex_extension_id: String,
+
+    /// Discord OAuth client id.
+    #[arg(long, env = "DISCORD_CLIENT_ID", default_value = "")]
+    pub discord_client_id: String,
+
+    /// Discord OAuth client secret.
+    #[arg(long, env = "DISCORD_CLIENT_SECRET", default_value = "")]
+    pub discord_client_secret: String,
+
+    /// Discord OAuth redirect URI.
+    #[arg(long, env = "DISCORD_REDIRECT_URI", default_value = "")]
+    pub discord_redirect_uri: String,
+
+    /// Discord token endpoint.
+    #[arg(long, env = "DISCORD_OAUTH_URL", default_value = "")]
+    pub discord_oauth_url: String,
+
+    /// Discord user endpoint.
+    #[arg(long, env = "DISCORD_USER_URL", default_value = "")]
+    pub discord_user_url: String,
+
+    /// Deep link the OAuth success page opens.
+    #[arg(long, env = "SPECTRA_CLIENT_DEEPLINK", default_value = "")]
+    pub spectra_client_deeplink: String,
+
     /// Milliseconds any backend request may take before it counts as failed.
     #[arg(long, env = "BACKEND_TIMEOUT_MS", default_value_t = 5000)]
     pub backend_timeout_ms: u64,
@@ -233,6 +273,16 @@ impl Config {
                 stats_token: args.stats_backend_token,
                 timeout: Duration::from_millis(args.backend_timeout_ms.max(1)),
                 stats_fetch_delay: Duration::from_millis(args.stats_fetch_delay_ms),
+                playercam_url: args.playercam_url,
+                tebex_base_url: args.tebex_base_url,
+                tebex_store_id: args.tebex_store_id,
+                tebex_extension_id: args.tebex_extension_id,
+                discord_client_id: args.discord_client_id,
+                discord_client_secret: args.discord_client_secret,
+                discord_redirect_uri: args.discord_redirect_uri,
+                discord_oauth_url: args.discord_oauth_url,
+                discord_user_url: args.discord_user_url,
+                spectra_client_deeplink: args.spectra_client_deeplink,
             },
         }
     }

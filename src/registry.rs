@@ -124,6 +124,9 @@ pub fn create_match(shard: &Rc<Shard>, logon: ObsLogon, from: SessionRef) {
                     room,
                 },
             );
+            if let (Some(backend), Some(entry)) = (shard.backend.clone(), reg.live.get(&code)) {
+                refresh_playercams(shard, backend, &code, &entry.game);
+            }
             drop(reg);
             shard.global.matches_running.fetch_add(1, Ordering::Relaxed);
             eprintln!("match {code}: created on shard {}", shard.id);
@@ -149,6 +152,14 @@ fn backend_hooks(
 ) {
     let kind = event.get("type").and_then(Value::as_str).unwrap_or("");
     let data = event.get("data");
+    if kind == "round_info"
+        && data
+            .and_then(|d| d.get("roundPhase"))
+            .and_then(Value::as_str)
+            == Some("shopping")
+    {
+        refresh_playercams(shard, backend.clone(), code, &entry.game);
+    }
     if kind == "match_start" {
         let (id, state) = (
             entry.game.match_id_text(),
@@ -179,6 +190,28 @@ fn backend_hooks(
         })
         .detach();
     }
+}
+
+/// Asks the playercam service for name overrides and player cams; applies an acceptable answer.
+fn refresh_playercams(
+    shard: &Rc<Shard>,
+    backend: std::sync::Arc<crate::backend::Backend>,
+    code: &str,
+    game: &Match,
+) {
+    let (identifier, secret) = game.playercam_ids();
+    if identifier.is_empty() || secret.is_empty() || backend.config.playercam_url.is_empty() {
+        return;
+    }
+    let (shard, code) = (shard.clone(), code.to_string());
+    glommio::spawn_local(async move {
+        if let Some((overrides, enabled)) = backend.playercams(&identifier, &secret).await
+            && let Some(entry) = shard.matches.borrow_mut().live.get_mut(&code)
+        {
+            entry.game.apply_playercams(overrides, enabled);
+        }
+    })
+    .detach();
 }
 
 /// `match_start` in backend mode: register, then the stats calls in sequence, then the players'

@@ -20,6 +20,16 @@ pub struct BackendConfig {
     pub stats_token: String,
     pub timeout: Duration,
     pub stats_fetch_delay: Duration,
+    pub playercam_url: String,
+    pub tebex_base_url: String,
+    pub tebex_store_id: String,
+    pub tebex_extension_id: String,
+    pub discord_client_id: String,
+    pub discord_client_secret: String,
+    pub discord_redirect_uri: String,
+    pub discord_oauth_url: String,
+    pub discord_user_url: String,
+    pub spectra_client_deeplink: String,
 }
 
 /// Outcome of an access-key check.
@@ -165,6 +175,27 @@ impl Backend {
         let body = json!({ "match": state }).to_string();
         self.request(method, url, self.backend_headers(), Some(body))
             .await
+    }
+
+    /// Name overrides and player cams for a match (ingest spec §8.2b): `Some((nameOverrides,
+    /// enabledPlayers))` when the answer is acceptable.
+    pub async fn playercams(&self, identifier: &str, secret: &str) -> Option<(Value, Value)> {
+        if self.config.playercam_url.is_empty() || identifier.is_empty() || secret.is_empty() {
+            return None;
+        }
+        let url = format!(
+            "{}/api/getNameOverridesAndPlayercams/{identifier}/{secret}",
+            self.config.playercam_url
+        );
+        let (_, body) = self.request("GET", url, Vec::new(), None).await.ok()?;
+        let v: Value = serde_json::from_str(&body).ok()?;
+        let overrides = v
+            .get("nameOverrides")
+            .filter(|x| crate::engine::js::truthy(Some(x)))?;
+        let enabled = v
+            .get("enabledPlayers")
+            .filter(|x| crate::engine::js::truthy(Some(x)))?;
+        Some((overrides.clone(), enabled.clone()))
     }
 
     /// A stats-backend call (`POST {STATS_BACKEND_URL}{path}`).

@@ -167,6 +167,36 @@ impl Match {
         self.event_number += 1;
     }
 
+    /// `tools.playercamsInfo.identifier` and `.secret` (for the playercam refresh).
+    pub fn playercam_ids(&self) -> (String, String) {
+        let p = self.tools.get("playercamsInfo");
+        let get = |k: &str| {
+            p.and_then(|p| p.get(k))
+                .map(|v| text(Some(v)))
+                .unwrap_or_default()
+        };
+        (get("identifier"), get("secret"))
+    }
+
+    /// An accepted name-override / playercam refresh (engine §4.27).
+    pub fn apply_playercams(&mut self, name_overrides: Value, enabled_players: Value) {
+        if let Some(Value::Object(p)) = self.tools.get_mut("playercamsInfo") {
+            p.insert("enabledPlayers".into(), enabled_players);
+        }
+        match self.tools.get_mut("nameOverrides") {
+            Some(Value::Object(n)) => {
+                n.insert("overrides".into(), name_overrides);
+            }
+            _ => {
+                self.tools.insert(
+                    "nameOverrides".into(),
+                    json!({ "overrides": name_overrides }),
+                );
+            }
+        }
+        self.event_number += 1;
+    }
+
     /// PUUIDs of a team's players in roster order.
     pub fn team_puuids(&self, team: usize) -> Vec<String> {
         self.teams

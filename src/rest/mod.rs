@@ -92,8 +92,161 @@ async fn route(shard: &Rc<Shard>, req: &Request) -> Response {
                 None => json_error(500, "Internal server error"),
             }
         }
+        ("GET", "/getSupportPackages") if shard.backend.is_some() => support_packages(shard).await,
+        ("GET", "/client/oauth-callback") if shard.backend.is_some() => {
+            oauth_callback(shard, req).await
+        }
         _ => json_error(404, &format!("Cannot {} {}", req.method, req.path)),
     }
+}
+
+/// `GET /getSupportPackages` (backend mode): Tebex packages with checkout links, cached for 10
+/// minutes on this shard.
+async fn support_packages(shard: &Rc<Shard>) -> Response {
+    let Some(backend) = shard.backend.clone() else {
+        return json_error(404, "Cannot GET /getSupportPackages");
+    };
+    if let Some((list, at)) = shard.support_cache.borrow().as_ref()
+        && at.elapsed() < preview::PREVIEW_TTL
+    {
+        return Response::json(200, list.to_string());
+    }
+    let c = &backend.config;
+    let url = format!(
+        "{}/packages/{}?extensionId={}",
+        c.tebex_base_url, c.tebex_store_id, c.tebex_extension_id
+    );
+    match backend.request("GET", url, Vec::new(), None).await {
+        Ok((status, body)) if (200..300).contains(&status) => {
+            let Ok(Value::Array(mut list)) = serde_json::from_str::<Value>(&body) else {
+                return json_error(
+                    500,
+                    "Internal server error, the package list is not a JSON array",
+                );
+            };
+            for item in &mut list {
+                if let Value::Object(m) = item {
+                    let id = crate::engine::js::text(m.get("id"));
+                    let checkout = format!(
+                        "{}/checkout/{}/{id}?extensionId={}",
+                        c.tebex_base_url, c.tebex_store_id, c.tebex_extension_id
+                    );
+                    m.insert("checkoutUrl".into(), Value::String(checkout));
+                }
+            }
+            let list = Value::Array(list);
+            if list.as_array().is_some_and(|a| !a.is_empty()) {
+                *shard.support_cache.borrow_mut() = Some((list.clone(), std::time::Instant::now()));
+            }
+            Response::json(200, list.to_string())
+        }
+        Ok(_) => json_error(502, "Failed to fetch packages"),
+        Err(e) => json_error(500, &format!("Internal server error, {e}")),
+    }
+}
+
+fn form_encode(pairs: &[(&str, &str)]) -> String {
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                b' ' => "+".to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// `GET /client/oauth-callback?code=…` (backend mode): Discord code exchange, then a page that
+/// opens the observer client through its deep link.
+async fn oauth_callback(shard: &Rc<Shard>, req: &Request) -> Response {
+    let Some(backend) = shard.backend.clone() else {
+        return json_error(404, "Cannot GET /client/oauth-callback");
+    };
+    let c = &backend.config;
+    let code = req.query_param("code").unwrap_or_default();
+    let form = form_encode(&[
+        ("client_id", &c.discord_client_id),
+        ("client_secret", &c.discord_client_secret),
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("redirect_uri", &c.discord_redirect_uri),
+    ]);
+    let internal = || json_error(500, "Internal server error");
+    let headers = vec![(
+        "Content-Type",
+        "application/x-www-form-urlencoded".to_string(),
+    )];
+    let Ok((_, token_body)) = backend
+        .request("POST", c.discord_oauth_url.clone(), headers, Some(form))
+        .await
+    else {
+        return internal();
+    };
+    let Ok(token) = serde_json::from_str::<Value>(&token_body) else {
+        return internal();
+    };
+    let auth = format!(
+        "{} {}",
+        crate::engine::js::text(token.get("token_type")),
+        crate::engine::js::text(token.get("access_token"))
+    );
+    let Ok((status, user_body)) = backend
+        .request(
+            "GET",
+            c.discord_user_url.clone(),
+            vec![("Authorization", auth)],
+            None,
+        )
+        .await
+    else {
+        return internal();
+    };
+    if status != 200 {
+        return json_error(status, "Failed to fetch user data");
+    }
+    let Ok(user) = serde_json::from_str::<Value>(&user_body) else {
+        return internal();
+    };
+    let t = |k: &str| crate::engine::js::text(user.get(k));
+    let display = match user.get("global_name") {
+        Some(Value::String(g)) if !g.is_empty() => g.clone(),
+        _ => t("username"),
+    };
+    let link = format!(
+        "{}?userId={}&username={}&avatar={}",
+        c.spectra_client_deeplink,
+        t("id"),
+        t("username"),
+        t("avatar")
+    );
+    let page = format!(
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Discord OAuth Success</title></head><body>\
+<h1>Discord Login Successful</h1><p>Welcome, {name}!</p>\
+<a href=\"{href}\"><button>Open Spectra Client</button></a>\
+<script>setTimeout(function () {{ window.location.href = {js}; }}, 2000);</script></body></html>",
+        name = html_escape(&display),
+        href = html_escape(&link),
+        js = Value::String(link.clone())
+            .to_string()
+            .replace('<', "\\u003c"),
+    );
+    Response::new(200, "text/html; charset=utf-8", page)
 }
 
 async fn create_preview(shard: &Rc<Shard>, req: &Request) -> Response {

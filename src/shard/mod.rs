@@ -80,6 +80,8 @@ pub struct Shard {
     pub matches: RefCell<Registry>,
     pub spectators: RefCell<crate::spectator::Spectators>,
     pub previews: RefCell<crate::rest::preview::Previews>,
+    /// Cached support packages and when they were fetched (backend mode).
+    pub support_cache: RefCell<Option<(serde_json::Value, std::time::Instant)>>,
     /// The backend worker pool, in backend mode.
     pub backend: Option<Arc<crate::backend::Backend>>,
     pub compressor: RefCell<flate2::Compress>,
@@ -103,6 +105,7 @@ impl Shard {
             matches: RefCell::new(Registry::default()),
             spectators: RefCell::new(Default::default()),
             previews: RefCell::new(Default::default()),
+            support_cache: RefCell::new(None),
             backend,
             compressor: RefCell::new(crate::transport::websocket::new_compressor()),
         }

@@ -21,6 +21,10 @@ before(async () => {
   stub.route("POST", /^\/system\/match\/[^/]+\/register$/, { body: {} });
   stub.route("PUT", /^\/system\/match\/[^/]+\/(update|complete)$/, { body: {} });
   stub.route("POST", /^\/stats\/(addMatch|updateMatchRegion|fetchMatchStats)$/, { body: {} });
+  stub.route("GET", /^\/pc\/api\/getNameOverridesAndPlayercams\/cam\/sec$/, { body: { nameOverrides: '[["A#1","Alpha"]]', enabledPlayers: ["A#1"] } });
+  stub.route("GET", /^\/tebex\/packages\/store1\?extensionId=ext1$/, { body: [{ id: 7, name: "Gold" }] });
+  stub.route("POST", /^\/discord\/token$/, { body: { token_type: "Bearer", access_token: "abc" } });
+  stub.route("GET", /^\/discord\/user$/, { body: { id: "42", username: "bob", global_name: "<Bob>", avatar: "av1" } });
   stub.route("POST", /^\/stats\/fetchPlayerMMR$/, { body: { results: [{ puuid: "puuid-a", currentMMRTier: 21, peakMMRTier: 24 }] } });
   server = await startServer({
     shards: 2,
@@ -34,6 +38,16 @@ before(async () => {
       STATS_BACKEND_TOKEN: "stats-token",
       BACKEND_TIMEOUT_MS: "800",
       STATS_FETCH_DELAY_MS: "300",
+      PLAYERCAM_URL: `${stub.url}/pc`,
+      TEBEX_BASE_URL: `${stub.url}/tebex`,
+      TEBEX_STORE_ID: "store1",
+      TEBEX_EXTENSION_ID: "ext1",
+      DISCORD_CLIENT_ID: "cid",
+      DISCORD_CLIENT_SECRET: "csecret",
+      DISCORD_REDIRECT_URI: "http://localhost/cb",
+      DISCORD_OAUTH_URL: `${stub.url}/discord/token`,
+      DISCORD_USER_URL: `${stub.url}/discord/user`,
+      SPECTRA_CLIENT_DEEPLINK: "spectra://discord-info",
     },
   });
 });
@@ -188,4 +202,47 @@ test("a backend that is down: logons fail cleanly and the server stays up", asyn
   } finally {
     await down.stop();
   }
+});
+
+test("name overrides and player cams: at creation and at every shopping phase", async () => {
+  const group = code("CAM");
+  const obs = await observer({ ...server, key: "good" }, {
+    groupCode: group,
+    toolsData: { playercamsInfo: { enable: true, removeTricodes: false, identifier: "cam", secret: "sec", endTime: 1 } },
+  });
+  const ov = await overlay(server, group);
+  await waitFor(() => ov.received.at(-1)?.tools.playercamsInfo.enabledPlayers, 3000, "refresh applied");
+  const s = ov.received.at(-1);
+  assert.deepEqual(s.tools.playercamsInfo, { enable: true, removeTricodes: false, identifier: "cam", enabledPlayers: ["A#1"] });
+  assert.deepEqual(s.tools.nameOverrides, { overrides: '[["A#1","Alpha"]]' });
+  const before = stub.find("GET", "/pc/api/getNameOverridesAndPlayercams/cam/sec").length;
+  sendEvent(obs.socket, group, "round_info", { roundNumber: 1, roundPhase: "shopping" });
+  await waitFor(() => stub.find("GET", "/pc/api/getNameOverridesAndPlayercams/cam/sec").length === before + 1, 3000, "refresh at shopping");
+  obs.socket.close();
+  ov.socket.close();
+});
+
+test("support packages: checkout links, cached", async () => {
+  let r = await fetch(`${server.rest}/getSupportPackages`);
+  assert.equal(r.status, 200);
+  assert.deepEqual(await r.json(), [{ id: 7, name: "Gold", checkoutUrl: `${stub.url}/tebex/checkout/store1/7?extensionId=ext1` }]);
+  const calls = stub.find("GET", /^\/tebex\//).length;
+  r = await fetch(`${server.rest}/getSupportPackages`);
+  assert.equal(r.status, 200);
+  assert.equal(stub.find("GET", /^\/tebex\//).length, calls, "served from the cache");
+});
+
+test("Discord OAuth callback: code exchange, user lookup, deep-link page", async () => {
+  const r = await fetch(`${server.rest}/client/oauth-callback?code=the%20code`);
+  assert.equal(r.status, 200);
+  assert.equal(r.headers.get("content-type"), "text/html; charset=utf-8");
+  const html = await r.text();
+  assert.match(html, /<title>Discord OAuth Success<\/title>/);
+  assert.match(html, /Welcome, &lt;Bob&gt;!/);
+  assert.match(html, /spectra:\/\/discord-info\?userId=42&amp;username=bob&amp;avatar=av1/);
+  const token = stub.find("POST", "/discord/token").at(-1);
+  assert.equal(token.headers["content-type"], "application/x-www-form-urlencoded");
+  const form = new URLSearchParams(token.body);
+  assert.deepEqual(Object.fromEntries(form), { client_id: "cid", client_secret: "csecret", grant_type: "authorization_code", code: "the code", redirect_uri: "http://localhost/cb" });
+  assert.equal(stub.find("GET", "/discord/user").at(-1).headers.authorization, "Bearer abc");
 });

@@ -119,6 +119,13 @@ test("getTeamInfoForCode after a game ends, from any shard", async () => {
   }
 });
 
+test("backend-only routes do not exist without the backend", async () => {
+  for (const p of ["/getSupportPackages", "/client/oauth-callback?code=x"]) {
+    const r = await fetch(`${server.rest}${p}`);
+    assert.equal(r.status, 404, p);
+  }
+});
+
 test("unknown routes get a JSON 404 with CORS", async () => {
   const r = await fetch(`${server.rest}/nope`);
   assert.equal(r.status, 404);
