@@ -290,12 +290,10 @@ impl Config {
 
 /// A random 24-character access key from an unambiguous alphabet.
 fn generate_key() -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz23456789";
-    let mut rng = rand::rng();
-    (0..24)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
+    crate::random::random_string(
+        b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz23456789",
+        24,
+    )
 }
 
 #[cfg(test)]

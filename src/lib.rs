@@ -10,6 +10,7 @@ pub mod broadcast;
 pub mod config;
 pub mod engine;
 pub mod ingest;
+pub mod random;
 pub mod registry;
 pub mod rest;
 pub mod shard;

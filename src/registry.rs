@@ -49,12 +49,7 @@ pub struct Registry {
 }
 
 fn new_secret() -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    let mut rng = rand::rng();
-    (0..12)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
+    crate::random::random_string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 12)
 }
 
 fn logon_result(
@@ -497,6 +492,9 @@ pub fn tick(shard: &Rc<Shard>) {
             "match {code}: removed after {}s without events",
             idle_limit.as_secs()
         );
+        if let Some(entry) = shard.matches.borrow().live.get(&code) {
+            complete_call(shard, entry, false);
+        }
         remove_match(shard, &code);
     }
 }

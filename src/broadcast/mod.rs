@@ -115,13 +115,7 @@ fn logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
             shard: shard.id,
             sid: sid.to_string(),
         };
-        if owner == shard.id {
-            crate::registry::snapshot_request(shard, &code, from);
-        } else {
-            shard
-                .mesh
-                .send(owner, ShardMsg::SnapshotRequest { code, from });
-        }
+        shard.send_to(owner, ShardMsg::SnapshotRequest { code, from });
     }
 }
 

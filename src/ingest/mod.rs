@@ -203,18 +203,13 @@ fn finish_obs_logon(
         shard: shard.id,
         sid: sid.to_string(),
     };
-    let owner = shard.owner_of(&group_code);
-    if owner == shard.id {
-        crate::registry::create_match(shard, logon, from);
-    } else {
-        shard.mesh.send(
-            owner,
-            ShardMsg::CreateMatch {
-                logon: Box::new(logon),
-                from,
-            },
-        );
-    }
+    shard.send_to(
+        shard.owner_of(&group_code),
+        ShardMsg::CreateMatch {
+            logon: Box::new(logon),
+            from,
+        },
+    );
 }
 
 fn aux_logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
@@ -371,13 +366,7 @@ fn data(shard: &Rc<Shard>, sid: &str, is_aux_event: bool, arg: Option<&str>) {
     let code = auth.group_code;
     let owner = shard.owner_of(&code);
     let event = Value::Object(obj);
-    if owner == shard.id {
-        crate::registry::ingest_event(shard, &code, event);
-    } else {
-        shard
-            .mesh
-            .send(owner, ShardMsg::IngestEvent { code, event });
-    }
+    shard.send_to(owner, ShardMsg::IngestEvent { code, event });
 }
 
 /// Tells the match owner that an ingest client joined or left its room.
@@ -387,14 +376,10 @@ fn presence(
     join: Option<crate::spectator::room::PlayerInfo>,
     leave: Option<String>,
 ) {
-    let owner = shard.owner_of(&code);
-    if owner == shard.id {
-        crate::registry::player_presence(shard, &code, join, leave);
-    } else {
-        shard
-            .mesh
-            .send(owner, ShardMsg::PlayerPresence { code, join, leave });
-    }
+    shard.send_to(
+        shard.owner_of(&code),
+        ShardMsg::PlayerPresence { code, join, leave },
+    );
 }
 
 /// The socket left: its room presence ends; an auxiliary client's player loses its aux data.
@@ -415,13 +400,7 @@ pub fn on_disconnect(shard: &Rc<Shard>, state: &IngestState) {
     }
     let owner = shard.owner_of(&auth.group_code);
     let (code, player_id) = (auth.group_code.clone(), auth.player_id.clone());
-    if owner == shard.id {
-        crate::registry::aux_disconnected(shard, &code, &player_id);
-    } else {
-        shard
-            .mesh
-            .send(owner, ShardMsg::AuxDisconnected { code, player_id });
-    }
+    shard.send_to(owner, ShardMsg::AuxDisconnected { code, player_id });
 }
 
 /// The match of `code` was removed: namespace-disconnect this shard's ingest clients of it.

@@ -106,9 +106,14 @@ async fn support_packages(shard: &Rc<Shard>) -> Response {
     let Some(backend) = shard.backend.clone() else {
         return json_error(404, "Cannot GET /getSupportPackages");
     };
-    if let Some((list, at)) = shard.support_cache.borrow().as_ref()
-        && at.elapsed() < preview::PREVIEW_TTL
-    {
+    let cached = shard
+        .global
+        .support_cache
+        .lock()
+        .ok()
+        .and_then(|c| c.clone())
+        .filter(|(_, at)| at.elapsed() < preview::PREVIEW_TTL);
+    if let Some((list, _)) = cached {
         return Response::json(200, list.to_string());
     }
     let c = &backend.config;
@@ -135,8 +140,10 @@ async fn support_packages(shard: &Rc<Shard>) -> Response {
                 }
             }
             let list = Value::Array(list);
-            if list.as_array().is_some_and(|a| !a.is_empty()) {
-                *shard.support_cache.borrow_mut() = Some((list.clone(), std::time::Instant::now()));
+            if list.as_array().is_some_and(|a| !a.is_empty())
+                && let Ok(mut cache) = shard.global.support_cache.lock()
+            {
+                *cache = Some((list.clone(), std::time::Instant::now()));
             }
             Response::json(200, list.to_string())
         }

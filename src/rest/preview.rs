@@ -45,10 +45,7 @@ pub fn preview_code(given: Option<&Value>) -> String {
     {
         return s.clone();
     }
-    let mut rng = rand::rng();
-    (0..6)
-        .map(|_| CODE_ALPHABET[rng.random_range(0..CODE_ALPHABET.len())] as char)
-        .collect()
+    crate::random::random_string(CODE_ALPHABET, 6)
 }
 
 fn player(name: &str, agent: &str) -> Value {

@@ -61,6 +61,8 @@ impl Mesh {
 pub struct Global {
     pub matches_running: AtomicUsize,
     pub match_seq: AtomicU64,
+    /// Cached support packages and when they were fetched (backend mode; REST only).
+    pub support_cache: std::sync::Mutex<Option<(serde_json::Value, std::time::Instant)>>,
 }
 
 impl Global {
@@ -80,8 +82,6 @@ pub struct Shard {
     pub matches: RefCell<Registry>,
     pub spectators: RefCell<crate::spectator::Spectators>,
     pub previews: RefCell<crate::rest::preview::Previews>,
-    /// Cached support packages and when they were fetched (backend mode).
-    pub support_cache: RefCell<Option<(serde_json::Value, std::time::Instant)>>,
     /// The backend worker pool, in backend mode.
     pub backend: Option<Arc<crate::backend::Backend>>,
     pub compressor: RefCell<flate2::Compress>,
@@ -105,7 +105,6 @@ impl Shard {
             matches: RefCell::new(Registry::default()),
             spectators: RefCell::new(Default::default()),
             previews: RefCell::new(Default::default()),
-            support_cache: RefCell::new(None),
             backend,
             compressor: RefCell::new(crate::transport::websocket::new_compressor()),
         }
@@ -117,6 +116,16 @@ impl Shard {
 
     pub fn owner_of(&self, code: &str) -> usize {
         owner_of(code, self.shards())
+    }
+
+    /// Hands a message to a shard: dispatched at once when it is this shard, else through the
+    /// mesh. Callers must not hold a borrow of shard state the handler needs.
+    pub fn send_to(self: &std::rc::Rc<Self>, shard: usize, msg: ShardMsg) {
+        if shard == self.id {
+            router::dispatch(self, msg);
+        } else {
+            self.mesh.send(shard, msg);
+        }
     }
 
     /// Applies `action` to a session: here, or on the shard it lives on.

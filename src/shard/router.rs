@@ -20,7 +20,8 @@ pub async fn run_inbox(shard: Rc<Shard>, inbox: flume::Receiver<ShardMsg>) {
     }
 }
 
-fn dispatch(shard: &Rc<Shard>, msg: ShardMsg) {
+/// Runs one message's handler on this shard.
+pub fn dispatch(shard: &Rc<Shard>, msg: ShardMsg) {
     match msg {
         ShardMsg::Poll { sid, post, reply } => engineio::poll_local(shard, &sid, post, reply),
         ShardMsg::Probe { sid } => engineio::probe_local(shard, &sid),

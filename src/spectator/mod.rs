@@ -274,13 +274,7 @@ fn join(shard: &Rc<Shard>, conn: u64, queue: &OutQueue, data: Option<&Value>) {
         conn,
     };
     let owner = shard.owner_of(&code);
-    if owner == shard.id {
-        crate::registry::spectator_join(shard, &code, spectator);
-    } else {
-        shard
-            .mesh
-            .send(owner, ShardMsg::SpectatorJoin { code, spectator });
-    }
+    shard.send_to(owner, ShardMsg::SpectatorJoin { code, spectator });
 }
 
 fn leave(shard: &Rc<Shard>, conn: u64, queue: &OutQueue) {
@@ -313,19 +307,14 @@ fn take_membership(shard: &Rc<Shard>, conn: u64) -> Option<(String, String)> {
 }
 
 fn send_leave(shard: &Rc<Shard>, code: String, spectator_id: String, reason: &'static str) {
-    let owner = shard.owner_of(&code);
-    if owner == shard.id {
-        crate::registry::spectator_leave(shard, &code, &spectator_id, reason);
-    } else {
-        shard.mesh.send(
-            owner,
-            ShardMsg::SpectatorLeave {
-                code,
-                spectator_id,
-                reason,
-            },
-        );
-    }
+    shard.send_to(
+        shard.owner_of(&code),
+        ShardMsg::SpectatorLeave {
+            code,
+            spectator_id,
+            reason,
+        },
+    );
 }
 
 fn disconnected(shard: &Rc<Shard>, conn: u64) {

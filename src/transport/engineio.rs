@@ -123,12 +123,11 @@ impl Sessions {
 const MOVED_MEMORY: Duration = Duration::from_secs(120);
 
 fn new_sid(shard: usize) -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut rng = rand::rng();
-    let mut sid = format!("{:02x}", shard % 256);
-    sid.extend((0..18).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char));
-    sid
+    format!(
+        "{:02x}{}",
+        shard % 256,
+        crate::random::random_string(crate::random::BASE64URL, 18)
+    )
 }
 
 /// The shard a session id was created on.

@@ -12,12 +12,7 @@ use super::packets::{SioPacket, SioType, event_name_and_arg};
 use crate::shard::Shard;
 
 fn new_socket_id() -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut rng = rand::rng();
-    (0..20)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
+    crate::random::random_string(crate::random::BASE64URL, 20)
 }
 
 /// Handles the Socket.IO packet inside an Engine.IO message.

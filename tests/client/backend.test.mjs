@@ -246,3 +246,21 @@ test("Discord OAuth callback: code exchange, user lookup, deep-link page", async
   assert.deepEqual(Object.fromEntries(form), { client_id: "cid", client_secret: "csecret", grant_type: "authorization_code", code: "the code", redirect_uri: "http://localhost/cb" });
   assert.equal(stub.find("GET", "/discord/user").at(-1).headers.authorization, "Bearer abc");
 });
+
+test("an idle registered match is completed when it expires", async () => {
+  const idle = await startServer({
+    shards: 2, key: "static-key",
+    args: ["--match-idle-seconds", "1"],
+    env: { USE_BACKEND: "true", BACKEND_URL: stub.url, SUPPORTER_CHECK_URL: `${stub.url}/supporter`, STATS_BACKEND_URL: `${stub.url}/stats`, BACKEND_TIMEOUT_MS: "800" },
+  });
+  try {
+    const obs = await observer({ ...idle, key: "good" }, { groupCode: "IDLE" });
+    sendEvent(obs.socket, "IDLE", "match_start", "mid-idle");
+    await waitFor(() => stub.find("PUT", "/system/match/mid-idle/complete").length === 1, 6000, "complete after expiry");
+    const status = await (await fetch(`${idle.rest}/status`)).json();
+    assert.equal(status.matchesRunning, 0);
+    obs.socket.close();
+  } finally {
+    await idle.stop();
+  }
+});
