@@ -3,6 +3,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
+import zlib from "node:zlib";
 import os from "node:os";
 import path from "node:path";
 import { spawn } from "node:child_process";
@@ -101,30 +102,69 @@ test("probe.mjs: every probe answers, deliberate differences as documented", asy
   assert.equal(p["http-surface"].statusPreflight.status, 204);
 });
 
+// The kit's marker method attributes a state to event s when it is the first broadcast carrying
+// marker s; when a broadcast tick falls between event s+1 and its marker, that state already holds
+// event s+1 (kit README: ~1 % of events, far more on a loaded CI machine). Such a state equals the
+// original's state for s+1 (the marker suffix is masked), so it is accepted as exactly that and
+// nothing else; every other state must equal the original's state for its own event.
+function loadStates(file, masks) {
+  const buf = fs.readFileSync(file);
+  const text = (file.endsWith(".gz") ? zlib.gunzipSync(buf) : buf).toString("utf8");
+  const bySeq = new Map();
+  for (const raw of text.split("\n").filter(Boolean)) {
+    const m = /"matchType":"[^"]*#kit:(\d+):/.exec(raw);
+    if (!m || bySeq.has(Number(m[1]))) continue;
+    const o = JSON.parse(raw);
+    for (const mask of masks) setPath(o, mask.split("."));
+    o.matchType = String(o.matchType).replace(/#kit:.*$/, "");
+    o.groupCode = "<group>";
+    bySeq.set(Number(m[1]), JSON.stringify(o));
+  }
+  return bySeq;
+}
+function setPath(cur, parts) {
+  if (cur == null || typeof cur !== "object") return;
+  const [head, ...rest] = parts;
+  for (const k of head === "*" ? Object.keys(cur) : head in cur ? [head] : []) {
+    if (rest.length) setPath(cur[k], rest);
+    else cur[k] = "<masked>";
+  }
+}
+
 test("record.mjs + compare.mjs --mode marker: every recorded state equals the original's", async () => {
   // The reference was recorded at 150 ms per event; 30 ms keeps CI short and still compares
   // every state the overlay received (about a third of all events) against the original.
-  // The kit's marker method can attribute a state to the previous event when a broadcast tick
-  // falls between an event and its marker (kit README: ~1 % of events); a genuine difference
-  // repeats, that artifact does not, so one more recording is allowed before failing.
-  let last;
-  for (let attempt = 1; attempt <= 2; attempt++) {
-    const prefix = path.join(kit, "out", `cand${attempt}`);
-    const rec = await run("record.mjs", [
-      "--file", "reference/match.replay", "--prefix", prefix, "--key", "kit-auth-key",
-      "--mode", "delay", "--delay", "30", "--marker", "--group", `CMP${attempt}`,
-      "--ingest", String(server.ports.ingest), "--broadcast", String(server.ports.broadcast),
-    ], 300000);
-    assert.equal(rec.code, 0, rec.err + rec.out);
-    last = await run("compare.mjs", [
-      "reference/orig-delay150-marker.match_data.jsonl.gz", `${prefix}.match_data.jsonl`,
-      "--mode", "marker", "--timers", "--mask-file", path.resolve(repoRoot, "tests", "compat-masks.txt"),
-    ]);
-    if (last.code === 0) break;
-    console.log(`attempt ${attempt}: ${last.out}`);
+  const prefix = path.join(kit, "out", "cand");
+  const rec = await run("record.mjs", [
+    "--file", "reference/match.replay", "--prefix", prefix, "--key", "kit-auth-key",
+    "--mode", "delay", "--delay", "30", "--marker", "--group", "CMP",
+    "--ingest", String(server.ports.ingest), "--broadcast", String(server.ports.broadcast),
+  ], 300000);
+  assert.equal(rec.code, 0, rec.err + rec.out);
+  const maskFile = path.resolve(repoRoot, "tests", "compat-masks.txt");
+  const cmp = await run("compare.mjs", [
+    "reference/orig-delay150-marker.match_data.jsonl.gz", `${prefix}.match_data.jsonl`,
+    "--mode", "marker", "--timers", "--mask-file", maskFile,
+  ]);
+  console.log(cmp.out);
+  // The same masks compare.mjs applies with --timers (kit compare.mjs MASKS + TIMER_MASKS).
+  const masks = [
+    "agentSelectStartTime", "roundTimeoutTime", "spikeDetonationTime",
+    "timeoutState.timeRemaining", "timeoutState.leftTeam", "timeoutState.rightTeam", "timeoutGracePeriodPassed",
+    "tools.timeoutCounter.left", "tools.timeoutCounter.right", "toastInfo.active",
+    ...fs.readFileSync(maskFile, "utf8").split("\n").map((l) => l.replace(/#.*/, "").trim()).filter(Boolean),
+  ];
+  const ref = loadStates(path.join(kit, "reference", "orig-delay150-marker.match_data.jsonl.gz"), masks);
+  const cand = loadStates(`${prefix}.match_data.jsonl`, masks);
+  let exact = 0;
+  const shifted = [];
+  for (const [seq, state] of cand) {
+    if (state === ref.get(seq)) exact++;
+    else if (state === ref.get(seq + 1)) shifted.push(seq);
+    else assert.fail(`state for event ${seq} differs from the original's (see the compare.mjs output above)`);
   }
-  assert.equal(last.code, 0, last.out);
-  assert.match(last.out, /EQUAL/);
-  const compared = Number(last.out.match(/seqsCompared: (\d+)/)?.[1]);
-  assert.ok(compared > 300, `states compared: ${compared}`);
+  assert.ok(cand.size > 300, `states compared: ${cand.size}`);
+  assert.ok(shifted.length <= cand.size * 0.1, `${shifted.length} of ${cand.size} states carried the next event`);
+  if (cmp.code === 0) assert.equal(shifted.length, 0);
+  console.log(`${exact} states equal, ${shifted.length} carried the next event (${shifted.join(",")})`);
 });
