@@ -446,17 +446,10 @@ fn publish_spectators(shard: &Rc<Shard>, code: &str) {
 
 /// Sends frames to the room's subscribers on every shard.
 pub fn publish(shard: &Rc<Shard>, code: &str, frames: FrameSet) {
-    for s in 0..shard.shards() {
-        if s != shard.id {
-            shard.mesh.send(
-                s,
-                ShardMsg::Broadcast {
-                    code: code.to_string(),
-                    frames: frames.clone(),
-                },
-            );
-        }
-    }
+    shard.mesh.send_to_others(shard.id, || ShardMsg::Broadcast {
+        code: code.to_string(),
+        frames: frames.clone(),
+    });
     crate::broadcast::fanout_local(shard, code, &frames);
     publish_spectators(shard, code);
 }
@@ -541,16 +534,9 @@ pub fn remove_match(shard: &Rc<Shard>, code: &str) {
     };
     entry.room.close(shard, code);
     shard.global.matches_running.fetch_sub(1, Ordering::Relaxed);
-    for s in 0..shard.shards() {
-        if s != shard.id {
-            shard.mesh.send(
-                s,
-                ShardMsg::KickGroup {
-                    code: code.to_string(),
-                },
-            );
-        }
-    }
+    shard.mesh.send_to_others(shard.id, || ShardMsg::KickGroup {
+        code: code.to_string(),
+    });
     crate::ingest::kick_group(shard, code);
 }
 

@@ -47,6 +47,13 @@ impl Mesh {
         self.inboxes.is_empty()
     }
 
+    /// Sends a message built by `make` to every shard but `from`.
+    pub fn send_to_others(&self, from: usize, make: impl Fn() -> ShardMsg) {
+        for shard in (0..self.inboxes.len()).filter(|s| *s != from) {
+            self.send(shard, make());
+        }
+    }
+
     /// Sends to a shard's inbox. Inboxes live as long as the process, so a failure only happens
     /// during shutdown and is ignored.
     pub fn send(&self, shard: usize, msg: ShardMsg) {

@@ -294,20 +294,15 @@ pub fn broadcast(
     except: Option<&str>,
     close_room: bool,
 ) {
-    for s in 0..shard.shards() {
-        if s != shard.id {
-            shard.mesh.send(
-                s,
-                ShardMsg::SpectatorFrame {
-                    code: code.to_string(),
-                    plain: plain.clone(),
-                    deflate: deflate.clone(),
-                    except: except.map(String::from),
-                    close_room,
-                },
-            );
-        }
-    }
+    shard
+        .mesh
+        .send_to_others(shard.id, || ShardMsg::SpectatorFrame {
+            code: code.to_string(),
+            plain: plain.clone(),
+            deflate: deflate.clone(),
+            except: except.map(String::from),
+            close_room,
+        });
     super::fanout_local(shard, code, &plain, deflate.as_ref(), except, close_room);
 }
 

@@ -3,7 +3,7 @@
 // backend never holding up other matches.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, observer, overlay, sendEvent, sleep, waitFor } from "./lib/server.mjs";
+import { startServer, observer, overlay, sendEvent, sleep, waitFor, uniqueCode } from "./lib/server.mjs";
 import { startStub } from "./lib/stub-backend.mjs";
 
 let stub;
@@ -56,8 +56,7 @@ after(async () => {
   await stub.close();
 });
 
-let n = 0;
-const code = (prefix) => `${prefix}${++n}${Math.random().toString(36).slice(2, 6).toUpperCase()}`;
+const code = uniqueCode;
 
 test("logon outcomes from the backend's key check", async () => {
   for (const [key, value, reason] of [["bad", false, "Invalid Key"], ["expired", false, "Expired Key"], ["boom", false, "Unknown Error"]]) {

@@ -4,7 +4,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import WebSocket from "ws";
 import {
-  startServer, observer, overlay, client, once, sendEvent, sleep, waitFor,
+  startServer, observer, overlay, client, once, sendEvent, sleep, waitFor, uniqueCode,
 } from "./lib/server.mjs";
 
 let server;
@@ -15,8 +15,7 @@ after(async () => {
   await server.stop();
 });
 
-let n = 0;
-const code = (prefix) => `${prefix}${++n}${Math.random().toString(36).slice(2, 6).toUpperCase()}`;
+const code = uniqueCode;
 
 test("overlay logon gets logon_success, then match_data once the match exists", async () => {
   const group = code("BC");

@@ -2,7 +2,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import {
-  startServer, observer, client, once, sendEvent, logonPayload, sleep, waitFor,
+  startServer, observer, client, once, sendEvent, logonPayload, sleep, waitFor, uniqueCode,
 } from "./lib/server.mjs";
 
 let server;
@@ -19,8 +19,7 @@ const transports = {
   "websocket only": { transports: ["websocket"] },
 };
 
-let n = 0;
-const code = (prefix) => `${prefix}${++n}${Math.random().toString(36).slice(2, 6).toUpperCase()}`;
+const code = uniqueCode;
 
 for (const [name, opts] of Object.entries(transports)) {
   test(`observer logon accepted over ${name}`, async () => {

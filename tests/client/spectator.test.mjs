@@ -3,7 +3,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import WebSocket from "ws";
-import { startServer, observer, overlay, client, once, sendEvent, sleep, waitFor } from "./lib/server.mjs";
+import { startServer, observer, overlay, client, once, sendEvent, sleep, waitFor, uniqueCode } from "./lib/server.mjs";
 
 let server;
 before(async () => {
@@ -13,8 +13,7 @@ after(async () => {
   await server.stop();
 });
 
-let n = 0;
-const code = (prefix) => `${prefix}${++n}${Math.random().toString(36).slice(2, 6).toUpperCase()}`;
+const code = uniqueCode;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 

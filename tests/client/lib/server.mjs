@@ -157,3 +157,9 @@ export async function waitFor(predicate, ms = 5000, what = "condition") {
   }
   throw new Error(`timeout waiting for ${what}`);
 }
+
+let codeSeq = 0;
+/** A group code unique to this test process: prefix, counter and a random tail. */
+export function uniqueCode(prefix) {
+  return `${prefix}${++codeSeq}${Math.random().toString(36).slice(2, 6).toUpperCase()}`;
+}
