@@ -32,6 +32,7 @@ pub fn on_disconnect(shard: &Rc<Shard>, sid: &str, app: &mut AppState) {
             crate::broadcast::leave(shard, sid, state);
             *state = Default::default();
         }
+        AppState::Service => {}
     }
 }
 

@@ -322,7 +322,7 @@ fn data(shard: &Rc<Shard>, sid: &str, is_aux_event: bool, arg: Option<&str>) {
     };
     let Some(auth) = (match &cell.borrow().app {
         AppState::Ingest(state) => state.auth.clone(),
-        AppState::Broadcast(_) => None,
+        _ => None,
     }) else {
         return; // not logged on: ignored, as in the original
     };

@@ -92,6 +92,8 @@ pub struct Shard {
     /// The backend worker pool, in backend mode.
     pub backend: Option<Arc<crate::backend::Backend>>,
     pub compressor: RefCell<flate2::Compress>,
+    /// The application of `Port::Service` listeners (the conformance example), if any.
+    pub service: RefCell<Option<std::rc::Rc<dyn crate::transport::service::Service>>>,
 }
 
 impl Shard {
@@ -114,7 +116,13 @@ impl Shard {
             previews: RefCell::new(Default::default()),
             backend,
             compressor: RefCell::new(crate::transport::websocket::new_compressor()),
+            service: RefCell::new(None),
         }
+    }
+
+    /// The service of `Port::Service` listeners.
+    pub fn service(&self) -> Option<std::rc::Rc<dyn crate::transport::service::Service>> {
+        self.service.borrow().clone()
     }
 
     pub fn shards(&self) -> usize {

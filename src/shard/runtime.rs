@@ -12,6 +12,7 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use super::{Global, Mesh, Shard};
 use crate::config::{Config, TlsMode};
 use crate::transport::server::{Port, serve};
+use crate::transport::service::Service;
 
 /// The running server: join it to wait forever.
 pub struct Running {
@@ -27,15 +28,14 @@ impl Running {
     }
 }
 
+/// Builds the `Service` of `Port::Service` listeners, once per shard.
+pub type ServiceFactory = Arc<dyn Fn() -> Rc<dyn Service> + Send + Sync>;
+
 /// Refuses to start when a port is taken by another program (SO_REUSEPORT would otherwise let a
 /// second server silently share the ports with the first).
-fn check_ports_free(config: &Config) -> Result<(), String> {
-    for (name, port) in [
-        ("ingest", config.ingest_port),
-        ("rest", config.rest_port),
-        ("broadcast", config.broadcast_port),
-    ] {
-        let addr = SocketAddr::new(config.bind, port);
+fn check_ports_free(config: &Config, ports: &[(Port, u16)]) -> Result<(), String> {
+    for (name, port) in ports {
+        let addr = SocketAddr::new(config.bind, *port);
         // SO_REUSEADDR without SO_REUSEPORT: conflicts with a live listener, not with TIME_WAIT.
         new_socket(addr)
             .and_then(|s| s.bind(&addr.into()))
@@ -44,8 +44,32 @@ fn check_ports_free(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
+/// Starts Spectra: every shard serves ingest, REST and broadcast.
 pub fn start(config: Config) -> Result<Running, String> {
-    check_ports_free(&config)?;
+    let ports = vec![
+        (Port::Ingest, config.ingest_port),
+        (Port::Rest, config.rest_port),
+        (Port::Broadcast, config.broadcast_port),
+    ];
+    start_with(config, ports, None)
+}
+
+/// Starts shards that serve one `Port::Service` listener with the given service (the
+/// conformance example); the match ticker and mesh run as usual but stay idle.
+pub fn start_service(
+    config: Config,
+    port: u16,
+    service: ServiceFactory,
+) -> Result<Running, String> {
+    start_with(config, vec![(Port::Service, port)], Some(service))
+}
+
+fn start_with(
+    config: Config,
+    ports: Vec<(Port, u16)>,
+    service: Option<ServiceFactory>,
+) -> Result<Running, String> {
+    check_ports_free(&config, &ports)?;
     let tls = match &config.tls {
         TlsMode::Plain => None,
         TlsMode::Tls { key, cert } => Some(crate::transport::tls::server_config(key, cert)?),
@@ -62,6 +86,7 @@ pub fn start(config: Config) -> Result<Running, String> {
     let mut handles = Vec::with_capacity(shards);
     for (id, inbox) in inboxes.into_iter().enumerate() {
         let backend = backend.clone();
+        let (ports, service) = (ports.clone(), service.clone());
         let (config, mesh, global, tls, ready) = (
             config.clone(),
             mesh.clone(),
@@ -74,12 +99,9 @@ pub fn start(config: Config) -> Result<Running, String> {
             .io_memory(1 << 20)
             .spawn(move || async move {
                 let shard = Rc::new(Shard::new(id, config.clone(), mesh, global, backend));
+                *shard.service.borrow_mut() = service.map(|make| make());
                 let mut listeners = Vec::new();
-                for (port, number) in [
-                    (Port::Ingest, config.ingest_port),
-                    (Port::Rest, config.rest_port),
-                    (Port::Broadcast, config.broadcast_port),
-                ] {
+                for (port, number) in ports {
                     match bind_shared(SocketAddr::new(config.bind, number)) {
                         Ok(l) => listeners.push((port, l)),
                         Err(e) => {

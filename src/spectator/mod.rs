@@ -131,7 +131,7 @@ where
                         queue.push(websocket::pong_frame(&p), FrameKind::Normal);
                     }
                     Incoming::Pong => {}
-                    Incoming::Close => {
+                    Incoming::Close(_) => {
                         queue.close_with(Some(websocket::close_frame(close_code::NORMAL, "")));
                         break;
                     }

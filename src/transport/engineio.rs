@@ -19,7 +19,9 @@ use serde_json::json;
 
 use super::http::{Reader, Request, Response, write_response};
 use super::outbound::{FrameKind, OutQueue, run_writer};
-use super::packets::{EioPacket, SEPARATOR, encode_payload};
+use super::packets::{
+    EioPacket, SEPARATOR, binary_payload_packet, decode_binary_payload, encode_payload,
+};
 use super::socketio;
 use super::websocket::{self, Incoming, MessageReader, close_code};
 use crate::shard::Shard;
@@ -30,6 +32,17 @@ use crate::shard::messages::{FrameSet, SessionAction, ShardMsg};
 pub enum PortKind {
     Ingest,
     Broadcast,
+    /// A `Port::Service` session: plain Engine.IO (`/engine.io/`) or Socket.IO (`/socket.io/`).
+    Service {
+        socketio: bool,
+    },
+}
+
+impl PortKind {
+    /// Sessions of this kind speak Socket.IO (and so must join a namespace in time).
+    pub fn socketio(self) -> bool {
+        !matches!(self, PortKind::Service { socketio: false })
+    }
 }
 
 /// Application state carried by a session (moves with it between shards).
@@ -37,6 +50,8 @@ pub enum PortKind {
 pub enum AppState {
     Ingest(crate::ingest::IngestState),
     Broadcast(crate::broadcast::OverlayState),
+    /// State lives in the `Service` itself.
+    Service,
 }
 
 impl AppState {
@@ -44,6 +59,7 @@ impl AppState {
         match kind {
             PortKind::Ingest => AppState::Ingest(Default::default()),
             PortKind::Broadcast => AppState::Broadcast(Default::default()),
+            PortKind::Service { .. } => AppState::Service,
         }
     }
 }
@@ -65,6 +81,10 @@ pub struct Session {
     pub kind: PortKind,
     /// Socket.IO id while connected to the main namespace.
     pub sio_sid: Option<String>,
+    /// Other namespaces the socket joined (services only; Spectra serves `/` alone).
+    pub namespaces: Vec<String>,
+    /// A binary event or ack waiting for its attachments.
+    pub(crate) partial: Option<super::socketio::PartialBinary>,
     pub app: AppState,
     transport: Transport,
     /// Joined a namespace at least once (the connect timeout no longer applies).
@@ -82,6 +102,7 @@ pub struct SessionState {
     pub sid: String,
     pub kind: PortKind,
     pub sio_sid: Option<String>,
+    pub namespaces: Vec<String>,
     pub app: AppState,
     pub buffered: Vec<Bytes>,
 }
@@ -226,6 +247,8 @@ fn handshake_polling(shard: &Rc<Shard>, kind: PortKind) -> Response {
             sid,
             kind,
             sio_sid: None,
+            namespaces: Vec::new(),
+            partial: None,
             app: AppState::new(kind),
             transport: Transport::Polling {
                 buffer: Vec::new(),
@@ -245,9 +268,12 @@ fn insert_session(shard: &Rc<Shard>, session: Session) {
     let sid = session.sid.clone();
     let cell = Rc::new(RefCell::new(session));
     let weak = Rc::downgrade(&cell);
-    let connected = cell.borrow().sio_sid.is_some();
+    let (connected, socketio) = {
+        let s = cell.borrow();
+        (s.sio_sid.is_some() || s.ever_connected, s.kind.socketio())
+    };
     shard.sessions.borrow_mut().map.insert(sid.clone(), cell);
-    if !connected {
+    if socketio && !connected {
         glommio::spawn_local(connect_deadline(shard.clone(), sid.clone(), weak.clone())).detach();
     }
     glommio::spawn_local(keepalive(shard.clone(), sid, weak)).detach();
@@ -291,13 +317,23 @@ pub fn poll_local(
             return;
         }
         for packet in body.split(|b| *b == SEPARATOR) {
-            match std::str::from_utf8(packet) {
-                Ok(text) => on_packet(shard, sid, text),
-                Err(_) => {
-                    close_session(shard, sid, "invalid UTF-8 in payload");
-                    let _ = reply.send(error_response(3, "Bad request"));
-                    return;
-                }
+            let valid = match std::str::from_utf8(packet) {
+                Ok(text) => match text.strip_prefix('b') {
+                    Some(b64) => match decode_binary_payload(b64) {
+                        Some(data) => {
+                            on_binary(shard, sid, data);
+                            true
+                        }
+                        None => false,
+                    },
+                    None => on_packet(shard, sid, text),
+                },
+                Err(_) => false,
+            };
+            if !valid {
+                close_session(shard, sid, "invalid packet in payload");
+                let _ = reply.send(error_response(3, "Bad request"));
+                return;
             }
         }
         let _ = reply.send(ok_response());
@@ -318,10 +354,7 @@ pub fn poll_local(
             } => {
                 if waiting.is_some() {
                     true
-                } else if !buffer.is_empty() || upgrading {
-                    if buffer.is_empty() {
-                        buffer.push(Bytes::from_static(b"6"));
-                    }
+                } else if !buffer.is_empty() {
                     let payload = encode_payload(buffer);
                     buffer.clear();
                     *buffered_bytes = 0;
@@ -329,6 +362,12 @@ pub fn poll_local(
                     return;
                 } else {
                     *waiting = Some(reply);
+                    if upgrading {
+                        // A poll during an upgrade is held briefly and then ends with a noop;
+                        // if the upgrade completes first, it is refused (see `detach_local`).
+                        let weak = Rc::downgrade(&cell);
+                        glommio::spawn_local(release_upgrading_poll(weak)).detach();
+                    }
                     return;
                 }
             }
@@ -337,6 +376,30 @@ pub fn poll_local(
     if overlap {
         close_session(shard, sid, "overlapping polling requests");
         let _ = reply.send(error_response(3, "Bad request"));
+    }
+}
+
+/// How long a poll that arrives during an upgrade is held before it gets a noop.
+const UPGRADE_POLL_HOLD: Duration = Duration::from_millis(100);
+
+async fn release_upgrading_poll(session: Weak<RefCell<Session>>) {
+    glommio::timer::sleep(UPGRADE_POLL_HOLD).await;
+    let Some(cell) = session.upgrade() else {
+        return;
+    };
+    let mut s = cell.borrow_mut();
+    if let Transport::Polling {
+        buffer,
+        buffered_bytes,
+        waiting,
+    } = &mut s.transport
+        && let Some(tx) = waiting.take()
+    {
+        buffer.push(Bytes::from_static(b"6"));
+        let payload = encode_payload(buffer);
+        buffer.clear();
+        *buffered_bytes = 0;
+        let _ = tx.send(payload_response(payload));
     }
 }
 
@@ -386,7 +449,9 @@ pub fn detach_local(shard: &Rc<Shard>, sid: &str, to: usize) -> Option<SessionSt
             buffer, waiting, ..
         } => {
             if let Some(tx) = waiting.take() {
-                let _ = tx.send(payload_response(Bytes::from_static(b"6")));
+                // Real clients pause polling before they send `5`: a poll still open here was
+                // sent after the probe and is refused, as after the upgrade.
+                let _ = tx.send(error_response(3, "Bad request"));
             }
             std::mem::take(buffer)
         }
@@ -397,6 +462,7 @@ pub fn detach_local(shard: &Rc<Shard>, sid: &str, to: usize) -> Option<SessionSt
         sid: s.sid.clone(),
         kind: s.kind,
         sio_sid: s.sio_sid.clone(),
+        namespaces: s.namespaces.clone(),
         app: s.app.clone(),
         buffered,
     })
@@ -441,6 +507,8 @@ async fn run_websocket<R, W>(
                     sid: sid.clone(),
                     kind,
                     sio_sid: None,
+                    namespaces: Vec::new(),
+                    partial: None,
                     app: AppState::new(kind),
                     transport: Transport::WebSocket {
                         queue: queue.clone(),
@@ -479,13 +547,15 @@ async fn run_websocket<R, W>(
     loop {
         let next = messages.next(&mut reader.buf);
         match next {
-            Ok(Some(Incoming::Text(t))) => on_packet(shard, &sid, &t),
-            Ok(Some(Incoming::Binary(_))) => {} // binary attachments are not used by Spectra
+            Ok(Some(Incoming::Text(t))) => {
+                on_packet(shard, &sid, &t);
+            }
+            Ok(Some(Incoming::Binary(data))) => on_binary(shard, &sid, data),
             Ok(Some(Incoming::Ping(p))) => {
                 queue.push(websocket::pong_frame(&p), FrameKind::Normal);
             }
             Ok(Some(Incoming::Pong)) => {}
-            Ok(Some(Incoming::Close)) => {
+            Ok(Some(Incoming::Close(_))) => {
                 queue.close_with(Some(websocket::close_frame(close_code::NORMAL, "")));
                 break;
             }
@@ -606,13 +676,15 @@ async fn upgrade<R: AsyncRead + Unpin>(
 
 fn install(shard: &Rc<Shard>, state: SessionState, queue: Rc<OutQueue>, deflate: bool) {
     for packet in &state.buffered {
-        queue.push(websocket::text_frame(packet), FrameKind::Normal);
+        queue.push(ws_frame_of_packet(packet), FrameKind::Normal);
     }
-    let connected = state.sio_sid.is_some();
+    let connected = state.sio_sid.is_some() || !state.namespaces.is_empty();
     let session = Session {
         sid: state.sid.clone(),
         kind: state.kind,
         sio_sid: state.sio_sid,
+        namespaces: state.namespaces,
+        partial: None,
         app: state.app,
         transport: Transport::WebSocket { queue, deflate },
         ever_connected: connected,
@@ -624,10 +696,49 @@ fn install(shard: &Rc<Shard>, state: SessionState, queue: Rc<OutQueue>, deflate:
     insert_session(shard, session);
 }
 
-/// Handles one Engine.IO packet from a client.
-pub fn on_packet(shard: &Rc<Shard>, sid: &str, text: &str) {
+/// The WebSocket frame of a packet buffered for polling (`b<base64>` becomes a binary frame).
+fn ws_frame_of_packet(packet: &Bytes) -> Bytes {
+    match packet.strip_prefix(b"b") {
+        Some(b64) => std::str::from_utf8(b64)
+            .ok()
+            .and_then(decode_binary_payload)
+            .map(|data| websocket::binary_frame(&data))
+            .unwrap_or_else(|| websocket::text_frame(packet)),
+        None => websocket::text_frame(packet),
+    }
+}
+
+/// The service behind a session of a `Port::Service` listener, when the session is one.
+fn service_of(shard: &Rc<Shard>, sid: &str) -> Option<(bool, Rc<dyn super::service::Service>)> {
+    let kind = shard.sessions.borrow().get(sid)?.borrow().kind;
+    match kind {
+        PortKind::Service { socketio } => Some((socketio, shard.service()?)),
+        _ => None,
+    }
+}
+
+/// Handles one Engine.IO binary message from a client.
+pub fn on_binary(shard: &Rc<Shard>, sid: &str, data: Bytes) {
+    match service_of(shard, sid) {
+        Some((false, service)) => {
+            service.on_engine_message(shard, sid, super::service::EngineMessage::Binary(data))
+        }
+        _ => socketio::on_binary(shard, sid, data),
+    }
+}
+
+/// Handles one Engine.IO packet from a client. Returns false when the packet was not Engine.IO
+/// (the session is then closed).
+pub fn on_packet(shard: &Rc<Shard>, sid: &str, text: &str) -> bool {
     match EioPacket::parse(text) {
-        Some(EioPacket::Message(msg)) => socketio::on_message(shard, sid, msg),
+        Some(EioPacket::Message(msg)) => match service_of(shard, sid) {
+            Some((false, service)) => service.on_engine_message(
+                shard,
+                sid,
+                super::service::EngineMessage::Text(msg.to_string()),
+            ),
+            _ => socketio::on_message(shard, sid, msg),
+        },
         Some(EioPacket::Pong(_)) => {
             if let Some(cell) = shard.sessions.borrow().get(sid) {
                 let mut s = cell.borrow_mut();
@@ -641,12 +752,41 @@ pub fn on_packet(shard: &Rc<Shard>, sid: &str, text: &str) {
             // Clients of v4 do not ping, but answering costs nothing.
             send_packets(shard, sid, vec![Bytes::from(format!("3{data}"))]);
         }
-        Some(EioPacket::Close) => close_session(shard, sid, "client close"),
+        Some(EioPacket::Close) => close_session(shard, sid, CLIENT_CLOSE),
         Some(EioPacket::Noop) | Some(EioPacket::Upgrade) | Some(EioPacket::Open) => {}
         None => {
             // A packet type that does not exist: the client is not speaking Engine.IO.
             close_session(shard, sid, "parse error");
+            return false;
         }
+    }
+    true
+}
+
+/// Sends an Engine.IO message (`4` + text) to a session of this shard.
+pub fn send_message(shard: &Rc<Shard>, sid: &str, text: &str) {
+    let mut packet = String::with_capacity(text.len() + 1);
+    packet.push('4');
+    packet.push_str(text);
+    send_packets(shard, sid, vec![Bytes::from(packet)]);
+}
+
+/// Sends an Engine.IO binary message: a binary frame on a WebSocket, `b<base64>` when polling.
+pub fn send_binary(shard: &Rc<Shard>, sid: &str, data: &[u8]) {
+    let Some(cell) = shard.sessions.borrow().get(sid) else {
+        return;
+    };
+    let over_budget = {
+        let mut s = cell.borrow_mut();
+        match &mut s.transport {
+            Transport::WebSocket { queue, .. } => {
+                !queue.push(websocket::binary_frame(data), FrameKind::Normal) && queue.is_open()
+            }
+            Transport::Polling { .. } => push_packets(&mut s, vec![binary_payload_packet(data)]),
+        }
+    };
+    if over_budget {
+        close_session(shard, sid, "slow consumer");
     }
 }
 
@@ -763,8 +903,13 @@ pub fn deliver_local(shard: &Rc<Shard>, sid: &str, action: SessionAction) {
     }
 }
 
+/// The reason given when the client itself sent a CLOSE packet.
+const CLIENT_CLOSE: &str = "client close";
+
 /// Ends a session: tells the application, releases a pending poll, closes the WebSocket.
-pub fn close_session(shard: &Rc<Shard>, sid: &str, _reason: &str) {
+/// A pending poll gets CLOSE (`1`), or NOOP (`6`) when the client asked to close: it already
+/// knows, and the poll only has to end cleanly.
+pub fn close_session(shard: &Rc<Shard>, sid: &str, reason: &str) {
     let Some(cell) = shard.sessions.borrow_mut().map.remove(sid) else {
         return;
     };
@@ -777,7 +922,8 @@ pub fn close_session(shard: &Rc<Shard>, sid: &str, _reason: &str) {
     match &mut s.transport {
         Transport::Polling { waiting, .. } => {
             if let Some(tx) = waiting.take() {
-                let _ = tx.send(payload_response(Bytes::from_static(b"1")));
+                let packet: &'static [u8] = if reason == CLIENT_CLOSE { b"6" } else { b"1" };
+                let _ = tx.send(payload_response(Bytes::from_static(packet)));
             }
         }
         Transport::WebSocket { queue, .. } => {

@@ -2,11 +2,13 @@
 //! (sessions and transports), `socketio` (namespaces and events), plus the connection plumbing
 //! (`stream`, `tls`, `outbound`, `server`).
 
+pub mod echo;
 pub mod engineio;
 pub mod http;
 pub mod outbound;
 pub mod packets;
 pub mod server;
+pub mod service;
 pub mod socketio;
 pub mod stream;
 pub mod tls;

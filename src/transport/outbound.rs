@@ -35,6 +35,8 @@ struct Inner {
     /// The socket is gone (write failed or closed).
     dead: bool,
     skipped: u64,
+    /// Bytes that may be queued (see `BYTE_BUDGET`).
+    budget: usize,
 }
 
 /// Shared between the connection's writer task and whoever sends to the connection.
@@ -45,7 +47,14 @@ pub struct OutQueue {
 
 impl OutQueue {
     pub fn new() -> Rc<OutQueue> {
-        Rc::new(OutQueue::default())
+        OutQueue::with_budget(BYTE_BUDGET)
+    }
+
+    /// A queue with another byte budget than `BYTE_BUDGET`.
+    pub fn with_budget(budget: usize) -> Rc<OutQueue> {
+        let queue = OutQueue::default();
+        queue.inner.borrow_mut().budget = budget;
+        Rc::new(queue)
     }
 
     /// Queues a frame; returns false when the connection is closing, dead or over budget (it is
@@ -68,7 +77,7 @@ impl OutQueue {
             inner.skipped += 1;
             return true;
         }
-        if inner.bytes + frame.len() > BYTE_BUDGET {
+        if inner.bytes + frame.len() > inner.budget {
             inner.closing = true;
             inner.items.clear();
             inner.bytes = 0;

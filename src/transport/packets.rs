@@ -72,6 +72,8 @@ pub struct SioPacket<'a> {
     pub kind: SioType,
     pub nsp: &'a str,
     pub id: Option<u64>,
+    /// Binary attachments that follow as separate Engine.IO messages (binary types only).
+    pub attachments: usize,
     pub data: &'a str,
 }
 
@@ -89,12 +91,14 @@ impl<'a> SioPacket<'a> {
             _ => return None,
         };
         let mut rest = &text[1..];
+        let mut attachments = 0;
         if matches!(kind, SioType::BinaryEvent | SioType::BinaryAck) {
             // "<attachments>-" precedes the namespace.
             let dash = rest.find('-')?;
-            if !rest[..dash].bytes().all(|b| b.is_ascii_digit()) {
+            if dash == 0 || !rest[..dash].bytes().all(|b| b.is_ascii_digit()) {
                 return None;
             }
+            attachments = rest[..dash].parse().ok()?;
             rest = &rest[dash + 1..];
         }
         let mut nsp = "/";
@@ -122,15 +126,84 @@ impl<'a> SioPacket<'a> {
             kind,
             nsp,
             id,
+            attachments,
             data: rest,
         })
     }
 }
 
+/// Encodes a Socket.IO packet as Engine.IO message text (`4` + type + attachments + namespace +
+/// id + data). `attachments > 0` turns an event/ack into its binary form.
+pub fn encode_sio(
+    kind: SioType,
+    nsp: &str,
+    id: Option<u64>,
+    data: &str,
+    attachments: usize,
+) -> Bytes {
+    let (kind, attachments) = match (kind, attachments) {
+        (SioType::Event, n) if n > 0 => (SioType::BinaryEvent, n),
+        (SioType::Ack, n) if n > 0 => (SioType::BinaryAck, n),
+        (k, n) => (k, n),
+    };
+    let digit = match kind {
+        SioType::Connect => '0',
+        SioType::Disconnect => '1',
+        SioType::Event => '2',
+        SioType::Ack => '3',
+        SioType::ConnectError => '4',
+        SioType::BinaryEvent => '5',
+        SioType::BinaryAck => '6',
+    };
+    let mut out = String::with_capacity(data.len() + nsp.len() + 24);
+    out.push('4');
+    out.push(digit);
+    if matches!(kind, SioType::BinaryEvent | SioType::BinaryAck) {
+        out.push_str(&attachments.to_string());
+        out.push('-');
+    }
+    if nsp != "/" {
+        out.push_str(nsp);
+        out.push(',');
+    }
+    if let Some(id) = id {
+        out.push_str(&id.to_string());
+    }
+    out.push_str(data);
+    Bytes::from(out)
+}
+
+/// Long-polling form of an Engine.IO binary message: `b` + base64.
+pub fn binary_payload_packet(data: &[u8]) -> Bytes {
+    use base64::Engine as _;
+    let mut out = String::with_capacity(data.len() * 4 / 3 + 4);
+    out.push('b');
+    base64::engine::general_purpose::STANDARD.encode_string(data, &mut out);
+    Bytes::from(out)
+}
+
+/// Decodes the base64 of a long-polling binary packet (after the `b`).
+pub fn decode_binary_payload(text: &str) -> Option<Bytes> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()
+        .map(Bytes::from)
+}
+
 /// Reads an EVENT's data (`["name", arg, ...]`) into the event name and its first argument as
 /// text. Spectra payloads are JSON strings; an object argument is accepted as its JSON text.
 pub fn event_name_and_arg(data: &str) -> Option<(String, Option<String>)> {
-    let value: Value = serde_json::from_str(data).ok()?;
+    event_from_value(serde_json::from_str(data).ok()?)
+}
+
+/// Whether a parsed EVENT payload is valid Socket.IO: an array starting with the event name.
+pub fn is_event_payload(value: &Value) -> bool {
+    matches!(value, Value::Array(items) if matches!(items.first(), Some(Value::String(_))))
+}
+
+/// `event_name_and_arg` on an already parsed payload.
+pub fn event_from_value(value: Value) -> Option<(String, Option<String>)> {
     let mut items = match value {
         Value::Array(items) => items.into_iter(),
         _ => return None,
@@ -181,7 +254,8 @@ mod tests {
         let p = SioPacket::parse("212[\"x\"]").unwrap();
         assert_eq!(p.id, Some(12));
         let p = SioPacket::parse("51-[\"x\",{\"_placeholder\":true,\"num\":0}]").unwrap();
-        assert_eq!(p.kind, SioType::BinaryEvent);
+        assert_eq!((p.kind, p.attachments), (SioType::BinaryEvent, 1));
+        assert!(SioPacket::parse("5-[]").is_none());
         assert!(SioPacket::parse("9").is_none());
         assert!(SioPacket::parse("5x-[]").is_none());
         assert!(SioPacket::parse("").is_none());
@@ -213,5 +287,17 @@ mod tests {
         assert_eq!(&joined[..], b"2\x1e40");
         assert_eq!(EioPacket::parse("2probe"), Some(EioPacket::Ping("probe")));
         assert_eq!(EioPacket::parse("x"), None);
+        assert_eq!(
+            &encode_sio(SioType::Ack, "/custom", Some(7), "[1]", 2)[..],
+            b"462-/custom,7[1]"
+        );
+        assert_eq!(&encode_sio(SioType::Event, "/", None, "[]", 0)[..], b"42[]");
+        let b = binary_payload_packet(&[1, 2, 3, 4]);
+        assert_eq!(&b[..], b"bAQIDBA==");
+        assert_eq!(
+            decode_binary_payload("AQIDBA==").as_deref(),
+            Some(&[1u8, 2, 3, 4][..])
+        );
+        assert_eq!(decode_binary_payload("!!"), None);
     }
 }

@@ -20,6 +20,20 @@ pub enum Port {
     Ingest,
     Broadcast,
     Rest,
+    /// A `Service` (the conformance example): Engine.IO on `/engine.io/`, Socket.IO on
+    /// `/socket.io/`, a WebSocket echo on `/echo`.
+    Service,
+}
+
+impl std::fmt::Display for Port {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Port::Ingest => "ingest",
+            Port::Broadcast => "broadcast",
+            Port::Rest => "rest",
+            Port::Service => "service",
+        })
+    }
 }
 
 /// How long a keep-alive connection may sit idle between requests, and the TLS handshake bound.
@@ -96,6 +110,30 @@ async fn connection(
         let head_only = req.method == "HEAD";
         let mut resp = match port {
             Port::Rest => crate::rest::handle(&shard, &req).await,
+            Port::Service => {
+                let kind = match req.path.as_str() {
+                    "/engine.io/" | "/engine.io" => Some(PortKind::Service { socketio: false }),
+                    "/socket.io/" | "/socket.io" => Some(PortKind::Service { socketio: true }),
+                    _ => None,
+                };
+                if req.method == "OPTIONS" {
+                    preflight(&req)
+                } else if req.path == "/echo" && req.is_websocket_upgrade() {
+                    if let Some(w) = writer.take() {
+                        super::echo::run(&shard, &req, &mut reader, w).await;
+                    }
+                    return;
+                } else if let Some(kind) = kind {
+                    match engineio::handle_request(&shard, kind, req, &mut reader, &mut writer)
+                        .await
+                    {
+                        Some(resp) => resp,
+                        None => return,
+                    }
+                } else {
+                    Response::text(404, "Not found")
+                }
+            }
             Port::Ingest | Port::Broadcast => {
                 let kind = if port == Port::Ingest {
                     PortKind::Ingest

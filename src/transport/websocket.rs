@@ -105,7 +105,8 @@ pub enum Incoming {
     Binary(Bytes),
     Ping(Bytes),
     Pong,
-    Close,
+    /// A valid close frame, with its status code if it had one.
+    Close(Option<u16>),
 }
 
 /// A protocol violation: the connection is closed with this code and reason.
@@ -179,7 +180,7 @@ impl MessageReader {
                     match c {
                         Control::Ping => return Ok(Some(Incoming::Ping(payload.freeze()))),
                         Control::Pong => return Ok(Some(Incoming::Pong)),
-                        Control::Close => return Ok(Some(Incoming::Close)),
+                        Control::Close => return check_close(&payload).map(Some),
                         Control::Reserved(_) => {
                             return Err(err(close_code::PROTOCOL, "reserved opcode"));
                         }
@@ -241,25 +242,30 @@ impl MessageReader {
         let tail = [0u8, 0, 0xff, 0xff];
         for chunk in [input, &tail[..]] {
             let mut pos = 0;
-            while pos < chunk.len() {
+            loop {
                 if out.len() == out.capacity() {
                     if out.len() >= self.max_message {
                         return Err(err(close_code::TOO_BIG, "message too large"));
                     }
                     out.reserve(out.len().max(4096));
                 }
-                let before_in = inflater.total_in();
+                let (before_in, before_out) = (inflater.total_in(), out.len());
                 let status = inflater
                     .decompress_vec(&chunk[pos..], &mut out, FlushDecompress::Sync)
                     .map_err(|_| err(close_code::INVALID_DATA, "bad deflate data"))?;
-                pos += (inflater.total_in() - before_in) as usize;
+                let consumed = (inflater.total_in() - before_in) as usize;
+                pos += consumed;
                 if out.len() > self.max_message {
                     return Err(err(close_code::TOO_BIG, "message too large"));
                 }
                 if matches!(status, Status::StreamEnd) {
                     break;
                 }
-                if matches!(status, Status::BufError) && out.len() < out.capacity() {
+                // Output may still be pending inside the inflater (an interrupted match copy)
+                // even when all input is consumed: stop only once a call had room to spare.
+                let room_left = out.len() < out.capacity();
+                let progressed = consumed > 0 || out.len() > before_out;
+                if room_left && (pos >= chunk.len() || !progressed) {
                     break;
                 }
             }
@@ -268,6 +274,29 @@ impl MessageReader {
             inflater.reset(false);
         }
         Ok(Bytes::from(out))
+    }
+}
+
+/// Validates a close frame's payload (RFC 6455 §5.5.1, §7.4): empty, or a code a peer may send
+/// followed by UTF-8.
+fn check_close(payload: &[u8]) -> Result<Incoming, WsError> {
+    match payload {
+        [] => Ok(Incoming::Close(None)),
+        [_] => Err(err(close_code::PROTOCOL, "close payload of one byte")),
+        [hi, lo, reason @ ..] => {
+            let code = u16::from_be_bytes([*hi, *lo]);
+            let allowed = matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999);
+            if !allowed {
+                return Err(err(close_code::PROTOCOL, "invalid close code"));
+            }
+            if std::str::from_utf8(reason).is_err() {
+                return Err(err(
+                    close_code::INVALID_DATA,
+                    "invalid UTF-8 in close reason",
+                ));
+            }
+            Ok(Incoming::Close(Some(code)))
+        }
     }
 }
 
@@ -298,6 +327,10 @@ pub fn text_frame(payload: &[u8]) -> Bytes {
     frame(OpCode::Data(Data::Text), payload, false)
 }
 
+pub fn binary_frame(payload: &[u8]) -> Bytes {
+    frame(OpCode::Data(Data::Binary), payload, false)
+}
+
 pub fn close_frame(code: u16, reason: &str) -> Bytes {
     let mut payload = code.to_be_bytes().to_vec();
     payload.extend_from_slice(&reason.as_bytes()[..reason.len().min(120)]);
@@ -319,14 +352,20 @@ pub fn deflate_message(compressor: &mut Compress, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() / 2 + 64);
     let mut pos = 0;
     loop {
-        if out.len() == out.capacity() {
+        // Keep room to spare: a sync flush that runs out of space stops part-way.
+        if out.capacity() - out.len() < 64 {
             out.reserve(out.capacity().max(1024));
         }
-        let before = compressor.total_in();
+        let (before_in, before_out) = (compressor.total_in(), out.len());
         // A Vec-backed deflate cannot fail; the status only tells whether more room is needed.
         let _ = compressor.compress_vec(&payload[pos..], &mut out, FlushCompress::Sync);
-        pos += (compressor.total_in() - before) as usize;
-        if pos >= payload.len() && out.len() < out.capacity() {
+        let consumed = (compressor.total_in() - before_in) as usize;
+        pos += consumed;
+        // Done once all input is in and the flush completed (it ends with the empty stored
+        // block 00 00 ff ff) with output room left over; a call that moved nothing also ends.
+        let flushed =
+            out.ends_with(&[0, 0, 0xff, 0xff]) || (consumed == 0 && out.len() == before_out);
+        if pos >= payload.len() && out.len() < out.capacity() && flushed {
             break;
         }
     }
@@ -345,6 +384,12 @@ pub fn new_compressor() -> Compress {
 pub fn compressed_text_frame(compressor: &mut Compress, payload: &[u8]) -> Bytes {
     let deflated = deflate_message(compressor, payload);
     frame(OpCode::Data(Data::Text), &deflated, true)
+}
+
+/// A binary message as one compressed frame.
+pub fn compressed_binary_frame(compressor: &mut Compress, payload: &[u8]) -> Bytes {
+    let deflated = deflate_message(compressor, payload);
+    frame(OpCode::Data(Data::Binary), &deflated, true)
 }
 
 #[cfg(test)]
@@ -430,5 +475,84 @@ mod tests {
             r.next(&mut buf).map_err(|e| e.code),
             Err(close_code::TOO_BIG)
         );
+    }
+}
+
+#[cfg(test)]
+mod deflate_sizes {
+    use super::*;
+
+    /// Deterministic data that alternates incompressible runs with repetitive text (like a PDF
+    /// or a snapshot with embedded images): the mix that once left a sync flush unfinished.
+    fn mixed(seed: u64, size: usize) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(2654435761).wrapping_add(1);
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let text = b"endobj 12 0 obj <</Type/Page/Parent 3 0 R>>\n";
+        let mut out = Vec::with_capacity(size);
+        while out.len() < size {
+            let r = next();
+            let n = 500 + (r % 12_000) as usize;
+            if r % 3 == 0 {
+                let shift = (r >> 8) as usize;
+                out.extend((0..n).map(|i| text[(i + shift) % text.len()]));
+            } else {
+                out.extend((0..n).map(|_| next() as u8));
+            }
+        }
+        out.truncate(size);
+        out
+    }
+
+    fn inflate_all(deflated: &[u8]) -> Vec<u8> {
+        let mut r = MessageReader::new(
+            Negotiated {
+                deflate: true,
+                client_no_context_takeover: false,
+            },
+            usize::MAX / 2,
+        );
+        let mut buf = BytesMut::new();
+        let mut header = Vec::new();
+        FrameHeader {
+            is_final: true,
+            rsv1: true,
+            rsv2: false,
+            rsv3: false,
+            opcode: OpCode::Data(Data::Binary),
+            mask: Some([0, 0, 0, 0]),
+        }
+        .format(deflated.len() as u64, &mut header)
+        .unwrap();
+        buf.extend_from_slice(&header);
+        buf.extend_from_slice(deflated);
+        match r.next(&mut buf) {
+            Ok(Some(Incoming::Binary(b))) => b.to_vec(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn round_trips_at_every_compressibility() {
+        let mut compressor = new_compressor();
+        for seed in 0..1000u64 {
+            let size = 20_000 + (seed as usize * 7919) % 120_000;
+            let data = mixed(seed, size);
+            let back = inflate_all(&deflate_message(&mut compressor, &data));
+            assert!(
+                back == data,
+                "seed {seed} size {size}: got {} bytes",
+                back.len()
+            );
+        }
+        let random: Vec<u8> = (0..70_000).map(|_| rand::random::<u8>()).collect();
+        assert!(inflate_all(&deflate_message(&mut compressor, &random)) == random);
+        // Ratio far above 4: the inflater's output fills before its input is used up.
+        let flat = vec![7u8; 2_000_000];
+        assert!(inflate_all(&deflate_message(&mut compressor, &flat)) == flat);
     }
 }
