@@ -122,6 +122,8 @@ fn err(code: u16, reason: &'static str) -> WsError {
 
 /// Reassembles client frames into messages.
 pub struct MessageReader {
+    /// Frames come from a client (masked) — or, for load tools, from a server (unmasked).
+    from_client: bool,
     deflate: bool,
     reset_after_message: bool,
     max_message: usize,
@@ -138,8 +140,22 @@ struct Partial {
 impl MessageReader {
     pub fn new(neg: Negotiated, max_message: usize) -> Self {
         MessageReader {
+            from_client: true,
             deflate: neg.deflate,
             reset_after_message: neg.client_no_context_takeover,
+            max_message,
+            inflater: None,
+            partial: None,
+        }
+    }
+
+    /// A reader of a server's frames (unmasked; with permessage-deflate, each message compressed
+    /// without context takeover). Used by client tools such as `tools/loadgen`.
+    pub fn for_server_frames(deflate: bool, max_message: usize) -> Self {
+        MessageReader {
+            from_client: false,
+            deflate,
+            reset_after_message: true,
             max_message,
             inflater: None,
             partial: None,
@@ -163,15 +179,27 @@ impl MessageReader {
             if buf.len() < head_len + len {
                 return Ok(None);
             }
-            let Some(mask) = header.mask else {
-                return Err(err(close_code::PROTOCOL, "client frames must be masked"));
+            let mask = match (header.mask, self.from_client) {
+                (Some(mask), true) => Some(mask),
+                (None, false) => None,
+                (None, true) => {
+                    return Err(err(close_code::PROTOCOL, "client frames must be masked"));
+                }
+                (Some(_), false) => {
+                    return Err(err(
+                        close_code::PROTOCOL,
+                        "server frames must not be masked",
+                    ));
+                }
             };
             if header.rsv2 || header.rsv3 || (header.rsv1 && !self.deflate) {
                 return Err(err(close_code::PROTOCOL, "reserved bits set"));
             }
             buf.advance(head_len);
             let mut payload = buf.split_to(len);
-            unmask(&mut payload, mask);
+            if let Some(mask) = mask {
+                unmask(&mut payload, mask);
+            }
             match header.opcode {
                 OpCode::Control(c) => {
                     if !header.is_final || len > 125 || header.rsv1 {
@@ -320,6 +348,24 @@ pub fn frame(opcode: OpCode, payload: &[u8], compressed: bool) -> Bytes {
     // Writing into a Vec cannot fail.
     let _ = header.format(payload.len() as u64, &mut out);
     out.extend_from_slice(payload);
+    Bytes::from(out)
+}
+
+/// A masked client frame (client tools; servers never send these).
+pub fn client_frame(opcode: OpCode, payload: &[u8], mask: [u8; 4]) -> Bytes {
+    let header = FrameHeader {
+        is_final: true,
+        rsv1: false,
+        rsv2: false,
+        rsv3: false,
+        opcode,
+        mask: Some(mask),
+    };
+    let mut out = Vec::with_capacity(header.len(payload.len() as u64) + payload.len());
+    let _ = header.format(payload.len() as u64, &mut out);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    unmask(&mut out[start..], mask);
     Bytes::from(out)
 }
 

@@ -1,0 +1,597 @@
+//! Load generator for a Spectra server (ours or the original): M observers replay
+//! `../shared/kit/reference/match.replay` at a fixed rate with the kit's latency marker
+//! (`game_mode` = `bomb#kit:<seq>:<send ms>` after every event), N overlays per match (Socket.IO
+//! over WebSocket, permessage-deflate offered like browsers) and S native spectators per match
+//! receive the broadcasts. Reports deliveries/s, latency from event send to receipt for every
+//! event × every client (p50/p99/p999), drops, and the server's CPU seconds and RSS from
+//! `/proc/<pid>`. Runs on glommio executors (`--threads`); bounded in time, stops by itself.
+//!
+//! Example: `cargo run --release --bin loadgen -- --overlays 1000 --duration 20 --server-pid PID`
+
+mod stats;
+mod ws;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use glommio::{LocalExecutorBuilder, Placement};
+use serde_json::{Map, Value};
+use spectra::transport::websocket::Incoming;
+
+use stats::{ProcSample, Stats};
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "Spectra load generator: observers, overlays and spectators over real sockets")]
+struct Args {
+    /// Ingest address (observers).
+    #[arg(long, default_value = "127.0.0.1:5100")]
+    ingest: SocketAddr,
+    /// Broadcast address (overlays and spectators).
+    #[arg(long, default_value = "127.0.0.1:5200")]
+    broadcast: SocketAddr,
+    /// Access key of the observers.
+    #[arg(long, default_value = "")]
+    key: String,
+    /// Matches (one observer each).
+    #[arg(long, default_value_t = 1)]
+    matches: usize,
+    /// Overlays per match.
+    #[arg(long, default_value_t = 100)]
+    overlays: usize,
+    /// Native spectators per match.
+    #[arg(long, default_value_t = 0)]
+    spectators: usize,
+    /// Events per second per match (10 = one state change per 100 ms tick).
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// Seconds of replay measured (after the warm-up).
+    #[arg(long, default_value_t = 20)]
+    duration: u64,
+    /// Seconds of replay before measuring.
+    #[arg(long, default_value_t = 3)]
+    warmup: u64,
+    /// Share of overlays that stop reading after logon (stalled consumers), 0..1.
+    #[arg(long, default_value_t = 0.0)]
+    stall_share: f64,
+    /// Decline permessage-deflate on overlays and spectators.
+    #[arg(long)]
+    no_deflate: bool,
+    /// Executor threads of the load generator.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Connections opened at once per thread.
+    #[arg(long, default_value_t = 256)]
+    connect_concurrency: usize,
+    /// PID of the server, for CPU and RSS from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// The replay file.
+    #[arg(long, default_value = "../shared/kit/reference/match.replay")]
+    replay: String,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// State shared by all load-generator threads (atomics only).
+struct Control {
+    phase: AtomicUsize,
+    observers_ready: AtomicUsize,
+    clients_ready: AtomicUsize,
+    /// Start of the measured window, µs since the epoch (0 until known).
+    window_start_us: AtomicU64,
+    /// Send time per match and event sequence number, µs since the epoch.
+    sent: Vec<Vec<AtomicU64>>,
+}
+
+const CONNECTING: usize = 0;
+const RUNNING: usize = 1;
+const STOPPED: usize = 2;
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn load_replay(path: &str) -> Result<(Map<String, Value>, Vec<Value>), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let all: Vec<Value> =
+        serde_json::from_str(&format!("[{text}]")).map_err(|e| format!("{path}: {e}"))?;
+    let mut it = all.into_iter();
+    let header = it
+        .next()
+        .and_then(|h| h.as_object().cloned())
+        .ok_or("replay has no header")?;
+    Ok((header, it.collect()))
+}
+
+/// The marker's sequence number in a received message, if any.
+fn marker_seq(text: &str) -> Option<usize> {
+    let i = text.find("#kit:")?;
+    let digits: String = text[i + 5..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
+}
+
+fn main() {
+    let args = Args::parse();
+    let (header, events) = match load_replay(&args.replay) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            std::process::exit(2);
+        }
+    };
+    let run_id: u32 = rand::random::<u32>() % 100_000;
+    let codes: Vec<String> = (0..args.matches)
+        .map(|m| format!("LG{run_id}M{m}"))
+        .collect();
+    let control = Arc::new(Control {
+        phase: AtomicUsize::new(CONNECTING),
+        observers_ready: AtomicUsize::new(0),
+        clients_ready: AtomicUsize::new(0),
+        window_start_us: AtomicU64::new(0),
+        sent: (0..args.matches)
+            .map(|_| (0..events.len() + 2).map(|_| AtomicU64::new(0)).collect())
+            .collect(),
+    });
+    let threads = args.threads.max(1);
+    let baseline = args.server_pid.and_then(ProcSample::read);
+    let header = Arc::new(header);
+    let events = Arc::new(events);
+    let codes = Arc::new(codes);
+    let mut handles = Vec::new();
+    for t in 0..threads {
+        let (args, control, header, events, codes) = (
+            args.clone(),
+            control.clone(),
+            header.clone(),
+            events.clone(),
+            codes.clone(),
+        );
+        let handle = LocalExecutorBuilder::new(Placement::Unbound)
+            .name(&format!("loadgen-{t}"))
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                run_thread(t, threads, args, control, header, events, codes).await
+            })
+            .unwrap_or_else(|e| {
+                eprintln!("loadgen: cannot start thread {t}: {e}");
+                std::process::exit(2);
+            });
+        handles.push(handle);
+    }
+
+    // Wait for connections, then run the window.
+    let total_clients = args.matches * (args.overlays + args.spectators);
+    let connect_started = Instant::now();
+    while control.observers_ready.load(Ordering::Relaxed) < args.matches
+        || control.clients_ready.load(Ordering::Relaxed) < total_clients
+    {
+        if connect_started.elapsed() > Duration::from_secs(120) {
+            eprintln!(
+                "loadgen: only {} of {} clients ready after 120 s; running anyway",
+                control.clients_ready.load(Ordering::Relaxed),
+                total_clients
+            );
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let connect_secs = connect_started.elapsed().as_secs_f64();
+    let idle = args.server_pid.and_then(ProcSample::read);
+    control.phase.store(RUNNING, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(args.warmup));
+    control.window_start_us.store(now_us(), Ordering::SeqCst);
+    let before = args.server_pid.and_then(ProcSample::read);
+    let window = Instant::now();
+    let mut rss_max_kb = 0;
+    while window.elapsed() < Duration::from_secs(args.duration) {
+        std::thread::sleep(Duration::from_millis(250));
+        if let Some(s) = args.server_pid.and_then(ProcSample::read) {
+            rss_max_kb = rss_max_kb.max(s.rss_kb);
+        }
+    }
+    let after = args.server_pid.and_then(ProcSample::read);
+    let window_secs = window.elapsed().as_secs_f64();
+    control.phase.store(STOPPED, Ordering::SeqCst);
+
+    let mut total = Stats::default();
+    for h in handles {
+        match h.join() {
+            Ok(s) => total.merge(s),
+            Err(e) => eprintln!("loadgen: a thread failed: {e}"),
+        }
+    }
+    let report = stats::report(
+        &total,
+        stats::RunFacts {
+            matches: args.matches,
+            overlays: args.overlays,
+            spectators: args.spectators,
+            stalled: stats::stalled_count(args.overlays, args.stall_share) * args.matches,
+            rate: args.rate,
+            connect_secs,
+            window_secs,
+            baseline,
+            idle,
+            before,
+            after,
+            rss_max_kb,
+        },
+    );
+    if args.json {
+        println!("{report}");
+    } else {
+        println!("{}", stats::human(&report));
+    }
+}
+
+async fn run_thread(
+    t: usize,
+    threads: usize,
+    args: Args,
+    control: Arc<Control>,
+    header: Arc<Map<String, Value>>,
+    events: Arc<Vec<Value>>,
+    codes: Arc<Vec<String>>,
+) -> Stats {
+    let stats = Rc::new(std::cell::RefCell::new(Stats::default()));
+    // Observers live on thread 0: they create the matches before anyone joins.
+    let mut observers = Vec::new();
+    if t == 0 {
+        for (m, code) in codes.iter().enumerate() {
+            let task = glommio::spawn_local(observer(
+                args.clone(),
+                control.clone(),
+                header.clone(),
+                events.clone(),
+                m,
+                code.clone(),
+                stats.clone(),
+            ));
+            observers.push(task);
+        }
+    }
+    while control.observers_ready.load(Ordering::Relaxed) < args.matches {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    let gate = Rc::new(glommio::sync::Semaphore::new(
+        args.connect_concurrency as u64,
+    ));
+    let stalled_per_match = stats::stalled_count(args.overlays, args.stall_share);
+    let mut clients = Vec::new();
+    let per_match = args.overlays + args.spectators;
+    for i in (0..args.matches * per_match).filter(|i| i % threads == t) {
+        let (m, k) = (i / per_match, i % per_match);
+        let kind = if k < args.overlays {
+            if k < stalled_per_match {
+                Kind::StalledOverlay
+            } else {
+                Kind::Overlay
+            }
+        } else {
+            Kind::Spectator
+        };
+        clients.push(glommio::spawn_local(client(
+            args.clone(),
+            control.clone(),
+            kind,
+            m,
+            codes[m].clone(),
+            i,
+            gate.clone(),
+            stats.clone(),
+        )));
+    }
+    for c in clients {
+        c.await;
+    }
+    for o in observers {
+        o.await;
+    }
+    stats.take()
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Overlay,
+    StalledOverlay,
+    Spectator,
+}
+
+/// Waits until the run stops.
+async fn until_stopped(control: &Control) {
+    while control.phase.load(Ordering::Relaxed) != STOPPED {
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn client(
+    args: Args,
+    control: Arc<Control>,
+    kind: Kind,
+    m: usize,
+    code: String,
+    i: usize,
+    gate: Rc<glommio::sync::Semaphore>,
+    stats: Rc<std::cell::RefCell<Stats>>,
+) {
+    let permit = gate.acquire_permit(1).await;
+    let path = match kind {
+        Kind::Spectator => "/ws",
+        _ => "/socket.io/?EIO=4&transport=websocket",
+    };
+    let mut ws = match permit {
+        Ok(_permit) => match ws::Client::connect(args.broadcast, path, !args.no_deflate).await {
+            Ok(ws) => ws,
+            Err(e) => {
+                let mut s = stats.borrow_mut();
+                s.connect_failures += 1;
+                if s.connect_failures <= 3 {
+                    eprintln!("loadgen: {e}");
+                }
+                return;
+            }
+        },
+        Err(_) => return,
+    };
+    let logged_on = futures_lite::future::or(
+        async {
+            let ok = match kind {
+                Kind::Spectator => join_spectator(&mut ws, &code, i).await,
+                _ => logon_overlay(&mut ws, &code).await,
+            };
+            Some(ok)
+        },
+        async {
+            glommio::timer::sleep(Duration::from_secs(60)).await;
+            None
+        },
+    )
+    .await;
+    if logged_on != Some(true) {
+        stats.borrow_mut().connect_failures += 1;
+        return;
+    }
+    control.clients_ready.fetch_add(1, Ordering::Relaxed);
+    if kind == Kind::StalledOverlay {
+        until_stopped(&control).await;
+        return;
+    }
+    let receive = async {
+        let mut last_seq = 0usize;
+        while let Some(msg) = ws.next().await {
+            let text = match msg {
+                Incoming::Text(t) => t,
+                _ => continue,
+            };
+            if text == "2" {
+                if ws.send_text("3").await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            let is_state =
+                text.starts_with("42[\"match_data\"") || text.starts_with("{\"type\":\"GameData\"");
+            if !is_state {
+                continue;
+            }
+            let now = now_us();
+            let window_start = control.window_start_us.load(Ordering::Relaxed);
+            let in_window = window_start > 0 && control.phase.load(Ordering::Relaxed) == RUNNING;
+            let Some(seq) = marker_seq(&text) else {
+                continue;
+            };
+            let mut s = stats.borrow_mut();
+            if in_window {
+                s.deliveries += 1;
+                s.bytes += text.len() as u64;
+            }
+            if seq > last_seq {
+                for e in last_seq + 1..=seq {
+                    let sent = control.sent[m]
+                        .get(e)
+                        .map(|a| a.load(Ordering::Relaxed))
+                        .unwrap_or(0);
+                    if in_window && sent >= window_start {
+                        s.latencies_us
+                            .push(now.saturating_sub(sent).min(u32::MAX as u64) as u32);
+                    }
+                }
+                last_seq = seq;
+            }
+        }
+        // The server ended the connection during the run.
+        if control.phase.load(Ordering::Relaxed) != STOPPED {
+            stats.borrow_mut().drops += 1;
+        }
+    };
+    futures_lite::future::or(receive, until_stopped(&control)).await;
+}
+
+async fn logon_overlay(ws: &mut ws::Client, code: &str) -> bool {
+    while let Some(msg) = ws.next().await {
+        let Incoming::Text(text) = msg else { continue };
+        let reply = if text.starts_with('0') {
+            "40".to_string()
+        } else if text.starts_with("40") {
+            let arg = serde_json::json!({ "groupCode": code }).to_string();
+            format!("42[\"logon\",{}]", Value::String(arg))
+        } else if text == "2" {
+            "3".to_string()
+        } else if text.starts_with("42[\"logon_success\"") {
+            return true;
+        } else {
+            continue;
+        };
+        if ws.send_text(&reply).await.is_err() {
+            return false;
+        }
+    }
+    false
+}
+
+async fn join_spectator(ws: &mut ws::Client, code: &str, i: usize) -> bool {
+    let join = serde_json::json!({
+        "type": "JoinAsSpectator",
+        "data": { "game_name": "valorant", "room_code": code, "spectator_name": format!("lg{i}") }
+    });
+    if ws.send_text(&join.to_string()).await.is_err() {
+        return false;
+    }
+    while let Some(msg) = ws.next().await {
+        let Incoming::Text(text) = msg else { continue };
+        if text.contains("\"SpectatorJoined\"") {
+            return true;
+        }
+        if text.contains("\"Error\"") {
+            eprintln!("loadgen: spectator join refused: {text}");
+            return false;
+        }
+    }
+    false
+}
+
+async fn observer(
+    args: Args,
+    control: Arc<Control>,
+    header: Arc<Map<String, Value>>,
+    events: Arc<Vec<Value>>,
+    m: usize,
+    code: String,
+    stats: Rc<std::cell::RefCell<Stats>>,
+) {
+    let fail = |why: String| {
+        eprintln!("loadgen: observer {code}: {why}");
+        std::process::exit(1);
+    };
+    let mut ws = match ws::Client::connect(
+        args.ingest,
+        "/socket.io/?EIO=4&transport=websocket",
+        false,
+    )
+    .await
+    {
+        Ok(ws) => ws,
+        Err(e) => return fail(e),
+    };
+    let mut auth = (*header).clone();
+    auth.insert("groupCode".into(), Value::String(code.clone()));
+    auth.insert("obsName".into(), Value::String(format!("LoadObserver{m}")));
+    auth.insert("key".into(), Value::String(args.key.clone()));
+    auth.insert("type".into(), Value::String("authenticate".into()));
+    let logon = format!(
+        "42[\"obs_logon\",{}]",
+        Value::String(Value::Object(auth).to_string())
+    );
+    let mut accepted = false;
+    while let Some(msg) = ws.next().await {
+        let Incoming::Text(text) = msg else { continue };
+        if text.starts_with('0') {
+            let _ = ws.send_text("40").await;
+        } else if text.starts_with("40") {
+            let _ = ws.send_text(&logon).await;
+        } else if text == "2" {
+            let _ = ws.send_text("3").await;
+        } else if text.starts_with("42[\"obs_logon_ack\"") {
+            accepted = text.contains("\\\"value\\\":true");
+            if !accepted {
+                return fail(format!("logon refused: {text}"));
+            }
+            break;
+        }
+    }
+    if !accepted {
+        return fail("connection closed before the logon ack".into());
+    }
+    control.observers_ready.fetch_add(1, Ordering::Relaxed);
+    // From here a reader task counts the server's pings; the sender answers them between events.
+    let (mut reader, mut ws) = ws.split();
+    let pings = Rc::new(std::cell::Cell::new(0u32));
+    let pings_seen = pings.clone();
+    let reader_task = glommio::spawn_local(async move {
+        while let Some(msg) = reader.next_any().await {
+            if matches!(&msg, Incoming::Text(t) if t == "2") {
+                pings_seen.set(pings_seen.get() + 1);
+            }
+        }
+    })
+    .detach();
+    let answer_pings = |pings: &std::cell::Cell<u32>| {
+        let n = pings.get();
+        pings.set(0);
+        n
+    };
+    while control.phase.load(Ordering::Relaxed) == CONNECTING {
+        for _ in 0..answer_pings(&pings) {
+            let _ = ws.send_text("3").await;
+        }
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    let period = Duration::from_secs_f64(1.0 / args.rate.max(0.1));
+    let mut next = Instant::now();
+    let mut game_mode = "bomb".to_string();
+    let mut seq = 0usize;
+    for e in events.iter() {
+        if control.phase.load(Ordering::Relaxed) == STOPPED {
+            break;
+        }
+        let (Some(kind), Some(data)) = (e.get("type").and_then(Value::as_str), e.get("data"))
+        else {
+            continue;
+        };
+        if kind == "round_info"
+            && data.get("roundPhase").and_then(Value::as_str) == Some("game_end")
+        {
+            break; // the match would end: the run keeps it alive instead
+        }
+        if kind == "game_mode"
+            && let Some(g) = data.as_str()
+        {
+            game_mode = g.to_string();
+        }
+        seq += 1;
+        let event = serde_json::json!({ "obsName": format!("LoadObserver{m}"), "groupCode": code, "type": kind, "data": data });
+        let sent = now_us();
+        if let Some(slot) = control.sent[m].get(seq) {
+            slot.store(sent, Ordering::Relaxed);
+        }
+        let marker = serde_json::json!({
+            "obsName": format!("LoadObserver{m}"), "groupCode": code, "type": "game_mode",
+            "data": format!("{game_mode}#kit:{seq}:{:.3}", sent as f64 / 1000.0),
+        });
+        for payload in [event, marker] {
+            let packet = format!("42[\"obs_data\",{}]", Value::String(payload.to_string()));
+            if ws.send_text(&packet).await.is_err() {
+                stats.borrow_mut().drops += 1;
+                return;
+            }
+        }
+        stats.borrow_mut().events_sent += 1;
+        next += period;
+        for _ in 0..answer_pings(&pings) {
+            let _ = ws.send_text("3").await;
+        }
+        let now = Instant::now();
+        if next > now {
+            glommio::timer::sleep(next - now).await;
+        }
+    }
+    while control.phase.load(Ordering::Relaxed) != STOPPED {
+        for _ in 0..answer_pings(&pings) {
+            let _ = ws.send_text("3").await;
+        }
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+    drop(reader_task);
+}

@@ -1,0 +1,182 @@
+//! What the load generator counts, the server's /proc figures and the final report.
+
+use serde_json::{Value, json};
+
+/// Counters of one load-generator thread (merged at the end).
+#[derive(Default, Clone)]
+pub struct Stats {
+    /// State messages (`match_data` / `GameData`) received in the measured window.
+    pub deliveries: u64,
+    pub bytes: u64,
+    /// Event send → first receipt of a state that contains it, per event and client (µs).
+    pub latencies_us: Vec<u32>,
+    /// Connections the server ended during the run.
+    pub drops: u64,
+    pub connect_failures: u64,
+    pub events_sent: u64,
+}
+
+impl Stats {
+    pub fn merge(&mut self, other: Stats) {
+        self.deliveries += other.deliveries;
+        self.bytes += other.bytes;
+        self.latencies_us.extend(other.latencies_us);
+        self.drops += other.drops;
+        self.connect_failures += other.connect_failures;
+        self.events_sent += other.events_sent;
+    }
+}
+
+/// Overlays per match that stop reading.
+pub fn stalled_count(overlays: usize, share: f64) -> usize {
+    ((overlays as f64) * share.clamp(0.0, 1.0)).round() as usize
+}
+
+/// CPU time and RSS of a process, from /proc.
+#[derive(Clone, Copy, Debug)]
+pub struct ProcSample {
+    pub cpu_secs: f64,
+    pub rss_kb: u64,
+}
+
+impl ProcSample {
+    pub fn read(pid: u32) -> Option<ProcSample> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name (which may contain spaces) start after the last ')'.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: f64 = fields.get(11)?.parse().ok()?;
+        let stime: f64 = fields.get(12)?.parse().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let rss_kb = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())?;
+        Some(ProcSample {
+            cpu_secs: (utime + stime) / ticks,
+            rss_kb,
+        })
+    }
+}
+
+pub struct RunFacts {
+    pub matches: usize,
+    pub overlays: usize,
+    pub spectators: usize,
+    pub stalled: usize,
+    pub rate: f64,
+    pub connect_secs: f64,
+    pub window_secs: f64,
+    /// Before any connection was opened.
+    pub baseline: Option<ProcSample>,
+    /// All connections open, before the replay starts.
+    pub idle: Option<ProcSample>,
+    pub before: Option<ProcSample>,
+    pub after: Option<ProcSample>,
+    pub rss_max_kb: u64,
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+pub fn report(stats: &Stats, f: RunFacts) -> Value {
+    let mut lat = stats.latencies_us.clone();
+    lat.sort_unstable();
+    let receivers = f.matches * (f.overlays + f.spectators) - f.stalled;
+    let expected_per_sec = f.rate * receivers as f64;
+    let deliveries_per_sec = stats.deliveries as f64 / f.window_secs;
+    let cpu = match (f.before, f.after) {
+        (Some(b), Some(a)) => Some(a.cpu_secs - b.cpu_secs),
+        _ => None,
+    };
+    let cpu_per_delivery_us = cpu
+        .filter(|_| stats.deliveries > 0)
+        .map(|c| c * 1e6 / stats.deliveries as f64);
+    let connections = f.matches * (f.overlays + f.spectators + 1);
+    // Growth of the server's RSS from before the first connection to all connections open and
+    // idle (no match traffic yet), per connection.
+    let rss_per_conn_kb = match (f.baseline, f.idle) {
+        (Some(b), Some(i)) if connections > 0 => {
+            Some((i.rss_kb as f64 - b.rss_kb as f64) / connections as f64)
+        }
+        _ => None,
+    };
+    json!({
+        "matches": f.matches,
+        "overlays_per_match": f.overlays,
+        "spectators_per_match": f.spectators,
+        "stalled": f.stalled,
+        "rate": f.rate,
+        "connect_s": round(f.connect_secs),
+        "window_s": round(f.window_secs),
+        "events_sent": stats.events_sent,
+        "deliveries": stats.deliveries,
+        "deliveries_per_s": round(deliveries_per_sec),
+        "expected_per_s": round(expected_per_sec),
+        "latency_samples": lat.len(),
+        "latency_ms": {
+            "p50": round(percentile(&lat, 0.50)),
+            "p99": round(percentile(&lat, 0.99)),
+            "p999": round(percentile(&lat, 0.999)),
+            "max": round(percentile(&lat, 1.0)),
+        },
+        "drops": stats.drops,
+        "connect_failures": stats.connect_failures,
+        "server_cpu_s": cpu.map(round),
+        "server_cpu_per_delivery_us": cpu_per_delivery_us.map(round),
+        "server_rss_mb": f.after.map(|a| round(a.rss_kb as f64 / 1024.0)),
+        "server_rss_idle_connected_mb": f.idle.map(|a| round(a.rss_kb as f64 / 1024.0)),
+        "server_rss_max_mb": round(f.rss_max_kb as f64 / 1024.0),
+        "server_rss_per_idle_connection_kb": rss_per_conn_kb.map(round),
+        "payload_mb_per_s": round(stats.bytes as f64 / f.window_secs / 1e6),
+    })
+}
+
+fn round(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+pub fn human(r: &Value) -> String {
+    let g = |k: &str| r.get(k).cloned().unwrap_or(Value::Null);
+    let l = |k: &str| r["latency_ms"].get(k).cloned().unwrap_or(Value::Null);
+    format!(
+        "matches {} × (overlays {} + spectators {}), stalled {}, {} events/s per match\n\
+         connect {} s, window {} s, events sent {}\n\
+         deliveries {} ({} /s, expected {} /s), payload {} MB/s\n\
+         latency ms p50 {} p99 {} p999 {} max {} ({} samples)\n\
+         drops {}, connect failures {}\n\
+         server CPU {} s ({} µs per delivery), RSS {} MB (max {} MB, {} KB per idle connection)",
+        g("matches"),
+        g("overlays_per_match"),
+        g("spectators_per_match"),
+        g("stalled"),
+        g("rate"),
+        g("connect_s"),
+        g("window_s"),
+        g("events_sent"),
+        g("deliveries"),
+        g("deliveries_per_s"),
+        g("expected_per_s"),
+        g("payload_mb_per_s"),
+        l("p50"),
+        l("p99"),
+        l("p999"),
+        l("max"),
+        g("latency_samples"),
+        g("drops"),
+        g("connect_failures"),
+        g("server_cpu_s"),
+        g("server_cpu_per_delivery_us"),
+        g("server_rss_mb"),
+        g("server_rss_max_mb"),
+        g("server_rss_per_idle_connection_kb"),
+    )
+}

@@ -1,0 +1,149 @@
+//! The load generator's WebSocket client: the upgrade request (permessage-deflate offered like a
+//! browser), masked client frames out, server frames in through the server's own
+//! `MessageReader` (unmasked, inflated). Knows nothing about Socket.IO.
+
+use std::net::SocketAddr;
+
+use bytes::BytesMut;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use glommio::net::TcpStream;
+use spectra::transport::websocket::{self, Incoming, MessageReader};
+use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+
+/// Largest server message accepted (a snapshot is about 15 KB).
+const MAX_MESSAGE: usize = 4 * 1024 * 1024;
+
+pub struct Client {
+    reader: ClientReader,
+    writer: ClientWriter,
+}
+
+/// The reading half: whole server messages.
+pub struct ClientReader {
+    half: ReadHalf<TcpStream>,
+    buf: BytesMut,
+    messages: MessageReader,
+    scratch: Vec<u8>,
+}
+
+/// The writing half: masked client frames.
+pub struct ClientWriter {
+    half: WriteHalf<TcpStream>,
+}
+
+impl Client {
+    /// Connects and upgrades `path`; `deflate` offers permessage-deflate.
+    pub async fn connect(addr: SocketAddr, path: &str, deflate: bool) -> Result<Client, String> {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let ext = if deflate {
+            "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+        } else {
+            ""
+        };
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{ext}\r\n"
+        );
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| format!("upgrade write: {e}"))?;
+        let mut buf = BytesMut::with_capacity(4096);
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            if buf.len() > 16 * 1024 {
+                return Err("upgrade response too large".into());
+            }
+            let mut chunk = [0u8; 2048];
+            let n = stream
+                .read(&mut chunk)
+                .await
+                .map_err(|e| format!("upgrade read: {e}"))?;
+            if n == 0 {
+                return Err("closed during upgrade".into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        if !head.starts_with("http/1.1 101") {
+            let line = head.lines().next().unwrap_or("").to_string();
+            return Err(format!("upgrade refused: {line}"));
+        }
+        let deflate = head.contains("permessage-deflate");
+        let _ = buf.split_to(head_end);
+        let (r, w) = futures_lite::io::split(stream);
+        Ok(Client {
+            reader: ClientReader {
+                half: r,
+                buf,
+                messages: MessageReader::for_server_frames(deflate, MAX_MESSAGE),
+                scratch: vec![0u8; 64 * 1024],
+            },
+            writer: ClientWriter { half: w },
+        })
+    }
+
+    pub fn split(self) -> (ClientReader, ClientWriter) {
+        (self.reader, self.writer)
+    }
+
+    pub async fn send_text(&mut self, text: &str) -> Result<(), String> {
+        self.writer.send_text(text).await
+    }
+
+    /// The next text or binary message; pings are answered, `None` when the connection ends.
+    pub async fn next(&mut self) -> Option<Incoming> {
+        loop {
+            match self.reader.next_any().await? {
+                Incoming::Ping(p) => {
+                    if self
+                        .writer
+                        .send(OpCode::Control(Control::Pong), &p)
+                        .await
+                        .is_err()
+                    {
+                        return None;
+                    }
+                }
+                Incoming::Pong => {}
+                m => return Some(m),
+            }
+        }
+    }
+}
+
+impl ClientWriter {
+    async fn send(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), String> {
+        let mask: [u8; 4] = rand::random();
+        let frame = websocket::client_frame(opcode, payload, mask);
+        self.half
+            .write_all(&frame)
+            .await
+            .map_err(|e| format!("write: {e}"))
+    }
+
+    pub async fn send_text(&mut self, text: &str) -> Result<(), String> {
+        self.send(OpCode::Data(Data::Text), text.as_bytes()).await
+    }
+}
+
+impl ClientReader {
+    /// The next message of any kind (control frames included); `None` when the connection ends.
+    pub async fn next_any(&mut self) -> Option<Incoming> {
+        loop {
+            match self.messages.next(&mut self.buf) {
+                Ok(Some(Incoming::Close(_))) | Err(_) => return None,
+                Ok(Some(m)) => return Some(m),
+                Ok(None) => match self.half.read(&mut self.scratch).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => self.buf.extend_from_slice(&self.scratch[..n]),
+                },
+            }
+        }
+    }
+}
