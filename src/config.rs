@@ -168,6 +168,12 @@ pub struct Args {
     #[arg(long, env = "STATS_FETCH_DELAY_MS", default_value_t = 15_000)]
     pub stats_fetch_delay_ms: u64,
 
+    /// Shortest time between two broadcasts of one match (ms); also the period of the tick that
+    /// advances timers. A change is published at once (after 2 ms) when the last broadcast is
+    /// at least this old, else when it becomes this old.
+    #[arg(long, env = "BROADCAST_INTERVAL_MS", default_value_t = 100)]
+    pub broadcast_interval_ms: u64,
+
     /// Seconds a match may go without a new event before it is removed.
     #[arg(long, env = "MATCH_IDLE_SECONDS", default_value_t = 1800)]
     pub match_idle_seconds: u64,
@@ -257,7 +263,7 @@ impl Config {
             connect_timeout: Duration::from_millis(args.connect_timeout_ms.max(10)),
             max_payload: 1_000_000,
             match_idle: Duration::from_secs(args.match_idle_seconds.max(1)),
-            tick: Duration::from_millis(100),
+            tick: Duration::from_millis(args.broadcast_interval_ms.clamp(5, 10_000)),
             max_spectators_per_room: args.max_spectators_per_room,
             spectator_list_limit: args.spectator_list_limit,
             spectator_presence_limit: args.spectator_presence_limit,

@@ -1,5 +1,6 @@
 //! The matches owned by this shard: creation and reconnection at observer logon, events applied in
-//! arrival order, the 100 ms broadcast tick (one encode per changed match), game end and idle
+//! arrival order, publication of changes (early, at most once per 100 ms tick period, one encode
+//! per change; the periodic tick catches the rest), game end and idle
 //! removal. Runs only on the owner shard of each group code; sessions are reached via `deliver`.
 
 use std::collections::HashMap;
@@ -27,6 +28,10 @@ pub struct Entry {
     seq: u64,
     last_sent_event: u64,
     last_sent_at: Instant,
+    /// A change waits for its early publication (see `schedule_flush`).
+    flush_pending: bool,
+    /// The broadcast slot of the last broadcast (see `slot_of`).
+    last_slot: u64,
     /// The last encoded snapshot and the counter it was built at.
     frames: Option<(u64, FrameSet)>,
     /// The last snapshot JSON and the counter it was built at.
@@ -114,6 +119,8 @@ pub fn create_match(shard: &Rc<Shard>, logon: ObsLogon, from: SessionRef) {
                     seq: shard.global.match_seq.fetch_add(1, Ordering::Relaxed),
                     last_sent_event: 0,
                     last_sent_at: Instant::now(),
+                    flush_pending: false,
+                    last_slot: 0,
                     frames: None,
                     json: None,
                     room,
@@ -290,12 +297,23 @@ pub fn ingest_event(shard: &Rc<Shard>, code: &str, event: Value) {
     let Value::Object(event) = event else {
         return;
     };
+    let mut flush_in = None;
     let outcome = {
         let mut reg = shard.matches.borrow_mut();
         let Some(entry) = reg.live.get_mut(code) else {
             return; // the match ended meanwhile
         };
         let outcome = entry.game.apply(&event);
+        if !entry.flush_pending && entry.game.event_number() > entry.last_sent_event {
+            entry.flush_pending = true;
+            let now = Instant::now();
+            let wait = if slot_of(now, shard.config.tick) > entry.last_slot {
+                Duration::ZERO
+            } else {
+                next_slot_start(now, shard.config.tick).saturating_duration_since(now)
+            };
+            flush_in = Some(wait.max(COALESCE));
+        }
         let lobby = entry.game.lobby_state();
         let match_id = entry.game.match_id_text();
         entry.room.lobby_state(shard, code, lobby, &match_id);
@@ -306,7 +324,74 @@ pub fn ingest_event(shard: &Rc<Shard>, code: &str, event: Value) {
     };
     if outcome == Outcome::GameEnded {
         end_match(shard, code);
+    } else if let Some(delay) = flush_in {
+        schedule_flush(shard, code, delay);
     }
+}
+
+/// Broadcast slots: time is cut into tick periods counted from a process-wide epoch, and a match
+/// is broadcast at most once per slot (the original's one broadcast per 100 ms tick). A change in
+/// a slot without a broadcast goes out at once, so a match that changes about once per period
+/// is not phase-locked to a tick; a change in a slot that already had one waits for the next.
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn slot_of(now: Instant, period: Duration) -> u64 {
+    // Slot 0 is never current, so a new match (last_slot 0) may broadcast at once.
+    (now.saturating_duration_since(epoch()).as_nanos() / period.as_nanos().max(1)) as u64 + 1
+}
+
+fn next_slot_start(now: Instant, period: Duration) -> Instant {
+    epoch() + period * (slot_of(now, period) as u32)
+}
+
+/// How long the first change after a quiet period waits for companions (an observer's event
+/// and the kit's latency marker travel together) before it is published.
+const COALESCE: Duration = Duration::from_millis(5);
+
+/// Publishes a changed match early instead of at the next tick: as soon as its broadcast slot
+/// allows, and at least `COALESCE` after the change. The periodic tick leaves matches with a
+/// pending flush alone.
+fn schedule_flush(shard: &Rc<Shard>, code: &str, delay: Duration) {
+    let (shard, code) = (shard.clone(), code.to_string());
+    glommio::spawn_local(async move {
+        glommio::timer::sleep(delay).await;
+        flush_match(&shard, &code);
+    })
+    .detach();
+}
+
+fn flush_match(shard: &Rc<Shard>, code: &str) {
+    let frames = {
+        let mut reg = shard.matches.borrow_mut();
+        let Some(entry) = reg.live.get_mut(code) else {
+            return;
+        };
+        entry.flush_pending = false;
+        entry.game.advance(crate::ingest::now_ms());
+        let n = entry.game.event_number();
+        if n <= entry.last_sent_event {
+            return;
+        }
+        let now = Instant::now();
+        let slot = slot_of(now, shard.config.tick);
+        if slot <= entry.last_slot {
+            // Woke a little early for the next slot: try again at its start.
+            entry.flush_pending = true;
+            let wait = next_slot_start(now, shard.config.tick).saturating_duration_since(now);
+            drop(reg);
+            schedule_flush(shard, code, wait.max(Duration::from_micros(200)));
+            return;
+        }
+        let frames = current_frames(shard, entry);
+        entry.last_sent_event = n;
+        entry.last_sent_at = now;
+        entry.last_slot = slot;
+        frames
+    };
+    publish(shard, code, frames);
 }
 
 pub fn aux_disconnected(shard: &Rc<Shard>, code: &str, player_id: &str) {
@@ -466,10 +551,14 @@ pub fn tick(shard: &Rc<Shard>) {
         for (code, entry) in reg.live.iter_mut() {
             entry.game.advance(now_ms);
             let n = entry.game.event_number();
-            if n > entry.last_sent_event {
+            if entry.flush_pending {
+                continue; // its early publication is scheduled
+            }
+            if n > entry.last_sent_event && slot_of(now, shard.config.tick) > entry.last_slot {
                 let frames = current_frames(shard, entry);
                 entry.last_sent_event = n;
                 entry.last_sent_at = now;
+                entry.last_slot = slot_of(now, shard.config.tick);
                 to_publish.push((code.clone(), frames));
             } else if now.duration_since(entry.last_sent_at) > idle_limit {
                 idle.push(code.clone());

@@ -48,6 +48,10 @@ struct Args {
     /// Events per second per match (10 = one state change per 100 ms tick).
     #[arg(long, default_value_t = 10.0)]
     rate: f64,
+    /// Random extra delay per event, uniform in [0, jitter) ms (the kit's realistic pace is
+    /// `--rate 10 --jitter-ms 200`: 100–300 ms between events).
+    #[arg(long, default_value_t = 0.0)]
+    jitter_ms: f64,
     /// Seconds of replay measured (after the warm-up).
     #[arg(long, default_value_t = 20)]
     duration: u64,
@@ -72,6 +76,10 @@ struct Args {
     /// The replay file.
     #[arg(long, default_value = "../shared/kit/reference/match.replay")]
     replay: String,
+    /// Raw mode, for `fanout-baseline`: overlays are plain WebSocket clients of `--broadcast`
+    /// that only count the frames they receive (no observer, no logon, no latency).
+    #[arg(long)]
+    raw: bool,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -136,7 +144,7 @@ fn main() {
         .collect();
     let control = Arc::new(Control {
         phase: AtomicUsize::new(CONNECTING),
-        observers_ready: AtomicUsize::new(0),
+        observers_ready: AtomicUsize::new(if args.raw { args.matches } else { 0 }),
         clients_ready: AtomicUsize::new(0),
         window_start_us: AtomicU64::new(0),
         sent: (0..args.matches)
@@ -218,7 +226,8 @@ fn main() {
             overlays: args.overlays,
             spectators: args.spectators,
             stalled: stats::stalled_count(args.overlays, args.stall_share) * args.matches,
-            rate: args.rate,
+            // Mean events per second: period plus half the jitter on average.
+            rate: 1.0 / (1.0 / args.rate.max(0.1) + args.jitter_ms / 2000.0),
             connect_secs,
             window_secs,
             baseline,
@@ -247,7 +256,7 @@ async fn run_thread(
     let stats = Rc::new(std::cell::RefCell::new(Stats::default()));
     // Observers live on thread 0: they create the matches before anyone joins.
     let mut observers = Vec::new();
-    if t == 0 {
+    if t == 0 && !args.raw {
         for (m, code) in codes.iter().enumerate() {
             let task = glommio::spawn_local(observer(
                 args.clone(),
@@ -328,6 +337,7 @@ async fn client(
 ) {
     let permit = gate.acquire_permit(1).await;
     let path = match kind {
+        _ if args.raw => "/",
         Kind::Spectator => "/ws",
         _ => "/socket.io/?EIO=4&transport=websocket",
     };
@@ -348,6 +358,7 @@ async fn client(
     let logged_on = futures_lite::future::or(
         async {
             let ok = match kind {
+                _ if args.raw => true,
                 Kind::Spectator => join_spectator(&mut ws, &code, i).await,
                 _ => logon_overlay(&mut ws, &code).await,
             };
@@ -389,6 +400,14 @@ async fn client(
             let now = now_us();
             let window_start = control.window_start_us.load(Ordering::Relaxed);
             let in_window = window_start > 0 && control.phase.load(Ordering::Relaxed) == RUNNING;
+            if args.raw {
+                if in_window {
+                    let mut s = stats.borrow_mut();
+                    s.deliveries += 1;
+                    s.bytes += text.len() as u64;
+                }
+                continue;
+            }
             let Some(seq) = marker_seq(&text) else {
                 continue;
             };
@@ -579,6 +598,9 @@ async fn observer(
         }
         stats.borrow_mut().events_sent += 1;
         next += period;
+        if args.jitter_ms > 0.0 {
+            next += Duration::from_secs_f64(rand::random::<f64>() * args.jitter_ms / 1000.0);
+        }
         for _ in 0..answer_pings(&pings) {
             let _ = ws.send_text("3").await;
         }

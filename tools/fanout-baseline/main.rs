@@ -1,0 +1,194 @@
+//! The physical-limit reference for fan-out: one pre-built WebSocket frame (the server's own
+//! mid-match snapshot, deflated exactly as it broadcasts it) written to N sockets at a fixed
+//! rate with nothing else — no sessions, no queues, no executor, one plain `write` per socket
+//! per broadcast. Reports its own CPU time per delivery from `/proc/self/stat`.
+//!
+//! Run it, then drain it with the load generator in raw mode:
+//!   target/release/fanout-baseline --port 5300 --connections 1000 --duration 10 &
+//!   target/release/loadgen --raw --broadcast 127.0.0.1:5300 --overlays 1000 --duration 10
+//! Bounded in time; stops by itself.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde_json::{Map, Value};
+use spectra::engine::Match;
+use spectra::ingest::ObsLogon;
+use spectra::transport::{packets, websocket};
+
+#[derive(Parser)]
+#[command(about = "Bare fan-out baseline: one frame to N sockets, nothing else")]
+struct Args {
+    #[arg(long, default_value_t = 5300)]
+    port: u16,
+    /// Connections to wait for before broadcasting.
+    #[arg(long, default_value_t = 1000)]
+    connections: usize,
+    /// Broadcasts per second.
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// Seconds of broadcasting (after all connections arrived).
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    #[arg(long, default_value = "../shared/kit/reference/match.replay")]
+    replay: PathBuf,
+}
+
+fn snapshot_frames(path: &PathBuf) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let all: Vec<Value> = serde_json::from_str(&format!("[{text}]")).map_err(|e| e.to_string())?;
+    let header: Map<String, Value> = all
+        .first()
+        .and_then(|h| h.as_object().cloned())
+        .ok_or("no header")?;
+    let logon = ObsLogon {
+        group_code: "BASE".into(),
+        group_secret: String::new(),
+        obs_name: "Baseline".into(),
+        data: header,
+        is_supporter: false,
+        organization_id: String::new(),
+    };
+    let mut m = Match::new(&logon).map_err(|e| format!("{e:?}"))?;
+    for e in all.iter().skip(1).take(all.len() / 2) {
+        if let Some(e) = e.as_object() {
+            m.apply(e);
+        }
+    }
+    let packet = packets::event_packet("match_data", &m.snapshot_json());
+    let plain = websocket::text_frame(&packet).to_vec();
+    let deflated =
+        websocket::compressed_text_frame(&mut websocket::new_compressor(), &packet).to_vec();
+    Ok((plain, deflated))
+}
+
+/// Reads the upgrade request and answers 101 (with permessage-deflate when offered).
+fn upgrade(mut s: TcpStream) -> Option<(TcpStream, bool)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 2048];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 || buf.len() > 16 * 1024 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_string();
+    let key = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("sec-websocket-key")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    let deflate = head.to_ascii_lowercase().contains("permessage-deflate");
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let ext = if deflate {
+        "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n"
+    } else {
+        ""
+    };
+    let resp = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{ext}\r\n"
+    );
+    s.write_all(resp.as_bytes()).ok()?;
+    s.set_nodelay(true).ok()?;
+    s.set_nonblocking(true).ok()?;
+    Some((s, deflate))
+}
+
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let Some(end) = stat.rfind(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = stat[end + 2..].split_whitespace().collect();
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let get = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (get(11) + get(12)) / ticks
+}
+
+fn main() {
+    let args = Args::parse();
+    let (plain, deflated) = match snapshot_frames(&args.replay) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("fanout-baseline: {e}");
+            std::process::exit(2);
+        }
+    };
+    let listener = match TcpListener::bind(("127.0.0.1", args.port)) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("fanout-baseline: cannot listen on {}: {e}", args.port);
+            std::process::exit(2);
+        }
+    };
+    println!(
+        "fanout-baseline ready on 127.0.0.1:{} (frame {} bytes, {} deflated)",
+        args.port,
+        plain.len(),
+        deflated.len()
+    );
+    let sockets: Arc<Mutex<Vec<(TcpStream, bool)>>> = Arc::new(Mutex::new(Vec::new()));
+    let accepted = sockets.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            if let Some(c) = upgrade(s)
+                && let Ok(mut v) = accepted.lock()
+            {
+                v.push(c);
+            }
+        }
+    });
+    let wait_until = Instant::now() + Duration::from_secs(120);
+    while sockets.lock().map(|v| v.len()).unwrap_or(0) < args.connections {
+        if Instant::now() > wait_until {
+            eprintln!("fanout-baseline: not all connections arrived; broadcasting anyway");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut conns = std::mem::take(&mut *sockets.lock().unwrap_or_else(|e| e.into_inner()));
+    let period = Duration::from_secs_f64(1.0 / args.rate.max(0.1));
+    let start = Instant::now();
+    let cpu0 = cpu_secs();
+    let (mut deliveries, mut blocked) = (0u64, 0u64);
+    let mut next = start;
+    while start.elapsed() < Duration::from_secs(args.duration) {
+        for (s, deflate) in conns.iter_mut() {
+            let frame = if *deflate { &deflated } else { &plain };
+            match s.write(frame) {
+                Ok(n) if n == frame.len() => deliveries += 1,
+                _ => blocked += 1,
+            }
+        }
+        next += period;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let cpu = cpu_secs() - cpu0;
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{{\"connections\":{},\"deliveries\":{deliveries},\"deliveries_per_s\":{:.1},\"blocked\":{blocked},\"cpu_s\":{cpu:.3},\"cpu_per_delivery_us\":{:.3}}}",
+        conns.len(),
+        deliveries as f64 / secs,
+        if deliveries > 0 {
+            cpu * 1e6 / deliveries as f64
+        } else {
+            0.0
+        }
+    );
+}
