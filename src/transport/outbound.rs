@@ -158,7 +158,7 @@ impl OutQueue {
 
 /// Drains `queue` into `io` until the queue closes or a write fails; then closes `io`.
 pub async fn run_writer<W: AsyncWrite + Unpin>(queue: Rc<OutQueue>, mut io: W) {
-    let mut batch = Vec::with_capacity(64);
+    let mut batch = Vec::new(); // allocated on the first burst, not up front for every connection
     while queue.next_batch(&mut batch).await {
         let mut failed = false;
         for frame in batch.drain(..) {
