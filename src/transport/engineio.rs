@@ -384,18 +384,23 @@ const UPGRADE_POLL_HOLD: Duration = Duration::from_millis(100);
 
 async fn release_upgrading_poll(session: Weak<RefCell<Session>>) {
     glommio::timer::sleep(UPGRADE_POLL_HOLD).await;
-    let Some(cell) = session.upgrade() else {
-        return;
-    };
-    let mut s = cell.borrow_mut();
+    if let Some(cell) = session.upgrade() {
+        release_poll(&mut cell.borrow_mut().transport);
+    }
+}
+
+/// Ends a waiting poll with what is buffered, or with a noop when nothing is.
+fn release_poll(transport: &mut Transport) {
     if let Transport::Polling {
         buffer,
         buffered_bytes,
         waiting,
-    } = &mut s.transport
+    } = transport
         && let Some(tx) = waiting.take()
     {
-        buffer.push(Bytes::from_static(b"6"));
+        if buffer.is_empty() {
+            buffer.push(Bytes::from_static(b"6"));
+        }
         let payload = encode_payload(buffer);
         buffer.clear();
         *buffered_bytes = 0;
@@ -410,23 +415,7 @@ pub fn probe_local(shard: &Rc<Shard>, sid: &str) {
     };
     let mut s = cell.borrow_mut();
     s.upgrading = true;
-    if let Transport::Polling {
-        buffer,
-        buffered_bytes,
-        waiting,
-    } = &mut s.transport
-        && let Some(tx) = waiting.take()
-    {
-        let payload = if buffer.is_empty() {
-            Bytes::from_static(b"6")
-        } else {
-            *buffered_bytes = 0;
-            let p = encode_payload(buffer);
-            buffer.clear();
-            p
-        };
-        let _ = tx.send(payload_response(payload));
-    }
+    release_poll(&mut s.transport);
 }
 
 /// Takes a polling session out of this shard for an upgrade; `to` is the shard it moves to.
