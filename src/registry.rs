@@ -1,6 +1,7 @@
 //! The matches owned by this shard: creation and reconnection at observer logon, events applied in
-//! arrival order, publication of changes (early, at most once per 100 ms tick period, one encode
-//! per change; the periodic tick catches the rest), game end and idle
+//! arrival order, publication of changes (5 ms after they arrive, at most once per match in each
+//! 100 ms broadcast slot, one encode per publication; the periodic tick advances timers and
+//! publishes what changed without an event), game end and idle
 //! removal. Runs only on the owner shard of each group code; sessions are reached via `deliver`.
 
 use std::collections::HashMap;
@@ -344,7 +345,10 @@ fn slot_of(now: Instant, period: Duration) -> u64 {
 }
 
 fn next_slot_start(now: Instant, period: Duration) -> Instant {
-    epoch() + period * (slot_of(now, period) as u32)
+    let nanos = period
+        .as_nanos()
+        .saturating_mul(u128::from(slot_of(now, period)));
+    epoch() + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
 }
 
 /// How long the first change after a quiet period waits for companions (an observer's event
@@ -631,3 +635,21 @@ pub fn remove_match(shard: &Rc<Shard>, code: &str) {
 
 /// How long finished-game team info stays available.
 pub const TEAM_INFO_TTL: Duration = Duration::from_secs(3600);
+
+#[cfg(test)]
+mod slot_tests {
+    use super::*;
+
+    #[test]
+    fn slots_advance_once_per_period_and_the_next_starts_within_one() {
+        let period = Duration::from_millis(100);
+        let _ = epoch(); // slots count from the first use
+        let now = Instant::now();
+        let s = slot_of(now, period);
+        assert!(s >= 1);
+        assert_eq!(slot_of(now + period, period), s + 1);
+        let next = next_slot_start(now, period);
+        assert!(next > now && next <= now + period);
+        assert_eq!(slot_of(next, period), s + 1);
+    }
+}
