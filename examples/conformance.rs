@@ -124,6 +124,7 @@ fn main() {
     let mut config = Config::from_args(args);
     config.max_payload = 1_000_000;
     config.tls = spectra::config::TlsMode::Plain;
+    config.replay_dir = None; // echo services have no matches
     let service: spectra::shard::runtime::ServiceFactory =
         Arc::new(|| Rc::new(Conformance) as Rc<dyn Service>);
     match spectra::shard::runtime::start_service(config, options.port, service) {

@@ -177,6 +177,19 @@ pub struct Args {
     /// Seconds a match may go without a new event before it is removed.
     #[arg(long, env = "MATCH_IDLE_SECONDS", default_value_t = 1800)]
     pub match_idle_seconds: u64,
+
+    /// Directory of the replay logs (`Match_<code>_<ms>.replay`, created if missing); an empty
+    /// value turns replay logs and crash recovery off.
+    #[arg(long, env = "REPLAY_DIR", default_value = "replays")]
+    pub replay_dir: PathBuf,
+
+    /// Milliseconds SIGTERM/SIGINT may take: final snapshots, close frames, replay logs written.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 5000)]
+    pub shutdown_timeout_ms: u64,
+
+    /// "false": do not rebuild live matches from the replay logs at start-up.
+    #[arg(long, env = "RECOVER_MATCHES", default_value = "true")]
+    pub recover_matches: String,
 }
 
 /// How the listeners speak: plain or TLS with the given files.
@@ -205,6 +218,12 @@ pub struct Config {
     pub max_payload: usize,
     pub match_idle: Duration,
     pub tick: Duration,
+    /// Replay log directory; `None` when logs are off.
+    pub replay_dir: Option<PathBuf>,
+    /// Rebuild live matches from their logs at start-up.
+    pub recover_matches: bool,
+    /// The bound of a graceful shutdown.
+    pub shutdown_timeout: Duration,
     pub max_spectators_per_room: usize,
     pub spectator_list_limit: usize,
     pub spectator_presence_limit: usize,
@@ -264,6 +283,9 @@ impl Config {
             max_payload: 1_000_000,
             match_idle: Duration::from_secs(args.match_idle_seconds.max(1)),
             tick: Duration::from_millis(args.broadcast_interval_ms.clamp(5, 10_000)),
+            replay_dir: (!args.replay_dir.as_os_str().is_empty()).then_some(args.replay_dir),
+            recover_matches: args.recover_matches != "false",
+            shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms.max(1)),
             max_spectators_per_room: args.max_spectators_per_room,
             spectator_list_limit: args.spectator_list_limit,
             spectator_presence_limit: args.spectator_presence_limit,

@@ -2,7 +2,8 @@
 //!
 //! Layout: `config` (settings), `shard` (executors, mesh, routing), `transport` (HTTP, WebSocket,
 //! Engine.IO, Socket.IO), `ingest` (observer/aux logon and events), `broadcast` (overlay rooms and
-//! fan-out), `registry` (matches on their owner shard), `engine` (match state), `rest` (5101).
+//! fan-out), `registry` (matches on their owner shard), `engine` (match state), `replay` (replay logs and
+//! crash recovery), `rest` (5101).
 
 pub mod app;
 pub mod backend;
@@ -12,6 +13,7 @@ pub mod engine;
 pub mod ingest;
 pub mod random;
 pub mod registry;
+pub mod replay;
 pub mod rest;
 pub mod shard;
 pub mod spectator;

@@ -1,4 +1,5 @@
-//! Entry point: load the configuration, start the shards, say where we listen.
+//! Entry point: load the configuration, start the shards, say where we listen, and shut down
+//! gracefully on SIGTERM/SIGINT.
 
 use mimalloc::MiMalloc;
 
@@ -28,12 +29,27 @@ fn main() {
         config.broadcast_port,
         config.shards,
     );
+    let bound = config.shutdown_timeout;
+    let signals = spectra::shard::signals::ShutdownSignals::block();
     match spectra::shard::runtime::start(config) {
         Ok(running) => {
             println!(
                 "spectra-server ready: ingest {bind}:{ingest}, rest {bind}:{rest}, broadcast {bind}:{broadcast}, {shards} shard(s), {scheme}"
             );
-            running.join();
+            let signal = signals.wait();
+            eprintln!(
+                "spectra-server: {signal}: shutting down (at most {} ms)",
+                bound.as_millis()
+            );
+            if running.shutdown(bound) {
+                eprintln!("spectra-server: stopped cleanly");
+                std::process::exit(0);
+            }
+            eprintln!(
+                "spectra-server: shutdown took longer than {} ms; stopping anyway",
+                bound.as_millis()
+            );
+            std::process::exit(1);
         }
         Err(e) => {
             eprintln!("spectra-server: {e}");

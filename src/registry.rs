@@ -39,6 +39,26 @@ pub struct Entry {
     json: Option<(u64, String)>,
     /// The match's spectator room.
     pub room: Room,
+    /// The match's replay log (`None` when logs are off).
+    log: Option<crate::replay::log::ReplayLog>,
+}
+
+impl Entry {
+    fn new(game: Match, secret: String, seq: u64, room: Room) -> Entry {
+        Entry {
+            game,
+            secret,
+            seq,
+            last_sent_event: 0,
+            last_sent_at: Instant::now(),
+            flush_pending: false,
+            last_slot: 0,
+            frames: None,
+            json: None,
+            room,
+            log: None,
+        }
+    }
 }
 
 /// Finished-game team info kept for `/getTeamInfoForCode`.
@@ -112,21 +132,15 @@ pub fn create_match(shard: &Rc<Shard>, logon: ObsLogon, from: SessionRef) {
             let secret = new_secret();
             let mut room = Room::new();
             room.player_joined(shard, &code, player);
-            reg.live.insert(
-                code.clone(),
-                Entry {
-                    game,
-                    secret: secret.clone(),
-                    seq: shard.global.match_seq.fetch_add(1, Ordering::Relaxed),
-                    last_sent_event: 0,
-                    last_sent_at: Instant::now(),
-                    flush_pending: false,
-                    last_slot: 0,
-                    frames: None,
-                    json: None,
-                    room,
-                },
-            );
+            let seq = shard.global.match_seq.fetch_add(1, Ordering::Relaxed);
+            let mut entry = Entry::new(game, secret.clone(), seq, room);
+            if let Some(dir) = &shard.config.replay_dir {
+                let start = crate::ingest::now_ms();
+                let path = dir.join(crate::replay::file_name(&code, start));
+                let header = crate::replay::header(&logon, &secret, start);
+                entry.log = Some(crate::replay::log::ReplayLog::create(path, &header));
+            }
+            reg.live.insert(code.clone(), entry);
             if let (Some(backend), Some(entry)) = (shard.backend.clone(), reg.live.get(&code)) {
                 refresh_playercams(shard, backend, &code, &entry.game);
             }
@@ -141,6 +155,62 @@ pub fn create_match(shard: &Rc<Shard>, logon: ObsLogon, from: SessionRef) {
             let reason = format!("Invalid logon data: {cause}.");
             logon_result(&from, shard, false, &reason, None);
         }
+    }
+}
+
+/// Crash recovery at start-up: rebuilds the live matches this shard owns from their replay
+/// logs (see `replay::recover`), keeping their group secrets; their logs are continued.
+pub fn recover(shard: &Rc<Shard>) {
+    let (Some(dir), true) = (&shard.config.replay_dir, shard.config.recover_matches) else {
+        return;
+    };
+    let found =
+        crate::replay::recover::candidates(dir, shard.id, shard.shards(), shard.config.match_idle);
+    for candidate in found {
+        let Some((logon, secret)) = candidate.file.logon() else {
+            continue;
+        };
+        let code = logon.group_code.clone();
+        let name = candidate.path.display().to_string();
+        let mut game = match Match::new(&logon) {
+            Ok(game) => game,
+            Err(e) => {
+                eprintln!("recovery: {name}: the logon is not valid ({e}); skipped");
+                continue;
+            }
+        };
+        let ended = candidate
+            .file
+            .events
+            .iter()
+            .any(|event| game.apply(event) == Outcome::GameEnded);
+        if ended {
+            continue; // the game ended before the stop: nothing to recover
+        }
+        game.advance(crate::ingest::now_ms());
+        let seq = shard.global.match_seq.fetch_add(1, Ordering::Relaxed);
+        let mut entry = Entry::new(game, secret, seq, Room::new());
+        entry.log = Some(crate::replay::log::ReplayLog::resume(
+            candidate.path.clone(),
+            candidate.file.valid_len,
+        ));
+        let events = candidate.file.events.len();
+        let mut reg = shard.matches.borrow_mut();
+        if reg.live.contains_key(&code) {
+            continue;
+        }
+        reg.live.insert(code.clone(), entry);
+        shard.global.matches_running.fetch_add(1, Ordering::Relaxed);
+        let skipped = candidate.file.skipped;
+        eprintln!(
+            "match {code}: recovered on shard {} from {name} ({events} events{})",
+            shard.id,
+            if skipped > 0 {
+                format!(", {skipped} unreadable line(s) skipped")
+            } else {
+                String::new()
+            }
+        );
     }
 }
 
@@ -304,6 +374,10 @@ pub fn ingest_event(shard: &Rc<Shard>, code: &str, event: Value) {
         let Some(entry) = reg.live.get_mut(code) else {
             return; // the match ended meanwhile
         };
+        // Logged before it is applied, like the original (ignored events included).
+        if let Some(log) = &entry.log {
+            log.append(&event);
+        }
         let outcome = entry.game.apply(&event);
         if !entry.flush_pending && entry.game.event_number() > entry.last_sent_event {
             entry.flush_pending = true;
@@ -541,6 +615,38 @@ pub fn publish(shard: &Rc<Shard>, code: &str, frames: FrameSet) {
     });
     crate::broadcast::fanout_local(shard, code, &frames);
     publish_spectators(shard, code);
+}
+
+/// Shutdown: publishes every match's change that has not gone out yet (final snapshots).
+pub fn publish_unsent(shard: &Rc<Shard>) {
+    let mut to_publish = Vec::new();
+    {
+        let mut reg = shard.matches.borrow_mut();
+        for (code, entry) in reg.live.iter_mut() {
+            entry.game.advance(crate::ingest::now_ms());
+            if entry.game.event_number() > entry.last_sent_event {
+                entry.last_sent_event = entry.game.event_number();
+                entry.flush_pending = false;
+                to_publish.push((code.clone(), current_frames(shard, entry)));
+            }
+        }
+    }
+    for (code, frames) in to_publish {
+        publish(shard, &code, frames);
+    }
+}
+
+/// Shutdown: closes every replay log; the futures resolve once each is written.
+pub fn close_logs(shard: &Rc<Shard>) -> Vec<impl std::future::Future<Output = ()> + use<>> {
+    let reg = shard.matches.borrow();
+    reg.live
+        .values()
+        .filter_map(|e| e.log.as_ref())
+        .map(|log| {
+            log.close();
+            log.finished()
+        })
+        .collect()
 }
 
 /// One broadcast tick: every changed match is encoded once and published; idle ones removed.

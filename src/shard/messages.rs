@@ -111,6 +111,12 @@ pub enum ShardMsg {
         query: crate::rest::RestQuery,
         reply: oneshot::Sender<Response>,
     },
+    /// Graceful shutdown, one phase at a time on every shard; the shard answers with its id.
+    Shutdown {
+        phase: super::shutdown::Phase,
+        deadline: std::time::Instant,
+        done: flume::Sender<usize>,
+    },
     /// An ingest client of the match connected (`join`) or went away (`leave` = its id).
     PlayerPresence {
         code: String,

@@ -7,6 +7,8 @@
 pub mod messages;
 pub mod router;
 pub mod runtime;
+pub mod shutdown;
+pub mod signals;
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -94,6 +96,10 @@ pub struct Shard {
     pub compressor: RefCell<flate2::Compress>,
     /// The application of `Port::Service` listeners (the conformance example), if any.
     pub service: RefCell<Option<std::rc::Rc<dyn crate::transport::service::Service>>>,
+    /// The accept loops (cancelled at the end of a shutdown).
+    pub listeners: RefCell<Vec<glommio::task::JoinHandle<()>>>,
+    /// Shutting down: new sessions, upgrades and REST requests get 503.
+    pub stopping: std::cell::Cell<bool>,
 }
 
 impl Shard {
@@ -117,6 +123,8 @@ impl Shard {
             backend,
             compressor: RefCell::new(crate::transport::websocket::new_compressor()),
             service: RefCell::new(None),
+            listeners: RefCell::new(Vec::new()),
+            stopping: std::cell::Cell::new(false),
         }
     }
 

@@ -34,6 +34,11 @@ pub fn dispatch(shard: &Rc<Shard>, msg: ShardMsg) {
             let _ = reply.send(crate::registry::find_match_id(shard, &match_id));
         }
         ShardMsg::IngestEvent { code, event } => crate::registry::ingest_event(shard, &code, event),
+        ShardMsg::Shutdown {
+            phase,
+            deadline,
+            done,
+        } => super::shutdown::run_phase(shard, phase, deadline, done),
         ShardMsg::AuxDisconnected { code, player_id } => {
             crate::registry::aux_disconnected(shard, &code, &player_id)
         }

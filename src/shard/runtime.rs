@@ -14,10 +14,11 @@ use crate::config::{Config, TlsMode};
 use crate::transport::server::{Port, serve};
 use crate::transport::service::Service;
 
-/// The running server: join it to wait forever.
+/// The running server: join it to wait forever, or shut it down.
 pub struct Running {
     handles: Vec<ExecutorJoinHandle<()>>,
     pub global: Arc<Global>,
+    mesh: Arc<Mesh>,
 }
 
 impl Running {
@@ -25,6 +26,12 @@ impl Running {
         for h in self.handles {
             let _ = h.join();
         }
+    }
+
+    /// Graceful shutdown within `bound` (see `shard::shutdown`); false when a shard did not
+    /// finish in time.
+    pub fn shutdown(&self, bound: std::time::Duration) -> bool {
+        super::shutdown::run(&self.mesh, Instant::now() + bound)
     }
 }
 
@@ -46,6 +53,15 @@ fn check_ports_free(config: &Config, ports: &[(Port, u16)]) -> Result<(), String
 
 /// Starts Spectra: every shard serves ingest, REST and broadcast.
 pub fn start(config: Config) -> Result<Running, String> {
+    if let Some(dir) = &config.replay_dir
+        && let Err(e) = std::fs::create_dir_all(dir)
+    {
+        // Robust where the original crashed: matches run, without logs (ingest spec R1).
+        eprintln!(
+            "replay logs: cannot create {}: {e}; matches will run without replay logs",
+            dir.display()
+        );
+    }
     let ports = vec![
         (Port::Ingest, config.ingest_port),
         (Port::Rest, config.rest_port),
@@ -100,6 +116,7 @@ fn start_with(
             .spawn(move || async move {
                 let shard = Rc::new(Shard::new(id, config.clone(), mesh, global, backend));
                 *shard.service.borrow_mut() = service.map(|make| make());
+                crate::registry::recover(&shard);
                 let mut listeners = Vec::new();
                 for (port, number) in ports {
                     match bind_shared(SocketAddr::new(config.bind, number)) {
@@ -112,8 +129,10 @@ fn start_with(
                     }
                 }
                 for (port, listener) in listeners {
-                    glommio::spawn_local(serve(shard.clone(), listener, port, tls.clone()))
-                        .detach();
+                    let task =
+                        glommio::spawn_local(serve(shard.clone(), listener, port, tls.clone()))
+                            .detach();
+                    shard.listeners.borrow_mut().push(task);
                 }
                 glommio::spawn_local(super::router::run_inbox(shard.clone(), inbox)).detach();
                 glommio::spawn_local(ticker(shard.clone())).detach();
@@ -132,7 +151,11 @@ fn start_with(
             Err(_) => return Err("a shard stopped during start-up".into()),
         }
     }
-    Ok(Running { handles, global })
+    Ok(Running {
+        handles,
+        global,
+        mesh,
+    })
 }
 
 fn new_socket(addr: SocketAddr) -> std::io::Result<socket2::Socket> {

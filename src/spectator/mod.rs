@@ -189,6 +189,25 @@ where
     disconnected(shard, conn);
 }
 
+/// Server shutdown: every spectator connection of this shard gets a 1001 close frame after what
+/// is already queued; returns the queues to wait for.
+pub fn close_all(shard: &Rc<Shard>) -> Vec<Rc<OutQueue>> {
+    let queues: Vec<Rc<OutQueue>> = shard
+        .spectators
+        .borrow()
+        .conns
+        .values()
+        .map(|c| c.queue.clone())
+        .collect();
+    for queue in &queues {
+        queue.close_with(Some(websocket::close_frame(
+            close_code::GOING_AWAY,
+            "server shutting down",
+        )));
+    }
+    queues
+}
+
 fn on_text(shard: &Rc<Shard>, conn: u64, queue: &OutQueue, text: &str) {
     let parsed: Option<serde_json::Map<String, Value>> = serde_json::from_str(text).ok();
     let Some(msg) = parsed else {

@@ -116,6 +116,9 @@ pub struct Sessions {
     /// Sessions on their way here (upgrade in progress) and the actions that arrived for them
     /// before they did.
     incoming: HashMap<String, Vec<SessionAction>>,
+    /// Polling sessions closed by a shutdown while no poll was waiting: their next poll gets
+    /// CLOSE instead of "Session ID unknown".
+    farewell: std::collections::HashSet<String>,
 }
 
 impl Sessions {
@@ -308,7 +311,12 @@ pub fn poll_local(
     reply: oneshot::Sender<Response>,
 ) {
     let Some(cell) = shard.sessions.borrow().get(sid) else {
-        let _ = reply.send(error_response(1, "Session ID unknown"));
+        let farewell = post.is_none() && shard.sessions.borrow_mut().farewell.remove(sid);
+        let _ = reply.send(if farewell {
+            payload_response(Bytes::from_static(b"1"))
+        } else {
+            error_response(1, "Session ID unknown")
+        });
         return;
     };
     if let Some(body) = post {
@@ -895,6 +903,35 @@ pub fn deliver_local(shard: &Rc<Shard>, sid: &str, action: SessionAction) {
 /// The reason given when the client itself sent a CLOSE packet.
 const CLIENT_CLOSE: &str = "client close";
 
+/// The reason sessions end with when the server shuts down (WebSocket close code 1001).
+pub const SERVER_SHUTDOWN: &str = "server shutting down";
+
+/// Server shutdown: ends every session of this shard (after what is already queued) and returns
+/// their WebSocket queues, to wait until they are written.
+pub fn close_all(shard: &Rc<Shard>) -> Vec<Rc<OutQueue>> {
+    shard.sessions.borrow_mut().farewell.clear();
+    let sessions: Vec<(String, Rc<RefCell<Session>>)> = shard
+        .sessions
+        .borrow()
+        .map
+        .iter()
+        .map(|(sid, cell)| (sid.clone(), cell.clone()))
+        .collect();
+    let mut queues = Vec::new();
+    for (sid, cell) in sessions {
+        if let Transport::WebSocket { queue, .. } = &cell.borrow().transport {
+            queues.push(queue.clone());
+        }
+        close_session(shard, &sid, SERVER_SHUTDOWN);
+    }
+    queues
+}
+
+/// Polling sessions closed by the shutdown that have not collected their CLOSE yet.
+pub fn farewells_pending(shard: &Shard) -> usize {
+    shard.sessions.borrow().farewell.len()
+}
+
 /// Ends a session: tells the application, releases a pending poll, closes the WebSocket.
 /// A pending poll gets CLOSE (`1`), or NOOP (`6`) when the client asked to close: it already
 /// knows, and the poll only has to end cleanly.
@@ -913,10 +950,17 @@ pub fn close_session(shard: &Rc<Shard>, sid: &str, reason: &str) {
             if let Some(tx) = waiting.take() {
                 let packet: &'static [u8] = if reason == CLIENT_CLOSE { b"6" } else { b"1" };
                 let _ = tx.send(payload_response(Bytes::from_static(packet)));
+            } else if reason == SERVER_SHUTDOWN {
+                shard.sessions.borrow_mut().farewell.insert(s.sid.clone());
             }
         }
         Transport::WebSocket { queue, .. } => {
-            queue.close_with(Some(websocket::close_frame(close_code::NORMAL, "")));
+            let code = if reason == SERVER_SHUTDOWN {
+                close_code::GOING_AWAY
+            } else {
+                close_code::NORMAL
+            };
+            queue.close_with(Some(websocket::close_frame(code, "")));
         }
     }
 }

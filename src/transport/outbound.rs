@@ -37,6 +37,8 @@ struct Inner {
     skipped: u64,
     /// Bytes that may be queued (see `BYTE_BUDGET`).
     budget: usize,
+    /// The writer has finished and closed the socket.
+    finished: bool,
 }
 
 /// Shared between the connection's writer task and whoever sends to the connection.
@@ -115,6 +117,11 @@ impl OutQueue {
         !inner.closing && !inner.dead
     }
 
+    /// The writer has written everything (or given up) and closed the socket.
+    pub fn is_finished(&self) -> bool {
+        self.inner.borrow().finished
+    }
+
     pub fn skipped(&self) -> u64 {
         self.inner.borrow().skipped
     }
@@ -173,6 +180,7 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(queue: Rc<OutQueue>, mut io: W) {
         }
     }
     let _ = io.close().await;
+    queue.inner.borrow_mut().finished = true;
 }
 
 #[cfg(test)]

@@ -106,60 +106,68 @@ async fn connection(
             }
             Some(Err(ReadError::Closed)) | None => break,
         };
-        let keep_alive = req.keep_alive;
+        let keep_alive = req.keep_alive && !shard.stopping.get();
         let head_only = req.method == "HEAD";
-        let mut resp = match port {
-            Port::Rest => crate::rest::handle(&shard, &req).await,
-            Port::Service => {
-                let kind = match req.path.as_str() {
-                    "/engine.io/" | "/engine.io" => Some(PortKind::Service { socketio: false }),
-                    "/socket.io/" | "/socket.io" => Some(PortKind::Service { socketio: true }),
-                    _ => None,
-                };
-                if req.method == "OPTIONS" {
-                    preflight(&req)
-                } else if req.path == "/echo" && req.is_websocket_upgrade() {
-                    if let Some(w) = writer.take() {
-                        super::echo::run(&shard, &req, &mut reader, w).await;
+        // Shutting down: only polls of existing sessions are served (they collect their CLOSE).
+        let refused = shard.stopping.get()
+            && (req.query_param("sid").is_none() || req.is_websocket_upgrade());
+        let mut resp = if refused {
+            Response::text(503, "Server shutting down")
+                .with_header("Access-Control-Allow-Origin", "*")
+        } else {
+            match port {
+                Port::Rest => crate::rest::handle(&shard, &req).await,
+                Port::Service => {
+                    let kind = match req.path.as_str() {
+                        "/engine.io/" | "/engine.io" => Some(PortKind::Service { socketio: false }),
+                        "/socket.io/" | "/socket.io" => Some(PortKind::Service { socketio: true }),
+                        _ => None,
+                    };
+                    if req.method == "OPTIONS" {
+                        preflight(&req)
+                    } else if req.path == "/echo" && req.is_websocket_upgrade() {
+                        if let Some(w) = writer.take() {
+                            super::echo::run(&shard, &req, &mut reader, w).await;
+                        }
+                        return;
+                    } else if let Some(kind) = kind {
+                        match engineio::handle_request(&shard, kind, req, &mut reader, &mut writer)
+                            .await
+                        {
+                            Some(resp) => resp,
+                            None => return,
+                        }
+                    } else {
+                        Response::text(404, "Not found")
                     }
-                    return;
-                } else if let Some(kind) = kind {
-                    match engineio::handle_request(&shard, kind, req, &mut reader, &mut writer)
-                        .await
-                    {
-                        Some(resp) => resp,
-                        None => return,
-                    }
-                } else {
-                    Response::text(404, "Not found")
                 }
-            }
-            Port::Ingest | Port::Broadcast => {
-                let kind = if port == Port::Ingest {
-                    PortKind::Ingest
-                } else {
-                    PortKind::Broadcast
-                };
-                if req.method == "OPTIONS" {
-                    preflight(&req)
-                } else if port == Port::Broadcast
-                    && (req.path == "/ws" || req.path == "/v2/ws")
-                    && req.is_websocket_upgrade()
-                {
-                    if let Some(w) = writer.take() {
-                        crate::spectator::run(&shard, &req, &mut reader, w).await;
-                    }
-                    return;
-                } else if req.path == "/socket.io/" || req.path == "/socket.io" {
-                    match engineio::handle_request(&shard, kind, req, &mut reader, &mut writer)
-                        .await
+                Port::Ingest | Port::Broadcast => {
+                    let kind = if port == Port::Ingest {
+                        PortKind::Ingest
+                    } else {
+                        PortKind::Broadcast
+                    };
+                    if req.method == "OPTIONS" {
+                        preflight(&req)
+                    } else if port == Port::Broadcast
+                        && (req.path == "/ws" || req.path == "/v2/ws")
+                        && req.is_websocket_upgrade()
                     {
-                        Some(resp) => resp,
-                        None => return, // the WebSocket owned the connection and is done
+                        if let Some(w) = writer.take() {
+                            crate::spectator::run(&shard, &req, &mut reader, w).await;
+                        }
+                        return;
+                    } else if req.path == "/socket.io/" || req.path == "/socket.io" {
+                        match engineio::handle_request(&shard, kind, req, &mut reader, &mut writer)
+                            .await
+                        {
+                            Some(resp) => resp,
+                            None => return, // the WebSocket owned the connection and is done
+                        }
+                    } else {
+                        Response::text(404, "Not found: Socket.IO is served under /socket.io/")
+                            .with_header("Access-Control-Allow-Origin", "*")
                     }
-                } else {
-                    Response::text(404, "Not found: Socket.IO is served under /socket.io/")
-                        .with_header("Access-Control-Allow-Origin", "*")
                 }
             }
         };

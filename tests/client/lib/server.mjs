@@ -1,6 +1,8 @@
 // Starts the spectra-server binary on free loopback ports and stops it by PID.
 import { spawn } from "node:child_process";
+import fs from "node:fs";
 import net from "node:net";
+import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { io } from "socket.io-client";
@@ -23,7 +25,10 @@ async function freePort() {
 }
 
 /** Starts a server; resolves once it prints its ready line. */
-export async function startServer({ shards = 2, env = {}, args = [], key = "test-key", cwd } = {}) {
+export async function startServer({ shards = 2, env = {}, args = [], key = "test-key", cwd, replayDir } = {}) {
+  // Replay logs go to a fresh directory unless the test names one (and then it keeps it).
+  const ownDir = replayDir === undefined && env.REPLAY_DIR === undefined;
+  const replays = ownDir ? fs.mkdtempSync(path.join(os.tmpdir(), "spectra-replays-")) : replayDir;
   for (let attempt = 0; attempt < 5; attempt++) {
     const ports = { ingest: await freePort(), rest: await freePort(), broadcast: await freePort() };
     const child = spawn(
@@ -37,7 +42,13 @@ export async function startServer({ shards = 2, env = {}, args = [], key = "test
         ...args,
       ],
       {
-        env: { PATH: process.env.PATH, INSECURE: "true", ...(key === null ? {} : { AUTH_KEY: key }), ...env },
+        env: {
+          PATH: process.env.PATH,
+          INSECURE: "true",
+          ...(replays === undefined ? {} : { REPLAY_DIR: replays }),
+          ...(key === null ? {} : { AUTH_KEY: key }),
+          ...env,
+        },
         stdio: ["ignore", "pipe", "pipe"],
         cwd,
       },
@@ -69,12 +80,17 @@ export async function startServer({ shards = 2, env = {}, args = [], key = "test
         ingest: `http://127.0.0.1:${ports.ingest}`,
         broadcast: `http://127.0.0.1:${ports.broadcast}`,
         rest: `http://127.0.0.1:${ports.rest}`,
+        replayDir: replays,
         exited: false,
-        async stop() {
-          if (child.exitCode !== null || child.signalCode !== null) return;
-          const done = new Promise((r) => child.once("exit", r));
-          process.kill(child.pid, "SIGTERM");
-          await done;
+        /** Ends the server with `signal` (SIGTERM: graceful) and resolves with its exit. */
+        async stop(signal = "SIGTERM") {
+          if (child.exitCode === null && child.signalCode === null) {
+            const done = new Promise((r) => child.once("exit", r));
+            process.kill(child.pid, signal);
+            await done;
+          }
+          if (ownDir) fs.rmSync(replays, { recursive: true, force: true });
+          return { code: child.exitCode, signal: child.signalCode };
         },
       };
       child.on("exit", () => (server.exited = true));

@@ -1,0 +1,84 @@
+//! Graceful shutdown (SIGTERM/SIGINT), in two phases that every shard finishes before the next
+//! starts, so a final snapshot sent by a match's owner reaches the other shards' inboxes before
+//! they close their connections:
+//!
+//! 1. `Quiesce`: stop accepting work (new sessions, WebSocket upgrades, spectators and REST get
+//!    503; only polls of existing sessions are served) and publish every match's unsent change
+//!    (the final snapshots).
+//! 2. `Close`: end every Engine.IO session (a pending poll gets CLOSE, a polling client between
+//!    two polls gets it at its next poll, a WebSocket a 1001 close frame after what is already
+//!    queued) and every spectator (1001), close the replay logs, and wait — up to the deadline —
+//!    until the sockets and logs are written; then close the listeners.
+//!
+//! Matches are not ended: their logs stay live, so a restart recovers them.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use super::{Mesh, Shard};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Quiesce,
+    Close,
+}
+
+/// Runs both phases on every shard (called from the main thread); false when a shard did not
+/// answer by `deadline`.
+pub fn run(mesh: &Mesh, deadline: Instant) -> bool {
+    for phase in [Phase::Quiesce, Phase::Close] {
+        let (done, answers) = flume::unbounded();
+        for shard in 0..mesh.len() {
+            mesh.send(
+                shard,
+                super::messages::ShardMsg::Shutdown {
+                    phase,
+                    deadline,
+                    done: done.clone(),
+                },
+            );
+        }
+        for _ in 0..mesh.len() {
+            if answers.recv_deadline(deadline).is_err() {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// One phase on this shard; answers on `done` when it is complete.
+pub fn run_phase(shard: &Rc<Shard>, phase: Phase, deadline: Instant, done: flume::Sender<usize>) {
+    match phase {
+        Phase::Quiesce => {
+            shard.stopping.set(true);
+            crate::registry::publish_unsent(shard);
+            let _ = done.send(shard.id);
+        }
+        Phase::Close => {
+            let mut queues = crate::transport::engineio::close_all(shard);
+            queues.extend(crate::spectator::close_all(shard));
+            let logs = crate::registry::close_logs(shard);
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                let written = async {
+                    for log in logs {
+                        log.await;
+                    }
+                    while queues.iter().any(|q| !q.is_finished())
+                        || crate::transport::engineio::farewells_pending(&shard) > 0
+                    {
+                        glommio::timer::sleep(Duration::from_millis(5)).await;
+                    }
+                };
+                let left = deadline.saturating_duration_since(Instant::now());
+                futures_lite::future::or(written, glommio::timer::sleep(left)).await;
+                for listener in shard.listeners.borrow_mut().drain(..) {
+                    listener.cancel();
+                }
+                let _ = done.send(shard.id);
+            })
+            .detach();
+        }
+    }
+}
