@@ -187,6 +187,28 @@ pub struct Args {
     #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 5000)]
     pub shutdown_timeout_ms: u64,
 
+    /// Open connections the server accepts in all (beyond: 503 and close).
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+
+    /// Open connections one address may hold (beyond: 503 and close).
+    #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value_t = 1000)]
+    pub max_connections_per_ip: usize,
+
+    /// Engine.IO sessions on the long-polling transport, in all (beyond: handshake 503).
+    #[arg(long, env = "MAX_POLLING_SESSIONS", default_value_t = 10_000)]
+    pub max_polling_sessions: usize,
+
+    /// Failed logons (wrong access key or group secret) one address may make per minute; further
+    /// logons are refused until the minute is over.
+    #[arg(long, env = "LOGON_FAILURES_PER_MINUTE", default_value_t = 10)]
+    pub logon_failures_per_minute: u32,
+
+    /// "true": the per-address limits apply to loopback addresses too (off by default: behind a
+    /// reverse proxy on the same host every client comes from 127.0.0.1).
+    #[arg(long, env = "LIMIT_LOOPBACK", default_value = "false")]
+    pub limit_loopback: String,
+
     /// "false": do not rebuild live matches from the replay logs at start-up.
     #[arg(long, env = "RECOVER_MATCHES", default_value = "true")]
     pub recover_matches: String,
@@ -224,6 +246,8 @@ pub struct Config {
     pub recover_matches: bool,
     /// The bound of a graceful shutdown.
     pub shutdown_timeout: Duration,
+    /// Connection, polling and logon limits.
+    pub limits: crate::limits::LimitConfig,
     pub max_spectators_per_room: usize,
     pub spectator_list_limit: usize,
     pub spectator_presence_limit: usize,
@@ -286,6 +310,14 @@ impl Config {
             replay_dir: (!args.replay_dir.as_os_str().is_empty()).then_some(args.replay_dir),
             recover_matches: args.recover_matches != "false",
             shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms.max(1)),
+            limits: crate::limits::LimitConfig {
+                max_connections: args.max_connections.max(1),
+                max_connections_per_ip: args.max_connections_per_ip.max(1),
+                max_polling_sessions: args.max_polling_sessions,
+                logon_failures: args.logon_failures_per_minute.max(1),
+                logon_window: Duration::from_secs(60),
+                limit_loopback: args.limit_loopback == "true",
+            },
             max_spectators_per_room: args.max_spectators_per_room,
             spectator_list_limit: args.spectator_list_limit,
             spectator_presence_limit: args.spectator_presence_limit,

@@ -11,6 +11,8 @@ pub mod broadcast;
 pub mod config;
 pub mod engine;
 pub mod ingest;
+pub mod limits;
+pub mod metrics;
 pub mod random;
 pub mod registry;
 pub mod replay;

@@ -85,6 +85,17 @@ fn logon_result(
     reason: &str,
     auth: Option<AuthRecord>,
 ) {
+    logon_result_with(from, shard, value, reason, auth, false);
+}
+
+fn logon_result_with(
+    from: &SessionRef,
+    shard: &Rc<Shard>,
+    value: bool,
+    reason: &str,
+    auth: Option<AuthRecord>,
+    credential_failure: bool,
+) {
     let ack = json!({ "type": "authenticate", "value": value, "reason": reason }).to_string();
     shard.deliver(
         from.shard,
@@ -93,6 +104,7 @@ fn logon_result(
             ack: event_packet("obs_logon_ack", &ack),
             auth,
             disconnect: !value,
+            credential_failure,
         },
     );
 }
@@ -122,8 +134,10 @@ pub fn create_match(shard: &Rc<Shard>, logon: ObsLogon, from: SessionRef) {
         if same {
             logon_result(&from, shard, true, "reconnected", Some(auth));
         } else {
+            // A wrong secret (not a missing one) counts as a guess.
+            let guessed = !logon.group_secret.is_empty();
             let reason = format!("Game with Group Code {code} exists and is still live.");
-            logon_result(&from, shard, false, &reason, None);
+            logon_result_with(&from, shard, false, &reason, None, guessed);
         }
         return;
     }
@@ -146,6 +160,7 @@ pub fn create_match(shard: &Rc<Shard>, logon: ObsLogon, from: SessionRef) {
             }
             drop(reg);
             shard.global.matches_running.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::gauge(|s| &s.matches, 1);
             eprintln!("match {code}: created on shard {}", shard.id);
             logon_result(&from, shard, true, &secret, Some(auth));
         }
@@ -201,6 +216,7 @@ pub fn recover(shard: &Rc<Shard>) {
         }
         reg.live.insert(code.clone(), entry);
         shard.global.matches_running.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::gauge(|s| &s.matches, 1);
         let skipped = candidate.file.skipped;
         eprintln!(
             "match {code}: recovered on shard {} from {name} ({events} events{})",
@@ -379,6 +395,7 @@ pub fn ingest_event(shard: &Rc<Shard>, code: &str, event: Value) {
             log.append(&event);
         }
         let outcome = entry.game.apply(&event);
+        crate::metrics::bump(|s| &s.events);
         if !entry.flush_pending && entry.game.event_number() > entry.last_sent_event {
             entry.flush_pending = true;
             let now = Instant::now();
@@ -733,6 +750,7 @@ pub fn remove_match(shard: &Rc<Shard>, code: &str) {
     };
     entry.room.close(shard, code);
     shard.global.matches_running.fetch_sub(1, Ordering::Relaxed);
+    crate::metrics::gauge(|s| &s.matches, -1);
     shard.mesh.send_to_others(shard.id, || ShardMsg::KickGroup {
         code: code.to_string(),
     });

@@ -52,12 +52,14 @@ type Job = Box<dyn FnOnce(&ureq::Agent) + Send>;
 pub struct Backend {
     pub config: BackendConfig,
     jobs: flume::Sender<Job>,
+    /// Request latencies are recorded here (`/metrics`).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 const WORKERS: usize = 4;
 
 impl Backend {
-    pub fn start(config: BackendConfig) -> Arc<Backend> {
+    pub fn start(config: BackendConfig, metrics: Arc<crate::metrics::Metrics>) -> Arc<Backend> {
         let (tx, rx) = flume::unbounded::<Job>();
         for i in 0..WORKERS {
             let rx = rx.clone();
@@ -78,7 +80,11 @@ impl Backend {
                 eprintln!("backend: cannot start worker {i}: {e}");
             }
         }
-        Arc::new(Backend { config, jobs: tx })
+        Arc::new(Backend {
+            config,
+            jobs: tx,
+            metrics,
+        })
     }
 
     /// Runs one HTTP request on a worker; resolves with its status and body.
@@ -90,9 +96,13 @@ impl Backend {
         body: Option<String>,
     ) -> HttpResult {
         let (tx, rx) = oneshot::channel();
+        let metrics = self.metrics.clone();
         let job: Job = Box::new(move |agent| {
             let started = std::time::Instant::now();
             let result = perform(agent, method, &url, &headers, body);
+            metrics
+                .backend_latency
+                .observe(started.elapsed().as_secs_f64());
             match &result {
                 Ok((status, _)) => eprintln!(
                     "backend: {method} {url} -> {status} in {} ms",

@@ -48,6 +48,14 @@ impl Rooms {
             .unwrap_or_default()
     }
 
+    /// Overlays per room on this shard.
+    pub fn counts(&self) -> Vec<(String, usize)> {
+        self.map
+            .iter()
+            .map(|(code, m)| (code.clone(), m.len()))
+            .collect()
+    }
+
     pub fn total(&self) -> usize {
         self.map.values().map(HashSet::len).sum()
     }

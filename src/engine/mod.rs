@@ -153,6 +153,20 @@ impl Match {
         (r(&self.teams[0]), r(&self.teams[1]))
     }
 
+    /// A few facts for the operator's status page (not part of any snapshot).
+    pub fn summary(&self) -> Value {
+        let (left, right) = self.teams_rounds_won();
+        let score = |n: f64| if n.is_finite() { json!(n) } else { json!(0) };
+        json!({
+            "map": self.map,
+            "roundNumber": self.round_number,
+            "roundPhase": self.round_phase,
+            "teams": [self.teams[0].team_tricode, self.teams[1].team_tricode],
+            "score": [score(left), score(right)],
+            "eventNumber": self.event_number,
+        })
+    }
+
     pub fn tool(&self, key: &str) -> Value {
         self.tools.get(key).cloned().unwrap_or(Value::Null)
     }

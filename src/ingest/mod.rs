@@ -97,6 +97,22 @@ fn take_once(shard: &Rc<Shard>, sid: &str, aux: bool) -> Option<bool> {
 }
 
 fn failure(shard: &Rc<Shard>, sid: &str, event: &str, ack_type: &str, reason: &str) {
+    send_failure(shard, sid, event, ack_type, reason, false);
+}
+
+/// A wrong access key: the failure also counts against the address's logon attempts.
+fn key_failure(shard: &Rc<Shard>, sid: &str, reason: &str) {
+    send_failure(shard, sid, "obs_logon_ack", "authenticate", reason, true);
+}
+
+fn send_failure(
+    shard: &Rc<Shard>,
+    sid: &str,
+    event: &str,
+    ack_type: &str,
+    reason: &str,
+    credential_failure: bool,
+) {
     let ack = json!({ "type": ack_type, "value": false, "reason": reason }).to_string();
     shard.deliver(
         shard.id,
@@ -105,8 +121,18 @@ fn failure(shard: &Rc<Shard>, sid: &str, event: &str, ack_type: &str, reason: &s
             ack: event_packet(event, &ack),
             auth: None,
             disconnect: true,
+            credential_failure,
         },
     );
+}
+
+/// The address a session's client connected from.
+fn peer_of(shard: &Rc<Shard>, sid: &str) -> Option<std::net::IpAddr> {
+    shard
+        .sessions
+        .borrow()
+        .get(sid)
+        .and_then(|c| c.borrow().peer)
 }
 
 fn version_failure(client_version: Option<&Value>) -> Option<String> {
@@ -127,6 +153,14 @@ fn obs_logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
     match take_once(shard, sid, false) {
         None | Some(true) => return,
         Some(false) => {}
+    }
+    let peer = peer_of(shard, sid);
+    if let Some(wait) = shard.global.limits.logon_blocked(peer) {
+        crate::metrics::bump(|s| &s.logons_throttled);
+        eprintln!("ingest: obs_logon from {sid} ({peer:?}) refused: too many failed logons");
+        return fail(&format!(
+            "Too many failed logon attempts from your address; try again in {wait} s."
+        ));
     }
     let obj = match arg.map(serde_json::from_str::<Value>) {
         Some(Ok(Value::Object(obj))) => obj,
@@ -156,13 +190,13 @@ fn obs_logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
                             ..
                         } => finish_obs_logon(&shard, &sid, obj, is_supporter, organization_id),
                         crate::backend::KeyValidity::Invalid(reason) => {
-                            failure(&shard, &sid, ACK, "authenticate", reason)
+                            key_failure(&shard, &sid, reason)
                         }
                     }
                 })
                 .detach();
             }
-            _ => fail(reason),
+            _ => key_failure(shard, sid, reason),
         },
     }
 }
@@ -278,6 +312,7 @@ fn aux_logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
                         ack: event_packet(ACK, &ack),
                         auth: Some(auth),
                         disconnect: false,
+                        credential_failure: false,
                     },
                 );
             }

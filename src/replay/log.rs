@@ -23,15 +23,6 @@ struct Shared {
     waiting_finish: Vec<Waker>,
 }
 
-/// Bytes written by every replay log of this thread (for `/metrics`).
-pub fn bytes_written() -> u64 {
-    WRITTEN.with(|w| *w.borrow())
-}
-
-thread_local! {
-    static WRITTEN: RefCell<u64> = const { RefCell::new(0) };
-}
-
 /// A match's replay log.
 pub struct ReplayLog {
     shared: Rc<RefCell<Shared>>,
@@ -143,7 +134,10 @@ async fn write_all(file: &BufferedFile, mut bytes: Vec<u8>, pos: &mut u64) -> Re
             return Err("the disk accepted no bytes".into());
         }
         *pos += n as u64;
-        WRITTEN.with(|w| *w.borrow_mut() += n as u64);
+        crate::metrics::local(|s| {
+            s.replay_bytes
+                .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        });
         bytes.drain(..n.min(bytes.len()));
     }
     Ok(())

@@ -4,6 +4,7 @@
 //! error; unknown routes a JSON 404.
 
 pub mod preview;
+pub mod status;
 
 use std::rc::Rc;
 
@@ -22,6 +23,8 @@ pub enum RestQuery {
     TeamInfo(String),
     PreviewGet(String),
     PreviewPut(String, Value),
+    /// The receiving shard's part of the live status (`status::shard_part`).
+    Live,
 }
 
 fn json_error(status: u16, message: &str) -> Response {
@@ -44,6 +47,14 @@ async fn route(shard: &Rc<Shard>, req: &Request) -> Response {
             json!({ "status": "UP", "matchesRunning": shard.global.matches_running() }).to_string(),
         ),
         ("PUT", "/createPreview") => create_preview(shard, req).await,
+        ("GET" | "HEAD", "/metrics") => Response::new(
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            crate::metrics::render(&shard.global.metrics, shard.backend.is_some()),
+        ),
+        ("GET" | "HEAD", "/") => Response::new(200, "text/html; charset=utf-8", status::PAGE)
+            .with_header("Cache-Control", "no-store"),
+        ("GET" | "HEAD", "/status/live") => status::live(shard).await,
         ("GET" | "HEAD", p) if p.starts_with("/preview/") => {
             let code = crate::transport::http::percent_decode(&p["/preview/".len()..]);
             if code.encode_utf16().count() != 6 || code.contains('/') {
@@ -287,12 +298,22 @@ async fn create_preview(shard: &Rc<Shard>, req: &Request) -> Response {
     if !crate::engine::js::truthy(key) {
         return json_error(400, "Missing or invalid key in preview data");
     }
+    let limits = &shard.global.limits;
+    if let Some(wait) = limits.logon_blocked(req.peer) {
+        crate::metrics::bump(|s| &s.logons_throttled);
+        return json_error(
+            429,
+            &format!("Too many failed key checks from your address; try again in {wait} s"),
+        )
+        .with_header("Retry-After", wait.to_string());
+    }
     if let KeyCheck::Invalid(_) = check_key(&shard.config, key.and_then(Value::as_str)) {
         let by_backend = match (shard.backend.clone(), key.and_then(Value::as_str)) {
             (Some(backend), Some(k)) => backend.validate_key(k).await,
             _ => crate::backend::KeyValidity::Invalid("Invalid Key"),
         };
         if let crate::backend::KeyValidity::Invalid(_) = by_backend {
+            limits.logon_failed(req.peer);
             return json_error(403, "Invalid or expired key");
         }
     }
@@ -314,12 +335,20 @@ async fn create_preview(shard: &Rc<Shard>, req: &Request) -> Response {
 
 /// Sends a query to the shard owning `code` (or answers it here) and waits for the answer.
 async fn ask(shard: &Rc<Shard>, code: &str, query: RestQuery) -> Option<Response> {
-    let owner = shard.owner_of(code);
-    if owner == shard.id {
+    ask_shard(shard, shard.owner_of(code), query).await
+}
+
+/// Sends a query to shard `target` (or answers it here) and waits for the answer.
+pub(crate) async fn ask_shard(
+    shard: &Rc<Shard>,
+    target: usize,
+    query: RestQuery,
+) -> Option<Response> {
+    if target == shard.id {
         return Some(answer(shard, query));
     }
     let (tx, rx) = oneshot::channel();
-    shard.mesh.send(owner, ShardMsg::Rest { query, reply: tx });
+    shard.mesh.send(target, ShardMsg::Rest { query, reply: tx });
     rx.await.ok()
 }
 
@@ -343,5 +372,6 @@ pub fn answer(shard: &Rc<Shard>, query: RestQuery) -> Response {
             shard.previews.borrow_mut().put(code, preview);
             Response::json(200, "{}")
         }
+        RestQuery::Live => Response::json(200, status::shard_part(shard).to_string()),
     }
 }

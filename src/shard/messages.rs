@@ -37,6 +37,8 @@ pub enum SessionAction {
         ack: Bytes,
         auth: Option<AuthRecord>,
         disconnect: bool,
+        /// A wrong access key or group secret: counts against the address's logon attempts.
+        credential_failure: bool,
     },
     /// A snapshot for this session only.
     Frames(FrameSet),

@@ -66,8 +66,13 @@ impl Mesh {
 }
 
 /// Process-wide counters (atomics; never on a per-message path).
-#[derive(Default)]
 pub struct Global {
+    /// Per-shard operational counters (`/metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// When the server started (status page).
+    pub started: std::time::Instant,
+    /// Connection, polling and logon limits (shared; never per message).
+    pub limits: Arc<crate::limits::Limits>,
     pub matches_running: AtomicUsize,
     pub match_seq: AtomicU64,
     /// Cached support packages and when they were fetched (backend mode; REST only).
@@ -75,6 +80,17 @@ pub struct Global {
 }
 
 impl Global {
+    pub fn new(shards: usize, limits: crate::limits::LimitConfig) -> Global {
+        Global {
+            limits: crate::limits::Limits::new(limits),
+            metrics: Arc::new(crate::metrics::Metrics::new(shards)),
+            started: std::time::Instant::now(),
+            matches_running: AtomicUsize::new(0),
+            match_seq: AtomicU64::new(0),
+            support_cache: std::sync::Mutex::new(None),
+        }
+    }
+
     pub fn matches_running(&self) -> usize {
         self.matches_running.load(Ordering::Relaxed)
     }

@@ -91,13 +91,13 @@ fn start_with(
         TlsMode::Tls { key, cert } => Some(crate::transport::tls::server_config(key, cert)?),
     };
     let shards = config.shards;
+    let global = Arc::new(Global::new(shards, config.limits.clone()));
     let backend = config
         .backend
         .enabled
-        .then(|| crate::backend::Backend::start(config.backend.clone()));
+        .then(|| crate::backend::Backend::start(config.backend.clone(), global.metrics.clone()));
     let config = Arc::new(config);
     let (mesh, inboxes) = Mesh::new(shards);
-    let global = Arc::new(Global::default());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let mut handles = Vec::with_capacity(shards);
     for (id, inbox) in inboxes.into_iter().enumerate() {
@@ -114,6 +114,9 @@ fn start_with(
             .name(&format!("shard-{id}"))
             .io_memory(1 << 20)
             .spawn(move || async move {
+                if let Some(stats) = global.metrics.shards.get(id) {
+                    crate::metrics::set_local(stats.clone());
+                }
                 let shard = Rc::new(Shard::new(id, config.clone(), mesh, global, backend));
                 *shard.service.borrow_mut() = service.map(|make| make());
                 crate::registry::recover(&shard);

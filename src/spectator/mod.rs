@@ -112,6 +112,7 @@ where
         );
         id
     };
+    crate::metrics::gauge(|s| &s.spectators, 1);
     let mut messages = MessageReader::new(neg, shard.config.spectator_max_message);
     let idle_limit = shard.config.ping_interval + shard.config.ping_timeout;
     let mut last_activity = Instant::now();
@@ -337,6 +338,7 @@ fn send_leave(shard: &Rc<Shard>, code: String, spectator_id: String, reason: &'s
 }
 
 fn disconnected(shard: &Rc<Shard>, conn: u64) {
+    crate::metrics::gauge(|s| &s.spectators, -1);
     if let Some((code, spectator_id)) = take_membership(shard, conn) {
         send_leave(shard, code, spectator_id, "disconnected");
     }

@@ -69,6 +69,8 @@ enum Transport {
         buffer: Vec<Bytes>,
         buffered_bytes: usize,
         waiting: Option<oneshot::Sender<Response>>,
+        /// Counts against `MAX_POLLING_SESSIONS` until the session upgrades or ends.
+        _slot: crate::limits::PollingSlot,
     },
     WebSocket {
         queue: Rc<OutQueue>,
@@ -87,6 +89,8 @@ pub struct Session {
     pub(crate) partial: Option<super::socketio::PartialBinary>,
     pub app: AppState,
     transport: Transport,
+    /// The client's address (from the connection that opened the session).
+    pub peer: Option<std::net::IpAddr>,
     /// Joined a namespace at least once (the connect timeout no longer applies).
     pub(crate) ever_connected: bool,
     /// A WebSocket probe arrived: polls are answered at once (noop) so the client can pause.
@@ -100,6 +104,7 @@ pub struct Session {
 #[derive(Debug)]
 pub struct SessionState {
     pub sid: String,
+    pub peer: Option<std::net::IpAddr>,
     pub kind: PortKind,
     pub sio_sid: Option<String>,
     pub namespaces: Vec<String>,
@@ -231,7 +236,7 @@ where
         return None;
     }
     Some(match (req.method.as_str(), sid) {
-        ("GET", None) => handshake_polling(shard, kind),
+        ("GET", None) => handshake_polling(shard, kind, req.peer),
         (_, None) => error_response(2, "Bad handshake method"),
         (method @ ("GET" | "POST"), Some(sid)) => {
             let post = (method == "POST").then(|| req.body.clone());
@@ -241,7 +246,19 @@ where
     })
 }
 
-fn handshake_polling(shard: &Rc<Shard>, kind: PortKind) -> Response {
+fn handshake_polling(
+    shard: &Rc<Shard>,
+    kind: PortKind,
+    peer: Option<std::net::IpAddr>,
+) -> Response {
+    let Some(slot) = shard.global.limits.polling_slot() else {
+        return Response::json(
+            503,
+            json!({"code": 3, "message": "Too many polling sessions; connect with the websocket transport or try again later"})
+                .to_string(),
+        )
+        .with_header("Access-Control-Allow-Origin", "*");
+    };
     let sid = new_sid(shard.id);
     let open = open_packet(&sid, true, shard);
     insert_session(
@@ -257,7 +274,9 @@ fn handshake_polling(shard: &Rc<Shard>, kind: PortKind) -> Response {
                 buffer: Vec::new(),
                 buffered_bytes: 0,
                 waiting: None,
+                _slot: slot,
             },
+            peer,
             ever_connected: false,
             upgrading: false,
             pong_pending: false,
@@ -276,6 +295,7 @@ fn insert_session(shard: &Rc<Shard>, session: Session) {
         (s.sio_sid.is_some() || s.ever_connected, s.kind.socketio())
     };
     shard.sessions.borrow_mut().map.insert(sid.clone(), cell);
+    crate::metrics::gauge(|s| &s.sessions, 1);
     if socketio && !connected {
         glommio::spawn_local(connect_deadline(shard.clone(), sid.clone(), weak.clone())).detach();
     }
@@ -359,6 +379,7 @@ pub fn poll_local(
                 buffer,
                 buffered_bytes,
                 waiting,
+                ..
             } => {
                 if waiting.is_some() {
                     true
@@ -403,6 +424,7 @@ fn release_poll(transport: &mut Transport) {
         buffer,
         buffered_bytes,
         waiting,
+        ..
     } = transport
         && let Some(tx) = waiting.take()
     {
@@ -432,7 +454,9 @@ pub fn detach_local(shard: &Rc<Shard>, sid: &str, to: usize) -> Option<SessionSt
     if !matches!(cell.borrow().transport, Transport::Polling { .. }) {
         return None;
     }
-    shard.sessions.borrow_mut().map.remove(sid);
+    if shard.sessions.borrow_mut().map.remove(sid).is_some() {
+        crate::metrics::gauge(|s| &s.sessions, -1);
+    }
     if to != shard.id {
         let mut sessions = shard.sessions.borrow_mut();
         sessions
@@ -457,6 +481,7 @@ pub fn detach_local(shard: &Rc<Shard>, sid: &str, to: usize) -> Option<SessionSt
     crate::app::on_detach(shard, &s.sid, &s.app);
     Some(SessionState {
         sid: s.sid.clone(),
+        peer: s.peer,
         kind: s.kind,
         sio_sid: s.sio_sid.clone(),
         namespaces: s.namespaces.clone(),
@@ -511,6 +536,7 @@ async fn run_websocket<R, W>(
                         queue: queue.clone(),
                         deflate: neg.deflate,
                     },
+                    peer: req.peer,
                     ever_connected: false,
                     upgrading: false,
                     pong_pending: false,
@@ -684,6 +710,7 @@ fn install(shard: &Rc<Shard>, state: SessionState, queue: Rc<OutQueue>, deflate:
         partial: None,
         app: state.app,
         transport: Transport::WebSocket { queue, deflate },
+        peer: state.peer,
         ever_connected: connected,
         upgrading: false,
         pong_pending: false,
@@ -808,6 +835,7 @@ fn push_packets(s: &mut Session, packets: Vec<Bytes>) -> bool {
             buffer,
             buffered_bytes,
             waiting,
+            ..
         } => {
             for p in packets {
                 *buffered_bytes += p.len();
@@ -858,7 +886,9 @@ pub fn send_frames(session: &RefCell<Session>, frames: &FrameSet) {
             {
                 *buffered_bytes -= buffer[pos].len();
                 buffer.remove(pos);
+                crate::metrics::bump(|s| &s.skipped);
             }
+            crate::metrics::bump(|s| &s.deliveries);
             push_packets(&mut s, vec![frames.packet.clone()]);
         }
     }
@@ -885,7 +915,11 @@ pub fn deliver_local(shard: &Rc<Shard>, sid: &str, action: SessionAction) {
             ack,
             auth,
             disconnect,
+            credential_failure,
         } => {
+            if credential_failure {
+                shard.global.limits.logon_failed(cell.borrow().peer);
+            }
             if let Some(auth) = auth
                 && let AppState::Ingest(state) = &mut cell.borrow_mut().app
             {
@@ -939,6 +973,7 @@ pub fn close_session(shard: &Rc<Shard>, sid: &str, reason: &str) {
     let Some(cell) = shard.sessions.borrow_mut().map.remove(sid) else {
         return;
     };
+    crate::metrics::gauge(|s| &s.sessions, -1);
     let mut guard = cell.borrow_mut();
     let s = &mut *guard;
     if s.sio_sid.take().is_some() {

@@ -22,6 +22,8 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
     pub keep_alive: bool,
+    /// The client's address (set by the connection loop).
+    pub peer: Option<std::net::IpAddr>,
 }
 
 impl Request {
@@ -231,6 +233,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                 headers: header_list,
                 body: Bytes::new(),
                 keep_alive,
+                peer: None,
             },
             body_len,
         )))
@@ -312,6 +315,7 @@ pub fn reason(status: u16) -> &'static str {
         408 => "Request Timeout",
         411 => "Length Required",
         413 => "Payload Too Large",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         502 => "Bad Gateway",

@@ -64,6 +64,7 @@ impl OutQueue {
     pub fn push(&self, frame: Bytes, kind: FrameKind) -> bool {
         let mut inner = self.inner.borrow_mut();
         if inner.closing || inner.dead {
+            crate::metrics::bump(|s| &s.dropped);
             return false;
         }
         if kind == FrameKind::Snapshot
@@ -77,9 +78,11 @@ impl OutQueue {
             let new_len = slot.0.len();
             inner.bytes = inner.bytes + new_len - old.len();
             inner.skipped += 1;
+            crate::metrics::bump(|s| &s.skipped);
             return true;
         }
         if inner.bytes + frame.len() > inner.budget {
+            crate::metrics::bump(|s| &s.slow_disconnects);
             inner.closing = true;
             inner.items.clear();
             inner.bytes = 0;
@@ -144,8 +147,11 @@ impl OutQueue {
                 return Poll::Ready(false);
             }
             if !inner.items.is_empty() {
-                while let Some((frame, _)) = inner.items.pop_front() {
+                while let Some((frame, kind)) = inner.items.pop_front() {
                     inner.bytes -= frame.len();
+                    if kind == FrameKind::Snapshot {
+                        crate::metrics::bump(|s| &s.deliveries);
+                    }
                     batch.push(frame);
                     if batch.len() >= 64 {
                         break;
@@ -168,12 +174,18 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(queue: Rc<OutQueue>, mut io: W) {
     let mut batch = Vec::new(); // allocated on the first burst, not up front for every connection
     while queue.next_batch(&mut batch).await {
         let mut failed = false;
+        let (frames, bytes) = (batch.len(), batch.iter().map(Bytes::len).sum::<usize>());
         for frame in batch.drain(..) {
             if io.write_all(&frame).await.is_err() {
                 failed = true;
                 break;
             }
         }
+        crate::metrics::local(|s| {
+            use std::sync::atomic::Ordering::Relaxed;
+            s.frames_out.fetch_add(frames as u64, Relaxed);
+            s.bytes_out.fetch_add(bytes as u64, Relaxed);
+        });
         if failed || io.flush().await.is_err() {
             queue.mark_dead();
             break;

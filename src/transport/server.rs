@@ -25,6 +25,40 @@ pub enum Port {
     Service,
 }
 
+impl Port {
+    /// The index of this port in `metrics::PORTS`.
+    fn metrics_index(self) -> usize {
+        match self {
+            Port::Ingest => 0,
+            Port::Rest => 1,
+            Port::Broadcast => 2,
+            Port::Service => 3,
+        }
+    }
+}
+
+/// Counts an open connection in `/metrics` for as long as it lives.
+struct Counted(usize);
+
+impl Counted {
+    fn new(port: Port) -> Counted {
+        let i = port.metrics_index();
+        crate::metrics::local(|s| {
+            s.connections[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
+        Counted(i)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let i = self.0;
+        crate::metrics::local(|s| {
+            s.connections[i].fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+}
+
 impl std::fmt::Display for Port {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -75,6 +109,30 @@ async fn connection(
     port: Port,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) {
+    let peer = tcp.peer_addr().ok().map(|a| a.ip());
+    let _admitted = match shard.global.limits.admit(peer) {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            crate::metrics::bump(|s| &s.connections_refused);
+            if tls.is_none() {
+                let resp = Response::text(503, refusal.message())
+                    .with_header("Access-Control-Allow-Origin", "*");
+                let mut tcp = tcp;
+                // Read the request first (briefly), so the client gets the answer, not a reset.
+                {
+                    let mut reader = Reader::new(&mut tcp);
+                    let _ = with_timeout(Duration::from_secs(2), reader.read_request(0)).await;
+                }
+                let _ = with_timeout(
+                    Duration::from_secs(1),
+                    write_response(&mut tcp, &resp, false),
+                )
+                .await;
+            }
+            return; // (with TLS, a plain answer would be noise: the socket is just closed)
+        }
+    };
+    let _counted = Counted::new(port);
     let _ = tcp.set_nodelay(true);
     let stream = match tls {
         None => Stream::Plain(tcp),
@@ -106,6 +164,8 @@ async fn connection(
             }
             Some(Err(ReadError::Closed)) | None => break,
         };
+        let mut req = req;
+        req.peer = peer;
         let keep_alive = req.keep_alive && !shard.stopping.get();
         let head_only = req.method == "HEAD";
         // Shutting down: only polls of existing sessions are served (they collect their CLOSE).

@@ -1,0 +1,264 @@
+//! Admission limits against floods and guessing: open connections (total and per address),
+//! long-polling sessions (total), and failed logons per address (access key or group secret
+//! guessing). Shared by every shard; touched only when a connection opens or closes, a polling
+//! session starts or ends, or a logon fails — never per message. Per-address state sits in
+//! striped maps so shards rarely meet on one lock. Loopback addresses are exempt from the
+//! per-address limits unless `LIMIT_LOOPBACK=true` (behind a reverse proxy on the same host, every
+//! client would otherwise share 127.0.0.1).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The limits' settings (from `Config`).
+#[derive(Debug, Clone)]
+pub struct LimitConfig {
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_polling_sessions: usize,
+    pub logon_failures: u32,
+    pub logon_window: Duration,
+    pub limit_loopback: bool,
+}
+
+#[derive(Default)]
+struct PerIp {
+    connections: usize,
+    failures: u32,
+    window_start: Option<Instant>,
+}
+
+impl PerIp {
+    fn idle(&self, now: Instant, window: Duration) -> bool {
+        self.connections == 0 && self.window_start.is_none_or(|s| now - s >= window)
+    }
+}
+
+const STRIPES: usize = 64;
+
+pub struct Limits {
+    pub config: LimitConfig,
+    connections: AtomicUsize,
+    polling: AtomicUsize,
+    stripes: Vec<Mutex<HashMap<IpAddr, PerIp>>>,
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Total,
+    PerAddress,
+}
+
+impl Refusal {
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::Total => "Server at its connection limit; try again later.",
+            Refusal::PerAddress => "Too many connections from your address.",
+        }
+    }
+}
+
+/// An admitted connection; releases its slots when dropped.
+pub struct Admitted {
+    limits: Arc<Limits>,
+    ip: Option<IpAddr>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.limits.connections.fetch_sub(1, Ordering::Relaxed);
+        if let Some(ip) = self.ip {
+            self.limits
+                .with_ip(ip, |p| p.connections = p.connections.saturating_sub(1));
+        }
+    }
+}
+
+/// A polling session slot; released when dropped.
+pub struct PollingSlot {
+    limits: Arc<Limits>,
+}
+
+impl Drop for PollingSlot {
+    fn drop(&mut self) {
+        self.limits.polling.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for PollingSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PollingSlot")
+    }
+}
+
+impl Limits {
+    pub fn new(config: LimitConfig) -> Arc<Limits> {
+        Arc::new(Limits {
+            config,
+            connections: AtomicUsize::new(0),
+            polling: AtomicUsize::new(0),
+            stripes: (0..STRIPES).map(|_| Mutex::default()).collect(),
+        })
+    }
+
+    fn limited(&self, ip: IpAddr) -> bool {
+        self.config.limit_loopback || !ip.is_loopback()
+    }
+
+    fn with_ip<T>(&self, ip: IpAddr, f: impl FnOnce(&mut PerIp) -> T) -> T {
+        let stripe = {
+            let mut x: u64 = 0xcbf29ce484222325;
+            let octets = match ip {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                IpAddr::V6(v6) => v6.octets(),
+            };
+            for b in octets {
+                x ^= u64::from(b);
+                x = x.wrapping_mul(0x100000001b3);
+            }
+            (x % STRIPES as u64) as usize
+        };
+        let mut map = match self.stripes[stripe].lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let now = Instant::now();
+        let window = self.config.logon_window;
+        let entry = map.entry(ip).or_default();
+        let out = f(entry);
+        if entry.idle(now, window) {
+            map.remove(&ip);
+        }
+        out
+    }
+
+    /// Admits a new connection from `ip`, or says why not.
+    pub fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<Admitted, Refusal> {
+        let total = self.connections.fetch_add(1, Ordering::Relaxed);
+        if total >= self.config.max_connections {
+            self.connections.fetch_sub(1, Ordering::Relaxed);
+            return Err(Refusal::Total);
+        }
+        let ip = ip.filter(|ip| self.limited(*ip));
+        if let Some(ip) = ip {
+            let max = self.config.max_connections_per_ip;
+            let ok = self.with_ip(ip, |p| {
+                if p.connections >= max {
+                    false
+                } else {
+                    p.connections += 1;
+                    true
+                }
+            });
+            if !ok {
+                self.connections.fetch_sub(1, Ordering::Relaxed);
+                return Err(Refusal::PerAddress);
+            }
+        }
+        Ok(Admitted {
+            limits: self.clone(),
+            ip,
+        })
+    }
+
+    /// A slot for a new long-polling session, unless the limit is reached.
+    pub fn polling_slot(self: &Arc<Self>) -> Option<PollingSlot> {
+        let n = self.polling.fetch_add(1, Ordering::Relaxed);
+        if n >= self.config.max_polling_sessions {
+            self.polling.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(PollingSlot {
+            limits: self.clone(),
+        })
+    }
+
+    /// Seconds until `ip` may try to log on again, if it is throttled now.
+    pub fn logon_blocked(&self, ip: Option<IpAddr>) -> Option<u64> {
+        let ip = ip.filter(|ip| self.limited(*ip))?;
+        let (max, window) = (self.config.logon_failures, self.config.logon_window);
+        self.with_ip(ip, |p| {
+            let start = p.window_start?;
+            let elapsed = start.elapsed();
+            if elapsed >= window {
+                p.window_start = None;
+                p.failures = 0;
+                return None;
+            }
+            (p.failures >= max).then(|| (window - elapsed).as_secs().max(1))
+        })
+    }
+
+    /// Records a failed logon (wrong access key or group secret) from `ip`.
+    pub fn logon_failed(&self, ip: Option<IpAddr>) {
+        let Some(ip) = ip.filter(|ip| self.limited(*ip)) else {
+            return;
+        };
+        let window = self.config.logon_window;
+        self.with_ip(ip, |p| {
+            let now = Instant::now();
+            if p.window_start.is_none_or(|s| now - s >= window) {
+                p.window_start = Some(now);
+                p.failures = 0;
+            }
+            p.failures += 1;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(per_ip: usize, total: usize) -> Arc<Limits> {
+        Limits::new(LimitConfig {
+            max_connections: total,
+            max_connections_per_ip: per_ip,
+            max_polling_sessions: 2,
+            logon_failures: 2,
+            logon_window: Duration::from_secs(60),
+            limit_loopback: false,
+        })
+    }
+
+    #[test]
+    fn per_address_and_total_connections() {
+        let l = limits(2, 3);
+        let a: IpAddr = "10.0.0.1".parse().expect("ip");
+        let b: IpAddr = "10.0.0.2".parse().expect("ip");
+        let first = l.admit(Some(a)).expect("1st");
+        let _second = l.admit(Some(a)).expect("2nd");
+        assert_eq!(l.admit(Some(a)).err(), Some(Refusal::PerAddress));
+        let _third = l.admit(Some(b)).expect("other address");
+        assert_eq!(l.admit(Some(b)).err(), Some(Refusal::Total));
+        drop(first);
+        let _again = l.admit(Some(a)).expect("a slot was released");
+        // Loopback is exempt from the per-address limit, not from the total.
+        let lo: IpAddr = "127.0.0.1".parse().expect("ip");
+        assert_eq!(l.admit(Some(lo)).err(), Some(Refusal::Total));
+    }
+
+    #[test]
+    fn polling_slots_and_logon_throttle() {
+        let l = limits(10, 10);
+        let s1 = l.polling_slot().expect("1");
+        let _s2 = l.polling_slot().expect("2");
+        assert!(l.polling_slot().is_none());
+        drop(s1);
+        assert!(l.polling_slot().is_some());
+        let ip: Option<IpAddr> = Some("10.0.0.9".parse().expect("ip"));
+        assert_eq!(l.logon_blocked(ip), None);
+        l.logon_failed(ip);
+        assert_eq!(l.logon_blocked(ip), None);
+        l.logon_failed(ip);
+        assert!(l.logon_blocked(ip).is_some_and(|s| s <= 60));
+        let lo: Option<IpAddr> = Some("127.0.0.1".parse().expect("ip"));
+        for _ in 0..5 {
+            l.logon_failed(lo);
+        }
+        assert_eq!(l.logon_blocked(lo), None, "loopback exempt by default");
+    }
+}

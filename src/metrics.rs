@@ -1,0 +1,329 @@
+//! Operational counters and the Prometheus text exposition of `/metrics` (REST port).
+//!
+//! Every shard writes only its own `ShardStats` (relaxed atomics on a cache line of their own: no
+//! lock, no sharing on a per-message path); a scrape on any shard reads all of them. Code that runs
+//! on a shard thread reaches its stats through `local()`. Owns no behaviour of the server.
+
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// The listening ports, for per-port connection gauges.
+pub const PORTS: [&str; 4] = ["ingest", "rest", "broadcast", "service"];
+
+/// One shard's counters (counters only grow; gauges go up and down).
+#[repr(align(64))]
+#[derive(Default)]
+pub struct ShardStats {
+    /// Open TCP connections, by `PORTS` index (gauge).
+    pub connections: [AtomicI64; 4],
+    /// Connections refused by a connection limit.
+    pub connections_refused: AtomicU64,
+    /// Engine.IO sessions living on this shard (gauge).
+    pub sessions: AtomicI64,
+    /// Spectator connections on this shard (gauge).
+    pub spectators: AtomicI64,
+    /// Live matches owned by this shard (gauge).
+    pub matches: AtomicI64,
+    /// Ingest events applied to this shard's matches.
+    pub events: AtomicU64,
+    /// Snapshots handed to the socket writers (overlays and spectators).
+    pub deliveries: AtomicU64,
+    /// WebSocket frames and their bytes written to sockets.
+    pub frames_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Snapshots replaced by a newer one before they were written (latest wins).
+    pub skipped: AtomicU64,
+    /// Frames refused because the connection was closing or gone.
+    pub dropped: AtomicU64,
+    /// Connections closed for exceeding their outbound byte budget.
+    pub slow_disconnects: AtomicU64,
+    /// Logons refused because an address made too many attempts.
+    pub logons_throttled: AtomicU64,
+    /// Bytes written to replay logs.
+    pub replay_bytes: AtomicU64,
+    /// The shard thread's kernel id (for CPU time from `/proc/self/task`).
+    pub tid: AtomicI64,
+}
+
+/// Upper bounds (seconds) of the backend latency histogram.
+pub const LATENCY_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+/// A fixed-bucket latency histogram (backend requests, from the worker threads).
+#[derive(Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, seconds: f64) {
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
+            if seconds <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+    }
+}
+
+/// Every shard's stats plus process-wide ones.
+pub struct Metrics {
+    pub shards: Vec<Arc<ShardStats>>,
+    pub backend_latency: Histogram,
+}
+
+impl Metrics {
+    pub fn new(shards: usize) -> Metrics {
+        Metrics {
+            shards: (0..shards).map(|_| Arc::default()).collect(),
+            backend_latency: Histogram::default(),
+        }
+    }
+}
+
+thread_local! {
+    static LOCAL: RefCell<Option<Arc<ShardStats>>> = const { RefCell::new(None) };
+}
+
+/// Makes `stats` this thread's (called once by each shard at start-up).
+pub fn set_local(stats: Arc<ShardStats>) {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    stats.tid.store(i64::from(tid), Ordering::Relaxed);
+    LOCAL.with(|l| *l.borrow_mut() = Some(stats));
+}
+
+/// Runs `f` on this shard's stats (a no-op on threads that are not shards).
+pub fn local(f: impl FnOnce(&ShardStats)) {
+    LOCAL.with(|l| {
+        if let Some(s) = l.borrow().as_ref() {
+            f(s)
+        }
+    });
+}
+
+/// Adds one to a counter of this shard.
+pub fn bump(counter: fn(&ShardStats) -> &AtomicU64) {
+    local(|s| {
+        counter(s).fetch_add(1, Ordering::Relaxed);
+    });
+}
+
+/// Moves a gauge of this shard by `delta`.
+pub fn gauge(counter: fn(&ShardStats) -> &AtomicI64, delta: i64) {
+    local(|s| {
+        counter(s).fetch_add(delta, Ordering::Relaxed);
+    });
+}
+
+/// CPU seconds (user + system) of a thread of this process, from `/proc/self/task/<tid>/stat`.
+pub fn thread_cpu_seconds(tid: i64) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some((utime + stime) / ticks.max(1.0))
+}
+
+/// Resident set size of the process in bytes.
+pub fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl Family<'_> {
+    fn header(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    fn per_shard(
+        &mut self,
+        metrics: &Metrics,
+        name: &str,
+        kind: &str,
+        help: &str,
+        value: impl Fn(&ShardStats) -> i64,
+    ) {
+        self.header(name, kind, help);
+        for (i, s) in metrics.shards.iter().enumerate() {
+            let _ = writeln!(self.out, "{name}{{shard=\"{i}\"}} {}", value(s));
+        }
+    }
+}
+
+/// The Prometheus text exposition (format 0.0.4).
+pub fn render(metrics: &Metrics, backend: bool) -> String {
+    let mut out = String::with_capacity(8192);
+    let mut f = Family { out: &mut out };
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as i64;
+    f.header(
+        "spectra_connections",
+        "gauge",
+        "Open TCP connections by port and shard.",
+    );
+    for (i, s) in metrics.shards.iter().enumerate() {
+        for (p, port) in PORTS.iter().enumerate() {
+            let _ = writeln!(
+                f.out,
+                "spectra_connections{{port=\"{port}\",shard=\"{i}\"}} {}",
+                s.connections[p].load(Ordering::Relaxed)
+            );
+        }
+    }
+    f.per_shard(
+        metrics,
+        "spectra_connections_refused_total",
+        "counter",
+        "Connections refused by a connection limit.",
+        |s| load(&s.connections_refused),
+    );
+    f.per_shard(
+        metrics,
+        "spectra_sessions",
+        "gauge",
+        "Engine.IO sessions (observers, aux clients, overlays) by shard.",
+        |s| s.sessions.load(Ordering::Relaxed),
+    );
+    f.per_shard(
+        metrics,
+        "spectra_spectators",
+        "gauge",
+        "Spectator WebSocket connections by shard.",
+        |s| s.spectators.load(Ordering::Relaxed),
+    );
+    f.per_shard(
+        metrics,
+        "spectra_matches",
+        "gauge",
+        "Live matches by owner shard.",
+        |s| s.matches.load(Ordering::Relaxed),
+    );
+    f.per_shard(
+        metrics,
+        "spectra_events_total",
+        "counter",
+        "Ingest events applied to matches (rate() gives events per second).",
+        |s| load(&s.events),
+    );
+    f.per_shard(
+        metrics,
+        "spectra_deliveries_total",
+        "counter",
+        "Snapshots written to overlays and spectators (rate() gives deliveries per second).",
+        |s| load(&s.deliveries),
+    );
+    f.per_shard(
+        metrics,
+        "spectra_frames_sent_total",
+        "counter",
+        "WebSocket frames written.",
+        |s| load(&s.frames_out),
+    );
+    f.per_shard(
+        metrics,
+        "spectra_bytes_sent_total",
+        "counter",
+        "Bytes of WebSocket frames written.",
+        |s| load(&s.bytes_out),
+    );
+    f.per_shard(
+        metrics,
+        "spectra_skipped_frames_total",
+        "counter",
+        "Snapshots replaced by a newer one before a slow connection took them (latest wins).",
+        |s| load(&s.skipped),
+    );
+    f.per_shard(
+        metrics,
+        "spectra_dropped_frames_total",
+        "counter",
+        "Frames not sent because the connection was closing or gone.",
+        |s| load(&s.dropped),
+    );
+    f.per_shard(
+        metrics,
+        "spectra_slow_consumer_disconnects_total",
+        "counter",
+        "Connections closed for exceeding their outbound byte budget.",
+        |s| load(&s.slow_disconnects),
+    );
+    f.per_shard(
+        metrics,
+        "spectra_logons_throttled_total",
+        "counter",
+        "Logons refused because the address made too many attempts.",
+        |s| load(&s.logons_throttled),
+    );
+    f.per_shard(
+        metrics,
+        "spectra_replay_bytes_total",
+        "counter",
+        "Bytes written to replay logs.",
+        |s| load(&s.replay_bytes),
+    );
+    f.header(
+        "spectra_shard_cpu_seconds_total",
+        "counter",
+        "CPU time (user + system) of each shard thread.",
+    );
+    for (i, s) in metrics.shards.iter().enumerate() {
+        let cpu = thread_cpu_seconds(s.tid.load(Ordering::Relaxed)).unwrap_or(0.0);
+        let _ = writeln!(
+            f.out,
+            "spectra_shard_cpu_seconds_total{{shard=\"{i}\"}} {cpu}"
+        );
+    }
+    f.header(
+        "spectra_resident_memory_bytes",
+        "gauge",
+        "Resident set size of the process.",
+    );
+    let _ = writeln!(
+        f.out,
+        "spectra_resident_memory_bytes {}",
+        rss_bytes().unwrap_or(0)
+    );
+    if backend {
+        let h = &metrics.backend_latency;
+        f.header(
+            "spectra_backend_request_seconds",
+            "histogram",
+            "Latency of backend HTTP requests (backend mode).",
+        );
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&h.buckets) {
+            let _ = writeln!(
+                f.out,
+                "spectra_backend_request_seconds_bucket{{le=\"{bound}\"}} {}",
+                bucket.load(Ordering::Relaxed)
+            );
+        }
+        let count = h.count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            f.out,
+            "spectra_backend_request_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            f.out,
+            "spectra_backend_request_seconds_sum {}",
+            h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(f.out, "spectra_backend_request_seconds_count {count}");
+    }
+    out
+}

@@ -1,0 +1,162 @@
+// Hardening limits over real sockets: connections in all and per address, long-polling sessions,
+// failed logons per address (access key and group secret guessing, also through createPreview),
+// request head and body sizes, WebSocket message size. Each limit is set small for its server.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import net from "node:net";
+import WebSocket from "ws";
+import { startServer, observer, client, once, waitFor, uniqueCode, sleep } from "./lib/server.mjs";
+
+/** Opens a raw TCP connection and keeps it (nothing sent). */
+function hold(port) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, "127.0.0.1", () => resolve(s));
+    s.on("error", reject);
+  });
+}
+
+/** Sends raw bytes and collects the whole answer until the server closes. */
+function raw(port, bytes) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, "127.0.0.1", () => s.write(bytes));
+    let out = "";
+    s.on("data", (d) => (out += d));
+    s.on("end", () => resolve(out));
+    s.on("close", () => resolve(out));
+    s.on("error", (e) => (e.code === "ECONNRESET" ? resolve(out) : reject(e)));
+  });
+}
+
+async function metric(server, name) {
+  const text = await (await fetch(`${server.rest}/metrics`)).text();
+  return text.split("\n").filter((l) => l.startsWith(`${name}{`)).reduce((a, l) => a + Number(l.split(" ").at(-1)), 0);
+}
+
+test("connections per address: the next one gets 503 until one closes", async () => {
+  const server = await startServer({ shards: 2, env: { MAX_CONNECTIONS_PER_IP: "4", LIMIT_LOOPBACK: "true" } });
+  try {
+    const held = await Promise.all([1, 2, 3, 4].map(() => hold(server.ports.broadcast)));
+    const refused = await raw(server.ports.rest, "GET /status HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert.match(refused, /^HTTP\/1\.1 503 Service Unavailable\r\n/);
+    assert.match(refused, /Too many connections from your address\./);
+    held[0].destroy();
+    await waitFor(async () => (await raw(server.ports.rest, "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")).startsWith("HTTP/1.1 200"), 5000, "a freed slot");
+    for (const s of held) s.destroy();
+    await sleep(100);
+    assert.ok((await metric(server, "spectra_connections_refused_total")) >= 1);
+  } finally {
+    await server.stop();
+  }
+});
+
+test("loopback is exempt from the per-address limit by default; the total limit holds for everyone", async () => {
+  const server = await startServer({ shards: 2, env: { MAX_CONNECTIONS_PER_IP: "2", MAX_CONNECTIONS: "5" } });
+  try {
+    const held = await Promise.all([1, 2, 3, 4].map(() => hold(server.ports.ingest)));
+    const ok = await raw(server.ports.rest, "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert.match(ok, /^HTTP\/1\.1 200/, "5th connection: within the total, per-address limit not applied to loopback");
+    held.push(await hold(server.ports.ingest));
+    const refused = await raw(server.ports.rest, "GET /status HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert.match(refused, /^HTTP\/1\.1 503 /);
+    assert.match(refused, /Server at its connection limit/);
+    for (const s of held) s.destroy();
+  } finally {
+    await server.stop();
+  }
+});
+
+test("long-polling sessions: beyond the limit the handshake gets 503; WebSocket clients still connect", async () => {
+  const server = await startServer({ shards: 2, env: { MAX_POLLING_SESSIONS: "2" } });
+  try {
+    const handshake = () => fetch(`${server.broadcast}/socket.io/?EIO=4&transport=polling`);
+    const first = await handshake();
+    const second = await handshake();
+    assert.deepEqual([first.status, second.status], [200, 200]);
+    const third = await handshake();
+    assert.equal(third.status, 503);
+    assert.match((await third.json()).message, /Too many polling sessions/);
+    const ws = client(server.broadcast, { transports: ["websocket"] });
+    await once(ws, "connect");
+    ws.close();
+    // A polling client that upgrades gives its slot back.
+    const upgrading = client(server.ingest);
+    // (no free slot yet: the two sessions above are still open)
+    const err = await once(upgrading, "connect_error");
+    assert.ok(err);
+    upgrading.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+test("a polling session that upgrades to WebSocket frees its polling slot", async () => {
+  const server = await startServer({ shards: 2, env: { MAX_POLLING_SESSIONS: "1" } });
+  try {
+    const a = client(server.ingest);
+    await once(a, "connect");
+    await waitFor(() => a.io.engine.transport.name === "websocket", 5000, "the upgrade");
+    const b = client(server.ingest);
+    await once(b, "connect");
+    await waitFor(() => b.io.engine.transport.name === "websocket", 5000, "the second upgrade");
+    a.close();
+    b.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+test("failed logons per address: wrong keys and guessed secrets lock the address out for the minute", async () => {
+  const server = await startServer({ shards: 2, env: { LOGON_FAILURES_PER_MINUTE: "3", LIMIT_LOOPBACK: "true" } });
+  try {
+    const code = uniqueCode("LIM");
+    const owner = await observer(server, { groupCode: code });
+    assert.equal(owner.ack.value, true);
+    // Two wrong keys and one wrong secret: three failures.
+    for (const key of ["guess-1", "guess-2"]) {
+      const o = await observer(server, { groupCode: uniqueCode("X"), key });
+      assert.deepEqual([o.ack.value, o.ack.reason], [false, "Invalid Key"]);
+      o.socket.close();
+    }
+    const thief = await observer(server, { groupCode: code, groupSecret: "WRONGSECRET1" });
+    assert.equal(thief.ack.value, false);
+    thief.socket.close();
+    // Even the right key is refused now, with a clear reason.
+    const locked = await observer(server, { groupCode: uniqueCode("Y") });
+    assert.equal(locked.ack.value, false);
+    assert.match(locked.ack.reason, /^Too many failed logon attempts from your address; try again in \d+ s\.$/);
+    locked.socket.close();
+    // createPreview's key check is throttled as well.
+    const preview = await fetch(`${server.rest}/createPreview`, {
+      method: "PUT", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ key: "test-key" }),
+    });
+    assert.equal(preview.status, 429);
+    assert.match(preview.headers.get("retry-after"), /^\d+$/);
+    assert.ok((await metric(server, "spectra_logons_throttled_total")) >= 2);
+    // The live match was never touched: its observer is still connected.
+    assert.equal(owner.socket.connected, true);
+    owner.socket.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+test("request head over 16 KB gets 431, a polling body over maxPayload gets 413, a WebSocket message over it closes 1009", async () => {
+  const server = await startServer({ shards: 2 });
+  try {
+    const head = await raw(server.ports.rest, `GET /status HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(20000)}\r\n\r\n`);
+    assert.match(head, /^HTTP\/1\.1 431 /);
+    const hs = await (await fetch(`${server.ingest}/socket.io/?EIO=4&transport=polling`)).text();
+    const sid = JSON.parse(hs.slice(1)).sid;
+    const big = await fetch(`${server.ingest}/socket.io/?EIO=4&transport=polling&sid=${sid}`, {
+      method: "POST", body: "4" + "x".repeat(1_100_000),
+    });
+    assert.equal(big.status, 413);
+    const ws = new WebSocket(`ws://127.0.0.1:${server.ports.ingest}/socket.io/?EIO=4&transport=websocket`);
+    const closed = new Promise((r) => ws.on("close", (c) => r(c)));
+    await once(ws, "open");
+    ws.send("4" + "x".repeat(1_100_000));
+    assert.equal(await closed, 1009);
+  } finally {
+    await server.stop();
+  }
+});
