@@ -17,26 +17,25 @@ fuzz_target!(|data: &[u8]| {
             let _ = decode_binary_payload(b64);
             continue;
         }
-        if let Some(EioPacket::Message(msg)) = EioPacket::parse(text) {
-            if let Some(p) = SioPacket::parse(msg) {
-                if matches!(p.kind, SioType::Event | SioType::BinaryEvent) {
-                    let _ = event_name_and_arg(p.data);
-                }
-                // A packet with JSON data (every real one) encodes back into the same packet.
-                if !p.data.is_empty() && serde_json::from_str::<serde_json::Value>(p.data).is_err()
-                {
-                    continue;
-                }
-                let again = encode_sio(p.kind, p.nsp, p.id, p.data, p.attachments);
-                let again = std::str::from_utf8(&again).expect("encode_sio writes UTF-8");
-                let reparsed = again
-                    .strip_prefix('4')
-                    .and_then(SioPacket::parse)
-                    .expect("an encoded packet parses");
-                assert_eq!(reparsed.nsp, p.nsp);
-                assert_eq!(reparsed.id, p.id);
-                assert_eq!(reparsed.data, p.data);
+        if let Some(EioPacket::Message(msg)) = EioPacket::parse(text)
+            && let Some(p) = SioPacket::parse(msg)
+        {
+            if matches!(p.kind, SioType::Event | SioType::BinaryEvent) {
+                let _ = event_name_and_arg(p.data);
             }
+            // A packet with JSON data (every real one) encodes back into the same packet.
+            if !p.data.is_empty() && serde_json::from_str::<serde_json::Value>(p.data).is_err() {
+                continue;
+            }
+            let again = encode_sio(p.kind, p.nsp, p.id, p.data, p.attachments);
+            let again = std::str::from_utf8(&again).expect("encode_sio writes UTF-8");
+            let reparsed = again
+                .strip_prefix('4')
+                .and_then(SioPacket::parse)
+                .expect("an encoded packet parses");
+            assert_eq!(reparsed.nsp, p.nsp);
+            assert_eq!(reparsed.id, p.id);
+            assert_eq!(reparsed.data, p.data);
         }
     }
 });
