@@ -73,6 +73,13 @@ test("logon outcomes from the backend's key check", async () => {
   assert.equal(st.ack.value, true);
   assert.equal(stub.calls.length, before);
   st.socket.close();
+  // Each backend request is in the latency histogram of /metrics.
+  const metrics = await (await fetch(`${server.rest}/metrics`)).text();
+  const value = (re) => Number(metrics.match(re)?.[1]);
+  const count = value(/^spectra_backend_request_seconds_count (\S+)$/m);
+  assert.ok(count >= 3, `backend requests counted: ${count}`);
+  assert.equal(value(/^spectra_backend_request_seconds_bucket\{le="\+Inf"\} (\S+)$/m), count);
+  assert.match(metrics, /^# TYPE spectra_backend_request_seconds histogram$/m);
 });
 
 test("a hanging backend ends in Unknown Error within the timeout (the original hung)", async () => {
