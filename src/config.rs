@@ -178,8 +178,8 @@ pub struct Args {
     #[arg(long, env = "MATCH_IDLE_SECONDS", default_value_t = 1800)]
     pub match_idle_seconds: u64,
 
-    /// Directory of the replay logs (`Match_<code>_<ms>.replay`, created if missing); an empty
-    /// value turns replay logs and crash recovery off.
+    /// Directory of the replay logs (`Match_<code>_<ms>.replay`, created if missing); `off`
+    /// turns replay logs and crash recovery off.
     #[arg(long, env = "REPLAY_DIR", default_value = "replays")]
     pub replay_dir: PathBuf,
 
@@ -307,7 +307,8 @@ impl Config {
             max_payload: 1_000_000,
             match_idle: Duration::from_secs(args.match_idle_seconds.max(1)),
             tick: Duration::from_millis(args.broadcast_interval_ms.clamp(5, 10_000)),
-            replay_dir: (!args.replay_dir.as_os_str().is_empty()).then_some(args.replay_dir),
+            replay_dir: (!args.replay_dir.as_os_str().is_empty() && args.replay_dir.as_os_str() != "off")
+                .then_some(args.replay_dir),
             recover_matches: args.recover_matches != "false",
             shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms.max(1)),
             limits: crate::limits::LimitConfig {

@@ -1,7 +1,7 @@
 //! The matches owned by this shard: creation and reconnection at observer logon, events applied in
-//! arrival order, publication of changes (5 ms after they arrive, at most once per match in each
-//! 100 ms broadcast slot, one encode per publication; the periodic tick advances timers and
-//! publishes what changed without an event), game end and idle
+//! arrival order, publication of changes (5 ms after they arrive when the match's broadcast budget
+//! allows — one per 100 ms on average, see `broadcast::budget` — one encode per publication; the
+//! periodic tick advances timers and publishes what changed without an event), game end and idle
 //! removal. Runs only on the owner shard of each group code; sessions are reached via `deliver`.
 
 use std::collections::HashMap;
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use crate::broadcast::budget::Budget;
 use crate::engine::{Match, Outcome};
 use crate::ingest::{AuthRecord, ObsLogon};
 use crate::shard::Shard;
@@ -29,10 +30,10 @@ pub struct Entry {
     seq: u64,
     last_sent_event: u64,
     last_sent_at: Instant,
-    /// A change waits for its early publication (see `schedule_flush`).
+    /// A change waits for its publication (see `schedule_flush`).
     flush_pending: bool,
-    /// The broadcast slot of the last broadcast (see `slot_of`).
-    last_slot: u64,
+    /// The broadcast rate limit (one per interval on average, see `broadcast::budget`).
+    budget: Budget,
     /// The last encoded snapshot and the counter it was built at.
     frames: Option<(u64, FrameSet)>,
     /// The last snapshot JSON and the counter it was built at.
@@ -52,7 +53,7 @@ impl Entry {
             last_sent_event: 0,
             last_sent_at: Instant::now(),
             flush_pending: false,
-            last_slot: 0,
+            budget: Budget::new(Instant::now()),
             frames: None,
             json: None,
             room,
@@ -398,12 +399,7 @@ pub fn ingest_event(shard: &Rc<Shard>, code: &str, event: Value) {
         crate::metrics::bump(|s| &s.events);
         if !entry.flush_pending && entry.game.event_number() > entry.last_sent_event {
             entry.flush_pending = true;
-            let now = Instant::now();
-            let wait = if slot_of(now, shard.config.tick) > entry.last_slot {
-                Duration::ZERO
-            } else {
-                next_slot_start(now, shard.config.tick).saturating_duration_since(now)
-            };
+            let wait = entry.budget.wait(Instant::now(), shard.config.tick);
             flush_in = Some(wait.max(COALESCE));
         }
         let lobby = entry.game.lobby_state();
@@ -421,32 +417,11 @@ pub fn ingest_event(shard: &Rc<Shard>, code: &str, event: Value) {
     }
 }
 
-/// Broadcast slots: time is cut into tick periods counted from a process-wide epoch, and a match
-/// is broadcast at most once per slot (the original's one broadcast per 100 ms tick). A change in
-/// a slot without a broadcast goes out at once, so a match that changes about once per period
-/// is not phase-locked to a tick; a change in a slot that already had one waits for the next.
-fn epoch() -> Instant {
-    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-fn slot_of(now: Instant, period: Duration) -> u64 {
-    // Slot 0 is never current, so a new match (last_slot 0) may broadcast at once.
-    (now.saturating_duration_since(epoch()).as_nanos() / period.as_nanos().max(1)) as u64 + 1
-}
-
-fn next_slot_start(now: Instant, period: Duration) -> Instant {
-    let nanos = period
-        .as_nanos()
-        .saturating_mul(u128::from(slot_of(now, period)));
-    epoch() + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
-}
-
 /// How long the first change after a quiet period waits for companions (an observer's event
 /// and the kit's latency marker travel together) before it is published.
 const COALESCE: Duration = Duration::from_millis(5);
 
-/// Publishes a changed match early instead of at the next tick: as soon as its broadcast slot
+/// Publishes a changed match early instead of at the next tick: as soon as its broadcast budget
 /// allows, and at least `COALESCE` after the change. The periodic tick leaves matches with a
 /// pending flush alone.
 fn schedule_flush(shard: &Rc<Shard>, code: &str, delay: Duration) {
@@ -471,11 +446,10 @@ fn flush_match(shard: &Rc<Shard>, code: &str) {
             return;
         }
         let now = Instant::now();
-        let slot = slot_of(now, shard.config.tick);
-        if slot <= entry.last_slot {
-            // Woke a little early for the next slot: try again at its start.
+        if !entry.budget.take(now, shard.config.tick) {
+            // Not yet (a publication meanwhile spent the budget): when it allows.
             entry.flush_pending = true;
-            let wait = next_slot_start(now, shard.config.tick).saturating_duration_since(now);
+            let wait = entry.budget.wait(now, shard.config.tick);
             drop(reg);
             schedule_flush(shard, code, wait.max(Duration::from_micros(200)));
             return;
@@ -483,7 +457,6 @@ fn flush_match(shard: &Rc<Shard>, code: &str) {
         let frames = current_frames(shard, entry);
         entry.last_sent_event = n;
         entry.last_sent_at = now;
-        entry.last_slot = slot;
         frames
     };
     publish(shard, code, frames);
@@ -681,11 +654,10 @@ pub fn tick(shard: &Rc<Shard>) {
             if entry.flush_pending {
                 continue; // its early publication is scheduled
             }
-            if n > entry.last_sent_event && slot_of(now, shard.config.tick) > entry.last_slot {
+            if n > entry.last_sent_event && entry.budget.take(now, shard.config.tick) {
                 let frames = current_frames(shard, entry);
                 entry.last_sent_event = n;
                 entry.last_sent_at = now;
-                entry.last_slot = slot_of(now, shard.config.tick);
                 to_publish.push((code.clone(), frames));
             } else if now.duration_since(entry.last_sent_at) > idle_limit {
                 idle.push(code.clone());
@@ -759,21 +731,3 @@ pub fn remove_match(shard: &Rc<Shard>, code: &str) {
 
 /// How long finished-game team info stays available.
 pub const TEAM_INFO_TTL: Duration = Duration::from_secs(3600);
-
-#[cfg(test)]
-mod slot_tests {
-    use super::*;
-
-    #[test]
-    fn slots_advance_once_per_period_and_the_next_starts_within_one() {
-        let period = Duration::from_millis(100);
-        let _ = epoch(); // slots count from the first use
-        let now = Instant::now();
-        let s = slot_of(now, period);
-        assert!(s >= 1);
-        assert_eq!(slot_of(now + period, period), s + 1);
-        let next = next_slot_start(now, period);
-        assert!(next > now && next <= now + period);
-        assert_eq!(slot_of(next, period), s + 1);
-    }
-}

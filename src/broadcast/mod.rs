@@ -1,5 +1,8 @@
 //! Broadcast side (port 5200): overlay logon, the rooms of this shard, and local fan-out of
-//! pre-encoded frames. Snapshots are produced by the match owner (`registry`), never here.
+//! pre-encoded frames. Snapshots are produced by the match owner (`registry`), never here;
+//! `budget` is the per-match broadcast rate limit the owner applies.
+
+pub mod budget;
 
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;

@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 
 use super::{Mesh, Shard};
 
+/// How long the shutdown waits for polling clients to collect their CLOSE packet.
+const FAREWELL_WAIT: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     Quiesce,
@@ -60,13 +63,17 @@ pub fn run_phase(shard: &Rc<Shard>, phase: Phase, deadline: Instant, done: flume
             queues.extend(crate::spectator::close_all(shard));
             let logs = crate::registry::close_logs(shard);
             let shard = shard.clone();
+            // A live polling client is back within a round trip; one that is not within a
+            // second has gone (its session would only have ended at the ping timeout).
+            let farewells_until = Instant::now() + FAREWELL_WAIT;
             glommio::spawn_local(async move {
                 let written = async {
                     for log in logs {
                         log.await;
                     }
                     while queues.iter().any(|q| !q.is_finished())
-                        || crate::transport::engineio::farewells_pending(&shard) > 0
+                        || (crate::transport::engineio::farewells_pending(&shard) > 0
+                            && Instant::now() < farewells_until)
                     {
                         glommio::timer::sleep(Duration::from_millis(5)).await;
                     }

@@ -8,6 +8,7 @@
 //!
 //! Example: `cargo run --release --bin loadgen -- --overlays 1000 --duration 20 --server-pid PID`
 
+mod polling;
 mod stats;
 mod ws;
 
@@ -61,6 +62,10 @@ struct Args {
     /// Share of overlays that stop reading after logon (stalled consumers), 0..1.
     #[arg(long, default_value_t = 0.0)]
     stall_share: f64,
+    /// Share of the (reading) overlays that stay on Engine.IO long-polling, 0..1 (browsers that
+    /// cannot upgrade); the rest use Socket.IO over WebSocket.
+    #[arg(long, default_value_t = 0.0)]
+    polling_share: f64,
     /// Decline permessage-deflate on overlays and spectators.
     #[arg(long)]
     no_deflate: bool,
@@ -281,9 +286,14 @@ async fn run_thread(
     let per_match = args.overlays + args.spectators;
     for i in (0..args.matches * per_match).filter(|i| i % threads == t) {
         let (m, k) = (i / per_match, i % per_match);
+        let polling_per_match = ((args.overlays - stalled_per_match) as f64
+            * args.polling_share.clamp(0.0, 1.0))
+        .round() as usize;
         let kind = if k < args.overlays {
             if k < stalled_per_match {
                 Kind::StalledOverlay
+            } else if k < stalled_per_match + polling_per_match {
+                Kind::PollingOverlay
             } else {
                 Kind::Overlay
             }
@@ -314,7 +324,57 @@ async fn run_thread(
 enum Kind {
     Overlay,
     StalledOverlay,
+    /// An overlay on the long-polling transport.
+    PollingOverlay,
     Spectator,
+}
+
+/// Per-client receipt bookkeeping: counts a state message in the window and records the
+/// latency of every event it is the first to contain.
+struct Receipts<'a> {
+    control: &'a Control,
+    m: usize,
+    raw: bool,
+    stats: &'a std::cell::RefCell<Stats>,
+    last_seq: usize,
+}
+
+impl Receipts<'_> {
+    fn state(&mut self, text: &str) {
+        let now = now_us();
+        let window_start = self.control.window_start_us.load(Ordering::Relaxed);
+        let in_window =
+            window_start > 0 && self.control.phase.load(Ordering::Relaxed) == RUNNING;
+        if self.raw {
+            if in_window {
+                let mut s = self.stats.borrow_mut();
+                s.deliveries += 1;
+                s.bytes += text.len() as u64;
+            }
+            return;
+        }
+        let Some(seq) = marker_seq(text) else {
+            return;
+        };
+        let mut s = self.stats.borrow_mut();
+        if in_window {
+            s.deliveries += 1;
+            s.bytes += text.len() as u64;
+        }
+        if seq > self.last_seq {
+            for e in self.last_seq + 1..=seq {
+                let sent = self.control.sent[self.m]
+                    .get(e)
+                    .map(|a| a.load(Ordering::Relaxed))
+                    .unwrap_or(0);
+                if in_window && sent >= window_start {
+                    s.latencies_us
+                        .push(now.saturating_sub(sent).min(u32::MAX as u64) as u32);
+                }
+            }
+            self.last_seq = seq;
+        }
+    }
 }
 
 /// Waits until the run stops.
@@ -335,6 +395,9 @@ async fn client(
     gate: Rc<glommio::sync::Semaphore>,
     stats: Rc<std::cell::RefCell<Stats>>,
 ) {
+    if kind == Kind::PollingOverlay {
+        return polling_overlay(&args, &control, m, &code, &gate, &stats).await;
+    }
     let permit = gate.acquire_permit(1).await;
     let path = match kind {
         _ if args.raw => "/",
@@ -380,7 +443,13 @@ async fn client(
         return;
     }
     let receive = async {
-        let mut last_seq = 0usize;
+        let mut receipts = Receipts {
+            control: &control,
+            m,
+            raw: args.raw,
+            stats: &stats,
+            last_seq: 0,
+        };
         while let Some(msg) = ws.next().await {
             let text = match msg {
                 Incoming::Text(t) => t,
@@ -394,40 +463,8 @@ async fn client(
             }
             let is_state =
                 text.starts_with("42[\"match_data\"") || text.starts_with("{\"type\":\"GameData\"");
-            if !is_state {
-                continue;
-            }
-            let now = now_us();
-            let window_start = control.window_start_us.load(Ordering::Relaxed);
-            let in_window = window_start > 0 && control.phase.load(Ordering::Relaxed) == RUNNING;
-            if args.raw {
-                if in_window {
-                    let mut s = stats.borrow_mut();
-                    s.deliveries += 1;
-                    s.bytes += text.len() as u64;
-                }
-                continue;
-            }
-            let Some(seq) = marker_seq(&text) else {
-                continue;
-            };
-            let mut s = stats.borrow_mut();
-            if in_window {
-                s.deliveries += 1;
-                s.bytes += text.len() as u64;
-            }
-            if seq > last_seq {
-                for e in last_seq + 1..=seq {
-                    let sent = control.sent[m]
-                        .get(e)
-                        .map(|a| a.load(Ordering::Relaxed))
-                        .unwrap_or(0);
-                    if in_window && sent >= window_start {
-                        s.latencies_us
-                            .push(now.saturating_sub(sent).min(u32::MAX as u64) as u32);
-                    }
-                }
-                last_seq = seq;
+            if is_state {
+                receipts.state(&text);
             }
         }
         // The server ended the connection during the run.
@@ -436,6 +473,84 @@ async fn client(
         }
     };
     futures_lite::future::or(receive, until_stopped(&control)).await;
+}
+
+/// An overlay that stays on long-polling: connect, log on, then poll until the run stops.
+async fn polling_overlay(
+    args: &Args,
+    control: &Control,
+    m: usize,
+    code: &str,
+    gate: &glommio::sync::Semaphore,
+    stats: &Rc<std::cell::RefCell<Stats>>,
+) {
+    let Ok(permit) = gate.acquire_permit(1).await else {
+        return;
+    };
+    let failed = |e: String| {
+        let mut s = stats.borrow_mut();
+        s.connect_failures += 1;
+        if s.connect_failures <= 3 {
+            eprintln!("loadgen: polling overlay: {e}");
+        }
+    };
+    let mut client = match polling::PollingClient::connect(args.broadcast).await {
+        Ok(c) => c,
+        Err(e) => return failed(e),
+    };
+    let logon = format!(
+        "42[\"logon\",{}]",
+        Value::String(serde_json::json!({ "groupCode": code }).to_string())
+    );
+    if let Err(e) = client.send(&["40"]).await {
+        return failed(e);
+    }
+    let mut logged_on = false;
+    while !logged_on {
+        let packets = match client.poll().await {
+            Ok(p) => p,
+            Err(e) => return failed(e),
+        };
+        for p in packets {
+            if p.starts_with("40") {
+                if let Err(e) = client.send(&[&logon]).await {
+                    return failed(e);
+                }
+            } else if p == "2" {
+                let _ = client.send(&["3"]).await;
+            } else if p.starts_with("42[\"logon_success\"") {
+                logged_on = true;
+            }
+        }
+    }
+    drop(permit);
+    control.clients_ready.fetch_add(1, Ordering::Relaxed);
+    let receive = async {
+        let mut receipts = Receipts {
+            control,
+            m,
+            raw: false,
+            stats,
+            last_seq: 0,
+        };
+        loop {
+            let packets = match client.poll().await {
+                Ok(p) => p,
+                Err(_) => break,
+            };
+            for p in packets {
+                if p == "2" {
+                    let _ = client.send(&["3"]).await;
+                } else if p.starts_with("42[\"match_data\"") {
+                    receipts.state(&p);
+                }
+            }
+        }
+        if control.phase.load(Ordering::Relaxed) != STOPPED {
+            stats.borrow_mut().drops += 1;
+        }
+    };
+    futures_lite::future::or(receive, until_stopped(control)).await;
 }
 
 async fn logon_overlay(ws: &mut ws::Client, code: &str) -> bool {
