@@ -7,13 +7,22 @@ import net from "node:net";
 import WebSocket from "ws";
 import { startServer, observer, client, once, waitFor, uniqueCode, sleep } from "./lib/server.mjs";
 
-/** Opens a raw TCP connection and keeps it (nothing sent). */
-function hold(port) {
-  return new Promise((resolve, reject) => {
-    const s = net.connect(port, "127.0.0.1", () => resolve(s));
-    s.on("error", reject);
-  });
+/** Opens a keep-alive connection that the server has surely admitted (one request answered
+ * 200) and keeps it open; retries briefly while a closing connection still holds its slot. */
+async function hold(port) {
+  for (let attempt = 0; attempt < 40; attempt++) {
+    const s = await new Promise((resolve, reject) => {
+      const s = net.connect(port, "127.0.0.1", () => s.write("GET /status HTTP/1.1\r\nHost: x\r\n\r\n"));
+      s.once("data", (d) => resolve(String(d).startsWith("HTTP/1.1 200") ? s : (s.destroy(), null)));
+      s.on("error", reject);
+    });
+    if (s) return s;
+    await sleep(50);
+  }
+  throw new Error("no connection slot became free");
 }
+
+const STATUS = "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
 
 /** Sends raw bytes and collects the whole answer until the server closes. */
 function raw(port, bytes) {
@@ -35,12 +44,12 @@ async function metric(server, name) {
 test("connections per address: the next one gets 503 until one closes", async () => {
   const server = await startServer({ shards: 2, env: { MAX_CONNECTIONS_PER_IP: "4", LIMIT_LOOPBACK: "true" } });
   try {
-    const held = await Promise.all([1, 2, 3, 4].map(() => hold(server.ports.broadcast)));
-    const refused = await raw(server.ports.rest, "GET /status HTTP/1.1\r\nHost: x\r\n\r\n");
+    const held = await Promise.all([1, 2, 3, 4].map(() => hold(server.ports.rest)));
+    const refused = await raw(server.ports.rest, STATUS);
     assert.match(refused, /^HTTP\/1\.1 503 Service Unavailable\r\n/);
     assert.match(refused, /Too many connections from your address\./);
     held[0].destroy();
-    await waitFor(async () => (await raw(server.ports.rest, "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")).startsWith("HTTP/1.1 200"), 5000, "a freed slot");
+    await waitFor(async () => (await raw(server.ports.rest, STATUS)).startsWith("HTTP/1.1 200"), 5000, "a freed slot");
     for (const s of held) s.destroy();
     await sleep(100);
     assert.ok((await metric(server, "spectra_connections_refused_total")) >= 1);
@@ -52,11 +61,11 @@ test("connections per address: the next one gets 503 until one closes", async ()
 test("loopback is exempt from the per-address limit by default; the total limit holds for everyone", async () => {
   const server = await startServer({ shards: 2, env: { MAX_CONNECTIONS_PER_IP: "2", MAX_CONNECTIONS: "5" } });
   try {
-    const held = await Promise.all([1, 2, 3, 4].map(() => hold(server.ports.ingest)));
-    const ok = await raw(server.ports.rest, "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    const held = await Promise.all([1, 2, 3, 4].map(() => hold(server.ports.rest)));
+    const ok = await raw(server.ports.rest, STATUS);
     assert.match(ok, /^HTTP\/1\.1 200/, "5th connection: within the total, per-address limit not applied to loopback");
-    held.push(await hold(server.ports.ingest));
-    const refused = await raw(server.ports.rest, "GET /status HTTP/1.1\r\nHost: x\r\n\r\n");
+    held.push(await hold(server.ports.rest));
+    const refused = await raw(server.ports.rest, STATUS);
     assert.match(refused, /^HTTP\/1\.1 503 /);
     assert.match(refused, /Server at its connection limit/);
     for (const s of held) s.destroy();

@@ -41,8 +41,8 @@ const disconnectReason = (socket) => new Promise((r) => socket.on("disconnect", 
 
 test("SIGTERM: final snapshots, 1001 closes, logs written, exit 0; the match survives the restart", async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "spectra-shutdown-"));
-  // A long broadcast slot: a change in a slot that already had a broadcast would wait 10 s, so
-  // only the shutdown can deliver the second batch in time.
+  // A long broadcast interval: once the budget's burst of two is spent, a change would wait
+  // about 10 s, so only the shutdown can deliver the third batch in time.
   const env = { BROADCAST_INTERVAL_MS: "10000", SHUTDOWN_TIMEOUT_MS: "4000" };
   try {
     const server = await startServer({ shards: 2, replayDir: dir, env });
@@ -52,13 +52,16 @@ test("SIGTERM: final snapshots, 1001 closes, logs written, exit 0; the match sur
     const obs = await observer(server, logon(code));
     assert.equal(obs.ack.value, true);
     const closes = [disconnectReason(viaWs.socket), disconnectReason(viaPolling.socket), disconnectReason(obs.socket)];
-    send(obs.socket, code, 0, 60);
+    send(obs.socket, code, 0, 40);
     await waitFor(() => viaWs.received.length > 0 && viaPolling.received.length > 0, 5000, "the first broadcast");
     const spec = await spectator(server, code);
+    send(obs.socket, code, 40, 80);
+    await waitFor(() => viaWs.received.length > 1, 5000, "the second broadcast (the burst)");
     const seenBefore = viaWs.received.length;
-    send(obs.socket, code, 60, 120);
+    send(obs.socket, code, 80, 120);
     await waitFor(() => loggedEvents(dir) === 120, 5000, "120 events accepted");
-    assert.equal(viaWs.received.length, seenBefore, "the second batch waits for the next slot");
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(viaWs.received.length, seenBefore, "the third batch waits for the budget");
 
     const exit = await server.stop("SIGTERM");
     assert.deepEqual(exit, { code: 0, signal: null }, server.log());
