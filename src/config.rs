@@ -307,7 +307,8 @@ impl Config {
             max_payload: 1_000_000,
             match_idle: Duration::from_secs(args.match_idle_seconds.max(1)),
             tick: Duration::from_millis(args.broadcast_interval_ms.clamp(5, 10_000)),
-            replay_dir: (!args.replay_dir.as_os_str().is_empty() && args.replay_dir.as_os_str() != "off")
+            replay_dir: (!args.replay_dir.as_os_str().is_empty()
+                && args.replay_dir.as_os_str() != "off")
                 .then_some(args.replay_dir),
             recover_matches: args.recover_matches != "false",
             shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms.max(1)),

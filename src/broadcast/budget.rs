@@ -91,7 +91,11 @@ mod tests {
         let mut b = Budget::new(t0);
         let mut t = t0;
         for i in 0..50 {
-            let arrival = if i == 10 { t + Duration::from_millis(60) } else { t };
+            let arrival = if i == 10 {
+                t + Duration::from_millis(60)
+            } else {
+                t
+            };
             assert_eq!(b.wait(arrival, P), Duration::ZERO, "change {i}");
             assert!(b.take(arrival, P));
             t += P;

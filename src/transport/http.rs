@@ -79,10 +79,9 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         }
     }
 
-    /// Reads more bytes into the buffer; `Ok(0)` means the peer closed.
-    /// Reads more bytes into `buf`. An idle connection (nothing buffered) waits with a small
-    /// read, so thousands of idle connections hold little memory; a connection in the middle
-    /// of a message reads in large chunks. (The buffer is on the heap: a stack array would be
+    /// Reads more bytes into `buf`; `Ok(0)` means the peer closed. An idle connection (nothing
+    /// buffered) waits with a small read, so thousands of idle connections hold little memory; a
+    /// connection in the middle of a message reads in large chunks. (The buffer is on the heap: a stack array would be
     /// part of every connection's future for as long as it waits.)
     pub async fn fill(&mut self) -> std::io::Result<usize> {
         let want = if self.buf.is_empty() { 1024 } else { 16 * 1024 };

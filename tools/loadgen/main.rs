@@ -343,8 +343,7 @@ impl Receipts<'_> {
     fn state(&mut self, text: &str) {
         let now = now_us();
         let window_start = self.control.window_start_us.load(Ordering::Relaxed);
-        let in_window =
-            window_start > 0 && self.control.phase.load(Ordering::Relaxed) == RUNNING;
+        let in_window = window_start > 0 && self.control.phase.load(Ordering::Relaxed) == RUNNING;
         if self.raw {
             if in_window {
                 let mut s = self.stats.borrow_mut();

@@ -33,7 +33,12 @@ impl Http {
     }
 
     /// Sends one request and reads its answer (status and body).
-    async fn request(&mut self, method: &str, path: &str, body: &str) -> Result<(u16, String), String> {
+    async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> Result<(u16, String), String> {
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain;charset=UTF-8\r\nContent-Length: {}\r\n\r\n",
             self.addr,
