@@ -94,6 +94,35 @@ test("replay log: header, then one line per accepted event, in the original's fo
   }
 });
 
+test("replay logs go to replays/ under the working directory by default; REPLAY_DIR=off writes none", async () => {
+  const cwd = fs.mkdtempSync(path.join(os.tmpdir(), "spectra-cwd-"));
+  try {
+    for (const [dirSetting, expectFiles] of [["replays", true], ["off", false]]) {
+      const server = await startServer({ shards: 1, cwd, env: { REPLAY_DIR: dirSetting } });
+      try {
+        const code = uniqueCode("CWD");
+        const obs = await observer(server, logonFields({ groupCode: code }));
+        assert.equal(obs.ack.value, true);
+        await send(obs.socket, code, 0, 5);
+        const dir = path.join(cwd, "replays");
+        if (expectFiles) {
+          await waitFor(() => fs.existsSync(dir) && replayFiles(dir).some((f) => f.includes(code)), 5000, "the log");
+        } else {
+          await sleep(300);
+          const everything = fs.readdirSync(cwd, { recursive: true }).map(String);
+          assert.deepEqual(everything.filter((f) => f.includes(code)), [], "no log anywhere with REPLAY_DIR=off");
+          assert.ok(!everything.includes("off"), "no directory named off");
+        }
+        obs.socket.close();
+      } finally {
+        await server.stop();
+      }
+    }
+  } finally {
+    fs.rmSync(cwd, { recursive: true, force: true });
+  }
+});
+
 test("SIGKILL mid-match: the match is rebuilt from its log and finishes like an uninterrupted run", async () => {
   const expected = await uninterrupted();
   assert.equal(expected.roundPhase, "game_end");
