@@ -12,6 +12,10 @@ use std::task::{Poll, Waker};
 
 use glommio::io::{BufferedFile, OpenOptions};
 
+/// Bytes a log may hold waiting for the disk before it gives up (a stalled disk must not grow the
+/// server's memory without bound).
+const MAX_BACKLOG: usize = 64 << 20;
+
 /// State shared by the match (producer) and its writer task.
 #[derive(Default)]
 struct Shared {
@@ -53,6 +57,17 @@ impl ReplayLog {
     pub fn append(&self, event: &serde_json::Map<String, serde_json::Value>) {
         let mut s = self.shared.borrow_mut();
         if s.failed || s.closed {
+            return;
+        }
+        if s.buf.len() > MAX_BACKLOG {
+            // The disk has not taken a write for a long time: memory matters more than the log.
+            eprintln!(
+                "replay log {}: {} MiB waiting for the disk; logging stops for this match",
+                self.path.display(),
+                MAX_BACKLOG >> 20
+            );
+            s.failed = true;
+            s.buf = Vec::new();
             return;
         }
         s.buf.extend_from_slice(b",\n");
