@@ -204,6 +204,16 @@ pub fn recover(shard: &Rc<Shard>) {
             continue; // the game ended before the stop: nothing to recover
         }
         game.advance(crate::ingest::now_ms());
+        // In backend mode a match that saw `match_start` was registered then; its updates and
+        // completion go on (the registration itself is not repeated).
+        let started = candidate
+            .file
+            .events
+            .iter()
+            .any(|e| e.get("type").and_then(Value::as_str) == Some("match_start"));
+        if shard.backend.is_some() && started && !game.match_id_text().is_empty() {
+            game.set_registered();
+        }
         let seq = shard.global.match_seq.fetch_add(1, Ordering::Relaxed);
         let mut entry = Entry::new(game, secret, seq, Room::new());
         entry.log = Some(crate::replay::log::ReplayLog::resume(
@@ -216,6 +226,9 @@ pub fn recover(shard: &Rc<Shard>) {
             continue;
         }
         reg.live.insert(code.clone(), entry);
+        if let (Some(backend), Some(entry)) = (shard.backend.clone(), reg.live.get(&code)) {
+            refresh_playercams(shard, backend, &code, &entry.game);
+        }
         shard.global.matches_running.fetch_add(1, Ordering::Relaxed);
         crate::metrics::gauge(|s| &s.matches, 1);
         let skipped = candidate.file.skipped;

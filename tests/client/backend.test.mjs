@@ -3,11 +3,35 @@
 // backend never holding up other matches.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { startServer, observer, overlay, sendEvent, sleep, waitFor, uniqueCode } from "./lib/server.mjs";
 import { startStub } from "./lib/stub-backend.mjs";
 
 let stub;
 let server;
+/** The backend-mode environment pointing at the stub. */
+const backendEnv = () => ({
+  USE_BACKEND: "true",
+  BACKEND_URL: stub.url,
+  BACKEND_TOKEN: "backend-token",
+  SUPPORTER_CHECK_URL: `${stub.url}/supporter`,
+  STATS_BACKEND_URL: `${stub.url}/stats`,
+  STATS_BACKEND_TOKEN: "stats-token",
+  BACKEND_TIMEOUT_MS: "800",
+  STATS_FETCH_DELAY_MS: "300",
+  PLAYERCAM_URL: `${stub.url}/pc`,
+  TEBEX_BASE_URL: `${stub.url}/tebex`,
+  TEBEX_STORE_ID: "store1",
+  TEBEX_EXTENSION_ID: "ext1",
+  DISCORD_CLIENT_ID: "cid",
+  DISCORD_CLIENT_SECRET: "csecret",
+  DISCORD_REDIRECT_URI: "http://localhost/cb",
+  DISCORD_OAUTH_URL: `${stub.url}/discord/token`,
+  DISCORD_USER_URL: `${stub.url}/discord/user`,
+  SPECTRA_CLIENT_DEEPLINK: "spectra://discord-info",
+});
 before(async () => {
   stub = await startStub();
   stub.route("GET", /^\/system\/validateAccessKey\/good$/, { body: { id: "org1", name: "Org One" } });
@@ -26,30 +50,7 @@ before(async () => {
   stub.route("POST", /^\/discord\/token$/, { body: { token_type: "Bearer", access_token: "abc" } });
   stub.route("GET", /^\/discord\/user$/, { body: { id: "42", username: "bob", global_name: "<Bob>", avatar: "av1" } });
   stub.route("POST", /^\/stats\/fetchPlayerMMR$/, { body: { results: [{ puuid: "puuid-a", currentMMRTier: 21, peakMMRTier: 24 }] } });
-  server = await startServer({
-    shards: 2,
-    key: "static-key",
-    env: {
-      USE_BACKEND: "true",
-      BACKEND_URL: stub.url,
-      BACKEND_TOKEN: "backend-token",
-      SUPPORTER_CHECK_URL: `${stub.url}/supporter`,
-      STATS_BACKEND_URL: `${stub.url}/stats`,
-      STATS_BACKEND_TOKEN: "stats-token",
-      BACKEND_TIMEOUT_MS: "800",
-      STATS_FETCH_DELAY_MS: "300",
-      PLAYERCAM_URL: `${stub.url}/pc`,
-      TEBEX_BASE_URL: `${stub.url}/tebex`,
-      TEBEX_STORE_ID: "store1",
-      TEBEX_EXTENSION_ID: "ext1",
-      DISCORD_CLIENT_ID: "cid",
-      DISCORD_CLIENT_SECRET: "csecret",
-      DISCORD_REDIRECT_URI: "http://localhost/cb",
-      DISCORD_OAUTH_URL: `${stub.url}/discord/token`,
-      DISCORD_USER_URL: `${stub.url}/discord/user`,
-      SPECTRA_CLIENT_DEEPLINK: "spectra://discord-info",
-    },
-  });
+  server = await startServer({ shards: 2, key: "static-key", env: backendEnv() });
 });
 after(async () => {
   await server.stop();
@@ -268,5 +269,41 @@ test("an idle registered match is completed when it expires", async () => {
     obs.socket.close();
   } finally {
     await idle.stop();
+  }
+});
+
+test("a match recovered after a crash keeps its registration: updates and completion go on", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "spectra-backend-recovery-"));
+  try {
+    let srv = await startServer({ shards: 2, key: "static-key", env: backendEnv(), replayDir: dir });
+    const group = code("REC");
+    const obs = await observer({ ...srv, key: "good" }, { groupCode: group });
+    const secret = obs.ack.reason;
+    const matchId = `mid-${group}`;
+    sendEvent(obs.socket, group, "roster", { name: "A", tagline: "1", startTeam: 0, agentInternal: "Wushu", playerId: "puuid-a", position: 0, locked: true, rank: 0 });
+    sendEvent(obs.socket, group, "match_start", matchId);
+    await waitFor(() => stub.find("POST", `/system/match/${matchId}/register`).length === 1, 3000, "register");
+    await waitFor(() => {
+      const [file] = fs.readdirSync(dir);
+      return file && fs.readFileSync(path.join(dir, file), "utf8").includes("match_start");
+    }, 3000, "match_start on disk");
+    obs.socket.close();
+    await srv.stop("SIGKILL");
+    srv = await startServer({ shards: 2, key: "static-key", env: backendEnv(), replayDir: dir });
+    try {
+      assert.match(srv.log(), new RegExp(`match ${group}: recovered`));
+      const back = await observer({ ...srv, key: "good" }, { groupCode: group, groupSecret: secret });
+      assert.equal(back.ack.reason, "reconnected");
+      sendEvent(back.socket, group, "round_info", { roundNumber: 2, roundPhase: "shopping" });
+      await waitFor(() => stub.find("PUT", `/system/match/${matchId}/update`).length === 1, 3000, "update after recovery");
+      sendEvent(back.socket, group, "round_info", { roundNumber: 2, roundPhase: "game_end" });
+      await waitFor(() => stub.find("PUT", `/system/match/${matchId}/complete`).length === 1, 3000, "complete after recovery");
+      assert.equal(stub.find("POST", `/system/match/${matchId}/register`).length, 1, "not registered twice");
+      back.socket.close();
+    } finally {
+      await srv.stop();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
