@@ -627,25 +627,10 @@ async fn observer(
         "42[\"obs_logon\",{}]",
         Value::String(Value::Object(auth).to_string())
     );
-    let mut accepted = false;
-    while let Some(msg) = ws.next().await {
-        let Incoming::Text(text) = msg else { continue };
-        if text.starts_with('0') {
-            let _ = ws.send_text("40").await;
-        } else if text.starts_with("40") {
-            let _ = ws.send_text(&logon).await;
-        } else if text == "2" {
-            let _ = ws.send_text("3").await;
-        } else if text.starts_with("42[\"obs_logon_ack\"") {
-            accepted = text.contains("\\\"value\\\":true");
-            if !accepted {
-                return fail(format!("logon refused: {text}"));
-            }
-            break;
-        }
-    }
-    if !accepted {
-        return fail("connection closed before the logon ack".into());
+    match ws.obs_logon(&logon).await {
+        Ok(ack) if ack.get("value") == Some(&Value::Bool(true)) => {}
+        Ok(ack) => return fail(format!("logon refused: {ack}")),
+        Err(e) => return fail(e),
     }
     control.observers_ready.fetch_add(1, Ordering::Relaxed);
     // From here a reader task counts the server's pings; the sender answers them between events.

@@ -88,6 +88,28 @@ impl Client {
         })
     }
 
+    /// Observer logon over Socket.IO: joins the main namespace, sends the `obs_logon` packet
+    /// `logon` and returns the `obs_logon_ack` payload (`{type, value, reason}`), whatever its value.
+    pub async fn obs_logon(&mut self, logon: &str) -> Result<serde_json::Value, String> {
+        while let Some(msg) = self.next().await {
+            let Incoming::Text(text) = msg else { continue };
+            if text.starts_with('0') {
+                self.send_text("40").await?;
+            } else if text.starts_with("40") {
+                self.send_text(logon).await?;
+            } else if text == "2" {
+                self.send_text("3").await?;
+            } else if let Some(body) = text.strip_prefix("42")
+                && let Some((name, Some(arg))) =
+                    spectra::transport::packets::event_name_and_arg(body)
+                && name == "obs_logon_ack"
+            {
+                return serde_json::from_str(&arg).map_err(|e| format!("bad logon ack: {e}"));
+            }
+        }
+        Err("the connection closed before the logon ack".into())
+    }
+
     pub fn split(self) -> (ClientReader, ClientWriter) {
         (self.reader, self.writer)
     }

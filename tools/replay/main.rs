@@ -131,36 +131,16 @@ async fn run(args: Args) {
         .await
         .unwrap_or_else(|e| fail(e));
     let logon = logon(&file.header, &args, &code);
-    let secret = loop {
-        let Some(Incoming::Text(text)) = ws.next().await else {
-            fail("the connection closed before the logon ack");
-        };
-        if text.starts_with('0') {
-            let _ = ws.send_text("40").await;
-        } else if text.starts_with("40") {
-            let _ = ws.send_text(&logon).await;
-        } else if text == "2" {
-            let _ = ws.send_text("3").await;
-        } else if let Some(body) = text.strip_prefix("42") {
-            let Some((name, Some(arg))) = spectra::transport::packets::event_name_and_arg(body)
-            else {
-                continue;
-            };
-            if name != "obs_logon_ack" {
-                continue;
-            }
-            let ack: Value = serde_json::from_str(&arg).unwrap_or(Value::Null);
-            let reason = ack.get("reason").and_then(Value::as_str).unwrap_or("");
-            if ack.get("value") != Some(&json!(true)) {
-                fail(format!("logon refused: {reason}"));
-            }
-            // A rejoin answers "reconnected"; the secret is then the one we gave.
-            break if reason == "reconnected" {
-                args.secret.clone()
-            } else {
-                reason.to_string()
-            };
-        }
+    let ack = ws.obs_logon(&logon).await.unwrap_or_else(|e| fail(e));
+    let reason = ack.get("reason").and_then(Value::as_str).unwrap_or("");
+    if ack.get("value") != Some(&json!(true)) {
+        fail(format!("logon refused: {reason}"));
+    }
+    // A rejoin answers "reconnected"; the secret is then the one we gave.
+    let secret = if reason == "reconnected" {
+        args.secret.clone()
+    } else {
+        reason.to_string()
     };
     eprintln!("replay: logged on to {code} (secret {secret})");
 
