@@ -43,6 +43,8 @@ pub struct ShardStats {
     pub logons_throttled: AtomicU64,
     /// Bytes written to replay logs.
     pub replay_bytes: AtomicU64,
+    /// Ingest events refused (malformed, over a limit, or not permitted to the sender).
+    pub events_refused: AtomicU64,
     /// The shard thread's kernel id (for CPU time from `/proc/self/task`).
     pub tid: AtomicI64,
 }
@@ -269,6 +271,13 @@ pub fn render(metrics: &Metrics, backend: bool) -> String {
         "counter",
         "Logons refused because the address made too many attempts.",
         |s| load(&s.logons_throttled),
+    );
+    f.per_shard(
+        metrics,
+        "spectra_events_refused_total",
+        "counter",
+        "Ingest events refused: malformed, over a size or depth limit, or not permitted to the sender (aux clients).",
+        |s| load(&s.events_refused),
     );
     f.per_shard(
         metrics,

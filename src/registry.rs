@@ -26,8 +26,11 @@ use crate::transport::websocket;
 pub struct Entry {
     pub game: Match,
     secret: String,
-    /// Creation order across all shards (the aux logon picks the earliest match).
+    /// Creation order across all shards.
     seq: u64,
+    /// The Valorant match id this match reported with `match_start` and when (in `match_seq`
+    /// order across all shards): the aux logon's tie-break (see `pick_match_id_claim`).
+    claim: Option<(String, u64)>,
     last_sent_event: u64,
     last_sent_at: Instant,
     /// A change waits for its publication (see `schedule_flush`).
@@ -50,6 +53,7 @@ impl Entry {
             game,
             secret,
             seq,
+            claim: None,
             last_sent_event: 0,
             last_sent_at: Instant::now(),
             flush_pending: false,
@@ -216,6 +220,7 @@ pub fn recover(shard: &Rc<Shard>) {
         }
         let seq = shard.global.match_seq.fetch_add(1, Ordering::Relaxed);
         let mut entry = Entry::new(game, secret, seq, Room::new());
+        note_claim(shard, &mut entry);
         entry.log = Some(crate::replay::log::ReplayLog::resume(
             candidate.path.clone(),
             candidate.file.valid_len,
@@ -410,6 +415,7 @@ pub fn ingest_event(shard: &Rc<Shard>, code: &str, event: Value) {
         }
         let outcome = entry.game.apply(&event);
         crate::metrics::bump(|s| &s.events);
+        note_claim(shard, entry);
         if !entry.flush_pending && entry.game.event_number() > entry.last_sent_event {
             entry.flush_pending = true;
             let wait = entry.budget.wait(Instant::now(), shard.config.tick);
@@ -428,6 +434,16 @@ pub fn ingest_event(shard: &Rc<Shard>, code: &str, event: Value) {
     } else if let Some(delay) = flush_in {
         schedule_flush(shard, code, delay);
     }
+}
+
+/// Records when the match first reported its current Valorant match id.
+fn note_claim(shard: &Shard, entry: &mut Entry) {
+    let id = entry.game.match_id_text();
+    if id.is_empty() || entry.claim.as_ref().is_some_and(|c| c.0 == id) {
+        return;
+    }
+    let at = shard.global.match_seq.fetch_add(1, Ordering::Relaxed);
+    entry.claim = Some((id, at));
 }
 
 /// How long the first change after a quiet period waits for companions (an observer's event
@@ -481,15 +497,45 @@ pub fn aux_disconnected(shard: &Rc<Shard>, code: &str, player_id: &str) {
     }
 }
 
-pub fn find_match_id(shard: &Rc<Shard>, match_id: &str) -> Option<(u64, String)> {
+/// A live match that reported a Valorant match id: when it did, whether it is being observed
+/// (a change within `CLAIM_ACTIVE`), its code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchIdClaim {
+    pub claimed: u64,
+    pub active: bool,
+    pub group_code: String,
+}
+
+/// A match that changed this recently counts as observed for the aux logon's choice.
+const CLAIM_ACTIVE: Duration = Duration::from_secs(60);
+
+/// This shard's live matches that reported `match_id`.
+pub fn find_match_id(shard: &Rc<Shard>, match_id: &str) -> Vec<MatchIdClaim> {
     shard
         .matches
         .borrow()
         .live
         .iter()
         .filter(|(_, e)| e.game.match_id_text() == match_id)
-        .map(|(code, e)| (e.seq, code.clone()))
-        .min()
+        .map(|(code, e)| MatchIdClaim {
+            claimed: e.claim.as_ref().map_or(e.seq, |c| c.1),
+            active: e.last_sent_at.elapsed() < CLAIM_ACTIVE,
+            group_code: code.clone(),
+        })
+        .collect()
+}
+
+/// The one match an aux client of `match_id` joins, among every live match that reported it.
+/// The first claim among the matches being observed wins: the real observer reports the id when
+/// the game starts, and anyone else can only copy it from the overlay afterwards, so another key
+/// holder cannot capture the players' aux clients by re-sending it. When none is observed any
+/// more, the newest claim wins (an operator who restarted the match under a new group code).
+pub fn pick_match_id_claim(mut claims: Vec<MatchIdClaim>) -> Option<MatchIdClaim> {
+    claims.sort_by_key(|c| c.claimed);
+    match claims.iter().position(|c| c.active) {
+        Some(i) => Some(claims.swap_remove(i)),
+        None => claims.pop(),
+    }
 }
 
 /// Encodes a snapshot once for every transport.
@@ -744,3 +790,30 @@ pub fn remove_match(shard: &Rc<Shard>, code: &str) {
 
 /// How long finished-game team info stays available.
 pub const TEAM_INFO_TTL: Duration = Duration::from_secs(3600);
+
+#[cfg(test)]
+mod claim_tests {
+    use super::{MatchIdClaim, pick_match_id_claim};
+
+    fn claim(at: u64, active: bool, code: &str) -> MatchIdClaim {
+        MatchIdClaim {
+            claimed: at,
+            active,
+            group_code: code.into(),
+        }
+    }
+
+    #[test]
+    fn first_observed_claim_wins_else_the_newest() {
+        let pick = |c| pick_match_id_claim(c).map(|c| c.group_code);
+        assert_eq!(pick(vec![]), None);
+        // A hijacker re-sends the real match's id later: the first observed claim keeps it.
+        let hijack = vec![claim(9, true, "LATE"), claim(2, true, "REAL")];
+        assert_eq!(pick(hijack), Some("REAL".into()));
+        // An older match that is no longer observed does not win.
+        let restart = vec![claim(9, true, "NEW"), claim(2, false, "OLD")];
+        assert_eq!(pick(restart), Some("NEW".into()));
+        let none = vec![claim(1, false, "A"), claim(7, false, "B")];
+        assert_eq!(pick(none), Some("B".into()));
+    }
+}

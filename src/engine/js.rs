@@ -65,6 +65,38 @@ pub fn num(f: f64) -> Value {
     Number::from_f64(f).map_or(Value::Null, Value::Number)
 }
 
+/// Longest string (in characters) a client can store in one field of the match state.
+pub const MAX_FIELD_CHARS: usize = 256;
+/// Largest array or object (as JSON text) a client can store in one field; larger ones become
+/// `null`. No real client sends a structured value in a stored field; this only bounds what a
+/// hostile one can make every snapshot carry.
+pub const MAX_FIELD_JSON: usize = 1024;
+
+/// A client value as the match stores it (absent = `null`): strings cut to `MAX_FIELD_CHARS`,
+/// arrays and objects longer than `MAX_FIELD_JSON` dropped. Numbers and booleans pass.
+pub fn field(v: Option<&Value>) -> Value {
+    match v {
+        None => Value::Null,
+        Some(Value::String(s)) => Value::String(short(s, MAX_FIELD_CHARS)),
+        Some(v @ (Value::Array(_) | Value::Object(_))) => {
+            if serde_json::to_string(v).map_or(usize::MAX, |t| t.len()) <= MAX_FIELD_JSON {
+                v.clone()
+            } else {
+                Value::Null
+            }
+        }
+        Some(v) => v.clone(),
+    }
+}
+
+/// `s` cut to at most `max` characters.
+pub fn short(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((end, _)) => s[..end].to_string(),
+        None => s.to_string(),
+    }
+}
+
 /// String interpolation of a value (`${v}`), `undefined` when absent.
 pub fn text(v: Option<&Value>) -> String {
     match v {
@@ -102,5 +134,21 @@ mod tests {
         assert!(gt(Some(&json!(3)), Some(&json!(2))));
         assert!(!gt(None, Some(&json!(2))));
         assert_eq!(text(Some(&json!(3.0))), "3");
+    }
+
+    #[test]
+    fn fields_are_bounded() {
+        let long = "é".repeat(10_000);
+        assert_eq!(
+            field(Some(&json!(long)))
+                .as_str()
+                .map(|s| s.chars().count()),
+            Some(MAX_FIELD_CHARS)
+        );
+        assert_eq!(field(Some(&json!(vec![1; 5000]))), Value::Null);
+        assert_eq!(field(Some(&json!([1, 2]))), json!([1, 2]));
+        assert_eq!(field(Some(&json!(1e300))), json!(1e300));
+        assert_eq!(field(None), Value::Null);
+        assert_eq!(short("abc", 2), "ab");
     }
 }

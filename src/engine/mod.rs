@@ -13,7 +13,7 @@ pub mod tools;
 use serde_json::{Map, Value, json};
 
 use crate::ingest::ObsLogon;
-use js::{gt, loose_eq, num, text, to_num, truthy};
+use js::{field, gt, loose_eq, num, text, to_num, truthy};
 use player::Player;
 use tables::tables;
 use team::Team;
@@ -295,7 +295,7 @@ impl Match {
             "round_info" => return self.round_info(data, ts),
             "score" => self.score(data, ts),
             "match_start" => {
-                self.match_id = data.clone();
+                self.match_id = field(Some(data));
                 self.is_running = true;
                 true
             }
@@ -304,7 +304,7 @@ impl Match {
                 true
             }
             "game_mode" => {
-                self.match_type = data.clone();
+                self.match_type = field(Some(data));
                 let swift = data.as_str() == Some("swift");
                 self.switch_round = if swift { 5 } else { 13 };
                 self.first_ot_round = if swift { 99 } else { 25 };
@@ -440,7 +440,7 @@ impl Match {
         }
         let in_lobby = !gt(Some(&self.round_number), Some(&json!(1)));
         let team = &mut self.teams[ti];
-        let name = stripped_name(team, &text(d.get("name")));
+        let name = stripped_name(team, &js::short(&text(d.get("name")), js::MAX_FIELD_CHARS));
         if let Some(p) = team.player_by_riot_id(&id) {
             // QUIRK E7 fixed: tricode removal is re-applied on updates.
             p.roster_update(d, name);
@@ -590,20 +590,19 @@ impl Match {
         }
         self.planted = true;
         self.round_timeout_time = None;
-        self.spike_detonation_time = Some(ts + 45_000);
+        self.spike_detonation_time = Some(ts.saturating_add(45_000));
     }
 
     fn round_info(&mut self, data: &Value, ts: u64) -> Outcome {
-        let null = Value::Null;
-        self.round_number = data.get("roundNumber").cloned().unwrap_or(null.clone());
-        self.round_phase = data.get("roundPhase").cloned().unwrap_or(null);
+        self.round_number = field(data.get("roundNumber"));
+        self.round_phase = field(data.get("roundPhase"));
         match self.round_phase.as_str() {
             Some("shopping") => self.shopping(),
             Some("combat") => {
                 for t in &mut self.teams {
                     t.detect_duplicates();
                 }
-                self.round_timeout_time = Some(ts + 99_000);
+                self.round_timeout_time = Some(ts.saturating_add(99_000));
                 self.toast_info.insert("active".into(), Value::Bool(false));
                 // QUIRK E16 fixed: the pending auto-hide is cancelled with the toast.
                 self.toast_hide_at = None;
@@ -702,8 +701,8 @@ impl Match {
             self.attackers_won = self.teams[t1].is_attacking.clone();
         }
         self.was_timeout = self.round_timeout_time.is_some_and(|t| t != 0 && ts >= t);
-        self.teams[t0].rounds_won = s0.cloned();
-        self.teams[t1].rounds_won = s1.cloned();
+        self.teams[t0].rounds_won = s0.map(|v| field(Some(v)));
+        self.teams[t1].rounds_won = s1.map(|v| field(Some(v)));
         self.planted = false;
         true
     }
@@ -759,8 +758,8 @@ impl Match {
             0
         };
         self.timeout_timers = Some(TimeoutTimers {
-            next_tick_ms: ts + 1000,
-            end_ms: ts + duration_ms,
+            next_tick_ms: ts.saturating_add(1000),
+            end_ms: ts.saturating_add(duration_ms),
         });
     }
 
@@ -774,13 +773,19 @@ impl Match {
         let Some(d) = data.as_object() else {
             return;
         };
-        self.toast_info = d.clone();
+        self.toast_info = d
+            .iter()
+            .take(MAX_TOAST_KEYS)
+            .map(|(k, v)| (js::short(k, 64), toast_field(v)))
+            .collect();
         self.toast_info.insert("active".into(), Value::Bool(true));
         self.event_number += 1;
         self.toast_hide_at = match d.get("duration") {
             Some(Value::Null) => None,
-            Some(v) => Some(ts + to_num(Some(v)).filter(|f| *f > 0.0).map_or(1, |f| f as u64)),
-            None => Some(ts + 1), // QUIRK E17 kept: no duration hides at once
+            Some(v) => Some(
+                ts.saturating_add(to_num(Some(v)).filter(|f| *f > 0.0).map_or(1, |f| f as u64)),
+            ),
+            None => Some(ts.saturating_add(1)), // QUIRK E17 kept: no duration hides at once
         };
     }
 
@@ -815,7 +820,7 @@ impl Match {
                     }
                     self.event_number += 1;
                     if let Some(tt) = self.timeout_timers.as_mut() {
-                        tt.next_tick_ms += 1000;
+                        tt.next_tick_ms = tt.next_tick_ms.saturating_add(1000);
                     }
                 } else if let Some(tt) = self.timeout_timers.as_mut() {
                     tt.next_tick_ms = u64::MAX; // countdown stopped; the end timer remains
@@ -909,6 +914,18 @@ impl Match {
 
     pub fn snapshot_json(&self) -> String {
         self.snapshot().to_string()
+    }
+}
+
+/// Keys of a toast kept (title, message, duration, eventLogoEnabled and a few more).
+const MAX_TOAST_KEYS: usize = 16;
+/// Characters of one toast text (a toast is one line or two on the overlay).
+const MAX_TOAST_CHARS: usize = 1024;
+
+fn toast_field(v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(js::short(s, MAX_TOAST_CHARS)),
+        other => field(Some(other)),
     }
 }
 

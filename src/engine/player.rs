@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::js::{gt, loose_eq, num, text, to_num, truthy};
+use super::js::{MAX_FIELD_CHARS, field, gt, loose_eq, num, short, text, to_num, truthy};
 use super::tables::tables;
 
 #[derive(Debug, Clone)]
@@ -28,6 +28,9 @@ pub struct Player {
     kd_ratio: Value,
     kills_this_round: f64,
     deaths_this_round: f64,
+    /// Scoreboard kills and deaths when the round began (`killsThisRound` is the difference).
+    kills_at_round_start: f64,
+    deaths_at_round_start: f64,
     killed_player_names: Vec<Value>,
     curr_ult_points: Value,
     max_ult_points: Value,
@@ -52,14 +55,24 @@ pub struct Player {
     icon_suffix: String,
 }
 
+/// Distinct keys a per-key kill counter holds (weapons, victims); kills under further keys are
+/// not itemised. A real match has a few dozen weapons and ten players.
+pub const MAX_COUNTER_KEYS: usize = 64;
+/// Victims listed in `killedPlayerNames` per round (a round has at most nine real victims).
+pub const MAX_KILLED_NAMES: usize = 32;
+
 /// Adds one to a per-key kill counter (the original left every value at 1, QUIRK E2: fixed).
 fn count(map: &mut Map<String, Value>, key: String) {
+    if map.len() >= MAX_COUNTER_KEYS && !map.contains_key(&key) {
+        return;
+    }
     let next = map.get(&key).and_then(Value::as_f64).unwrap_or(0.0) + 1.0;
     map.insert(key, num(next));
 }
 
+/// A client value as text, cut to `MAX_FIELD_CHARS`.
 fn str_of(v: Option<&Value>) -> String {
-    text(v)
+    short(&text(v), MAX_FIELD_CHARS)
 }
 
 impl Player {
@@ -67,15 +80,15 @@ impl Player {
     pub fn from_roster(data: &Map<String, Value>, name: String) -> Player {
         let raw_name = str_of(data.get("name"));
         let tagline = str_of(data.get("tagline"));
-        let agent_internal = data.get("agentInternal").cloned().unwrap_or(Value::Null);
+        let agent_internal = field(data.get("agentInternal"));
         Player {
             name,
             search_name: format!("{raw_name} #{tagline}"),
             full_name: format!("{raw_name}#{tagline}"),
             tagline,
             riot_id: str_of(data.get("playerId")),
-            position: data.get("position").cloned().unwrap_or(Value::Null),
-            locked: data.get("locked").cloned().unwrap_or(Value::Null),
+            position: field(data.get("position")),
+            locked: field(data.get("locked")),
             agent_proper: tables().agent_proper(&str_of(Some(&agent_internal))),
             agent_internal,
             is_alive: Value::Bool(true),
@@ -89,6 +102,8 @@ impl Player {
             kd_ratio: json!(0),
             kills_this_round: 0.0,
             deaths_this_round: 0.0,
+            kills_at_round_start: 0.0,
+            deaths_at_round_start: 0.0,
             killed_player_names: Vec::new(),
             curr_ult_points: json!(0),
             max_ult_points: json!(0),
@@ -118,9 +133,9 @@ impl Player {
     pub fn roster_update(&mut self, data: &Map<String, Value>, name: String) {
         self.name = name;
         self.tagline = str_of(data.get("tagline"));
-        self.agent_internal = data.get("agentInternal").cloned().unwrap_or(Value::Null);
+        self.agent_internal = field(data.get("agentInternal"));
         self.agent_proper = tables().agent_proper(&str_of(Some(&self.agent_internal)));
-        self.locked = data.get("locked").cloned().unwrap_or(Value::Null);
+        self.locked = field(data.get("locked"));
     }
 
     /// Agent checks on scoreboard-like data (engine §5.7), with the old kills/assists/ultReady.
@@ -157,22 +172,16 @@ impl Player {
 
     /// The shared scoreboard update (engine §5.2).
     pub fn scoreboard_update(&mut self, data: &Map<String, Value>) {
-        // QUIRK E1 fixed: the per-round counters grow by the real difference.
-        if gt(data.get("kills"), Some(&self.kills)) {
-            self.kills_this_round += delta(data.get("kills"), &self.kills);
-        }
-        if gt(data.get("deaths"), Some(&self.deaths)) {
-            self.deaths_this_round += delta(data.get("deaths"), &self.deaths);
-        }
-        self.agent_internal = data.get("agentInternal").cloned().unwrap_or(Value::Null);
+        self.agent_internal = field(data.get("agentInternal"));
         self.agent_proper = tables().agent_proper(&str_of(Some(&self.agent_internal)));
         self.agent_checks(data);
-        self.kills = data.get("kills").cloned().unwrap_or(Value::Null);
-        self.deaths = data.get("deaths").cloned().unwrap_or(Value::Null);
-        self.assists = data.get("assists").cloned().unwrap_or(Value::Null);
+        self.kills = field(data.get("kills"));
+        self.deaths = field(data.get("deaths"));
+        self.assists = field(data.get("assists"));
         self.kd_ratio = ratio(Some(&self.kills), Some(&self.deaths));
-        self.curr_ult_points = data.get("currUltPoints").cloned().unwrap_or(Value::Null);
-        self.max_ult_points = data.get("maxUltPoints").cloned().unwrap_or(Value::Null);
+        self.count_this_round();
+        self.curr_ult_points = field(data.get("currUltPoints"));
+        self.max_ult_points = field(data.get("maxUltPoints"));
         self.ult_ready = match (
             to_num(Some(&self.curr_ult_points)),
             to_num(Some(&self.max_ult_points)),
@@ -180,7 +189,7 @@ impl Player {
             (Some(c), Some(m)) => c >= m,
             _ => false,
         };
-        let new_money = data.get("money").cloned().unwrap_or(Value::Null);
+        let new_money = field(data.get("money"));
         self.track_spending(&new_money);
         self.money = new_money;
         self.armor_name = data
@@ -199,8 +208,20 @@ impl Player {
         } else if alive_now && self.is_alive == Value::Bool(false) {
             self.health = json!(100);
         }
-        self.is_alive = data.get("isAlive").cloned().unwrap_or(Value::Null);
-        self.has_spike = data.get("hasSpike").cloned().unwrap_or(Value::Null);
+        self.is_alive = field(data.get("isAlive"));
+        self.has_spike = field(data.get("hasSpike"));
+    }
+
+    /// QUIRK E1 fixed: kills and deaths this round are the difference between the scoreboard now
+    /// and at the round's start, never negative (a corrected scoreboard, 20 → 19 → 21, counts
+    /// the 2 it shows, not the 3 increases). A non-numeric value leaves them as they are.
+    fn count_this_round(&mut self) {
+        if let Some(k) = to_num(Some(&self.kills)).filter(|k| k.is_finite()) {
+            self.kills_this_round = (k - self.kills_at_round_start).max(0.0);
+        }
+        if let Some(d) = to_num(Some(&self.deaths)).filter(|d| d.is_finite()) {
+            self.deaths_this_round = (d - self.deaths_at_round_start).max(0.0);
+        }
     }
 
     /// Money spent this round (engine §5.3, QUIRK E5 kept).
@@ -225,8 +246,10 @@ impl Player {
     pub fn killfeed_stats(&mut self, data: &Map<String, Value>) {
         let weapon = str_of(data.get("weaponKillfeedInternal"));
         count(&mut self.kills_by_weapons, weapon);
-        let victim = data.get("victim").cloned().unwrap_or(Value::Null);
-        self.killed_player_names.push(victim.clone());
+        let victim = field(data.get("victim"));
+        if self.killed_player_names.len() < MAX_KILLED_NAMES {
+            self.killed_player_names.push(victim.clone());
+        }
         if data.get("headshotKill") == Some(&Value::Bool(true)) {
             self.headshot_kills += 1.0;
             self.headshot_ratio = ratio(Some(&num(self.headshot_kills)), Some(&self.kills));
@@ -234,9 +257,9 @@ impl Player {
         match data.get("isTeamkill") {
             Some(Value::Bool(true)) => {
                 self.team_kills += 1.0;
-                count(&mut self.kills_on_teammate, text(Some(&victim)));
+                count(&mut self.kills_on_teammate, str_of(Some(&victim)));
             }
-            Some(Value::Bool(false)) => count(&mut self.kills_on_enemy, text(Some(&victim))),
+            Some(Value::Bool(false)) => count(&mut self.kills_on_enemy, str_of(Some(&victim))),
             _ => {}
         }
     }
@@ -250,7 +273,7 @@ impl Player {
         partial.insert("kills".into(), num(kills));
         self.agent_checks(&partial);
         self.kills = num(kills);
-        self.kills_this_round += 1.0;
+        self.count_this_round();
     }
 
     pub fn victim_fallback(&mut self) {
@@ -260,7 +283,7 @@ impl Player {
         self.is_alive = Value::Bool(false);
         self.health = json!(0);
         self.deaths = num(to_num(Some(&self.deaths)).unwrap_or(f64::NAN) + 1.0);
-        self.deaths_this_round += 1.0;
+        self.count_this_round();
     }
 
     pub fn assist_fallback(&mut self) {
@@ -278,6 +301,9 @@ impl Player {
     pub fn round_reset(&mut self, side_switch: bool) {
         self.kills_this_round = 0.0;
         self.deaths_this_round = 0.0;
+        let start = |v: &Value| to_num(Some(v)).filter(|f| f.is_finite()).unwrap_or(0.0);
+        self.kills_at_round_start = start(&self.kills);
+        self.deaths_at_round_start = start(&self.deaths);
         self.killed_player_names.clear();
         self.money_spent = 0.0;
         self.spent_money_this_round = false;
@@ -304,7 +330,7 @@ impl Player {
             ("ability2", "ability_2"),
         ] {
             if let Some(v) = data.get(from) {
-                a.insert(to.into(), v.clone());
+                a.insert(to.into(), field(Some(v)));
             }
         }
         self.abilities = Value::Object(a);
@@ -312,7 +338,7 @@ impl Player {
     }
 
     pub fn set_health(&mut self, health: &Value) {
-        self.health = health.clone();
+        self.health = field(Some(health));
         self.aux_health = true;
     }
 
@@ -404,13 +430,6 @@ impl Player {
 /// which `Value::Null` cannot tell apart, so pass-through keys are always present.
 fn put(m: &mut Map<String, Value>, key: &str, v: &Value) {
     m.insert(key.into(), v.clone());
-}
-
-fn delta(new: Option<&Value>, old: &Value) -> f64 {
-    match (to_num(new), to_num(Some(old))) {
-        (Some(n), Some(o)) if n > o => n - o,
-        _ => 1.0,
-    }
 }
 
 /// `a / b` with IEEE semantics, as JSON (`null` for NaN/Infinity).

@@ -5,6 +5,10 @@ use serde_json::{Map, Value, json};
 use super::js::truthy;
 use super::player::Player;
 
+/// The highest round a round record holds. The longest professional VALORANT maps went past
+/// round 60 in overtime; the record's size comes from a client's number, so it is bounded.
+pub const MAX_ROUNDS: i64 = 200;
+
 /// One entry of a team's round record.
 #[derive(Debug, Clone)]
 pub struct Record {
@@ -84,8 +88,10 @@ impl Team {
 
     /// Writes round `r`'s reason and the next five "upcoming" entries (engine §5.9). Holes left by
     /// skipped rounds are filled with "upcoming" (QUIRK E25: the original left `null` holes).
+    /// Rounds outside `1..=MAX_ROUNDS` are not recorded: the round number comes from the client
+    /// and sizes the record.
     pub fn record_round(&mut self, r: i64, kind: &str) {
-        if r < 1 {
+        if !(1..=MAX_ROUNDS).contains(&r) {
             return;
         }
         let was_attack = self.is_attacking.clone();

@@ -472,3 +472,78 @@ fn unknown_events_only_advance_the_counter() {
     assert_eq!(m.event_number(), n + 2);
     assert_eq!(snap(&m), before);
 }
+
+#[test]
+fn kills_this_round_is_the_difference_from_the_round_start() {
+    let mut m = new_match();
+    roster(&mut m, "Ada", "a", 0, "Wushu");
+    board(&mut m, "a", 0, 800, 19, 5, true);
+    round(&mut m, 28, "shopping", 10);
+    let ktr = |m: &Match| snap(m)["teams"][0]["players"][0]["killsThisRound"].clone();
+    // The reference match's round 28: 19 → 20 → 19 → 21 is two kills, not three increases.
+    for k in [20, 19, 21] {
+        board(&mut m, "a", 0, 800, k, 5, true);
+    }
+    assert_eq!(ktr(&m), json!(2));
+    board(&mut m, "a", 0, 800, 18, 6, true);
+    assert_eq!(ktr(&m), json!(0), "never negative");
+    assert_eq!(
+        snap(&m)["teams"][0]["players"][0]["deathsThisRound"],
+        json!(1)
+    );
+    round(&mut m, 29, "shopping", 20);
+    assert_eq!(ktr(&m), json!(0));
+}
+
+#[test]
+fn client_numbers_cannot_size_the_state() {
+    for n in [
+        json!(1e8),
+        json!(1e6),
+        json!(i64::MAX),
+        json!(9.2e18),
+        json!(-5),
+        json!(1e300),
+    ] {
+        let mut m = new_match();
+        ev(&mut m, "score", json!({"team_0": 1, "team_1": 0}), 5);
+        round(&mut m, 0, "shopping", 1);
+        ev(
+            &mut m,
+            "round_info",
+            json!({"roundNumber": n, "roundPhase": "shopping"}),
+            10,
+        );
+        let s = m.snapshot_json();
+        assert!(s.len() < 64 * 1024, "{n}: snapshot of {} bytes", s.len());
+    }
+    // Stored strings and structures are cut; per-key counters hold a bounded number of keys.
+    let mut m = new_match();
+    roster(&mut m, &"N".repeat(100_000), "a", 0, "Wushu");
+    roster(&mut m, "B", "b", 1, "Wushu");
+    ev(&mut m, "match_start", json!("x".repeat(500_000)), 2);
+    ev(
+        &mut m,
+        "round_info",
+        json!({"roundNumber": vec![1; 100_000], "roundPhase": "y".repeat(100_000)}),
+        3,
+    );
+    ev(
+        &mut m,
+        "toast",
+        json!({"title": "t".repeat(100_000), "message": "m", "duration": 1e300}),
+        4,
+    );
+    for i in 0..5_000 {
+        ev(
+            &mut m,
+            "killfeed",
+            json!({"attacker": "B", "victim": format!("v{i}"), "weaponKillfeedInternal": format!("w{i}"),
+                   "isTeamkill": false, "assists": []}),
+            5,
+        );
+    }
+    let s = m.snapshot_json();
+    assert!(s.len() < 64 * 1024, "snapshot of {} bytes", s.len());
+    m.advance(u64::MAX);
+}

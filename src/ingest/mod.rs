@@ -321,7 +321,8 @@ fn aux_logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
     .detach();
 }
 
-/// The group code of the earliest-created live match with this Valorant match id, on any shard.
+/// The group code of the live match an aux client of this Valorant match id joins, from every
+/// shard's claims (`registry::pick_match_id_claim`).
 async fn find_match_by_id(shard: &Rc<Shard>, match_id: &str) -> Option<String> {
     let mut replies = Vec::with_capacity(shard.shards());
     for s in 0..shard.shards() {
@@ -339,18 +340,73 @@ async fn find_match_by_id(shard: &Rc<Shard>, match_id: &str) -> Option<String> {
         }
         replies.push(rx);
     }
-    let mut best: Option<(u64, String)> = None;
+    let mut claims = Vec::new();
     for rx in replies {
-        if let Ok(Some((seq, code))) = rx.await
-            && best.as_ref().is_none_or(|(b, _)| seq < *b)
-        {
-            best = Some((seq, code));
-        }
+        claims.extend(rx.await.unwrap_or_default());
     }
-    best.map(|(_, code)| code)
+    if claims.len() > 1 {
+        let codes: Vec<&str> = claims.iter().map(|c| c.group_code.as_str()).collect();
+        eprintln!("ingest: match id {match_id} is claimed by several matches: {codes:?}");
+    }
+    crate::registry::pick_match_id_claim(claims).map(|c| c.group_code)
 }
 
-/// `obs_data` / `aux_data`: shape check, server timestamp, then to the socket's own match.
+/// The event types an auxiliary (player PC) client sends; it may send nothing else.
+const AUX_EVENT_TYPES: [&str; 6] = [
+    "aux_scoreboard",
+    "aux_scoreboard_team",
+    "aux_abilities",
+    "aux_health",
+    "aux_astra_targeting",
+    "aux_cypher_cam",
+];
+
+/// An event that is not applied: logged with its reason and counted, never forwarded.
+fn refuse(sid: &str, reason: &str) {
+    crate::metrics::bump(|s| &s.events_refused);
+    eprintln!("ingest: event from {sid} refused: {reason}");
+}
+
+/// What an aux session may do: `aux_data` of the aux types, for its own player. The player is
+/// the logon's `playerId`, or else the first non-empty one its events carry. Returns the player to
+/// bind the session to, if it learned it now.
+fn aux_permits(
+    auth: &AuthRecord,
+    is_aux_event: bool,
+    obj: &Map<String, Value>,
+) -> Result<Option<String>, String> {
+    if !is_aux_event {
+        return Err("an aux client may send only aux_data".into());
+    }
+    let kind = obj.get("type").and_then(Value::as_str).unwrap_or("");
+    if !AUX_EVENT_TYPES.contains(&kind) {
+        return Err(format!("event type {kind:?} is not an aux event"));
+    }
+    let Some(player) = obj.get("playerId").and_then(Value::as_str) else {
+        return Err("aux event without a playerId".into());
+    };
+    if !auth.player_id.is_empty() && player != auth.player_id {
+        return Err(format!(
+            "aux client of player {} sent an event for player {player}",
+            auth.player_id
+        ));
+    }
+    // The aux player's own scoreboard line must be its own (teammates' lines come only as
+    // `aux_scoreboard_team`, which fills only lines the observer does not have).
+    if kind == "aux_scoreboard"
+        && obj
+            .get("data")
+            .and_then(|d| d.get("playerId"))
+            .and_then(Value::as_str)
+            .is_some_and(|line| line != player)
+    {
+        return Err("aux_scoreboard line of another player".into());
+    }
+    Ok((auth.player_id.is_empty() && !player.is_empty()).then(|| player.to_string()))
+}
+
+/// `obs_data` / `aux_data`: size, shape and permission checks, server timestamp, then to the
+/// socket's own match.
 fn data(shard: &Rc<Shard>, sid: &str, is_aux_event: bool, arg: Option<&str>) {
     let Some(cell) = shard.sessions.borrow().get(sid) else {
         return;
@@ -363,14 +419,8 @@ fn data(shard: &Rc<Shard>, sid: &str, is_aux_event: bool, arg: Option<&str>) {
     };
     let mut obj = match arg.map(parse::parse_event) {
         Some(Ok(Value::Object(obj))) => obj,
-        Some(Err(e)) => {
-            eprintln!("ingest: malformed event from {sid} ignored: {e}");
-            return;
-        }
-        _ => {
-            eprintln!("ingest: event from {sid} is not a JSON object; ignored");
-            return;
-        }
+        Some(Err(e)) => return refuse(sid, &format!("malformed: {e}")),
+        _ => return refuse(sid, "not a JSON object"),
     };
     let authed_shape = (obj.contains_key("obsName") || obj.contains_key("playerId"))
         && (obj.contains_key("groupCode") || obj.contains_key("matchId"))
@@ -382,22 +432,34 @@ fn data(shard: &Rc<Shard>, sid: &str, is_aux_event: bool, arg: Option<&str>) {
     if let Some(code) = obj.get("groupCode")
         && code.as_str() != Some(auth.group_code.as_str())
     {
-        eprintln!(
-            "ingest: {sid} (group {}) sent an event for group {code}; ignored",
-            auth.group_code
+        return refuse(
+            sid,
+            &format!("group {} sent an event for group {code}", auth.group_code),
         );
-        return;
     }
-    obj.insert("timestamp".into(), Value::from(now_ms()));
-    if is_aux_event
+    let learned = if auth.is_aux {
+        match aux_permits(&auth, is_aux_event, &obj) {
+            Err(reason) => return refuse(sid, &reason),
+            Ok(player) => player,
+        }
+    } else if is_aux_event
         && auth.player_id.is_empty()
         && obj.get("type").and_then(Value::as_str) == Some("aux_scoreboard")
-        && let Some(player) = obj.get("playerId").and_then(Value::as_str)
+    {
+        // An observer socket sending aux_data learns a player as in the original (spec §2.6.4).
+        obj.get("playerId")
+            .and_then(Value::as_str)
+            .map(String::from)
+    } else {
+        None
+    };
+    if let Some(player) = learned
         && let AppState::Ingest(state) = &mut cell.borrow_mut().app
         && let Some(a) = state.auth.as_mut()
     {
-        a.player_id = player.to_string();
+        a.player_id = player;
     }
+    obj.insert("timestamp".into(), Value::from(now_ms()));
     let code = auth.group_code;
     let owner = shard.owner_of(&code);
     let event = Value::Object(obj);

@@ -127,7 +127,8 @@ pub fn parse(text: &str) -> Result<ReplayFile, String> {
         if record.is_empty() {
             continue;
         }
-        match serde_json::from_str::<Value>(record) {
+        // The live path's parser and limits: what was accepted live is what is restored.
+        match crate::ingest::parse::parse_event(record) {
             Ok(Value::Object(event)) => {
                 file.events.push(event);
                 file.valid_len = (start + record.len()) as u64;

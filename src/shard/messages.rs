@@ -71,7 +71,7 @@ pub enum ShardMsg {
     /// Which live match of the receiving shard has this Valorant match id (creation order, code).
     FindMatchId {
         match_id: String,
-        reply: oneshot::Sender<Option<(u64, String)>>,
+        reply: oneshot::Sender<Vec<crate::registry::MatchIdClaim>>,
     },
     /// An accepted ingest event for a match of the receiving shard.
     IngestEvent { code: String, event: Value },

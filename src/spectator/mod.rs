@@ -97,7 +97,8 @@ where
         return;
     }
     let queue = OutQueue::new();
-    glommio::spawn_local(run_writer(queue.clone(), writer)).detach();
+    let stall = shard.config.ping_interval + shard.config.ping_timeout;
+    glommio::spawn_local(run_writer(queue.clone(), writer, stall)).detach();
     let conn = {
         let mut sp = shard.spectators.borrow_mut();
         sp.next += 1;
@@ -150,11 +151,26 @@ where
                         .ping_interval
                         .saturating_sub(last_activity.elapsed())
                 };
-                let filled = futures_lite::future::or(async { Some(reader.fill().await) }, async {
-                    glommio::timer::sleep(wait.max(Duration::from_millis(1))).await;
-                    None
-                })
-                .await;
+                let stopped = futures_lite::future::or(
+                    async {
+                        queue.stopped().await;
+                        true
+                    },
+                    async {
+                        glommio::timer::sleep(wait.max(Duration::from_millis(1))).await;
+                        false
+                    },
+                );
+                let filled =
+                    futures_lite::future::or(async { Some(Ok(reader.fill().await)) }, async {
+                        stopped.await.then_some(Err(()))
+                    })
+                    .await;
+                let filled = match filled {
+                    Some(Err(())) => break, // stopped by the server; the peer did not answer
+                    Some(Ok(r)) => Some(r),
+                    None => None,
+                };
                 match filled {
                     Some(Ok(n)) if n > 0 => {}
                     Some(_) => {

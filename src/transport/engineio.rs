@@ -512,7 +512,8 @@ async fn run_websocket<R, W>(
         return;
     }
     let queue = OutQueue::new();
-    glommio::spawn_local(run_writer(queue.clone(), writer)).detach();
+    let stall = shard.config.ping_interval + shard.config.ping_timeout;
+    glommio::spawn_local(run_writer(queue.clone(), writer, stall)).detach();
     let mut messages = MessageReader::new(neg, shard.config.max_payload);
     let text = |s: &str| websocket::text_frame(s.as_bytes());
 
@@ -583,15 +584,20 @@ async fn run_websocket<R, W>(
                 break;
             }
             Ok(None) => {
-                if !queue.is_open() {
-                    break;
-                }
-                match reader.fill().await {
-                    Ok(0) | Err(_) => {
+                // Read until the peer closes, or until the server stopped this connection (ping
+                // timeout, slow consumer, shutdown) and the peer did not answer in time.
+                let filled = futures_lite::future::or(async { Some(reader.fill().await) }, async {
+                    queue.stopped().await;
+                    None
+                })
+                .await;
+                match filled {
+                    Some(Ok(n)) if n > 0 => {}
+                    Some(_) => {
                         queue.mark_dead();
                         break;
                     }
-                    Ok(_) => {}
+                    None => break,
                 }
             }
             Err(e) => {

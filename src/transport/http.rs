@@ -202,18 +202,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                 .find(|(n, _)| n == name)
                 .map(|(_, v)| v.as_str())
         };
-        let body_len = match find("transfer-encoding").map(str::to_ascii_lowercase) {
-            Some(te) if te == "chunked" => CHUNKED,
-            Some(te) if te != "identity" => {
-                return Err(ReadError::Bad(400, "Unsupported Transfer-Encoding"));
-            }
-            _ => match find("content-length") {
-                Some(v) => v
-                    .parse::<usize>()
-                    .map_err(|_| ReadError::Bad(400, "Bad Content-Length"))?,
-                None => 0,
-            },
-        };
+        let body_len = body_length(&header_list)?;
         if body_len > max_body && body_len != CHUNKED {
             return Err(ReadError::Bad(413, "Payload too large"));
         }
@@ -237,6 +226,48 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             body_len,
         )))
     }
+}
+
+/// The body framing of a request, strictly as RFC 9112 §6 asks of a server that may sit behind a
+/// proxy: `Transfer-Encoding` only as a single `chunked`, never together with `Content-Length`;
+/// `Content-Length` only as digits, repeated only with the same value. Anything else is a `400`
+/// and the connection closes (request smuggling lives in the differences between two parsers).
+fn body_length(headers: &[(String, String)]) -> Result<usize, ReadError> {
+    let all = |name: &'static str| -> Vec<&String> {
+        headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v)
+            .collect()
+    };
+    let te = all("transfer-encoding");
+    let cl = all("content-length");
+    match (te.as_slice(), cl.is_empty()) {
+        ([], _) => {}
+        ([one], true) if one.eq_ignore_ascii_case("chunked") => return Ok(CHUNKED),
+        ([_], true) => return Err(ReadError::Bad(400, "Unsupported Transfer-Encoding")),
+        ([_], false) => {
+            return Err(ReadError::Bad(
+                400,
+                "Transfer-Encoding together with Content-Length",
+            ));
+        }
+        _ => return Err(ReadError::Bad(400, "Repeated Transfer-Encoding")),
+    }
+    let mut length = None;
+    for v in cl {
+        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ReadError::Bad(400, "Bad Content-Length"));
+        }
+        let n = v
+            .parse::<usize>()
+            .map_err(|_| ReadError::Bad(400, "Bad Content-Length"))?;
+        if length.is_some_and(|l| l != n) {
+            return Err(ReadError::Bad(400, "Conflicting Content-Length"));
+        }
+        length = Some(n);
+    }
+    Ok(length.unwrap_or(0))
 }
 
 /// A response to be written.
@@ -395,6 +426,31 @@ mod tests {
         let mut r = Reader::new(futures_lite::io::Cursor::new(raw.to_vec()));
         let err = futures_lite::future::block_on(r.read_request(100));
         assert!(matches!(err, Err(ReadError::Bad(413, _))));
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        let bad = [
+            "Content-Length: 5\r\nTransfer-Encoding: chunked",
+            "Transfer-Encoding: chunked\r\nContent-Length: 5",
+            "Content-Length: 5\r\nContent-Length: 6",
+            "Content-Length: +5",
+            "Content-Length: 5, 5",
+            "Content-Length: -1",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+            "Transfer-Encoding: gzip, chunked",
+            "Transfer-Encoding: identity",
+        ];
+        for head in bad {
+            let raw = format!("POST / HTTP/1.1\r\n{head}\r\n\r\n0\r\n\r\n");
+            let mut r = Reader::new(futures_lite::io::Cursor::new(raw.into_bytes()));
+            let err = futures_lite::future::block_on(r.read_request(100));
+            assert!(matches!(err, Err(ReadError::Bad(400, _))), "{head}");
+        }
+        let raw = b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok";
+        let mut r = Reader::new(futures_lite::io::Cursor::new(raw.to_vec()));
+        let req = futures_lite::future::block_on(r.read_request(100)).expect("same value twice");
+        assert_eq!(&req.body[..], b"ok");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_lite::io::{AsyncWrite, AsyncWriteExt};
@@ -39,7 +40,30 @@ struct Inner {
     budget: usize,
     /// The writer has finished and closed the socket.
     finished: bool,
+    /// The reader waiting in `stopped` for the queue to stop.
+    stop_waker: Option<Waker>,
+    /// When the queue first stopped (closing or dead).
+    stopped_at: Option<std::time::Instant>,
 }
+
+impl Inner {
+    fn wake_all(&mut self) {
+        if self.stopped_at.is_none() && (self.closing || self.dead) {
+            self.stopped_at = Some(std::time::Instant::now());
+        }
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+        if let Some(w) = self.stop_waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// How long a connection's reader waits for the peer after the server stopped the connection
+/// (close frame sent, or the writer gave up) before it lets go of the socket: a peer that never
+/// answers must not hold a file descriptor and a connection slot.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Shared between the connection's writer task and whoever sends to the connection.
 #[derive(Default)]
@@ -86,9 +110,7 @@ impl OutQueue {
             inner.closing = true;
             inner.items.clear();
             inner.bytes = 0;
-            if let Some(w) = inner.waker.take() {
-                w.wake();
-            }
+            inner.wake_all();
             return false;
         }
         inner.bytes += frame.len();
@@ -110,9 +132,7 @@ impl OutQueue {
             inner.items.push_back((frame, FrameKind::Normal));
         }
         inner.closing = true;
-        if let Some(w) = inner.waker.take() {
-            w.wake();
-        }
+        inner.wake_all();
     }
 
     pub fn is_open(&self) -> bool {
@@ -134,9 +154,24 @@ impl OutQueue {
         let mut inner = self.inner.borrow_mut();
         inner.dead = true;
         inner.items.clear();
-        if let Some(w) = inner.waker.take() {
-            w.wake();
-        }
+        inner.wake_all();
+    }
+
+    /// Resolves `CLOSE_GRACE` after the queue first stopped taking frames (closing or dead). A
+    /// reader races its socket read against this and ends when it wins; the grace does not start
+    /// again while the peer keeps sending.
+    pub async fn stopped(&self) {
+        let since = poll_fn(|cx| {
+            let mut inner = self.inner.borrow_mut();
+            if inner.closing || inner.dead {
+                let at = *inner.stopped_at.get_or_insert_with(std::time::Instant::now);
+                return Poll::Ready(at);
+            }
+            inner.stop_waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        glommio::timer::sleep(CLOSE_GRACE.saturating_sub(since.elapsed())).await;
     }
 
     /// Waits for queued frames; `None` once closing with nothing left, or dead.
@@ -169,30 +204,52 @@ impl OutQueue {
     }
 }
 
-/// Drains `queue` into `io` until the queue closes or a write fails; then closes `io`.
-pub async fn run_writer<W: AsyncWrite + Unpin>(queue: Rc<OutQueue>, mut io: W) {
+/// Runs `f` for at most `limit`; `None` when it did not finish in time.
+async fn within<T>(limit: Duration, f: impl std::future::Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(f.await) }, async {
+        glommio::timer::sleep(limit).await;
+        None
+    })
+    .await
+}
+
+/// Drains `queue` into `io` until the queue closes or a write fails; then closes `io`. A batch
+/// that the peer does not take within `stall` (it stopped reading: the kernel's send buffer is
+/// full) ends the connection as a slow consumer, so a peer that never reads holds neither the
+/// writer nor the socket.
+pub async fn run_writer<W: AsyncWrite + Unpin>(queue: Rc<OutQueue>, mut io: W, stall: Duration) {
     let mut batch = Vec::new(); // allocated on the first burst, not up front for every connection
     while queue.next_batch(&mut batch).await {
-        let mut failed = false;
         let (frames, bytes) = (batch.len(), batch.iter().map(Bytes::len).sum::<usize>());
-        for frame in batch.drain(..) {
-            if io.write_all(&frame).await.is_err() {
-                failed = true;
-                break;
+        let written = within(stall, async {
+            for frame in batch.drain(..) {
+                io.write_all(&frame).await?;
             }
-        }
+            io.flush().await
+        })
+        .await;
+        batch.clear();
         crate::metrics::local(|s| {
             use std::sync::atomic::Ordering::Relaxed;
             s.frames_out.fetch_add(frames as u64, Relaxed);
             s.bytes_out.fetch_add(bytes as u64, Relaxed);
         });
-        if failed || io.flush().await.is_err() {
-            queue.mark_dead();
-            break;
+        match written {
+            Some(Ok(())) => {}
+            Some(Err(_)) => {
+                queue.mark_dead();
+                break;
+            }
+            None => {
+                crate::metrics::bump(|s| &s.slow_disconnects);
+                queue.mark_dead();
+                break;
+            }
         }
     }
-    let _ = io.close().await;
+    let _ = within(CLOSE_GRACE, io.close()).await;
     queue.inner.borrow_mut().finished = true;
+    queue.inner.borrow_mut().wake_all();
 }
 
 #[cfg(test)]
@@ -210,6 +267,61 @@ mod tests {
         let mut batch = Vec::new();
         assert!(futures_lite::future::block_on(q.next_batch(&mut batch)));
         assert_eq!(batch, vec![&b"a"[..], &b"s2"[..], &b"b"[..]]);
+    }
+
+    /// A peer that never takes a byte: every write stays pending.
+    struct Stalled;
+    impl AsyncWrite for Stalled {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Poll::Pending
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Poll::Pending
+        }
+        fn poll_close(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    #[test]
+    fn a_stalled_peer_ends_the_writer_and_the_reader() {
+        let handle = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .spawn(|| async {
+                let q = OutQueue::new();
+                let started = std::time::Instant::now();
+                let writer = glommio::spawn_local(run_writer(
+                    q.clone(),
+                    Stalled,
+                    Duration::from_millis(200),
+                ));
+                assert!(q.push(Bytes::from_static(b"frame"), FrameKind::Normal));
+                writer.await;
+                assert!(q.is_finished() && !q.is_open(), "the writer gave up");
+                // It waited for the stall limit, then at most the close grace for the close.
+                let took = started.elapsed();
+                assert!(took >= Duration::from_millis(200), "{took:?}");
+                assert!(
+                    took < Duration::from_millis(200) + CLOSE_GRACE * 2,
+                    "{took:?}"
+                );
+                // A reader waiting on `stopped` is released within the grace.
+                let t = std::time::Instant::now();
+                q.stopped().await;
+                assert!(t.elapsed() <= CLOSE_GRACE);
+            })
+            .expect("executor");
+        handle.join().expect("join");
     }
 
     #[test]

@@ -16,6 +16,9 @@ use crate::shard::Shard;
 
 /// Most attachments one binary packet may announce.
 const MAX_ATTACHMENTS: usize = 64;
+/// Most bytes the attachments of one binary packet may hold together (the Engine.IO
+/// `maxPayload` of one message): what arrives beyond it closes the session.
+pub const MAX_ATTACHMENT_BYTES: usize = 1_000_000;
 
 fn new_socket_id() -> String {
     crate::random::random_string(crate::random::BASE64URL, 20)
@@ -30,6 +33,8 @@ pub struct PartialBinary {
     data: Value,
     expected: usize,
     attachments: Vec<Bytes>,
+    /// Bytes of `attachments` so far.
+    bytes: usize,
 }
 
 fn protocol_error(shard: &Rc<Shard>, sid: &str, what: &str) {
@@ -139,6 +144,13 @@ pub fn on_message(shard: &Rc<Shard>, sid: &str, text: &str) {
                     return;
                 }
             };
+            // Spectra's own ports never use binary packets: refused before anything is
+            // buffered. Other services get a bounded number and size of attachments.
+            if packet.attachments > 0 && !matches!(kind, PortKind::Service { .. }) {
+                drop(cell);
+                protocol_error(shard, sid, "binary packet on a port that takes none");
+                return;
+            }
             if packet.attachments > MAX_ATTACHMENTS {
                 drop(cell);
                 protocol_error(shard, sid, "too many binary attachments");
@@ -151,6 +163,7 @@ pub fn on_message(shard: &Rc<Shard>, sid: &str, text: &str) {
                 data,
                 expected: packet.attachments,
                 attachments: Vec::new(),
+                bytes: 0,
             };
             if partial.expected > 0 {
                 cell.borrow_mut().partial = Some(partial);
@@ -177,6 +190,14 @@ pub fn on_binary(shard: &Rc<Shard>, sid: &str, data: Bytes) {
         match s.partial.as_mut() {
             None => (kind, None),
             Some(p) => {
+                p.bytes += data.len();
+                if p.bytes > MAX_ATTACHMENT_BYTES {
+                    s.partial = None;
+                    drop(s);
+                    drop(cell);
+                    protocol_error(shard, sid, "binary attachments over 1 MB");
+                    return;
+                }
                 p.attachments.push(data);
                 if p.attachments.len() == p.expected {
                     (kind, s.partial.take())

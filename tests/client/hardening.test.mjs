@@ -1,0 +1,299 @@
+// Hostile clients over real sockets (issue "Hardening"): each test sends what an attacker would,
+// asserts the server stays up with bounded memory, the refusal is clear, and honest clients keep
+// their data. Raw Engine.IO / WebSocket / TCP where the real client cannot produce the attack.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import {
+  startServer, observer, overlay, client, once, sendEvent, waitFor, uniqueCode, sleep,
+} from "./lib/server.mjs";
+
+/** Resident memory of the server process in MB (from /proc/<pid>/status). */
+export function rssMb(server) {
+  const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${server.child.pid}/status`, "utf8"));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+/** One value of a /metrics series, summed over its labels. */
+export async function metric(server, name) {
+  const text = await (await fetch(`${server.rest}/metrics`)).text();
+  let sum = 0;
+  for (const line of text.split("\n")) {
+    if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) sum += Number(line.split(" ").pop());
+  }
+  return sum;
+}
+
+const last = (o) => o.received[o.received.length - 1];
+
+function rosterLine(name, id, team) {
+  return { name, tagline: "EUW", startTeam: team, agentInternal: "Wushu", playerId: id, position: 0, locked: true, rank: 0 };
+}
+
+function board(id, team, kills, deaths = 0) {
+  return { name: id, tagline: "EUW", playerId: id, startTeam: team, agentInternal: "Wushu", isAlive: true,
+    initialArmor: 2, scoreboardWeaponInternal: "TX_Hud_Volcano", currUltPoints: 1, maxUltPoints: 7,
+    hasSpike: false, money: 800, kills, deaths, assists: 0 };
+}
+
+/** An observer with a started match (match id `matchId`), two players, and an overlay. */
+async function startedMatch(server, prefix, matchId) {
+  const code = uniqueCode(prefix);
+  const o = await observer(server, { groupCode: code });
+  assert.equal(o.ack.value, true);
+  const ov = await overlay(server, code);
+  sendEvent(o.socket, code, "roster", rosterLine("Ada", "p-ada", 0));
+  sendEvent(o.socket, code, "roster", rosterLine("Bo", "p-bo", 1));
+  sendEvent(o.socket, code, "match_start", matchId);
+  await waitFor(() => last(ov)?.matchId === matchId, 5000, "match_start broadcast");
+  return { code, o, ov };
+}
+
+async function auxClient(server, matchId, playerId) {
+  const socket = client(server.ingest);
+  const ackP = once(socket, "aux_logon_ack");
+  socket.emit("aux_logon", JSON.stringify({ type: "aux_authenticate", clientVersion: "0.3.3", name: "Aux", matchId, playerId }));
+  assert.deepEqual(JSON.parse(await ackP), { type: "aux_authenticate", value: true });
+  return socket;
+}
+
+const auxEvent = (socket, matchId, playerId, type, data, name = "aux_data") =>
+  socket.emit(name, JSON.stringify({ playerId, matchId, type, data }));
+
+test("round numbers, strings and counters from a client cannot size the state (1)", async () => {
+  const server = await startServer();
+  try {
+    const { code, o, ov } = await startedMatch(server, "BIG", "mid-big");
+    const before = rssMb(server);
+    for (const n of [1e8, 1e6, 9.2e18, 9223372036854775807, -1e9, 1e300]) {
+      sendEvent(o.socket, code, "round_info", { roundNumber: n, roundPhase: "shopping" });
+    }
+    sendEvent(o.socket, code, "round_info", { roundNumber: "x".repeat(60000), roundPhase: "shopping" });
+    for (let i = 0; i < 2000; i++) {
+      sendEvent(o.socket, code, "killfeed", { attacker: "Bo", victim: `v${i}`, weaponKillfeedInternal: `w${i}`.repeat(100), isTeamkill: false, assists: [] });
+    }
+    // The honest observer's next event still arrives, and the snapshot stays small.
+    sendEvent(o.socket, code, "map", "Ascent");
+    await waitFor(() => last(ov)?.map === "Ascent", 10000, "honest event after the attack");
+    const snap = last(ov);
+    assert.ok(JSON.stringify(snap).length < 64 * 1024, `snapshot ${JSON.stringify(snap).length} bytes`);
+    for (const t of snap.teams) assert.ok(t.roundRecord.length <= 205, `roundRecord ${t.roundRecord.length}`);
+    assert.ok(snap.roundNumber.length <= 256);
+    assert.ok(rssMb(server) - before < 100, `RSS grew from ${before} to ${rssMb(server)} MB`);
+    assert.equal(server.exited, false);
+    o.socket.close();
+    ov.socket.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+test("an aux session may send only aux_data of aux types for its own player (2)", async () => {
+  const server = await startServer();
+  try {
+    const { code, o, ov } = await startedMatch(server, "AUX", "mid-aux");
+    sendEvent(o.socket, code, "score", { team_0: 1, team_1: 0 });
+    sendEvent(o.socket, code, "map", "Ascent");
+    await waitFor(() => last(ov)?.map === "Ascent");
+    const aux = await auxClient(server, "mid-aux", "p-ada");
+    const refusedBefore = await metric(server, "spectra_events_refused_total");
+    // Observer events through either event name, and aux events for another player.
+    for (const name of ["obs_data", "aux_data"]) {
+      auxEvent(aux, "mid-aux", "p-ada", "score", { team_0: 0, team_1: 13 }, name);
+      auxEvent(aux, "mid-aux", "p-ada", "map", "Haven", name);
+      auxEvent(aux, "mid-aux", "p-ada", "round_info", { roundNumber: 30, roundPhase: "game_end" }, name);
+    }
+    aux.emit("obs_data", JSON.stringify({ obsName: "x", groupCode: code, type: "score", data: { team_0: 0, team_1: 13 } }));
+    auxEvent(aux, "mid-aux", "p-bo", "aux_health", 1);
+    auxEvent(aux, "mid-aux", "p-ada", "aux_scoreboard", board("p-bo", 1, 40));
+    // Its own player's data is applied.
+    auxEvent(aux, "mid-aux", "p-ada", "aux_health", 42);
+    await waitFor(() => last(ov)?.teams[0].players[0].health === 42, 5000, "own aux health");
+    await waitFor(async () => (await metric(server, "spectra_events_refused_total")) - refusedBefore >= 9, 5000, "refusals counted");
+    const snap = last(ov);
+    assert.equal(snap.map, "Ascent");
+    assert.equal(snap.isRunning, true);
+    assert.deepEqual(snap.teams.map((t) => t.roundsWon), [1, 0]);
+    assert.equal(snap.teams[1].players[0].health, 100);
+    assert.equal(snap.teams[1].players[0].kills, 0);
+    assert.match(server.log(), /aux client may send only aux_data/);
+    assert.match(server.log(), /aux client of player p-ada sent an event for player p-bo/);
+    // The match is still live and its observer still connected.
+    assert.equal(o.socket.connected, true);
+    const status = await (await fetch(`${server.rest}/status`)).json();
+    assert.ok(JSON.stringify(status).length > 0);
+    aux.close();
+    o.socket.close();
+    ov.socket.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+test("a match id re-sent by another match does not capture the players' aux clients (7)", async () => {
+  const server = await startServer({ shards: 2 });
+  try {
+    // The attacker's match exists first; the real match reports its id; then the attacker
+    // re-sends the same id in match_start.
+    const evil = await startedMatch(server, "EVIL", "evil-first");
+    const real = await startedMatch(server, "REAL", "mid-victim");
+    sendEvent(evil.o.socket, evil.code, "match_start", "mid-victim");
+    await waitFor(() => last(evil.ov)?.matchId === "mid-victim");
+    const aux = await auxClient(server, "mid-victim", "p-ada");
+    auxEvent(aux, "mid-victim", "p-ada", "aux_health", 7);
+    await waitFor(() => last(real.ov)?.teams[0].players[0].health === 7, 5000, "aux data in the real match");
+    await sleep(200);
+    assert.equal(last(evil.ov).teams[0].players[0].health, 100, "nothing reached the attacker's match");
+    assert.match(server.log(), /match id mid-victim is claimed by several matches/);
+    for (const s of [aux, evil.o.socket, evil.ov.socket, real.o.socket, real.ov.socket]) s.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+test("events nested deeper than the limit are refused live, as recovery would (8)", async () => {
+  const server = await startServer();
+  try {
+    const code = uniqueCode("DEEP");
+    const o = await observer(server, { groupCode: code });
+    const ov = await overlay(server, code);
+    const deep = (n) => JSON.parse(`${"[".repeat(n)}1${"]".repeat(n)}`);
+    sendEvent(o.socket, code, "toast", { title: "deep", message: deep(200), duration: null });
+    sendEvent(o.socket, code, "map", "Ascent");
+    await waitFor(() => last(ov)?.map === "Ascent");
+    assert.equal(last(ov).toastInfo.active, false, "the deep event was not applied");
+    assert.match(server.log(), /event nests deeper than the limit of 32/);
+    assert.ok((await metric(server, "spectra_events_refused_total")) >= 1);
+    o.socket.close();
+    ov.socket.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+test("killsThisRound is the difference from the round start (12)", async () => {
+  const server = await startServer();
+  try {
+    const { code, o, ov } = await startedMatch(server, "KTR", "mid-ktr");
+    sendEvent(o.socket, code, "scoreboard", board("p-ada", 0, 19));
+    sendEvent(o.socket, code, "round_info", { roundNumber: 28, roundPhase: "shopping" });
+    for (const k of [20, 19, 21]) sendEvent(o.socket, code, "scoreboard", board("p-ada", 0, k));
+    await waitFor(() => last(ov)?.teams[0].players[0].kills === 21);
+    assert.equal(last(ov).teams[0].players[0].killsThisRound, 2);
+    o.socket.close();
+    ov.socket.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+import net from "node:net";
+import WebSocket from "ws";
+
+/** Sends raw bytes and collects everything the server sends until it closes. */
+function raw(port, bytes, ms = 5000) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, "127.0.0.1", () => s.write(bytes));
+    let out = "";
+    const timer = setTimeout(() => (s.destroy(), resolve(out + "<timeout>")), ms);
+    s.on("data", (d) => (out += d));
+    s.on("close", () => (clearTimeout(timer), resolve(out)));
+    s.on("error", (e) => (e.code === "ECONNRESET" ? resolve(out) : reject(e)));
+  });
+}
+
+/** A WebSocket upgrade on a raw TCP socket that then neither reads nor writes anything. */
+function silentWebSocket(port, path) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, "127.0.0.1", () =>
+      s.write(`GET ${path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"));
+    s.once("data", (d) => {
+      if (!String(d).startsWith("HTTP/1.1 101")) return reject(new Error(String(d)));
+      s.pause(); // never reads again, never answers a ping or a close
+      resolve(s);
+    });
+    s.on("error", () => {});
+  });
+}
+
+async function openConnections(server, port) {
+  const text = await (await fetch(`${server.rest}/metrics`)).text();
+  let n = 0;
+  for (const line of text.split("\n")) if (line.startsWith(`spectra_connections{port="${port}"`)) n += Number(line.split(" ").pop());
+  return n;
+}
+
+test("binary packets are refused on Spectra's ports before anything is buffered (3)", async () => {
+  const server = await startServer();
+  try {
+    const before = rssMb(server);
+    const mb = Buffer.alloc(1024 * 1024, 7);
+    const closes = await Promise.all(Array.from({ length: 20 }, () => new Promise((resolve) => {
+      const ws = new WebSocket(`ws://127.0.0.1:${server.ports.ingest}/socket.io/?EIO=4&transport=websocket`);
+      ws.on("message", (m) => {
+        if (String(m).startsWith("0")) {
+          ws.send("40");
+          const announce = `4564-["obs_data",${Array.from({ length: 64 }, (_, i) => `{"_placeholder":true,"num":${i}}`).join(",")}]`;
+          ws.send(announce);
+          for (let i = 0; i < 8; i++) ws.send(mb, () => {});
+        }
+      });
+      ws.on("close", () => resolve(true));
+      ws.on("error", () => {});
+      setTimeout(() => resolve(false), 5000);
+    })));
+    assert.ok(closes.every(Boolean), "every session was closed");
+    assert.match(server.log(), /binary packet on a port that takes none/);
+    assert.ok(rssMb(server) - before < 150, `RSS grew from ${before} to ${rssMb(server)} MB`);
+    // An honest observer still logs on.
+    const o = await observer(server, { groupCode: uniqueCode("BIN") });
+    assert.equal(o.ack.value, true);
+    o.socket.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+test("silent WebSocket sessions are released after the ping timeout (4)", async () => {
+  const server = await startServer({
+    env: { PING_INTERVAL_MS: "300", PING_TIMEOUT_MS: "300", MAX_CONNECTIONS: "8" },
+  });
+  try {
+    const silent = [];
+    for (let i = 0; i < 3; i++) silent.push(await silentWebSocket(server.ports.ingest, "/socket.io/?EIO=4&transport=websocket"));
+    for (let i = 0; i < 2; i++) silent.push(await silentWebSocket(server.ports.broadcast, "/ws"));
+    assert.equal(await openConnections(server, "ingest"), 3);
+    // Ping timeout (0.6 s), then at most the 2 s close grace: every slot is free again, although
+    // none of the peers ever answered or closed.
+    await waitFor(async () => (await openConnections(server, "ingest")) === 0 && (await openConnections(server, "broadcast")) === 0,
+      8000, "silent sessions released");
+    // The connection limit (8, one held by this test's fetch) counts them no more: five new clients and a request get in.
+    const clients = [];
+    for (let i = 0; i < 5; i++) clients.push(await silentWebSocket(server.ports.broadcast, "/ws"));
+    assert.match(await raw(server.ports.rest, "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), /^HTTP\/1\.1 200/);
+    for (const s of [...silent, ...clients]) s.destroy();
+  } finally {
+    await server.stop();
+  }
+});
+
+test("ambiguous HTTP framing gets 400 and the appended request is not served (9)", async () => {
+  const server = await startServer();
+  try {
+    const smuggled = "GET /status HTTP/1.1\r\nHost: x\r\n\r\n";
+    const heads = [
+      "Content-Length: 5\r\nTransfer-Encoding: chunked",
+      "Content-Length: 5\r\nContent-Length: 6",
+      "Content-Length: +5",
+      "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+    ];
+    for (const head of heads) {
+      const out = await raw(server.ports.rest, `PUT /createPreview HTTP/1.1\r\nHost: x\r\n${head}\r\n\r\n0\r\n\r\n${smuggled}`);
+      assert.match(out, /^HTTP\/1\.1 400 /, head);
+      assert.equal(out.match(/HTTP\/1\.1/g).length, 1, `${head}: only one answer`);
+    }
+  } finally {
+    await server.stop();
+  }
+});
