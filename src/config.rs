@@ -199,6 +199,11 @@ pub struct Args {
     #[arg(long, env = "MAX_POLLING_SESSIONS", default_value_t = 10_000)]
     pub max_polling_sessions: usize,
 
+    /// Engine.IO sessions on the long-polling transport from one client address (beyond:
+    /// handshake 503). Real clients poll only until they upgrade to a WebSocket.
+    #[arg(long, env = "MAX_POLLING_SESSIONS_PER_IP", default_value_t = 100)]
+    pub max_polling_sessions_per_ip: usize,
+
     /// Failed logons (wrong access key or group secret) one address may make per minute; further
     /// logons are refused until the minute is over.
     #[arg(long, env = "LOGON_FAILURES_PER_MINUTE", default_value_t = 10)]
@@ -316,6 +321,7 @@ impl Config {
                 max_connections: args.max_connections.max(1),
                 max_connections_per_ip: args.max_connections_per_ip.max(1),
                 max_polling_sessions: args.max_polling_sessions,
+                max_polling_sessions_per_ip: args.max_polling_sessions_per_ip.max(1),
                 logon_failures: args.logon_failures_per_minute.max(1),
                 logon_window: Duration::from_secs(60),
                 limit_loopback: args.limit_loopback == "true",

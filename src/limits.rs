@@ -1,5 +1,5 @@
 //! Admission limits against floods and guessing: open connections (total and per address),
-//! long-polling sessions (total), and failed logons per address (access key or group secret
+//! long-polling sessions (total and per address), and failed logons per address (access key or group secret
 //! guessing). Shared by every shard; touched only when a connection opens or closes, a polling
 //! session starts or ends, or a logon fails — never per message. Per-address state sits in
 //! striped maps so shards rarely meet on one lock. Loopback addresses are exempt from the
@@ -18,6 +18,7 @@ pub struct LimitConfig {
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub max_polling_sessions: usize,
+    pub max_polling_sessions_per_ip: usize,
     pub logon_failures: u32,
     pub logon_window: Duration,
     pub limit_loopback: bool,
@@ -26,13 +27,16 @@ pub struct LimitConfig {
 #[derive(Default)]
 struct PerIp {
     connections: usize,
+    polling: usize,
     failures: u32,
     window_start: Option<Instant>,
 }
 
 impl PerIp {
     fn idle(&self, now: Instant, window: Duration) -> bool {
-        self.connections == 0 && self.window_start.is_none_or(|s| now - s >= window)
+        self.connections == 0
+            && self.polling == 0
+            && self.window_start.is_none_or(|s| now - s >= window)
     }
 }
 
@@ -80,11 +84,16 @@ impl Drop for Admitted {
 /// A polling session slot; released when dropped.
 pub struct PollingSlot {
     limits: Arc<Limits>,
+    ip: Option<IpAddr>,
 }
 
 impl Drop for PollingSlot {
     fn drop(&mut self) {
         self.limits.polling.fetch_sub(1, Ordering::Relaxed);
+        if let Some(ip) = self.ip {
+            self.limits
+                .with_ip(ip, |p| p.polling = p.polling.saturating_sub(1));
+        }
     }
 }
 
@@ -164,15 +173,29 @@ impl Limits {
         })
     }
 
-    /// A slot for a new long-polling session, unless the limit is reached.
-    pub fn polling_slot(self: &Arc<Self>) -> Option<PollingSlot> {
+    /// A slot for a new long-polling session from `ip`, unless a limit is reached.
+    pub fn polling_slot(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<PollingSlot, Refusal> {
         let n = self.polling.fetch_add(1, Ordering::Relaxed);
         if n >= self.config.max_polling_sessions {
             self.polling.fetch_sub(1, Ordering::Relaxed);
-            return None;
+            return Err(Refusal::Total);
         }
-        Some(PollingSlot {
+        let ip = ip.filter(|ip| self.limited(*ip));
+        if let Some(ip) = ip {
+            let max = self.config.max_polling_sessions_per_ip;
+            let ok = self.with_ip(ip, |p| {
+                let ok = p.polling < max;
+                p.polling += usize::from(ok);
+                ok
+            });
+            if !ok {
+                self.polling.fetch_sub(1, Ordering::Relaxed);
+                return Err(Refusal::PerAddress);
+            }
+        }
+        Ok(PollingSlot {
             limits: self.clone(),
+            ip,
         })
     }
 
@@ -217,7 +240,8 @@ mod tests {
         Limits::new(LimitConfig {
             max_connections: total,
             max_connections_per_ip: per_ip,
-            max_polling_sessions: 2,
+            max_polling_sessions: 3,
+            max_polling_sessions_per_ip: 2,
             logon_failures: 2,
             logon_window: Duration::from_secs(60),
             limit_loopback: false,
@@ -244,12 +268,15 @@ mod tests {
     #[test]
     fn polling_slots_and_logon_throttle() {
         let l = limits(10, 10);
-        let s1 = l.polling_slot().expect("1");
-        let _s2 = l.polling_slot().expect("2");
-        assert!(l.polling_slot().is_none());
-        drop(s1);
-        assert!(l.polling_slot().is_some());
         let ip: Option<IpAddr> = Some("10.0.0.9".parse().expect("ip"));
+        let other: Option<IpAddr> = Some("10.0.0.8".parse().expect("ip"));
+        let s1 = l.polling_slot(ip).expect("1");
+        let _s2 = l.polling_slot(ip).expect("2");
+        assert_eq!(l.polling_slot(ip).err(), Some(Refusal::PerAddress));
+        let _s3 = l.polling_slot(other).expect("another address");
+        assert_eq!(l.polling_slot(other).err(), Some(Refusal::Total));
+        drop(s1);
+        assert!(l.polling_slot(ip).is_ok());
         assert_eq!(l.logon_blocked(ip), None);
         l.logon_failed(ip);
         assert_eq!(l.logon_blocked(ip), None);

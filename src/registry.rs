@@ -708,6 +708,7 @@ pub fn tick(shard: &Rc<Shard>) {
         let now = Instant::now();
         let now_ms = crate::ingest::now_ms();
         for (code, entry) in reg.live.iter_mut() {
+            entry.room.flush_presence(shard, code);
             entry.game.advance(now_ms);
             let n = entry.game.event_number();
             if entry.flush_pending {

@@ -13,14 +13,21 @@ pub const BURST: f64 = 2.0;
 #[derive(Debug, Clone)]
 pub struct Budget {
     tokens: f64,
+    burst: f64,
     refilled_at: Instant,
 }
 
 impl Budget {
     /// A new match may broadcast at once.
     pub fn new(now: Instant) -> Budget {
+        Budget::with_burst(now, BURST)
+    }
+
+    /// A bucket holding `burst` (other rate limits: spectator joins, presence notices).
+    pub fn with_burst(now: Instant, burst: f64) -> Budget {
         Budget {
-            tokens: BURST,
+            tokens: burst,
+            burst,
             refilled_at: now,
         }
     }
@@ -28,7 +35,7 @@ impl Budget {
     fn refill(&mut self, now: Instant, period: Duration) {
         let elapsed = now.saturating_duration_since(self.refilled_at);
         let gained = elapsed.as_secs_f64() / period.as_secs_f64().max(1e-6);
-        self.tokens = (self.tokens + gained).min(BURST);
+        self.tokens = (self.tokens + gained).min(self.burst);
         self.refilled_at = now;
     }
 

@@ -42,7 +42,18 @@ struct Local {
     queue: Rc<OutQueue>,
     deflate: bool,
     membership: Membership,
+    /// Joins and leaves of this connection (see `MEMBERSHIP_INTERVAL`).
+    changes: crate::broadcast::budget::Budget,
+    /// Joins and leaves refused by that budget.
+    refused_changes: u32,
 }
+
+/// A connection may join or leave on average once per this interval (`MEMBERSHIP_BURST` in quick
+/// succession): a real viewer joins once. Faster requests get `RATE_LIMITED`.
+const MEMBERSHIP_INTERVAL: Duration = Duration::from_secs(1);
+const MEMBERSHIP_BURST: f64 = 5.0;
+/// Refused joins/leaves after which the connection is closed (1008, policy violation).
+const MAX_REFUSED_CHANGES: u32 = 20;
 
 /// The spectator connections of one shard.
 #[derive(Default)]
@@ -109,6 +120,11 @@ where
                 queue: queue.clone(),
                 deflate: neg.deflate,
                 membership: Membership::None,
+                changes: crate::broadcast::budget::Budget::with_burst(
+                    Instant::now(),
+                    MEMBERSHIP_BURST,
+                ),
+                refused_changes: 0,
             },
         );
         id
@@ -252,6 +268,37 @@ fn on_text(shard: &Rc<Shard>, conn: u64, queue: &OutQueue, text: &str) {
     }
 }
 
+/// Spends one membership change of the connection, or refuses it (and closes a connection that
+/// keeps trying).
+fn membership_change_allowed(shard: &Rc<Shard>, conn: u64, queue: &OutQueue) -> bool {
+    let refused = {
+        let mut sp = shard.spectators.borrow_mut();
+        let Some(local) = sp.conns.get_mut(&conn) else {
+            return false;
+        };
+        if local.changes.take(Instant::now(), MEMBERSHIP_INTERVAL) {
+            return true;
+        }
+        local.refused_changes += 1;
+        local.refused_changes
+    };
+    send_text(
+        queue,
+        &wire::error(
+            "RATE_LIMITED",
+            "Too many join/leave requests; wait a second.",
+        ),
+    );
+    if refused >= MAX_REFUSED_CHANGES {
+        eprintln!("spectator: connection {conn} closed: join/leave flood");
+        queue.close_with(Some(websocket::close_frame(
+            close_code::POLICY,
+            "join/leave flood",
+        )));
+    }
+    false
+}
+
 fn valid_name(name: &str) -> bool {
     let n = name.trim();
     let len = n.chars().count();
@@ -282,6 +329,10 @@ fn join(shard: &Rc<Shard>, conn: u64, queue: &OutQueue, data: Option<&Value>) {
             "SPECTATOR_NOT_ALLOWED",
             "Spectating is disabled on this server.",
         );
+    }
+    // A valid join reaches the room: it spends the connection's membership budget.
+    if !membership_change_allowed(shard, conn, queue) {
+        return;
     }
     {
         let mut sp = shard.spectators.borrow_mut();
@@ -314,6 +365,15 @@ fn join(shard: &Rc<Shard>, conn: u64, queue: &OutQueue, data: Option<&Value>) {
 }
 
 fn leave(shard: &Rc<Shard>, conn: u64, queue: &OutQueue) {
+    let member = shard
+        .spectators
+        .borrow()
+        .conns
+        .get(&conn)
+        .is_some_and(|l| matches!(l.membership, Membership::In { .. }));
+    if member && !membership_change_allowed(shard, conn, queue) {
+        return;
+    }
     let left = take_membership(shard, conn);
     match left {
         Some((code, spectator_id)) => send_leave(shard, code, spectator_id, "voluntary_leave"),

@@ -4,11 +4,13 @@
 //! spectators. Must not touch sockets.
 
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::wire::{self, message, now_rfc3339, uuid_v4};
+use crate::broadcast::budget::Budget;
 use crate::shard::Shard;
 use crate::shard::messages::ShardMsg;
 use crate::transport::websocket;
@@ -54,12 +56,30 @@ impl SpectatorInfo {
     }
 }
 
+/// Spectator presence notices (`NewSpectatorJoined`, `SpectatorDisconnected`) a room sends on
+/// average at most once per this interval (`PRESENCE_BURST` in quick succession). Each carries the whole
+/// current list, so when joins and leaves come faster, only the newest notice is sent — on the
+/// next tick the budget allows — and a join/leave storm cannot multiply into every spectator's
+/// socket.
+pub const PRESENCE_INTERVAL: Duration = Duration::from_millis(250);
+const PRESENCE_BURST: f64 = 4.0;
+
+/// A presence notice waiting for the room's presence budget.
+#[derive(Debug)]
+enum Presence {
+    Joined(SpectatorInfo),
+    Left { id: String, reason: String },
+}
+
 #[derive(Debug)]
 pub struct Room {
     pub id: String,
     players: Vec<PlayerInfo>,
     spectators: Vec<SpectatorInfo>,
     lobby: &'static str,
+    presence_budget: Budget,
+    /// The newest presence notice not sent yet (see `PRESENCE_INTERVAL`).
+    pending_presence: Option<Presence>,
 }
 
 /// A spectator's join request as the owner receives it.
@@ -74,6 +94,8 @@ impl Room {
             players: Vec::new(),
             spectators: Vec::new(),
             lobby: "waiting",
+            presence_budget: Budget::with_burst(Instant::now(), PRESENCE_BURST),
+            pending_presence: None,
         }
     }
 
@@ -221,16 +243,52 @@ impl Room {
                 game_data: data,
             }),
         );
-        if self.spectators.len() <= cfg.spectator_presence_limit {
-            let text = message(
-                "NewSpectatorJoined",
-                json!({
-                    "spectator": s.json(),
-                    "current_spectators": self.spectator_list(limit),
-                    "spectator_count": self.spectators.len(),
-                }),
-            );
-            self.send_all(shard, code, text, Some(&s.id));
+        self.presence(shard, code, Presence::Joined(s));
+    }
+
+    /// Tells the other spectators of a join or leave while the room is small enough, within the
+    /// room's presence budget; otherwise the notice waits (replacing an older waiting one).
+    fn presence(&mut self, shard: &Rc<Shard>, code: &str, notice: Presence) {
+        if self.spectators.len() > shard.config.spectator_presence_limit {
+            self.pending_presence = None;
+            return;
+        }
+        self.pending_presence = Some(notice);
+        self.flush_presence(shard, code);
+    }
+
+    /// Sends the waiting presence notice if the budget allows (also called by the match tick).
+    pub fn flush_presence(&mut self, shard: &Rc<Shard>, code: &str) {
+        if self.pending_presence.is_none()
+            || !self.presence_budget.take(Instant::now(), PRESENCE_INTERVAL)
+        {
+            return;
+        }
+        let Some(notice) = self.pending_presence.take() else {
+            return;
+        };
+        let cfg = &shard.config;
+        if self.spectators.len() > cfg.spectator_presence_limit {
+            return;
+        }
+        let list = self.spectator_list(cfg.spectator_list_limit);
+        let count = self.spectators.len();
+        match notice {
+            Presence::Joined(s) => {
+                let text = message(
+                    "NewSpectatorJoined",
+                    json!({"spectator": s.json(), "current_spectators": list, "spectator_count": count}),
+                );
+                self.send_all(shard, code, text, Some(&s.id));
+            }
+            Presence::Left { id, reason } => {
+                let text = message(
+                    "SpectatorDisconnected",
+                    json!({"spectator_id": id, "reason": reason, "current_spectators": list,
+                           "spectator_count": count}),
+                );
+                self.send_all(shard, code, text, None);
+            }
         }
     }
 
@@ -240,7 +298,6 @@ impl Room {
             return;
         };
         let s = self.spectators.remove(pos);
-        let cfg = &shard.config;
         if reason == "voluntary_leave" {
             let text = message(
                 "SpectatorLeft",
@@ -249,18 +306,11 @@ impl Room {
             );
             direct(shard, &s, vec![text], None);
         }
-        if self.spectators.len() <= cfg.spectator_presence_limit {
-            let text = message(
-                "SpectatorDisconnected",
-                json!({
-                    "spectator_id": s.id,
-                    "reason": reason,
-                    "current_spectators": self.spectator_list(cfg.spectator_list_limit),
-                    "spectator_count": self.spectators.len(),
-                }),
-            );
-            self.send_all(shard, code, text, None);
-        }
+        let notice = Presence::Left {
+            id: s.id,
+            reason: reason.to_string(),
+        };
+        self.presence(shard, code, notice);
     }
 
     /// The match ended or expired: everyone gets `SpectatorLeft` (`room_closed`).

@@ -69,6 +69,8 @@ enum Transport {
         buffer: Vec<Bytes>,
         buffered_bytes: usize,
         waiting: Option<oneshot::Sender<Response>>,
+        /// A GET or POST came for this session after its handshake.
+        polled: bool,
         /// Counts against `MAX_POLLING_SESSIONS` until the session upgrades or ends.
         _slot: crate::limits::PollingSlot,
     },
@@ -251,16 +253,25 @@ fn handshake_polling(
     kind: PortKind,
     peer: Option<std::net::IpAddr>,
 ) -> Response {
-    let Some(slot) = shard.global.limits.polling_slot() else {
-        return Response::json(
-            503,
-            json!({"code": 3, "message": "Too many polling sessions; connect with the websocket transport or try again later"})
-                .to_string(),
-        )
-        .with_header("Access-Control-Allow-Origin", "*");
+    let slot = match shard.global.limits.polling_slot(peer) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            let message = match refusal {
+                crate::limits::Refusal::Total => {
+                    "Too many polling sessions; connect with the websocket transport or try again later"
+                }
+                crate::limits::Refusal::PerAddress => {
+                    "Too many polling sessions from your address; connect with the websocket transport or try again later"
+                }
+            };
+            crate::metrics::bump(|s| &s.connections_refused);
+            return Response::json(503, json!({"code": 3, "message": message}).to_string())
+                .with_header("Access-Control-Allow-Origin", "*");
+        }
     };
     let sid = new_sid(shard.id);
     let open = open_packet(&sid, true, shard);
+    glommio::spawn_local(unused_handshake(shard.clone(), sid.clone())).detach();
     insert_session(
         shard,
         Session {
@@ -274,6 +285,7 @@ fn handshake_polling(
                 buffer: Vec::new(),
                 buffered_bytes: 0,
                 waiting: None,
+                polled: false,
                 _slot: slot,
             },
             peer,
@@ -284,6 +296,23 @@ fn handshake_polling(
         },
     );
     payload_response(open)
+}
+
+/// A polling session nobody polls within this long after its handshake is closed: real clients
+/// poll at once, and an unused handshake must not hold a polling slot for the connect timeout.
+const UNUSED_HANDSHAKE: Duration = Duration::from_secs(10);
+
+async fn unused_handshake(shard: Rc<Shard>, sid: String) {
+    glommio::timer::sleep(UNUSED_HANDSHAKE).await;
+    let unused = shard.sessions.borrow().get(&sid).is_some_and(|cell| {
+        matches!(
+            cell.borrow().transport,
+            Transport::Polling { polled: false, .. }
+        )
+    });
+    if unused {
+        close_session(&shard, &sid, "handshake not used");
+    }
 }
 
 fn insert_session(shard: &Rc<Shard>, session: Session) {
@@ -339,6 +368,9 @@ pub fn poll_local(
         });
         return;
     };
+    if let Transport::Polling { polled, .. } = &mut cell.borrow_mut().transport {
+        *polled = true;
+    }
     if let Some(body) = post {
         if !matches!(cell.borrow().transport, Transport::Polling { .. }) {
             let _ = reply.send(error_response(3, "Bad request"));

@@ -297,3 +297,75 @@ test("ambiguous HTTP framing gets 400 and the appended request is not served (9)
     await server.stop();
   }
 });
+
+/** A spectator that counts what it receives. */
+function viewer(server, room, name) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${server.ports.broadcast}/ws`);
+    ws.bytes = 0;
+    ws.messages = [];
+    ws.on("message", (d) => {
+      ws.bytes += d.length;
+      ws.messages.push(JSON.parse(String(d)));
+      if (ws.messages.at(-1).type === "SpectatorJoined") resolve(ws);
+    });
+    ws.closeCode = new Promise((r) => ws.on("close", (c) => r(c)));
+    ws.on("open", () => ws.send(JSON.stringify({ type: "JoinAsSpectator", data: { game_name: "valorant", room_code: room, spectator_name: name } })));
+    ws.on("error", reject);
+  });
+}
+
+test("a join/leave flood is rate-limited and presence notices are coalesced (6)", async () => {
+  const server = await startServer();
+  try {
+    const code = uniqueCode("FLOOD");
+    const o = await observer(server, { groupCode: code });
+    const audience = await Promise.all(Array.from({ length: 20 }, (_, i) => viewer(server, code, `V${i}`)));
+    await sleep(1500); // the audience's own join notices are spent
+    const before = audience.map((w) => w.bytes);
+    const attacker = new WebSocket(`ws://127.0.0.1:${server.ports.broadcast}/ws`);
+    const replies = [];
+    attacker.on("message", (d) => replies.push(JSON.parse(String(d))));
+    const closed = new Promise((r) => attacker.on("close", (c) => r(c)));
+    await new Promise((r) => attacker.on("open", r));
+    const join = JSON.stringify({ type: "JoinAsSpectator", data: { game_name: "valorant", room_code: code, spectator_name: "Flood" } });
+    const leave = JSON.stringify({ type: "LeaveSpectator" });
+    for (let i = 0; i < 10000 && attacker.readyState === WebSocket.OPEN; i++) {
+      attacker.send(join);
+      attacker.send(leave);
+    }
+    assert.equal(await closed, 1008, "the flooding connection is closed (policy)");
+    assert.ok(replies.some((m) => m.type === "Error" && m.data.error_code === "RATE_LIMITED"));
+    // The canary still gets the match, promptly.
+    sendEvent(o.socket, code, "map", "Ascent");
+    await waitFor(() => audience[0].messages.some((m) => m.type === "GameData" && m.data.data.map === "Ascent"), 3000, "canary GameData");
+    await sleep(500);
+    const presence = audience[0].messages.filter((m) => m.type === "NewSpectatorJoined" || m.type === "SpectatorDisconnected");
+    const received = audience.map((w, i) => w.bytes - before[i]);
+    // At most 5 accepted joins/leaves reach the room, and notices are at most ~4 per second.
+    assert.ok(received.every((b) => b < 200_000), `bytes per spectator ${Math.max(...received)}`);
+    assert.ok(presence.length < 20 + 10, `presence notices ${presence.length}`);
+    assert.equal(server.exited, false);
+    for (const w of audience) w.close();
+    o.socket.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+test("an unused polling handshake expires and one address cannot take every polling slot (5)", async () => {
+  const server = await startServer({ env: { LIMIT_LOOPBACK: "true", MAX_POLLING_SESSIONS_PER_IP: "20", MAX_CONNECTIONS_PER_IP: "1000" } });
+  try {
+    const handshake = () => fetch(`${server.broadcast}/socket.io/?EIO=4&transport=polling`);
+    const answers = await Promise.all(Array.from({ length: 60 }, handshake));
+    const statuses = answers.map((r) => r.status);
+    assert.equal(statuses.filter((s) => s === 200).length, 20);
+    const refused = answers.find((r) => r.status === 503);
+    assert.match((await refused.json()).message, /from your address/);
+    // Unused handshakes free their slots after 10 s; then the address gets in again.
+    await sleep(10500);
+    await waitFor(async () => (await handshake()).status === 200, 3000, "a freed polling slot");
+  } finally {
+    await server.stop();
+  }
+});
