@@ -204,6 +204,15 @@ pub struct Args {
     #[arg(long, env = "MAX_POLLING_SESSIONS_PER_IP", default_value_t = 100)]
     pub max_polling_sessions_per_ip: usize,
 
+    /// Live matches created with one access key (beyond: the observer logon is refused). In
+    /// single-key mode (`AUTH_KEY`) this bounds the whole server.
+    #[arg(long, env = "MAX_MATCHES_PER_KEY", default_value_t = 200)]
+    pub max_matches_per_key: usize,
+
+    /// Live matches created from one client address (beyond: the observer logon is refused).
+    #[arg(long, env = "MAX_MATCHES_PER_IP", default_value_t = 20)]
+    pub max_matches_per_ip: usize,
+
     /// Failed logons (wrong access key or group secret) one address may make per minute; further
     /// logons are refused until the minute is over.
     #[arg(long, env = "LOGON_FAILURES_PER_MINUTE", default_value_t = 10)]
@@ -322,6 +331,8 @@ impl Config {
                 max_connections_per_ip: args.max_connections_per_ip.max(1),
                 max_polling_sessions: args.max_polling_sessions,
                 max_polling_sessions_per_ip: args.max_polling_sessions_per_ip.max(1),
+                max_matches_per_key: args.max_matches_per_key.max(1),
+                max_matches_per_ip: args.max_matches_per_ip.max(1),
                 logon_failures: args.logon_failures_per_minute.max(1),
                 logon_window: Duration::from_secs(60),
                 limit_loopback: args.limit_loopback == "true",

@@ -21,6 +21,8 @@ pub struct LimitConfig {
     pub max_polling_sessions_per_ip: usize,
     pub logon_failures: u32,
     pub logon_window: Duration,
+    pub max_matches_per_key: usize,
+    pub max_matches_per_ip: usize,
     pub limit_loopback: bool,
 }
 
@@ -28,6 +30,7 @@ pub struct LimitConfig {
 struct PerIp {
     connections: usize,
     polling: usize,
+    matches: usize,
     failures: u32,
     window_start: Option<Instant>,
 }
@@ -36,6 +39,7 @@ impl PerIp {
     fn idle(&self, now: Instant, window: Duration) -> bool {
         self.connections == 0
             && self.polling == 0
+            && self.matches == 0
             && self.window_start.is_none_or(|s| now - s >= window)
     }
 }
@@ -47,6 +51,69 @@ pub struct Limits {
     connections: AtomicUsize,
     polling: AtomicUsize,
     stripes: Vec<Mutex<HashMap<IpAddr, PerIp>>>,
+    /// Live matches per access key (by a hash of the key; touched at match creation and end).
+    matches_per_key: Mutex<HashMap<u64, usize>>,
+}
+
+/// Who created a match: a hash of the access key it was created with, and the address.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MatchOwner {
+    pub key: u64,
+    pub ip: Option<IpAddr>,
+}
+
+impl MatchOwner {
+    pub fn new(key: Option<&str>, ip: Option<IpAddr>) -> MatchOwner {
+        let mut x: u64 = 0xcbf29ce484222325;
+        for b in key.unwrap_or("").bytes() {
+            x ^= u64::from(b);
+            x = x.wrapping_mul(0x100000001b3);
+        }
+        MatchOwner { key: x, ip }
+    }
+}
+
+/// A live match counted against its key and address; released when dropped (the match ended).
+pub struct MatchSlot {
+    limits: Arc<Limits>,
+    owner: MatchOwner,
+}
+
+impl Drop for MatchSlot {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.limits.matches_per_key.lock()
+            && let Some(n) = map.get_mut(&self.owner.key)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.owner.key);
+            }
+        }
+        if let Some(ip) = self.owner.ip {
+            self.limits
+                .with_ip(ip, |p| p.matches = p.matches.saturating_sub(1));
+        }
+    }
+}
+
+/// Why a new match was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchRefusal {
+    PerKey(usize),
+    PerAddress(usize),
+}
+
+impl MatchRefusal {
+    pub fn message(self) -> String {
+        match self {
+            MatchRefusal::PerKey(n) => format!(
+                "This access key already has {n} live matches (the limit); end one or wait until one expires."
+            ),
+            MatchRefusal::PerAddress(n) => format!(
+                "Your address already has {n} live matches (the limit); end one or wait until one expires."
+            ),
+        }
+    }
 }
 
 /// Why a connection was refused.
@@ -110,6 +177,44 @@ impl Limits {
             connections: AtomicUsize::new(0),
             polling: AtomicUsize::new(0),
             stripes: (0..STRIPES).map(|_| Mutex::default()).collect(),
+            matches_per_key: Mutex::default(),
+        })
+    }
+
+    /// Counts a new match against its key and address, unless either is at its limit.
+    pub fn match_slot(self: &Arc<Self>, owner: MatchOwner) -> Result<MatchSlot, MatchRefusal> {
+        let per_key = self.config.max_matches_per_key;
+        {
+            let mut map = match self.matches_per_key.lock() {
+                Ok(m) => m,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let n = map.entry(owner.key).or_default();
+            if *n >= per_key {
+                return Err(MatchRefusal::PerKey(per_key));
+            }
+            *n += 1;
+        }
+        let ip = owner.ip.filter(|ip| self.limited(*ip));
+        if let Some(ip) = ip {
+            let max = self.config.max_matches_per_ip;
+            let ok = self.with_ip(ip, |p| {
+                let ok = p.matches < max;
+                p.matches += usize::from(ok);
+                ok
+            });
+            if !ok {
+                // Dropping this returns the key's count; the address was not counted.
+                drop(MatchSlot {
+                    limits: self.clone(),
+                    owner: MatchOwner { ip: None, ..owner },
+                });
+                return Err(MatchRefusal::PerAddress(max));
+            }
+        }
+        Ok(MatchSlot {
+            limits: self.clone(),
+            owner: MatchOwner { ip, ..owner },
         })
     }
 
@@ -244,6 +349,8 @@ mod tests {
             max_polling_sessions_per_ip: 2,
             logon_failures: 2,
             logon_window: Duration::from_secs(60),
+            max_matches_per_key: 3,
+            max_matches_per_ip: 2,
             limit_loopback: false,
         })
     }
@@ -287,5 +394,24 @@ mod tests {
             l.logon_failed(lo);
         }
         assert_eq!(l.logon_blocked(lo), None, "loopback exempt by default");
+    }
+
+    #[test]
+    fn matches_per_key_and_address() {
+        let l = limits(10, 10);
+        let a: Option<IpAddr> = Some("10.0.0.1".parse().expect("ip"));
+        let b: Option<IpAddr> = Some("10.0.0.2".parse().expect("ip"));
+        let m1 = l.match_slot(MatchOwner::new(Some("k"), a)).expect("1");
+        let _m2 = l.match_slot(MatchOwner::new(Some("k"), a)).expect("2");
+        let refused = l.match_slot(MatchOwner::new(Some("k"), a)).err();
+        assert_eq!(refused, Some(MatchRefusal::PerAddress(2)));
+        let _m3 = l.match_slot(MatchOwner::new(Some("k"), b)).expect("3");
+        let refused = l.match_slot(MatchOwner::new(Some("k"), b)).err();
+        assert_eq!(refused, Some(MatchRefusal::PerKey(3)));
+        let _other = l
+            .match_slot(MatchOwner::new(Some("other"), b))
+            .expect("other key");
+        drop(m1);
+        assert!(l.match_slot(MatchOwner::new(Some("k"), a)).is_ok());
     }
 }

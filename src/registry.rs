@@ -45,6 +45,8 @@ pub struct Entry {
     pub room: Room,
     /// The match's replay log (`None` when logs are off).
     log: Option<crate::replay::log::ReplayLog>,
+    /// Counts the match against its creator's key and address until it ends.
+    slot: Option<crate::limits::MatchSlot>,
 }
 
 impl Entry {
@@ -62,6 +64,7 @@ impl Entry {
             json: None,
             room,
             log: None,
+            slot: None,
         }
     }
 }
@@ -115,7 +118,12 @@ fn logon_result_with(
 }
 
 /// Observer logon, step 5: create the match, or rejoin it with the group secret.
-pub fn create_match(shard: &Rc<Shard>, logon: ObsLogon, from: SessionRef) {
+pub fn create_match(
+    shard: &Rc<Shard>,
+    logon: ObsLogon,
+    from: SessionRef,
+    owner: crate::limits::MatchOwner,
+) {
     let code = logon.group_code.clone();
     let player = PlayerInfo::new(&logon.obs_name, true);
     let auth = AuthRecord {
@@ -146,6 +154,14 @@ pub fn create_match(shard: &Rc<Shard>, logon: ObsLogon, from: SessionRef) {
         }
         return;
     }
+    let slot = match shard.global.limits.match_slot(owner) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            drop(reg);
+            eprintln!("match {code}: logon refused: {}", refusal.message());
+            return logon_result(&from, shard, false, &refusal.message(), None);
+        }
+    };
     match Match::new(&logon) {
         Ok(game) => {
             let secret = new_secret();
@@ -153,6 +169,7 @@ pub fn create_match(shard: &Rc<Shard>, logon: ObsLogon, from: SessionRef) {
             room.player_joined(shard, &code, player);
             let seq = shard.global.match_seq.fetch_add(1, Ordering::Relaxed);
             let mut entry = Entry::new(game, secret.clone(), seq, room);
+            entry.slot = Some(slot);
             if let Some(dir) = &shard.config.replay_dir {
                 let start = crate::ingest::now_ms();
                 let path = dir.join(crate::replay::file_name(&code, start));

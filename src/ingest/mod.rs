@@ -147,6 +147,23 @@ fn version_failure(client_version: Option<&Value>) -> Option<String> {
     })
 }
 
+/// Longest group code (characters). Real codes are short words the client upper-cases.
+pub const MAX_GROUP_CODE_CHARS: usize = 64;
+/// Longest observer / aux client name kept (it is shown to every spectator of the room).
+pub const MAX_NAME_CHARS: usize = 64;
+/// Largest logon object (JSON text). The kit's logon with full tools data is 1.6 KB.
+pub const MAX_LOGON_BYTES: usize = 64 * 1024;
+
+/// A group code names a match, a room, a replay file and log lines: letters and digits (any
+/// script), `-`, `_` and `.`, at most `MAX_GROUP_CODE_CHARS` — no spaces, no control characters.
+pub fn valid_group_code(code: &str) -> bool {
+    let n = code.chars().count();
+    (1..=MAX_GROUP_CODE_CHARS).contains(&n)
+        && code
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 fn obs_logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
     const ACK: &str = "obs_logon_ack";
     let fail = |reason: &str| failure(shard, sid, ACK, "authenticate", reason);
@@ -161,6 +178,9 @@ fn obs_logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
         return fail(&format!(
             "Too many failed logon attempts from your address; try again in {wait} s."
         ));
+    }
+    if arg.is_some_and(|a| a.len() > MAX_LOGON_BYTES) {
+        return fail("Invalid packet: logon data over 64 KB.");
     }
     let obj = match arg.map(serde_json::from_str::<Value>) {
         Some(Ok(Value::Object(obj))) => obj,
@@ -221,13 +241,26 @@ fn finish_obs_logon(
             );
         }
     };
+    if !valid_group_code(&group_code) {
+        return failure(
+            shard,
+            sid,
+            "obs_logon_ack",
+            "authenticate",
+            &format!(
+                "Invalid group code: use 1 to {MAX_GROUP_CODE_CHARS} letters, digits, '-', '_' or '.'."
+            ),
+        );
+    }
+    let owner =
+        crate::limits::MatchOwner::new(obj.get("key").and_then(Value::as_str), peer_of(shard, sid));
     let logon = ObsLogon {
         group_secret: obj
             .get("groupSecret")
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string(),
-        obs_name: js_text(obj.get("obsName")),
+        obs_name: crate::engine::js::short(&js_text(obj.get("obsName")), MAX_NAME_CHARS),
         group_code: group_code.clone(),
         data: obj,
         is_supporter,
@@ -242,6 +275,7 @@ fn finish_obs_logon(
         ShardMsg::CreateMatch {
             logon: Box::new(logon),
             from,
+            owner,
         },
     );
 }
@@ -269,7 +303,7 @@ fn aux_logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
     }
     let match_id = js_text(obj.get("matchId"));
     let record = AuthRecord {
-        name: js_text(obj.get("name")),
+        name: crate::engine::js::short(&js_text(obj.get("name")), MAX_NAME_CHARS),
         group_code: String::new(),
         client_id: String::new(),
         is_aux: true,

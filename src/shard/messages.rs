@@ -67,6 +67,8 @@ pub enum ShardMsg {
     CreateMatch {
         logon: Box<ObsLogon>,
         from: SessionRef,
+        /// The key and address the match counts against (see `limits::match_slot`).
+        owner: crate::limits::MatchOwner,
     },
     /// Which live match of the receiving shard has this Valorant match id (creation order, code).
     FindMatchId {

@@ -29,7 +29,9 @@ pub fn dispatch(shard: &Rc<Shard>, msg: ShardMsg) {
             let _ = reply.send(engineio::detach_local(shard, &sid, to));
         }
         ShardMsg::Deliver { sid, action } => engineio::deliver_local(shard, &sid, action),
-        ShardMsg::CreateMatch { logon, from } => crate::registry::create_match(shard, *logon, from),
+        ShardMsg::CreateMatch { logon, from, owner } => {
+            crate::registry::create_match(shard, *logon, from, owner)
+        }
         ShardMsg::FindMatchId { match_id, reply } => {
             let _ = reply.send(crate::registry::find_match_id(shard, &match_id));
         }

@@ -369,3 +369,47 @@ test("an unused polling handshake expires and one address cannot take every poll
     await server.stop();
   }
 });
+
+test("group codes are validated and live matches are capped per key and per address (10)", async () => {
+  const server = await startServer({ env: { LIMIT_LOOPBACK: "true", MAX_MATCHES_PER_IP: "3", MAX_MATCHES_PER_KEY: "100" } });
+  try {
+    for (const bad of ["A".repeat(60_000), "A\nmatch FAKE: created", "../../etc", "A B", "x".repeat(65)]) {
+      const o = await observer(server, { groupCode: bad });
+      assert.equal(o.ack.value, false);
+      assert.match(o.ack.reason, /^Invalid group code/);
+      o.socket.close();
+    }
+    const huge = await observer(server, { groupCode: "A".repeat(200_000) });
+    assert.equal(huge.ack.reason, "Invalid packet: logon data over 64 KB.");
+    huge.socket.close();
+    assert.doesNotMatch(server.log(), /match FAKE/);
+    const live = [];
+    for (let i = 0; i < 3; i++) {
+      const o = await observer(server, { groupCode: uniqueCode("CAP") });
+      assert.equal(o.ack.value, true);
+      live.push(o);
+    }
+    const refused = await observer(server, { groupCode: uniqueCode("CAP") });
+    assert.equal(refused.ack.value, false);
+    assert.match(refused.ack.reason, /Your address already has 3 live matches/);
+    refused.socket.close();
+    for (const o of live) o.socket.close();
+  } finally {
+    await server.stop();
+  }
+  const perKey = await startServer({ env: { MAX_MATCHES_PER_KEY: "2" } });
+  try {
+    const codes = [uniqueCode("KEY"), uniqueCode("KEY")];
+    const live = [];
+    for (const c of codes) live.push(await observer(perKey, { groupCode: c }));
+    assert.ok(live.every((o) => o.ack.value));
+    const refused = await observer(perKey, { groupCode: uniqueCode("KEY") });
+    assert.match(refused.ack.reason, /This access key already has 2 live matches/);
+    // The first match ends (game_end): a new one is accepted.
+    sendEvent(live[0].socket, codes[0], "round_info", { roundNumber: 1, roundPhase: "game_end" });
+    await waitFor(async () => (await observer(perKey, { groupCode: uniqueCode("KEY") })).ack.value === true, 5000, "a freed match place");
+    for (const o of live) o.socket.close();
+  } finally {
+    await perKey.stop();
+  }
+});
