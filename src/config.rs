@@ -223,6 +223,16 @@ pub struct Args {
     #[arg(long, env = "LIMIT_LOOPBACK", default_value = "false")]
     pub limit_loopback: String,
 
+    /// Reverse proxies whose `X-Forwarded-For` / `Forwarded` header names the client address for
+    /// every per-address limit: addresses and CIDR networks, comma-separated.
+    #[arg(long, env = "TRUSTED_PROXIES", default_value = "", value_parser = crate::transport::forwarded::TrustedProxies::parse)]
+    pub trusted_proxies: crate::transport::forwarded::TrustedProxies,
+
+    /// Token for the operator endpoints (`/`, `/status/live`, `/metrics`): sent as
+    /// `Authorization: Bearer <token>` or `?token=<token>`. Unset: only direct loopback clients.
+    #[arg(long, env = "ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+
     /// "false": do not rebuild live matches from the replay logs at start-up.
     #[arg(long, env = "RECOVER_MATCHES", default_value = "true")]
     pub recover_matches: String,
@@ -269,6 +279,9 @@ pub struct Config {
     pub spectator_max_message: usize,
     pub game_name: String,
     pub backend: crate::backend::BackendConfig,
+    pub trusted_proxies: crate::transport::forwarded::TrustedProxies,
+    /// Token of the operator endpoints; `None`: loopback only.
+    pub admin_token: Option<String>,
 }
 
 impl Config {
@@ -343,6 +356,8 @@ impl Config {
             allow_spectators: args.allow_spectators != "false",
             spectator_max_message: args.spectator_max_message.max(1024),
             game_name: args.game_name,
+            trusted_proxies: args.trusted_proxies,
+            admin_token: args.admin_token.filter(|t| !t.is_empty()),
             backend: crate::backend::BackendConfig {
                 enabled: args.use_backend.as_deref() == Some("true"),
                 backend_url: args.backend_url,

@@ -26,11 +26,27 @@ pub struct LimitConfig {
     pub limit_loopback: bool,
 }
 
+/// The identity of an access key in the per-key maps (a hash: the key itself is not kept).
+pub fn key_id(key: Option<&str>) -> u64 {
+    let mut x: u64 = 0xcbf29ce484222325;
+    for b in key.unwrap_or("").bytes() {
+        x ^= u64::from(b);
+        x = x.wrapping_mul(0x100000001b3);
+    }
+    x
+}
+
+/// Failed logons from one address with any key, as a multiple of the per-key limit, after which
+/// the address is refused whatever key it brings (guessing keys from one address).
+const ADDRESS_FAILURE_FACTOR: u32 = 10;
+
 #[derive(Default)]
 struct PerIp {
     connections: usize,
     polling: usize,
     matches: usize,
+    /// Failed logons in the current window with each key (by `key_id`), and in all.
+    key_failures: HashMap<u64, u32>,
     failures: u32,
     window_start: Option<Instant>,
 }
@@ -64,12 +80,10 @@ pub struct MatchOwner {
 
 impl MatchOwner {
     pub fn new(key: Option<&str>, ip: Option<IpAddr>) -> MatchOwner {
-        let mut x: u64 = 0xcbf29ce484222325;
-        for b in key.unwrap_or("").bytes() {
-            x ^= u64::from(b);
-            x = x.wrapping_mul(0x100000001b3);
+        MatchOwner {
+            key: key_id(key),
+            ip,
         }
-        MatchOwner { key: x, ip }
     }
 }
 
@@ -136,11 +150,15 @@ impl Refusal {
 pub struct Admitted {
     limits: Arc<Limits>,
     ip: Option<IpAddr>,
+    /// Counted in the total (false for the per-address slot of a client behind a proxy).
+    total: bool,
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        self.limits.connections.fetch_sub(1, Ordering::Relaxed);
+        if self.total {
+            self.limits.connections.fetch_sub(1, Ordering::Relaxed);
+        }
         if let Some(ip) = self.ip {
             self.limits
                 .with_ip(ip, |p| p.connections = p.connections.saturating_sub(1));
@@ -275,6 +293,29 @@ impl Limits {
         Ok(Admitted {
             limits: self.clone(),
             ip,
+            total: true,
+        })
+    }
+
+    /// The per-address slot of a client whose connection was admitted through a trusted proxy
+    /// (counted in the total already, under the proxy).
+    pub fn admit_address(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, Refusal> {
+        let ip = Some(ip).filter(|ip| self.limited(*ip));
+        if let Some(ip) = ip {
+            let max = self.config.max_connections_per_ip;
+            let ok = self.with_ip(ip, |p| {
+                let ok = p.connections < max;
+                p.connections += usize::from(ok);
+                ok
+            });
+            if !ok {
+                return Err(Refusal::PerAddress);
+            }
+        }
+        Ok(Admitted {
+            limits: self.clone(),
+            ip,
+            total: false,
         })
     }
 
@@ -304,8 +345,11 @@ impl Limits {
         })
     }
 
-    /// Seconds until `ip` may try to log on again, if it is throttled now.
-    pub fn logon_blocked(&self, ip: Option<IpAddr>) -> Option<u64> {
+    /// Seconds until `ip` may try to log on again with the key `key` (`key_id`), if it is
+    /// throttled now: after `logon_failures` failures with that key, or ten times as many with
+    /// any keys, within the window. Another address, or the same one with another key, is not
+    /// locked out by someone else's guesses.
+    pub fn logon_blocked(&self, ip: Option<IpAddr>, key: u64) -> Option<u64> {
         let ip = ip.filter(|ip| self.limited(*ip))?;
         let (max, window) = (self.config.logon_failures, self.config.logon_window);
         self.with_ip(ip, |p| {
@@ -314,14 +358,18 @@ impl Limits {
             if elapsed >= window {
                 p.window_start = None;
                 p.failures = 0;
+                p.key_failures.clear();
                 return None;
             }
-            (p.failures >= max).then(|| (window - elapsed).as_secs().max(1))
+            let with_key = p.key_failures.get(&key).copied().unwrap_or(0);
+            let blocked =
+                with_key >= max || p.failures >= max.saturating_mul(ADDRESS_FAILURE_FACTOR);
+            blocked.then(|| (window - elapsed).as_secs().max(1))
         })
     }
 
-    /// Records a failed logon (wrong access key or group secret) from `ip`.
-    pub fn logon_failed(&self, ip: Option<IpAddr>) {
+    /// Records a failed logon (wrong access key, or wrong group secret with key `key`) from `ip`.
+    pub fn logon_failed(&self, ip: Option<IpAddr>, key: u64) {
         let Some(ip) = ip.filter(|ip| self.limited(*ip)) else {
             return;
         };
@@ -331,8 +379,11 @@ impl Limits {
             if p.window_start.is_none_or(|s| now - s >= window) {
                 p.window_start = Some(now);
                 p.failures = 0;
+                p.key_failures.clear();
             }
             p.failures += 1;
+            // Bounded: past the address limit every logon is refused before it can fail.
+            *p.key_failures.entry(key).or_default() += 1;
         });
     }
 }
@@ -384,16 +435,24 @@ mod tests {
         assert_eq!(l.polling_slot(other).err(), Some(Refusal::Total));
         drop(s1);
         assert!(l.polling_slot(ip).is_ok());
-        assert_eq!(l.logon_blocked(ip), None);
-        l.logon_failed(ip);
-        assert_eq!(l.logon_blocked(ip), None);
-        l.logon_failed(ip);
-        assert!(l.logon_blocked(ip).is_some_and(|s| s <= 60));
+        let (k, right) = (key_id(Some("guess")), key_id(Some("right")));
+        assert_eq!(l.logon_blocked(ip, k), None);
+        l.logon_failed(ip, k);
+        assert_eq!(l.logon_blocked(ip, k), None);
+        l.logon_failed(ip, k);
+        assert!(l.logon_blocked(ip, k).is_some_and(|s| s <= 60));
+        // The right key from the same address is not locked out by the guesses...
+        assert_eq!(l.logon_blocked(ip, right), None);
+        // ...until the address made ten times the limit of failures with any keys.
+        for i in 0..18 {
+            l.logon_failed(ip, key_id(Some(&format!("g{i}"))));
+        }
+        assert!(l.logon_blocked(ip, right).is_some());
         let lo: Option<IpAddr> = Some("127.0.0.1".parse().expect("ip"));
         for _ in 0..5 {
-            l.logon_failed(lo);
+            l.logon_failed(lo, k);
         }
-        assert_eq!(l.logon_blocked(lo), None, "loopback exempt by default");
+        assert_eq!(l.logon_blocked(lo, k), None, "loopback exempt by default");
     }
 
     #[test]

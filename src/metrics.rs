@@ -45,6 +45,8 @@ pub struct ShardStats {
     pub replay_bytes: AtomicU64,
     /// Ingest events refused (malformed, over a limit, or not permitted to the sender).
     pub events_refused: AtomicU64,
+    /// Replay logs that stopped (write failure, stalled disk) and were marked incomplete.
+    pub replay_incomplete: AtomicU64,
     /// The shard thread's kernel id (for CPU time from `/proc/self/task`).
     pub tid: AtomicI64,
 }
@@ -278,6 +280,13 @@ pub fn render(metrics: &Metrics, backend: bool) -> String {
         "counter",
         "Ingest events refused: malformed, over a size or depth limit, or not permitted to the sender (aux clients).",
         |s| load(&s.events_refused),
+    );
+    f.per_shard(
+        metrics,
+        "spectra_replay_incomplete_total",
+        "counter",
+        "Replay logs that stopped on a write failure or a stalled disk and were renamed .replay.incomplete (not recovered).",
+        |s| load(&s.replay_incomplete),
     );
     f.per_shard(
         metrics,

@@ -93,7 +93,7 @@ fn logon_result(
     reason: &str,
     auth: Option<AuthRecord>,
 ) {
-    logon_result_with(from, shard, value, reason, auth, false);
+    logon_result_with(from, shard, value, reason, auth, None);
 }
 
 fn logon_result_with(
@@ -102,7 +102,7 @@ fn logon_result_with(
     value: bool,
     reason: &str,
     auth: Option<AuthRecord>,
-    credential_failure: bool,
+    credential_failure: Option<u64>,
 ) {
     let ack = json!({ "type": "authenticate", "value": value, "reason": reason }).to_string();
     shard.deliver(
@@ -148,7 +148,7 @@ pub fn create_match(
             logon_result(&from, shard, true, "reconnected", Some(auth));
         } else {
             // A wrong secret (not a missing one) counts as a guess.
-            let guessed = !logon.group_secret.is_empty();
+            let guessed = (!logon.group_secret.is_empty()).then_some(owner.key);
             let reason = format!("Game with Group Code {code} exists and is still live.");
             logon_result_with(&from, shard, false, &reason, None, guessed);
         }

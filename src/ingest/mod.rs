@@ -97,12 +97,19 @@ fn take_once(shard: &Rc<Shard>, sid: &str, aux: bool) -> Option<bool> {
 }
 
 fn failure(shard: &Rc<Shard>, sid: &str, event: &str, ack_type: &str, reason: &str) {
-    send_failure(shard, sid, event, ack_type, reason, false);
+    send_failure(shard, sid, event, ack_type, reason, None);
 }
 
 /// A wrong access key: the failure also counts against the address's logon attempts.
-fn key_failure(shard: &Rc<Shard>, sid: &str, reason: &str) {
-    send_failure(shard, sid, "obs_logon_ack", "authenticate", reason, true);
+fn key_failure(shard: &Rc<Shard>, sid: &str, key_id: u64, reason: &str) {
+    send_failure(
+        shard,
+        sid,
+        "obs_logon_ack",
+        "authenticate",
+        reason,
+        Some(key_id),
+    );
 }
 
 fn send_failure(
@@ -111,7 +118,7 @@ fn send_failure(
     event: &str,
     ack_type: &str,
     reason: &str,
-    credential_failure: bool,
+    credential_failure: Option<u64>,
 ) {
     let ack = json!({ "type": ack_type, "value": false, "reason": reason }).to_string();
     shard.deliver(
@@ -171,14 +178,6 @@ fn obs_logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
         None | Some(true) => return,
         Some(false) => {}
     }
-    let peer = peer_of(shard, sid);
-    if let Some(wait) = shard.global.limits.logon_blocked(peer) {
-        crate::metrics::bump(|s| &s.logons_throttled);
-        eprintln!("ingest: obs_logon from {sid} ({peer:?}) refused: too many failed logons");
-        return fail(&format!(
-            "Too many failed logon attempts from your address; try again in {wait} s."
-        ));
-    }
     if arg.is_some_and(|a| a.len() > MAX_LOGON_BYTES) {
         return fail("Invalid packet: logon data over 64 KB.");
     }
@@ -192,10 +191,21 @@ fn obs_logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
     if obj.get("type").and_then(Value::as_str) != Some("authenticate") {
         return fail("Invalid packet.");
     }
+    let key = obj.get("key").and_then(Value::as_str).map(String::from);
+    // Failures count per address and key: guesses from an address do not lock out a logon that
+    // comes from it with another (the right) key.
+    let peer = peer_of(shard, sid);
+    let key_id = crate::limits::key_id(key.as_deref());
+    if let Some(wait) = shard.global.limits.logon_blocked(peer, key_id) {
+        crate::metrics::bump(|s| &s.logons_throttled);
+        eprintln!("ingest: obs_logon from {sid} ({peer:?}) refused: too many failed logons");
+        return fail(&format!(
+            "Too many failed logon attempts from your address; try again in {wait} s."
+        ));
+    }
     if let Some(reason) = version_failure(obj.get("clientVersion")) {
         return fail(&reason);
     }
-    let key = obj.get("key").and_then(Value::as_str).map(String::from);
     match auth::check_key(&shard.config, key.as_deref()) {
         auth::KeyCheck::Valid => finish_obs_logon(shard, sid, obj, false, None),
         auth::KeyCheck::Invalid(reason) => match (shard.backend.clone(), key) {
@@ -210,13 +220,13 @@ fn obs_logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
                             ..
                         } => finish_obs_logon(&shard, &sid, obj, is_supporter, organization_id),
                         crate::backend::KeyValidity::Invalid(reason) => {
-                            key_failure(&shard, &sid, reason)
+                            key_failure(&shard, &sid, key_id, reason)
                         }
                     }
                 })
                 .detach();
             }
-            _ => key_failure(shard, sid, reason),
+            _ => key_failure(shard, sid, key_id, reason),
         },
     }
 }
@@ -346,7 +356,7 @@ fn aux_logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
                         ack: event_packet(ACK, &ack),
                         auth: Some(auth),
                         disconnect: false,
-                        credential_failure: false,
+                        credential_failure: None,
                     },
                 );
             }

@@ -2,7 +2,9 @@
 //! the shard); a task per log writes whatever has accumulated with glommio's buffered file I/O
 //! (io_uring) as soon as the previous write is done, so an accepted event reaches the kernel within
 //! one write round trip (well under the 100 ms bound) and survives a crash of the process.
-//! Write failures are logged once; the match goes on without its log (ingest spec R1).
+//! Write failures are logged once; the match goes on without its log (ingest spec R1), and the
+//! file is renamed to `….replay.incomplete` (counted in `/metrics`) so that crash recovery never
+//! restores a state older than the one the match had: an incomplete log is not recovered.
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -172,6 +174,13 @@ async fn write_loop(path: PathBuf, shared: Rc<RefCell<Shared>>, resume_at: Optio
                     failure = Some(e);
                     break;
                 }
+                if shared.borrow().failed {
+                    failure = Some(format!(
+                        "over {} MiB waiting for the disk",
+                        MAX_BACKLOG >> 20
+                    ));
+                    break;
+                }
                 if closed {
                     break;
                 }
@@ -181,8 +190,17 @@ async fn write_loop(path: PathBuf, shared: Rc<RefCell<Shared>>, resume_at: Optio
         Err(e) => failure = Some(e.to_string()),
     }
     if let Some(e) = &failure {
+        crate::metrics::bump(|s| &s.replay_incomplete);
+        let incomplete = PathBuf::from(format!("{}.incomplete", path.display()));
+        let renamed = match std::fs::rename(&path, &incomplete) {
+            Ok(()) => format!(
+                "renamed to {}; it will not be recovered",
+                incomplete.display()
+            ),
+            Err(r) => format!("could not be renamed ({r}); recovery may restore an older state"),
+        };
         eprintln!(
-            "replay log {}: {e}; the match goes on without its log",
+            "replay log {}: {e}; the match goes on without its log; the log is incomplete: {renamed}",
             path.display()
         );
     }

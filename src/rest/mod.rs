@@ -39,9 +39,49 @@ pub async fn handle(shard: &Rc<Shard>, req: &Request) -> Response {
     resp.with_header("Access-Control-Allow-Origin", "*")
 }
 
+/// Whether a request may see the operator endpoints (every live group code, per-shard figures):
+/// with `ADMIN_TOKEN` set, when it carries the token (`Authorization: Bearer …` or `?token=…`);
+/// without, when it comes straight from loopback (no proxy header: a reverse proxy on the same
+/// host would make every visitor local).
+fn operator(shard: &Shard, req: &Request) -> bool {
+    match &shard.config.admin_token {
+        Some(token) => {
+            let bearer = req
+                .header("authorization")
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .map(str::trim)
+                .map(String::from);
+            bearer
+                .or_else(|| req.query_param("token"))
+                .is_some_and(|t| {
+                    crate::ingest::auth::constant_time_eq(t.as_bytes(), token.as_bytes())
+                })
+        }
+        None => {
+            req.peer.is_some_and(|ip| ip.is_loopback())
+                && req.header("x-forwarded-for").is_none()
+                && req.header("forwarded").is_none()
+        }
+    }
+}
+
+fn operator_refused(shard: &Shard) -> Response {
+    let msg = if shard.config.admin_token.is_some() {
+        "Operator endpoint: send the ADMIN_TOKEN as 'Authorization: Bearer <token>' or ?token=<token>."
+    } else {
+        "Operator endpoint: only local clients may see it; set ADMIN_TOKEN to open it to others."
+    };
+    Response::json(401, json!({ "error": msg }).to_string())
+        .with_header("WWW-Authenticate", "Bearer")
+}
+
 async fn route(shard: &Rc<Shard>, req: &Request) -> Response {
     let method = req.method.as_str();
-    match (method, req.path.as_str()) {
+    let path = req.path.as_str();
+    if matches!(path, "/" | "/metrics" | "/status/live") && !operator(shard, req) {
+        return operator_refused(shard);
+    }
+    match (method, path) {
         ("GET" | "HEAD", "/status") => Response::json(
             200,
             json!({ "status": "UP", "matchesRunning": shard.global.matches_running() }).to_string(),
@@ -299,7 +339,8 @@ async fn create_preview(shard: &Rc<Shard>, req: &Request) -> Response {
         return json_error(400, "Missing or invalid key in preview data");
     }
     let limits = &shard.global.limits;
-    if let Some(wait) = limits.logon_blocked(req.peer) {
+    let key_id = crate::limits::key_id(key.and_then(Value::as_str));
+    if let Some(wait) = limits.logon_blocked(req.peer, key_id) {
         crate::metrics::bump(|s| &s.logons_throttled);
         return json_error(
             429,
@@ -313,7 +354,7 @@ async fn create_preview(shard: &Rc<Shard>, req: &Request) -> Response {
             _ => crate::backend::KeyValidity::Invalid("Invalid Key"),
         };
         if let crate::backend::KeyValidity::Invalid(_) = by_backend {
-            limits.logon_failed(req.peer);
+            limits.logon_failed(req.peer, key_id);
             return json_error(403, "Invalid or expired key");
         }
     }

@@ -37,8 +37,9 @@ pub enum SessionAction {
         ack: Bytes,
         auth: Option<AuthRecord>,
         disconnect: bool,
-        /// A wrong access key or group secret: counts against the address's logon attempts.
-        credential_failure: bool,
+        /// A wrong access key or group secret, with the access key it came with (`limits::key_id`):
+        /// counts against the address's logon attempts with that key.
+        credential_failure: Option<u64>,
     },
     /// A snapshot for this session only.
     Frames(FrameSet),

@@ -53,14 +53,31 @@ fn check_ports_free(config: &Config, ports: &[(Port, u16)]) -> Result<(), String
 
 /// Starts Spectra: every shard serves ingest, REST and broadcast.
 pub fn start(config: Config) -> Result<Running, String> {
-    if let Some(dir) = &config.replay_dir
-        && let Err(e) = std::fs::create_dir_all(dir)
-    {
-        // Robust where the original crashed: matches run, without logs (ingest spec R1).
-        eprintln!(
-            "replay logs: cannot create {}: {e}; matches will run without replay logs",
-            dir.display()
-        );
+    // Replay logs and the generated TLS key hold secrets (group secrets, the private key): what
+    // the server creates is readable by its own user only.
+    // SAFETY: umask has no preconditions; it runs before any thread of ours is started.
+    unsafe { libc::umask(0o077) };
+    if let Some(dir) = &config.replay_dir {
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::metadata(dir) {
+            // An existing directory is the operator's: warned about, not changed.
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => eprintln!(
+                "replay logs: {} is open to other users (mode {:o}); its files hold group secrets: chmod 700 it",
+                dir.display(),
+                m.permissions().mode() & 0o777
+            ),
+            Ok(_) => {}
+            // Created by us: 0700 through the umask.
+            Err(_) => {
+                if let Err(e) = std::fs::create_dir_all(dir) {
+                    // Robust where the original crashed: matches run, without logs (R1).
+                    eprintln!(
+                        "replay logs: cannot create {}: {e}; matches will run without replay logs",
+                        dir.display()
+                    );
+                }
+            }
+        }
     }
     let ports = vec![
         (Port::Ingest, config.ingest_port),

@@ -955,8 +955,8 @@ pub fn deliver_local(shard: &Rc<Shard>, sid: &str, action: SessionAction) {
             disconnect,
             credential_failure,
         } => {
-            if credential_failure {
-                shard.global.limits.logon_failed(cell.borrow().peer);
+            if let Some(key) = credential_failure {
+                shard.global.limits.logon_failed(cell.borrow().peer, key);
             }
             if let Some(auth) = auth
                 && let AppState::Ingest(state) = &mut cell.borrow_mut().app

@@ -4,6 +4,7 @@
 
 pub mod echo;
 pub mod engineio;
+pub mod forwarded;
 pub mod http;
 pub mod outbound;
 pub mod packets;

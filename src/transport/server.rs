@@ -110,7 +110,10 @@ async fn connection(
     tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     let peer = tcp.peer_addr().ok().map(|a| a.ip());
-    let _admitted = match shard.global.limits.admit(peer) {
+    // Behind a trusted proxy the per-address limits apply to the forwarded client, per request.
+    let proxied = peer.is_some_and(|ip| shard.config.trusted_proxies.contains(ip));
+    let mut client_slot: Option<(std::net::IpAddr, crate::limits::Admitted)> = None;
+    let _admitted = match shard.global.limits.admit(if proxied { None } else { peer }) {
         Ok(admitted) => admitted,
         Err(refusal) => {
             crate::metrics::bump(|s| &s.connections_refused);
@@ -166,6 +169,25 @@ async fn connection(
         };
         let mut req = req;
         req.peer = peer;
+        if let (true, Some(direct)) = (proxied, peer) {
+            let client = shard.config.trusted_proxies.client(direct, &req.headers);
+            req.peer = Some(client);
+            if client_slot.as_ref().is_none_or(|(ip, _)| *ip != client) {
+                drop(client_slot.take()); // the previous client of this proxy connection
+                match shard.global.limits.admit_address(client) {
+                    Ok(slot) => client_slot = Some((client, slot)),
+                    Err(refusal) => {
+                        crate::metrics::bump(|s| &s.connections_refused);
+                        if let Some(w) = writer.as_mut() {
+                            let resp = Response::text(503, refusal.message())
+                                .with_header("Access-Control-Allow-Origin", "*");
+                            let _ = write_response(w, &resp, false).await;
+                        }
+                        break;
+                    }
+                }
+            }
+        }
         let keep_alive = req.keep_alive && !shard.stopping.get();
         let head_only = req.method == "HEAD";
         // Shutting down: only polls of existing sessions are served (they collect their CLOSE).

@@ -413,3 +413,98 @@ test("group codes are validated and live matches are capped per key and per addr
     await perKey.stop();
   }
 });
+
+/** Opens a keep-alive connection with one answered request carrying `headers`; resolves with
+ * the socket and the first answer. */
+function heldRequest(port, headers = "") {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, "127.0.0.1", () => s.write(`GET /status HTTP/1.1\r\nHost: x\r\n${headers}\r\n`));
+    s.once("data", (d) => resolve({ socket: s, answer: String(d) }));
+    s.on("error", reject);
+  });
+}
+
+test("exposure: private replay files, operator endpoints behind ADMIN_TOKEN, limits per forwarded client (11)", async () => {
+  const dir = fs.mkdtempSync("/tmp/spectra-exposure-");
+  const replays = `${dir}/replays`;
+  const server = await startServer({
+    replayDir: replays,
+    env: { ADMIN_TOKEN: "s3cret-admin", TRUSTED_PROXIES: "127.0.0.1", MAX_CONNECTIONS_PER_IP: "2" },
+  });
+  try {
+    const o = await observer(server, { groupCode: uniqueCode("EXP") });
+    assert.equal(o.ack.value, true);
+    await waitFor(() => fs.readdirSync(replays).length === 1, 5000, "replay file");
+    assert.equal(fs.statSync(replays).mode & 0o777, 0o700);
+    assert.equal(fs.statSync(`${replays}/${fs.readdirSync(replays)[0]}`).mode & 0o777, 0o600);
+    // Operator endpoints: refused without the token, served with it; /status stays open.
+    for (const path of ["/", "/status/live", "/metrics"]) {
+      const denied = await fetch(`${server.rest}${path}`);
+      assert.equal(denied.status, 401, path);
+      assert.match((await denied.json()).error, /ADMIN_TOKEN/);
+      assert.equal((await fetch(`${server.rest}${path}`, { headers: { Authorization: "Bearer wrong" } })).status, 401);
+      assert.equal((await fetch(`${server.rest}${path}`, { headers: { Authorization: "Bearer s3cret-admin" } })).status, 200, path);
+    }
+    assert.equal((await fetch(`${server.rest}/status/live?token=s3cret-admin`)).status, 200);
+    assert.equal((await fetch(`${server.rest}/status`)).status, 200);
+    // Behind the trusted proxy (127.0.0.1) the forwarded client is the one limited: two
+    // connections for 203.0.113.1, the third refused, while another client still gets in.
+    const a1 = await heldRequest(server.ports.rest, "X-Forwarded-For: 203.0.113.1\r\n");
+    const a2 = await heldRequest(server.ports.rest, "X-Forwarded-For: 6.6.6.6, 203.0.113.1\r\n");
+    const a3 = await heldRequest(server.ports.rest, "X-Forwarded-For: 203.0.113.1\r\n");
+    assert.match(a1.answer, /^HTTP\/1\.1 200/);
+    assert.match(a2.answer, /^HTTP\/1\.1 200/);
+    assert.match(a3.answer, /^HTTP\/1\.1 503/);
+    assert.match(a3.answer, /Too many connections from your address/);
+    const b = await heldRequest(server.ports.rest, "X-Forwarded-For: 198.51.100.2\r\n");
+    assert.match(b.answer, /^HTTP\/1\.1 200/);
+    for (const c of [a1, a2, a3, b]) c.socket.destroy();
+    o.socket.close();
+  } finally {
+    await server.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  // Without ADMIN_TOKEN: direct loopback clients only (a proxy header means someone else).
+  const open = await startServer();
+  try {
+    assert.equal((await fetch(`${open.rest}/metrics`)).status, 200);
+    const viaProxy = await fetch(`${open.rest}/status/live`, { headers: { "X-Forwarded-For": "203.0.113.5" } });
+    assert.equal(viaProxy.status, 401);
+    assert.match((await viaProxy.json()).error, /only local clients/);
+  } finally {
+    await open.stop();
+  }
+});
+
+test("a replay log that cannot be written is marked incomplete and never restored as if whole (8)", async () => {
+  const dir = fs.mkdtempSync("/tmp/spectra-fsize-");
+  const code = uniqueCode("FULL");
+  // The file size limit stands in for a full disk: writes past 40 KB fail (EFBIG).
+  const server = await startServer({ replayDir: dir, shell: 'trap "" XFSZ; ulimit -f 40' });
+  try {
+    const o = await observer(server, { groupCode: code });
+    const ov = await overlay(server, code);
+    sendEvent(o.socket, code, "roster", rosterLine("Ada", "p-ada", 0));
+    for (let i = 0; i < 200; i++) sendEvent(o.socket, code, "scoreboard", board("p-ada", 0, i));
+    await waitFor(() => /the log is incomplete/.test(server.log()), 10000, "write failure logged");
+    assert.match(server.log(), /renamed to .*\.replay\.incomplete; it will not be recovered/);
+    assert.equal(await metric(server, "spectra_replay_incomplete_total"), 1);
+    // The match goes on for its overlay.
+    sendEvent(o.socket, code, "map", "Ascent");
+    await waitFor(() => last(ov)?.map === "Ascent");
+    assert.deepEqual(fs.readdirSync(dir).filter((f) => f.endsWith(".replay")), []);
+    await server.stop("SIGKILL");
+  } finally {
+    if (!server.exited) await server.stop("SIGKILL");
+  }
+  // After the crash the incomplete log is not recovered: no silent rewind.
+  const again = await startServer({ replayDir: dir });
+  try {
+    assert.doesNotMatch(again.log(), new RegExp(`match ${code}: recovered`));
+    const status = await (await fetch(`${again.rest}/status`)).json();
+    assert.equal(status.matchesRunning, 0);
+  } finally {
+    await again.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -1,5 +1,5 @@
 // Hardening limits over real sockets: connections in all and per address, long-polling sessions,
-// failed logons per address (access key and group secret guessing, also through createPreview),
+// failed logons per address and key (access key and group secret guessing, also through createPreview),
 // request head and body sizes, WebSocket message size. Each limit is set small for its server.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -114,33 +114,42 @@ test("a polling session that upgrades to WebSocket frees its polling slot", asyn
   }
 });
 
-test("failed logons per address: wrong keys and guessed secrets lock the address out for the minute", async () => {
+test("failed logons per address and key: guesses lock out the guessed key, not the right one", async () => {
   const server = await startServer({ shards: 2, env: { LOGON_FAILURES_PER_MINUTE: "3", LIMIT_LOOPBACK: "true" } });
   try {
     const code = uniqueCode("LIM");
     const owner = await observer(server, { groupCode: code });
     assert.equal(owner.ack.value, true);
-    // Two wrong keys and one wrong secret: three failures.
-    for (const key of ["guess-1", "guess-2"]) {
-      const o = await observer(server, { groupCode: uniqueCode("X"), key });
+    // Three wrong logons with one wrong key: that key is refused from this address for the minute.
+    for (let i = 0; i < 3; i++) {
+      const o = await observer(server, { groupCode: uniqueCode("X"), key: "guess-1" });
       assert.deepEqual([o.ack.value, o.ack.reason], [false, "Invalid Key"]);
       o.socket.close();
     }
-    const thief = await observer(server, { groupCode: code, groupSecret: "WRONGSECRET1" });
-    assert.equal(thief.ack.value, false);
-    thief.socket.close();
-    // Even the right key is refused now, with a clear reason.
+    const again = await observer(server, { groupCode: uniqueCode("X"), key: "guess-1" });
+    assert.match(again.ack.reason, /^Too many failed logon attempts from your address; try again in \d+ s\.$/);
+    again.socket.close();
+    // The right key from the same address still logs on.
+    const honest = await observer(server, { groupCode: uniqueCode("Y") });
+    assert.equal(honest.ack.value, true);
+    honest.socket.close();
+    // Guessing the live match's secret with the right key: three failures lock that key out too.
+    for (let i = 0; i < 3; i++) {
+      const thief = await observer(server, { groupCode: code, groupSecret: `WRONGSECRET${i}` });
+      assert.equal(thief.ack.value, false);
+      thief.socket.close();
+    }
     const locked = await observer(server, { groupCode: uniqueCode("Y") });
     assert.equal(locked.ack.value, false);
     assert.match(locked.ack.reason, /^Too many failed logon attempts from your address; try again in \d+ s\.$/);
     locked.socket.close();
-    // createPreview's key check is throttled as well.
+    // createPreview's key check is throttled as well (same address and key).
     const preview = await fetch(`${server.rest}/createPreview`, {
       method: "PUT", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ key: "test-key" }),
     });
     assert.equal(preview.status, 429);
     assert.match(preview.headers.get("retry-after"), /^\d+$/);
-    assert.ok((await metric(server, "spectra_logons_throttled_total")) >= 2);
+    assert.ok((await metric(server, "spectra_logons_throttled_total")) >= 3);
     // The live match was never touched: its observer is still connected.
     assert.equal(owner.socket.connected, true);
     owner.socket.close();

@@ -25,15 +25,18 @@ async function freePort() {
 }
 
 /** Starts a server; resolves once it prints its ready line. */
-export async function startServer({ shards = 2, env = {}, args = [], key = "test-key", cwd, replayDir } = {}) {
+export async function startServer({ shards = 2, env = {}, args = [], key = "test-key", cwd, replayDir, shell } = {}) {
   // Replay logs go to a fresh directory unless the test names one (and then it keeps it).
   const ownDir = replayDir === undefined && env.REPLAY_DIR === undefined;
   const replays = ownDir ? fs.mkdtempSync(path.join(os.tmpdir(), "spectra-replays-")) : replayDir;
   for (let attempt = 0; attempt < 5; attempt++) {
     const ports = { ingest: await freePort(), rest: await freePort(), broadcast: await freePort() };
+    // `shell`: bash commands run before the server replaces the shell (e.g. `ulimit -f 40`).
+    const [command, prefix] = shell ? ["bash", ["-c", `${shell}; exec "$0" "$@"`, binary]] : [binary, []];
     const child = spawn(
-      binary,
+      command,
       [
+        ...prefix,
         "--shards", String(shards),
         "--bind", "127.0.0.1",
         "--ingest-port", String(ports.ingest),
