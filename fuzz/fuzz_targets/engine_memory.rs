@@ -13,7 +13,7 @@ use spectra::ingest::ObsLogon;
 
 /// What a match may hold in all, from any events (the bounded fields of the engine: ten players,
 /// their strings and per-key counters, the round record up to its round limit).
-const SNAPSHOT_BOUND: usize = 4 << 20;
+const SNAPSHOT_BOUND: usize = 1 << 20;
 
 const TYPES: [&str; 16] = [
     "roster",

@@ -56,13 +56,16 @@ pub struct Player {
 }
 
 /// Distinct keys a per-key kill counter holds (weapons, victims); kills under further keys are
-/// not itemised. A real match has a few dozen weapons and ten players.
-pub const MAX_COUNTER_KEYS: usize = 64;
+/// not itemised. A real player kills with a dozen weapons and abilities, and five enemies.
+pub const MAX_COUNTER_KEYS: usize = 32;
+/// Longest key of a per-key kill counter (weapon ids are ~30 characters, names 16).
+pub const MAX_COUNTER_KEY_CHARS: usize = 64;
 /// Victims listed in `killedPlayerNames` per round (a round has at most nine real victims).
-pub const MAX_KILLED_NAMES: usize = 32;
+pub const MAX_KILLED_NAMES: usize = 16;
 
 /// Adds one to a per-key kill counter (the original left every value at 1, QUIRK E2: fixed).
 fn count(map: &mut Map<String, Value>, key: String) {
+    let key = short(&key, MAX_COUNTER_KEY_CHARS);
     if map.len() >= MAX_COUNTER_KEYS && !map.contains_key(&key) {
         return;
     }

@@ -547,3 +547,99 @@ fn client_numbers_cannot_size_the_state() {
     assert!(s.len() < 64 * 1024, "snapshot of {} bytes", s.len());
     m.advance(u64::MAX);
 }
+
+/// The largest state a client can make a match hold stays below the 1 MB WebSocket message
+/// limit, so no overlay is ever sent a snapshot it must refuse.
+#[test]
+fn the_worst_case_snapshot_fits_one_message() {
+    let mut m = new_match();
+    let big = |c: char| c.to_string().repeat(100_000);
+    let blob = json!([big('x'), big('x')]); // structured values are dropped when over 1 KB
+    let kb = json!(["y".repeat(500)]); // ...and kept when just under
+    for (i, team) in [
+        (0, 0),
+        (1, 0),
+        (2, 0),
+        (3, 0),
+        (4, 0),
+        (5, 1),
+        (6, 1),
+        (7, 1),
+        (8, 1),
+        (9, 1),
+    ] {
+        let name = format!("{i}{}", "é".repeat(300));
+        ev(
+            &mut m,
+            "roster",
+            json!({"name": name, "tagline": big('t'), "startTeam": team, "agentInternal": kb,
+                   "playerId": format!("{i}{}", big('p')), "position": kb, "locked": kb}),
+            1,
+        );
+    }
+    let snap = m.snapshot();
+    let names: Vec<String> = snap["teams"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|t| t["players"].as_array().into_iter().flatten())
+        .map(|p| p["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    let ids: Vec<String> = snap["teams"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|t| t["players"].as_array().into_iter().flatten())
+        .map(|p| p["riotId"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(names.len(), 10);
+    for (id, team) in ids.iter().zip([0, 0, 0, 0, 0, 1, 1, 1, 1, 1]) {
+        ev(
+            &mut m,
+            "scoreboard",
+            json!({"playerId": id, "startTeam": team, "agentInternal": kb, "isAlive": kb,
+                   "initialArmor": kb, "scoreboardWeaponInternal": kb, "currUltPoints": kb,
+                   "maxUltPoints": kb, "hasSpike": kb, "money": kb, "kills": kb, "deaths": kb,
+                   "assists": blob}),
+            2,
+        );
+        aux(
+            &mut m,
+            "aux_abilities",
+            id,
+            json!({"grenade": kb, "ability_1": kb, "ability_2": kb}),
+            3,
+        );
+        aux(&mut m, "aux_health", id, kb.clone(), 3);
+    }
+    round(&mut m, 1, "combat", 4);
+    for attacker in &names {
+        for k in 0..100 {
+            ev(
+                &mut m,
+                "killfeed",
+                json!({"attacker": attacker, "victim": format!("{k}{}", big('v')),
+                       "weaponKillfeedInternal": format!("{k}{}", big('w')),
+                       "headshotKill": true, "assists": [], "isTeamkill": k % 2 == 0}),
+                5,
+            );
+        }
+    }
+    let toast: Map<String, Value> = (0..100)
+        .map(|k| (format!("{k}{}", big('k')), json!(big('m'))))
+        .collect();
+    ev(&mut m, "toast", Value::Object(toast), 6);
+    ev(&mut m, "match_start", kb.clone(), 7);
+    ev(&mut m, "game_mode", kb.clone(), 7);
+    ev(&mut m, "score", json!({"team_0": kb, "team_1": kb}), 8);
+    for r in 2..=250 {
+        round(&mut m, r, "shopping", 9);
+    }
+    let s = m.snapshot_json();
+    eprintln!("worst-case snapshot: {} bytes", s.len());
+    assert!(
+        s.len() < 1_000_000,
+        "worst-case snapshot of {} bytes",
+        s.len()
+    );
+}
