@@ -108,8 +108,7 @@ where
         return;
     }
     let queue = OutQueue::new();
-    let stall = shard.config.ping_interval + shard.config.ping_timeout;
-    glommio::spawn_local(run_writer(queue.clone(), writer, stall)).detach();
+    glommio::spawn_local(run_writer(queue.clone(), writer)).detach();
     let conn = {
         let mut sp = shard.spectators.borrow_mut();
         sp.next += 1;
@@ -183,7 +182,12 @@ where
                     })
                     .await;
                 let filled = match filled {
-                    Some(Err(())) => break, // stopped by the server; the peer did not answer
+                    Some(Err(())) => {
+                        // Stopped by the server and the peer did not answer: give it up (this
+                        // also ends a writer blocked on a peer that does not read).
+                        queue.mark_dead();
+                        break;
+                    }
                     Some(Ok(r)) => Some(r),
                     None => None,
                 };

@@ -32,11 +32,7 @@ where
         return;
     }
     let queue = OutQueue::with_budget(4 * ECHO_MAX_MESSAGE);
-    let writer_task = glommio::spawn_local(run_writer(
-        queue.clone(),
-        writer,
-        std::time::Duration::from_secs(60),
-    ));
+    let writer_task = glommio::spawn_local(run_writer(queue.clone(), writer));
     let mut messages = MessageReader::new(neg, ECHO_MAX_MESSAGE);
     loop {
         match messages.next(&mut reader.buf) {

@@ -544,8 +544,7 @@ async fn run_websocket<R, W>(
         return;
     }
     let queue = OutQueue::new();
-    let stall = shard.config.ping_interval + shard.config.ping_timeout;
-    glommio::spawn_local(run_writer(queue.clone(), writer, stall)).detach();
+    glommio::spawn_local(run_writer(queue.clone(), writer)).detach();
     let mut messages = MessageReader::new(neg, shard.config.max_payload);
     let text = |s: &str| websocket::text_frame(s.as_bytes());
 
@@ -625,11 +624,11 @@ async fn run_websocket<R, W>(
                 .await;
                 match filled {
                     Some(Ok(n)) if n > 0 => {}
-                    Some(_) => {
+                    // EOF, an error, or the peer did not answer the server's close in time.
+                    _ => {
                         queue.mark_dead();
                         break;
                     }
-                    None => break,
                 }
             }
             Err(e) => {

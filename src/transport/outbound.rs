@@ -61,8 +61,9 @@ impl Inner {
 }
 
 /// How long a connection's reader waits for the peer after the server stopped the connection
-/// (close frame sent, or the writer gave up) before it lets go of the socket: a peer that never
-/// answers must not hold a file descriptor and a connection slot.
+/// (ping timeout, slow consumer, close frame sent) before it gives the connection up: it marks the
+/// queue dead, which also ends a writer blocked on a peer that stopped reading, so a peer that
+/// never answers holds neither a file descriptor nor a connection slot.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Shared between the connection's writer task and whoever sends to the connection.
@@ -202,31 +203,42 @@ impl OutQueue {
         })
         .await
     }
+
+    /// Resolves once the queue is dead (the writer then abandons a blocked write).
+    async fn dead(&self) {
+        poll_fn(|cx| {
+            let mut inner = self.inner.borrow_mut();
+            if inner.dead {
+                return Poll::Ready(());
+            }
+            inner.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
 }
 
-/// Runs `f` for at most `limit`; `None` when it did not finish in time.
-async fn within<T>(limit: Duration, f: impl std::future::Future<Output = T>) -> Option<T> {
-    futures_lite::future::or(async { Some(f.await) }, async {
-        glommio::timer::sleep(limit).await;
-        None
-    })
-    .await
-}
-
-/// Drains `queue` into `io` until the queue closes or a write fails; then closes `io`. A batch
-/// that the peer does not take within `stall` (it stopped reading: the kernel's send buffer is
-/// full) ends the connection as a slow consumer, so a peer that never reads holds neither the
-/// writer nor the socket.
-pub async fn run_writer<W: AsyncWrite + Unpin>(queue: Rc<OutQueue>, mut io: W, stall: Duration) {
+/// Drains `queue` into `io` until the queue closes or a write fails; then closes `io`. A write
+/// the peer does not take (it stopped reading: the kernel's send buffer is full) is abandoned
+/// when the queue is marked dead — by the reader, `CLOSE_GRACE` after the server stopped the
+/// connection (a peer that does not read does not answer pings either) — so such a peer holds
+/// neither the writer nor the socket. No timer per write.
+pub async fn run_writer<W: AsyncWrite + Unpin>(queue: Rc<OutQueue>, mut io: W) {
     let mut batch = Vec::new(); // allocated on the first burst, not up front for every connection
     while queue.next_batch(&mut batch).await {
         let (frames, bytes) = (batch.len(), batch.iter().map(Bytes::len).sum::<usize>());
-        let written = within(stall, async {
-            for frame in batch.drain(..) {
-                io.write_all(&frame).await?;
-            }
-            io.flush().await
-        })
+        let written = futures_lite::future::or(
+            async {
+                for frame in batch.drain(..) {
+                    io.write_all(&frame).await?;
+                }
+                io.flush().await.map(|()| true)
+            },
+            async {
+                queue.dead().await;
+                Ok(false)
+            },
+        )
         .await;
         batch.clear();
         crate::metrics::local(|s| {
@@ -235,19 +247,20 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(queue: Rc<OutQueue>, mut io: W, s
             s.bytes_out.fetch_add(bytes as u64, Relaxed);
         });
         match written {
-            Some(Ok(())) => {}
-            Some(Err(_)) => {
-                queue.mark_dead();
+            Ok(true) => {}
+            Ok(false) => {
+                crate::metrics::bump(|s| &s.slow_disconnects);
                 break;
             }
-            None => {
-                crate::metrics::bump(|s| &s.slow_disconnects);
+            Err(_) => {
                 queue.mark_dead();
                 break;
             }
         }
     }
-    let _ = within(CLOSE_GRACE, io.close()).await;
+    if !queue.inner.borrow().dead {
+        futures_lite::future::or(async { drop(io.close().await) }, queue.dead()).await;
+    }
     queue.inner.borrow_mut().finished = true;
     queue.inner.borrow_mut().wake_all();
 }
@@ -294,31 +307,29 @@ mod tests {
     }
 
     #[test]
-    fn a_stalled_peer_ends_the_writer_and_the_reader() {
+    fn a_stalled_peer_ends_the_writer_once_the_reader_gives_up() {
         let handle = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
             .io_memory(1 << 20)
             .spawn(|| async {
                 let q = OutQueue::new();
-                let started = std::time::Instant::now();
-                let writer = glommio::spawn_local(run_writer(
-                    q.clone(),
-                    Stalled,
-                    Duration::from_millis(200),
-                ));
+                let writer = glommio::spawn_local(run_writer(q.clone(), Stalled));
                 assert!(q.push(Bytes::from_static(b"frame"), FrameKind::Normal));
-                writer.await;
-                assert!(q.is_finished() && !q.is_open(), "the writer gave up");
-                // It waited for the stall limit, then at most the close grace for the close.
-                let took = started.elapsed();
-                assert!(took >= Duration::from_millis(200), "{took:?}");
-                assert!(
-                    took < Duration::from_millis(200) + CLOSE_GRACE * 2,
-                    "{took:?}"
-                );
-                // A reader waiting on `stopped` is released within the grace.
-                let t = std::time::Instant::now();
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+                assert!(!q.is_finished(), "the write is blocked");
+                // The server stops the connection (ping timeout): the reader waits the grace,
+                // then gives up, and the blocked writer ends with it.
+                let started = std::time::Instant::now();
+                q.close_with(None);
                 q.stopped().await;
-                assert!(t.elapsed() <= CLOSE_GRACE);
+                let waited = started.elapsed();
+                assert!(
+                    waited >= CLOSE_GRACE - Duration::from_millis(5),
+                    "{waited:?}"
+                );
+                assert!(!q.is_finished(), "still blocked until the reader gives up");
+                q.mark_dead();
+                writer.await;
+                assert!(q.is_finished(), "the writer let go of the socket");
             })
             .expect("executor");
         handle.join().expect("join");

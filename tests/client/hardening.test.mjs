@@ -508,3 +508,65 @@ test("a replay log that cannot be written is marked incomplete and never restore
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+/** An overlay on a raw socket: Engine.IO over WebSocket without deflate, logs on, then stops
+ * reading for good (its kernel buffers fill, the server's writes block). */
+function stuckOverlay(server, code) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(server.ports.broadcast, "127.0.0.1", () =>
+      s.write("GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n" +
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"));
+    const frame = (text) => {
+      const payload = Buffer.from(text);
+      const mask = Buffer.from([1, 2, 3, 4]);
+      const head = payload.length < 126 ? Buffer.from([0x81, 0x80 | payload.length]) : Buffer.from([0x81, 0xfe, payload.length >> 8, payload.length & 255]);
+      return Buffer.concat([head, mask, payload.map((b, i) => b ^ mask[i % 4])]);
+    };
+    s.once("data", (d) => {
+      if (!String(d).startsWith("HTTP/1.1 101")) return reject(new Error(String(d)));
+      s.write(frame("40"));
+      s.write(frame(`42["logon",${JSON.stringify(JSON.stringify({ groupCode: code }))}]`));
+      setTimeout(() => (s.pause(), resolve(s)), 200);
+    });
+    s.on("error", () => {});
+  });
+}
+
+test("overlays that stop reading are closed and release their sockets (4)", async () => {
+  const server = await startServer({
+    env: { PING_INTERVAL_MS: "4000", PING_TIMEOUT_MS: "3000", BROADCAST_INTERVAL_MS: "20" },
+  });
+  try {
+    const code = uniqueCode("STUCK");
+    const o = await observer(server, { groupCode: code });
+    const honest = await overlay(server, code);
+    for (let i = 0; i < 10; i++) {
+      sendEvent(o.socket, code, "roster", { ...rosterLine(`${i}${"n".repeat(300)}`, `p${i}${"i".repeat(300)}`, i < 5 ? 0 : 1),
+        position: ["p".repeat(900)], locked: ["l".repeat(900)], agentInternal: ["a".repeat(900)] });
+    }
+    const stuck = await Promise.all(Array.from({ length: 5 }, () => stuckOverlay(server, code)));
+    const slowBefore = await metric(server, "spectra_slow_consumer_disconnects_total");
+    // Big snapshots (~40 KB, uncompressed for the stuck ones) about 50 times a second.
+    const started = Date.now();
+    const pump = setInterval(() => sendEvent(o.socket, code, "observing", `x${Date.now()}`), 20);
+    try {
+      // Ping interval + timeout (7 s), then the 2 s grace: the blocked writers are abandoned.
+      await waitFor(async () => (await metric(server, "spectra_slow_consumer_disconnects_total")) - slowBefore >= 5,
+        20000, "blocked writers released");
+      await waitFor(async () => (await openConnections(server, "broadcast")) <= 2, 5000, "stuck sockets closed");
+    } finally {
+      clearInterval(pump);
+    }
+    assert.ok(Date.now() - started < 15000);
+    // The honest overlay kept receiving all along.
+    const n = honest.received.length;
+    sendEvent(o.socket, code, "map", "Ascent");
+    await waitFor(() => last(honest)?.map === "Ascent");
+    assert.ok(honest.received.length > n);
+    for (const s of stuck) s.destroy();
+    o.socket.close();
+    honest.socket.close();
+  } finally {
+    await server.stop();
+  }
+});
