@@ -1,6 +1,8 @@
 //! Engine benchmarks: events applied per second (the reference match replayed through the
 //! engine) and the per-tick cost of serialising a full snapshot and framing it (plain and
-//! permessage-deflate). Run: `cargo bench --bench engine`.
+//! permessage-deflate), and the ingest parse of every event with and without the size/depth
+//! limits (`parse_event` against the bare simd-json parse it wraps). Run: `cargo bench --bench
+//! engine`.
 
 use std::path::PathBuf;
 
@@ -42,6 +44,35 @@ fn bench(c: &mut Criterion) {
                 m.apply(e);
             }
             m.event_number()
+        })
+    });
+    group.finish();
+
+    // The whole match's events as their observers send them (JSON text), parsed at the edge.
+    let texts: Vec<String> = events
+        .iter()
+        .map(|e| Value::Object(e.clone()).to_string())
+        .collect();
+    let bytes: u64 = texts.iter().map(|t| t.len() as u64).sum();
+    let mut group = c.benchmark_group("parse");
+    group.throughput(Throughput::Bytes(bytes));
+    group.bench_function("simd_json_only", |b| {
+        b.iter(|| {
+            texts
+                .iter()
+                .filter(|t| {
+                    let mut buf = t.as_bytes().to_vec();
+                    simd_json::serde::from_slice::<Value>(&mut buf).is_ok()
+                })
+                .count()
+        })
+    });
+    group.bench_function("parse_event_with_limits", |b| {
+        b.iter(|| {
+            texts
+                .iter()
+                .filter(|t| spectra::ingest::parse::parse_event(t).is_ok())
+                .count()
         })
     });
     group.finish();

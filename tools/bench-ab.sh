@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# A/B fan-out benchmark of two server binaries (before/after a change), runs alternating A, B,
+# A, B … so both see the same machine state. Everything happens in a private network namespace
+# this script creates (loopback only) and deletes; the server is pinned to CPU 0, the load
+# generator to CPU 1, and the generator's own CPU is reported next to the server's so that a
+# saturated generator is not mistaken for a saturated server. Needs root (ip netns).
+#
+#   tools/bench-ab.sh BIN_A BIN_B RUNS SHARDS [loadgen flags…]
+#   e.g. tools/bench-ab.sh target/base/release/spectra-server target/release/spectra-server 3 1 --overlays 1000
+#
+# Prints each run's figures and a Markdown row of the medians per binary. Servers are ended by PID.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+A=$1 B=$2 runs=$3 shards=$4
+shift 4
+ns="spectra-ab-$$"
+ip netns add "$ns"
+trap 'ip netns del "$ns" 2>/dev/null || true' EXIT
+ip netns exec "$ns" ip link set lo up
+ulimit -n 20000 2>/dev/null || true
+out=$(mktemp)
+for i in $(seq 1 "$runs"); do
+  for which in A B; do
+    bin=${!which}
+    replays=$(mktemp -d)
+    # `ip netns exec` and `taskset` exec the server: $! is the server's PID.
+    ip netns exec "$ns" taskset -c 0 "$bin" --shards "$shards" --auth-key LGKEY --bind 127.0.0.1 \
+      --replay-dir "$replays" >/dev/null 2>&1 &
+    server=$!
+    sleep 1
+    ip netns exec "$ns" python3 - "$which" "$server" "$@" >>"$out" <<'PY'
+import json, resource, subprocess, sys, time
+which, server, flags = sys.argv[1], sys.argv[2], sys.argv[3:]
+start = time.monotonic()
+run = subprocess.run(["taskset", "-c", "1", "target/release/loadgen", "--key", "LGKEY",
+                      "--server-pid", server, "--json", "--duration", "10", "--warmup", "3", *flags],
+                     capture_output=True, text=True, check=True)
+wall = time.monotonic() - start
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+line = next(l for l in run.stdout.splitlines() if l.startswith("{"))
+result = json.loads(line)
+result["binary"] = which
+result["generator_cpu_pct"] = round(100 * (usage.ru_utime + usage.ru_stime) / wall, 1)
+print(json.dumps(result))
+PY
+    tail -n 1 "$out"
+    kill -TERM "$server" 2>/dev/null || true
+    wait "$server" 2>/dev/null || true
+    rm -rf "$replays"
+    sleep 1
+  done
+done
+python3 - "$out" <<'PY'
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+for which in ("A", "B"):
+    rs = [r for r in runs if r["binary"] == which]
+    m = lambda f: statistics.median(f(r) for r in rs)
+    print(f"| {which} | {m(lambda r: r['deliveries_per_s']):,.0f} ({rs[0]['expected_per_s']:,.0f}) "
+          f"| {m(lambda r: r['latency_ms']['p50']):.1f} / {m(lambda r: r['latency_ms']['p99']):.1f} "
+          f"| {m(lambda r: r['server_cpu_per_delivery_us'] or 0):.1f} µs "
+          f"| {m(lambda r: r['generator_cpu_pct']):.0f} % | {m(lambda r: r['server_rss_max_mb']):.1f} MB | {len(rs)} |")
+PY
+rm -f "$out"
