@@ -216,12 +216,7 @@ impl Limits {
         let ip = owner.ip.filter(|ip| self.limited(*ip));
         if let Some(ip) = ip {
             let max = self.config.max_matches_per_ip;
-            let ok = self.with_ip(ip, |p| {
-                let ok = p.matches < max;
-                p.matches += usize::from(ok);
-                ok
-            });
-            if !ok {
+            if !self.take_per_ip(ip, max, |p| &mut p.matches) {
                 // Dropping this returns the key's count; the address was not counted.
                 drop(MatchSlot {
                     limits: self.clone(),
@@ -267,6 +262,16 @@ impl Limits {
         out
     }
 
+    /// Adds one to a per-address count unless it is at `max`; says whether it did.
+    fn take_per_ip(&self, ip: IpAddr, max: usize, count: fn(&mut PerIp) -> &mut usize) -> bool {
+        self.with_ip(ip, |p| {
+            let n = count(p);
+            let ok = *n < max;
+            *n += usize::from(ok);
+            ok
+        })
+    }
+
     /// Admits a new connection from `ip`, or says why not.
     pub fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<Admitted, Refusal> {
         let total = self.connections.fetch_add(1, Ordering::Relaxed);
@@ -277,15 +282,7 @@ impl Limits {
         let ip = ip.filter(|ip| self.limited(*ip));
         if let Some(ip) = ip {
             let max = self.config.max_connections_per_ip;
-            let ok = self.with_ip(ip, |p| {
-                if p.connections >= max {
-                    false
-                } else {
-                    p.connections += 1;
-                    true
-                }
-            });
-            if !ok {
+            if !self.take_per_ip(ip, max, |p| &mut p.connections) {
                 self.connections.fetch_sub(1, Ordering::Relaxed);
                 return Err(Refusal::PerAddress);
             }
@@ -303,12 +300,7 @@ impl Limits {
         let ip = Some(ip).filter(|ip| self.limited(*ip));
         if let Some(ip) = ip {
             let max = self.config.max_connections_per_ip;
-            let ok = self.with_ip(ip, |p| {
-                let ok = p.connections < max;
-                p.connections += usize::from(ok);
-                ok
-            });
-            if !ok {
+            if !self.take_per_ip(ip, max, |p| &mut p.connections) {
                 return Err(Refusal::PerAddress);
             }
         }
@@ -329,12 +321,7 @@ impl Limits {
         let ip = ip.filter(|ip| self.limited(*ip));
         if let Some(ip) = ip {
             let max = self.config.max_polling_sessions_per_ip;
-            let ok = self.with_ip(ip, |p| {
-                let ok = p.polling < max;
-                p.polling += usize::from(ok);
-                ok
-            });
-            if !ok {
+            if !self.take_per_ip(ip, max, |p| &mut p.polling) {
                 self.polling.fetch_sub(1, Ordering::Relaxed);
                 return Err(Refusal::PerAddress);
             }

@@ -7,9 +7,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+
+#[path = "common.rs"]
+mod common;
+use common::new_match;
 use serde_json::{Map, Value, json};
-use spectra::engine::Match;
-use spectra::ingest::ObsLogon;
 
 /// What a match may hold in all, from any events (the bounded fields of the engine: ten players,
 /// their strings and per-key counters, the round record up to its round limit).
@@ -76,27 +78,6 @@ impl Input<'_> {
             _ => Value::Null,
         }
     }
-}
-
-fn new_match() -> Match {
-    let data = json!({
-        "type": "authenticate", "clientVersion": "0.3.3", "obsName": "Fuzz", "groupCode": "FUZZ",
-        "leftTeam": {"name": "L", "tricode": "LLL", "url": "", "attackStart": true},
-        "rightTeam": {"name": "R", "tricode": "RRR", "url": "", "attackStart": false},
-        "toolsData": {"timeoutCounter": {"max": 2, "left": 2, "right": 2}},
-    });
-    let Value::Object(data) = data else {
-        unreachable!("a JSON object literal")
-    };
-    let logon = ObsLogon {
-        group_code: "FUZZ".into(),
-        group_secret: String::new(),
-        obs_name: "Fuzz".into(),
-        data,
-        is_supporter: false,
-        organization_id: String::new(),
-    };
-    Match::new(&logon).expect("a valid logon")
 }
 
 fn event(kind: &str, input: &mut Input<'_>) -> Value {

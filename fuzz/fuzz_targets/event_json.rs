@@ -5,31 +5,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use serde_json::{Value, json};
-use spectra::engine::Match;
-use spectra::ingest::ObsLogon;
-use spectra::ingest::parse::parse_event;
 
-fn new_match() -> Match {
-    let data = json!({
-        "type": "authenticate", "clientVersion": "0.3.3", "obsName": "Fuzz", "groupCode": "FUZZ",
-        "leftTeam": {"name": "L", "tricode": "LLL", "url": "", "attackStart": true},
-        "rightTeam": {"name": "R", "tricode": "RRR", "url": "", "attackStart": false},
-        "toolsData": {"timeoutCounter": {"max": 2, "left": 2, "right": 2}},
-    });
-    let Value::Object(data) = data else {
-        unreachable!("a JSON object literal")
-    };
-    let logon = ObsLogon {
-        group_code: "FUZZ".into(),
-        group_secret: String::new(),
-        obs_name: "Fuzz".into(),
-        data,
-        is_supporter: false,
-        organization_id: String::new(),
-    };
-    Match::new(&logon).expect("a valid logon")
-}
+#[path = "common.rs"]
+mod common;
+use common::new_match;
+use serde_json::{Value, json};
+use spectra::ingest::parse::parse_event;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -91,6 +91,9 @@ pub fn field(v: Option<&Value>) -> Value {
 
 /// `s` cut to at most `max` characters.
 pub fn short(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string(); // no more bytes than `max`, so no more characters
+    }
     match s.char_indices().nth(max) {
         Some((end, _)) => s[..end].to_string(),
         None => s.to_string(),

@@ -4,24 +4,16 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
+import net from "node:net";
+import WebSocket from "ws";
 import {
-  startServer, observer, overlay, client, once, sendEvent, waitFor, uniqueCode, sleep,
+  startServer, observer, overlay, client, once, sendEvent, waitFor, uniqueCode, sleep, raw, metric,
 } from "./lib/server.mjs";
 
 /** Resident memory of the server process in MB (from /proc/<pid>/status). */
-export function rssMb(server) {
+function rssMb(server) {
   const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${server.child.pid}/status`, "utf8"));
   return m ? Number(m[1]) / 1024 : NaN;
-}
-
-/** One value of a /metrics series, summed over its labels. */
-export async function metric(server, name) {
-  const text = await (await fetch(`${server.rest}/metrics`)).text();
-  let sum = 0;
-  for (const line of text.split("\n")) {
-    if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) sum += Number(line.split(" ").pop());
-  }
-  return sum;
 }
 
 const last = (o) => o.received[o.received.length - 1];
@@ -187,20 +179,6 @@ test("killsThisRound is the difference from the round start (12)", async () => {
   }
 });
 
-import net from "node:net";
-import WebSocket from "ws";
-
-/** Sends raw bytes and collects everything the server sends until it closes. */
-function raw(port, bytes, ms = 5000) {
-  return new Promise((resolve, reject) => {
-    const s = net.connect(port, "127.0.0.1", () => s.write(bytes));
-    let out = "";
-    const timer = setTimeout(() => (s.destroy(), resolve(out + "<timeout>")), ms);
-    s.on("data", (d) => (out += d));
-    s.on("close", () => (clearTimeout(timer), resolve(out)));
-    s.on("error", (e) => (e.code === "ECONNRESET" ? resolve(out) : reject(e)));
-  });
-}
 
 /** A WebSocket upgrade on a raw TCP socket that then neither reads nor writes anything. */
 function silentWebSocket(port, path) {

@@ -5,7 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
 import WebSocket from "ws";
-import { startServer, observer, client, once, waitFor, uniqueCode, sleep } from "./lib/server.mjs";
+import { startServer, observer, client, once, waitFor, uniqueCode, sleep, raw, metric } from "./lib/server.mjs";
 
 /** Opens a keep-alive connection that the server has surely admitted (one request answered
  * 200) and keeps it open; retries briefly while a closing connection still holds its slot. */
@@ -23,23 +23,6 @@ async function hold(port) {
 }
 
 const STATUS = "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-
-/** Sends raw bytes and collects the whole answer until the server closes. */
-function raw(port, bytes) {
-  return new Promise((resolve, reject) => {
-    const s = net.connect(port, "127.0.0.1", () => s.write(bytes));
-    let out = "";
-    s.on("data", (d) => (out += d));
-    s.on("end", () => resolve(out));
-    s.on("close", () => resolve(out));
-    s.on("error", (e) => (e.code === "ECONNRESET" ? resolve(out) : reject(e)));
-  });
-}
-
-async function metric(server, name) {
-  const text = await (await fetch(`${server.rest}/metrics`)).text();
-  return text.split("\n").filter((l) => l.startsWith(`${name}{`)).reduce((a, l) => a + Number(l.split(" ").at(-1)), 0);
-}
 
 test("connections per address: the next one gets 503 until one closes", async () => {
   const server = await startServer({ shards: 2, env: { MAX_CONNECTIONS_PER_IP: "4", LIMIT_LOOPBACK: "true" } });

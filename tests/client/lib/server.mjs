@@ -182,3 +182,26 @@ let codeSeq = 0;
 export function uniqueCode(prefix) {
   return `${prefix}${++codeSeq}${Math.random().toString(36).slice(2, 6).toUpperCase()}`;
 }
+
+/** Sends raw bytes to a loopback port and collects everything the server sends until it closes
+ * (or `ms` passes: then the text ends with `<timeout>`). */
+export function raw(port, bytes, ms = 5000) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, "127.0.0.1", () => s.write(bytes));
+    let out = "";
+    const timer = setTimeout(() => (s.destroy(), resolve(out + "<timeout>")), ms);
+    s.on("data", (d) => (out += d));
+    s.on("close", () => (clearTimeout(timer), resolve(out)));
+    s.on("error", (e) => (e.code === "ECONNRESET" ? resolve(out) : reject(e)));
+  });
+}
+
+/** One series of the server's /metrics, summed over its labels. */
+export async function metric(server, name) {
+  const text = await (await fetch(`${server.rest}/metrics`)).text();
+  let sum = 0;
+  for (const line of text.split("\n")) {
+    if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) sum += Number(line.split(" ").pop());
+  }
+  return sum;
+}
