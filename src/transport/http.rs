@@ -91,6 +91,19 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         Ok(n)
     }
 
+    /// Reads and drops what the peer still sends, up to `max` bytes or its end (a lingering
+    /// close: see `server`).
+    pub async fn discard(&mut self, max: usize) {
+        let mut seen = 0;
+        loop {
+            self.buf.clear();
+            match self.fill().await {
+                Ok(n) if n > 0 && seen + n <= max => seen += n,
+                _ => return,
+            }
+        }
+    }
+
     /// Reads one request. `max_body` bounds the body (413 beyond it).
     pub async fn read_request(&mut self, max_body: usize) -> Result<Request, ReadError> {
         loop {

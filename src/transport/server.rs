@@ -73,6 +73,9 @@ impl std::fmt::Display for Port {
 /// How long a keep-alive connection may sit idle between requests, and the TLS handshake bound.
 const IDLE: Duration = Duration::from_secs(120);
 const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
+/// How long and how much of a refused request is read and dropped before the socket closes.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 4 << 20;
 /// Request body limit on the REST port (the original's JSON body limit).
 const REST_MAX_BODY: usize = 100 * 1024;
 
@@ -162,7 +165,12 @@ async fn connection(
                     let resp =
                         Response::text(status, msg).with_header("Access-Control-Allow-Origin", "*");
                     let _ = write_response(w, &resp, false).await;
+                    let _ = w.close().await;
                 }
+                // Lingering close (RFC 9112 §9.6): the client may still be sending the body
+                // that was refused; closing with it unread would make the kernel answer with a
+                // reset that can destroy the response. Read and drop it for a moment, bounded.
+                let _ = with_timeout(LINGER, reader.discard(LINGER_BYTES)).await;
                 break;
             }
             Some(Err(ReadError::Closed)) | None => break,
