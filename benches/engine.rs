@@ -8,20 +8,18 @@ use std::path::PathBuf;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Map, Value};
+use spectra::engine::Logon;
 use spectra::engine::Match;
-use spectra::ingest::ObsLogon;
 use spectra::transport::{packets, websocket};
 
-fn replay() -> (ObsLogon, Vec<Map<String, Value>>) {
+fn replay() -> (Logon, Vec<Map<String, Value>>) {
     let path =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/kit/reference/match.replay");
     let text = std::fs::read_to_string(path).expect("../shared/kit/reference/match.replay");
     let all: Vec<Value> = serde_json::from_str(&format!("[{text}]")).expect("replay");
     let header = all[0].as_object().cloned().expect("header");
-    let logon = ObsLogon {
+    let logon = Logon {
         group_code: "BENCH".into(),
-        group_secret: String::new(),
-        obs_name: "Bench".into(),
         data: header,
         is_supporter: false,
         organization_id: String::new(),

@@ -4,8 +4,8 @@
 //! change (criterion timings on a shared 2-core machine vary by ±20 %; instruction counts do not).
 
 use serde_json::{Map, Value};
+use spectra::engine::Logon;
 use spectra::engine::Match;
-use spectra::ingest::ObsLogon;
 
 fn main() {
     let runs: usize = std::env::args()
@@ -17,10 +17,8 @@ fn main() {
     let text = std::fs::read_to_string(&path).expect("../shared/kit/reference/match.replay");
     let all: Vec<Value> = serde_json::from_str(&format!("[{text}]")).expect("replay");
     let header = all[0].as_object().cloned().expect("header");
-    let logon = ObsLogon {
+    let logon = Logon {
         group_code: "BENCH".into(),
-        group_secret: String::new(),
-        obs_name: "Bench".into(),
         data: header,
         is_supporter: false,
         organization_id: String::new(),

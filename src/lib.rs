@@ -2,14 +2,14 @@
 //!
 //! Layout: `config` (settings), `shard` (executors, mesh, routing), `transport` (HTTP, WebSocket,
 //! Engine.IO, Socket.IO), `ingest` (observer/aux logon and events), `broadcast` (overlay rooms and
-//! fan-out), `registry` (matches on their owner shard), `engine` (match state), `replay` (replay logs and
-//! crash recovery), `rest` (5101).
+//! fan-out), `registry` (matches on their owner shard), `replay` (replay logs and crash recovery),
+//! `rest` (5101). The match engine is its own crate (`crates/engine`, re-exported as `engine`):
+//! pure, it knows nothing of the server.
 
 pub mod app;
 pub mod backend;
 pub mod broadcast;
 pub mod config;
-pub mod engine;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;
@@ -20,3 +20,5 @@ pub mod rest;
 pub mod shard;
 pub mod spectator;
 pub mod transport;
+
+pub use spectra_engine as engine;

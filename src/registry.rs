@@ -162,7 +162,7 @@ pub fn create_match(
             return logon_result(&from, shard, false, &refusal.message(), None);
         }
     };
-    match Match::new(&logon) {
+    match Match::new(&logon.match_logon()) {
         Ok(game) => {
             let secret = new_secret();
             let mut room = Room::new();
@@ -209,7 +209,7 @@ pub fn recover(shard: &Rc<Shard>) {
         };
         let code = logon.group_code.clone();
         let name = candidate.path.display().to_string();
-        let mut game = match Match::new(&logon) {
+        let mut game = match Match::new(&logon.match_logon()) {
             Ok(game) => game,
             Err(e) => {
                 eprintln!("recovery: {name}: the logon is not valid ({e}); skipped");

@@ -10,8 +10,8 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use serde_json::{Map, Value, json};
+use spectra::engine::Logon;
 use spectra::engine::{Match, Outcome};
-use spectra::ingest::ObsLogon;
 
 const ALWAYS_MASKED: &[&str] = &[
     "agentSelectStartTime",
@@ -158,10 +158,8 @@ fn replay_matches_the_original_event_by_event() {
     );
 
     let masks = compat_masks();
-    let logon = ObsLogon {
+    let logon = Logon {
         group_code: "REFDELAY".into(),
-        group_secret: String::new(),
-        obs_name: "KitObserver".into(),
         data: header,
         is_supporter: false,
         organization_id: String::new(),

@@ -1,8 +1,8 @@
 //! What the engine fuzz targets share: the match they drive (a valid logon, one team attacking).
 
 use serde_json::{Value, json};
+use spectra::engine::Logon;
 use spectra::engine::Match;
-use spectra::ingest::ObsLogon;
 
 pub fn new_match() -> Match {
     let data = json!({
@@ -14,10 +14,8 @@ pub fn new_match() -> Match {
     let Value::Object(data) = data else {
         unreachable!("a JSON object literal")
     };
-    let logon = ObsLogon {
+    let logon = Logon {
         group_code: "FUZZ".into(),
-        group_secret: String::new(),
-        obs_name: "Fuzz".into(),
         data,
         is_supporter: false,
         organization_id: String::new(),

@@ -52,6 +52,18 @@ pub struct ObsLogon {
     pub organization_id: String,
 }
 
+impl ObsLogon {
+    /// What the match engine is built from.
+    pub fn match_logon(&self) -> crate::engine::Logon {
+        crate::engine::Logon {
+            group_code: self.group_code.clone(),
+            data: self.data.clone(),
+            is_supporter: self.is_supporter,
+            organization_id: self.organization_id.clone(),
+        }
+    }
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde_json::{Map, Value};
+use spectra::engine::Logon;
 use spectra::engine::Match;
-use spectra::ingest::ObsLogon;
 use spectra::transport::{packets, websocket};
 
 #[derive(Parser)]
@@ -45,10 +45,8 @@ fn snapshot_frames(path: &PathBuf) -> Result<(Vec<u8>, Vec<u8>), String> {
         .first()
         .and_then(|h| h.as_object().cloned())
         .ok_or("no header")?;
-    let logon = ObsLogon {
+    let logon = Logon {
         group_code: "BASE".into(),
-        group_secret: String::new(),
-        obs_name: "Baseline".into(),
         data: header,
         is_supporter: false,
         organization_id: String::new(),

@@ -2,10 +2,9 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Match, Outcome};
-use crate::ingest::ObsLogon;
+use super::{Logon, Match, Outcome};
 
-fn logon(tools: Value) -> ObsLogon {
+fn logon(tools: Value) -> Logon {
     let data = json!({
         "type": "authenticate",
         "groupCode": "T",
@@ -13,10 +12,8 @@ fn logon(tools: Value) -> ObsLogon {
         "rightTeam": {"name": "Right", "tricode": "RGT", "url": "r", "attackStart": false},
         "toolsData": tools,
     });
-    ObsLogon {
+    Logon {
         group_code: "T".into(),
-        group_secret: String::new(),
-        obs_name: "O".into(),
         data: data.as_object().cloned().unwrap_or_default(),
         is_supporter: false,
         organization_id: String::new(),

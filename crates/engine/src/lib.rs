@@ -1,6 +1,8 @@
 //! The match engine: rebuilds a match's state from ingest events (`match-engine.md`) and renders
 //! the `match_data` snapshot (`snapshot-schema.md`). Plain Rust: no I/O, no clock of its own —
-//! events carry their server timestamp and timers advance through `advance(now_ms)`.
+//! events carry their server timestamp and timers advance through `advance(now_ms)` — and no
+//! knowledge of the server: a match is built from a `Logon`, fed event objects, and asked for its
+//! snapshot. Every value a client sends is bounded where it is stored (`js::field`).
 //!
 //! Deliberate differences from the original are listed in `docs/compatibility.md`.
 
@@ -12,11 +14,21 @@ pub mod tools;
 
 use serde_json::{Map, Value, json};
 
-use crate::ingest::ObsLogon;
 use js::{field, gt, loose_eq, num, text, to_num, truthy};
 use player::Player;
 use tables::tables;
 use team::Team;
+
+/// What a match is built from: the observer's validated logon object and what the server
+/// decided about it (the key's organisation and supporter status are never the client's word).
+#[derive(Debug, Clone)]
+pub struct Logon {
+    pub group_code: String,
+    /// The whole logon object as the client sent it (teams, tools).
+    pub data: Map<String, Value>,
+    pub is_supporter: bool,
+    pub organization_id: String,
+}
 
 /// What applying an event did to the match's life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +92,7 @@ fn obj(v: Option<&Value>) -> Option<&Map<String, Value>> {
 
 impl Match {
     /// Builds a match from a validated observer logon (engine §2).
-    pub fn new(logon: &ObsLogon) -> Result<Match, String> {
+    pub fn new(logon: &Logon) -> Result<Match, String> {
         let left = obj(logon.data.get("leftTeam")).ok_or("leftTeam must be an object")?;
         let right = obj(logon.data.get("rightTeam")).ok_or("rightTeam must be an object")?;
         // QUIRK E20: exactly one team must start on attack, or nothing maps to in-game teams.
