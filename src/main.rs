@@ -8,8 +8,28 @@ static GLOBAL: MiMalloc = MiMalloc;
 
 use spectra::config::{Config, TlsMode};
 
+/// Logs go to stderr: `RUST_LOG` filters them (default `info`), `LOG_FORMAT=json` makes each line
+/// one JSON object (`timestamp`, `level`, `target`, `message`) for log shippers. Keys and group
+/// secrets are never logged.
+fn init_logging() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(!json && std::io::stderr().is_terminal());
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
 fn main() {
-    let config = Config::load();
+    let config = Config::load(); // reads `.env` first, so RUST_LOG / LOG_FORMAT may come from it
+    init_logging();
     if config.require_auth_key && config.auth_key_generated {
         println!(
             "AUTH_KEY was not set; generated access key for this run: {}",
@@ -37,22 +57,22 @@ fn main() {
                 "spectra-server ready: ingest {bind}:{ingest}, rest {bind}:{rest}, broadcast {bind}:{broadcast}, {shards} shard(s), {scheme}"
             );
             let signal = signals.wait();
-            eprintln!(
+            tracing::info!(
                 "spectra-server: {signal}: shutting down (at most {} ms)",
                 bound.as_millis()
             );
             if running.shutdown(bound) {
-                eprintln!("spectra-server: stopped cleanly");
+                tracing::info!("spectra-server: stopped cleanly");
                 std::process::exit(0);
             }
-            eprintln!(
+            tracing::error!(
                 "spectra-server: shutdown took longer than {} ms; stopping anyway",
                 bound.as_millis()
             );
             std::process::exit(1);
         }
         Err(e) => {
-            eprintln!("spectra-server: {e}");
+            tracing::error!("spectra-server: {e}");
             std::process::exit(1);
         }
     }

@@ -145,11 +145,20 @@ pub fn create_match(
         }
         drop(reg);
         if same {
+            tracing::info!(
+                "match {code}: observer logon accepted (reconnected with the group secret)"
+            );
             logon_result(&from, shard, true, "reconnected", Some(auth));
         } else {
             // A wrong secret (not a missing one) counts as a guess.
             let guessed = (!logon.group_secret.is_empty()).then_some(owner.key);
             let reason = format!("Game with Group Code {code} exists and is still live.");
+            let how = if guessed.is_some() {
+                "a wrong group secret"
+            } else {
+                "no group secret"
+            };
+            tracing::warn!("match {code}: observer logon refused ({how}): {reason}");
             logon_result_with(&from, shard, false, &reason, None, guessed);
         }
         return;
@@ -158,7 +167,7 @@ pub fn create_match(
         Ok(slot) => slot,
         Err(refusal) => {
             drop(reg);
-            eprintln!("match {code}: logon refused: {}", refusal.message());
+            tracing::warn!("match {code}: logon refused: {}", refusal.message());
             return logon_result(&from, shard, false, &refusal.message(), None);
         }
     };
@@ -183,12 +192,15 @@ pub fn create_match(
             drop(reg);
             shard.global.matches_running.fetch_add(1, Ordering::Relaxed);
             crate::metrics::gauge(|s| &s.matches, 1);
-            eprintln!("match {code}: created on shard {}", shard.id);
+            tracing::info!(
+                "match {code}: created on shard {} (observer logon accepted)",
+                shard.id
+            );
             logon_result(&from, shard, true, &secret, Some(auth));
         }
         Err(cause) => {
             drop(reg);
-            eprintln!("match {code}: logon rejected: {cause}");
+            tracing::warn!("match {code}: logon rejected: {cause}");
             let reason = format!("Invalid logon data: {cause}.");
             logon_result(&from, shard, false, &reason, None);
         }
@@ -212,7 +224,7 @@ pub fn recover(shard: &Rc<Shard>) {
         let mut game = match Match::new(&logon.match_logon()) {
             Ok(game) => game,
             Err(e) => {
-                eprintln!("recovery: {name}: the logon is not valid ({e}); skipped");
+                tracing::warn!("recovery: {name}: the logon is not valid ({e}); skipped");
                 continue;
             }
         };
@@ -254,7 +266,7 @@ pub fn recover(shard: &Rc<Shard>) {
         shard.global.matches_running.fetch_add(1, Ordering::Relaxed);
         crate::metrics::gauge(|s| &s.matches, 1);
         let skipped = candidate.file.skipped;
-        eprintln!(
+        tracing::info!(
             "match {code}: recovered on shard {} from {name} ({events} events{})",
             shard.id,
             if skipped > 0 {
@@ -746,7 +758,7 @@ pub fn tick(shard: &Rc<Shard>) {
         publish(shard, &code, frames);
     }
     for code in idle {
-        eprintln!(
+        tracing::info!(
             "match {code}: removed after {}s without events",
             idle_limit.as_secs()
         );
@@ -788,7 +800,7 @@ fn end_match(shard: &Rc<Shard>, code: &str) {
         frames
     };
     publish(shard, code, frames);
-    eprintln!("match {code}: game ended");
+    tracing::info!("match {code}: game ended");
     remove_match(shard, code);
 }
 

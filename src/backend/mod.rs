@@ -77,7 +77,7 @@ impl Backend {
                     }
                 });
             if let Err(e) = spawned {
-                eprintln!("backend: cannot start worker {i}: {e}");
+                tracing::error!("backend: cannot start worker {i}: {e}");
             }
         }
         Arc::new(Backend {
@@ -103,12 +103,16 @@ impl Backend {
             metrics
                 .backend_latency
                 .observe(started.elapsed().as_secs_f64());
+            let shown = redacted(&url);
+            let ms = started.elapsed().as_millis();
             match &result {
-                Ok((status, _)) => eprintln!(
-                    "backend: {method} {url} -> {status} in {} ms",
-                    started.elapsed().as_millis()
-                ),
-                Err(e) => eprintln!("backend: {method} {url} failed: {e}"),
+                Ok((status, _)) if (200..300).contains(status) => {
+                    tracing::debug!("backend: {method} {shown} -> {status} in {ms} ms")
+                }
+                Ok((status, _)) => {
+                    tracing::warn!("backend: {method} {shown} -> {status} in {ms} ms")
+                }
+                Err(e) => tracing::warn!("backend: {method} {shown} failed after {ms} ms: {e}"),
             }
             let _ = tx.send(result);
         });
@@ -251,4 +255,13 @@ fn perform(
         .read_to_string()
         .unwrap_or_default();
     Ok((status, text))
+}
+
+/// A backend URL as it may appear in a log line: an access key in its path is replaced.
+fn redacted(url: &str) -> String {
+    const KEY_PATH: &str = "/validateAccessKey/";
+    match url.find(KEY_PATH) {
+        Some(i) => format!("{}{KEY_PATH}<key>", &url[..i]),
+        None => url.to_string(),
+    }
 }

@@ -88,7 +88,7 @@ fn logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
     }
     let parsed: Option<Map<String, Value>> = arg.and_then(|a| serde_json::from_str(a).ok());
     let Some(obj) = parsed else {
-        eprintln!("broadcast: logon from {sid} is not a JSON object; ignored");
+        tracing::info!("broadcast: logon from {sid} is not a JSON object; ignored");
         return;
     };
     let code = match obj.get("groupCode") {

@@ -132,6 +132,9 @@ fn send_failure(
     reason: &str,
     credential_failure: Option<u64>,
 ) {
+    // One line per refused logon, with its reason (reasons never carry a key or a secret).
+    let peer = peer_of(shard, sid);
+    tracing::warn!("ingest: {event} refused for {sid} ({peer:?}): {reason}");
     let ack = json!({ "type": ack_type, "value": false, "reason": reason }).to_string();
     shard.deliver(
         shard.id,
@@ -195,10 +198,7 @@ fn obs_logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
     }
     let obj = match arg.map(serde_json::from_str::<Value>) {
         Some(Ok(Value::Object(obj))) => obj,
-        _ => {
-            eprintln!("ingest: obs_logon from {sid} is not a JSON object");
-            return fail("Invalid packet: logon data is not a JSON object.");
-        }
+        _ => return fail("Invalid packet: logon data is not a JSON object."),
     };
     if obj.get("type").and_then(Value::as_str) != Some("authenticate") {
         return fail("Invalid packet.");
@@ -210,7 +210,6 @@ fn obs_logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
     let key_id = crate::limits::key_id(key.as_deref());
     if let Some(wait) = shard.global.limits.logon_blocked(peer, key_id) {
         crate::metrics::bump(|s| &s.logons_throttled);
-        eprintln!("ingest: obs_logon from {sid} ({peer:?}) refused: too many failed logons");
         return fail(&format!(
             "Too many failed logon attempts from your address; try again in {wait} s."
         ));
@@ -312,10 +311,7 @@ fn aux_logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
     }
     let obj = match arg.map(serde_json::from_str::<Value>) {
         Some(Ok(Value::Object(obj))) => obj,
-        _ => {
-            eprintln!("ingest: aux_logon from {sid} is not a JSON object");
-            return fail("Invalid packet: logon data is not a JSON object.");
-        }
+        _ => return fail("Invalid packet: logon data is not a JSON object."),
     };
     if obj.get("type").and_then(Value::as_str) != Some("aux_authenticate") {
         return fail("Invalid packet.");
@@ -354,6 +350,10 @@ fn aux_logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
             ),
             Some(code) => {
                 let ack = json!({ "type": "aux_authenticate", "value": true }).to_string();
+                tracing::info!(
+                    "match {code}: aux logon accepted for {sid} (player {:?})",
+                    record.player_id
+                );
                 let player = crate::spectator::room::PlayerInfo::new(&record.name, false);
                 let auth = AuthRecord {
                     group_code: code.clone(),
@@ -402,7 +402,7 @@ async fn find_match_by_id(shard: &Rc<Shard>, match_id: &str) -> Option<String> {
     }
     if claims.len() > 1 {
         let codes: Vec<&str> = claims.iter().map(|c| c.group_code.as_str()).collect();
-        eprintln!("ingest: match id {match_id} is claimed by several matches: {codes:?}");
+        tracing::warn!("ingest: match id {match_id} is claimed by several matches: {codes:?}");
     }
     crate::registry::pick_match_id_claim(claims).map(|c| c.group_code)
 }
@@ -420,7 +420,7 @@ const AUX_EVENT_TYPES: [&str; 6] = [
 /// An event that is not applied: logged with its reason and counted, never forwarded.
 fn refuse(sid: &str, reason: &str) {
     crate::metrics::bump(|s| &s.events_refused);
-    eprintln!("ingest: event from {sid} refused: {reason}");
+    tracing::warn!("ingest: event from {sid} refused: {reason}");
 }
 
 /// What an aux session may do: `aux_data` of the aux types, for its own player. The player is

@@ -63,7 +63,7 @@ impl ReplayLog {
         }
         if s.buf.len() > MAX_BACKLOG {
             // The disk has not taken a write for a long time: memory matters more than the log.
-            eprintln!(
+            tracing::error!(
                 "replay log {}: {} MiB waiting for the disk; logging stops for this match",
                 self.path.display(),
                 MAX_BACKLOG >> 20
@@ -199,7 +199,7 @@ async fn write_loop(path: PathBuf, shared: Rc<RefCell<Shared>>, resume_at: Optio
             ),
             Err(r) => format!("could not be renamed ({r}); recovery may restore an older state"),
         };
-        eprintln!(
+        tracing::error!(
             "replay log {}: {e}; the match goes on without its log; the log is incomplete: {renamed}",
             path.display()
         );

@@ -39,14 +39,14 @@ pub fn candidates(dir: &Path, shard: usize, shards: usize, idle: Duration) -> Ve
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) => {
-                eprintln!("recovery: cannot read {}: {e}", path.display());
+                tracing::warn!("recovery: cannot read {}: {e}", path.display());
                 continue;
             }
         };
         let file = match super::parse(&text) {
             Ok(f) => f,
             Err(e) => {
-                eprintln!("recovery: {}: {e}", path.display());
+                tracing::warn!("recovery: {}: {e}", path.display());
                 continue;
             }
         };

@@ -61,7 +61,7 @@ pub fn start(config: Config) -> Result<Running, String> {
         use std::os::unix::fs::PermissionsExt;
         match std::fs::metadata(dir) {
             // An existing directory is the operator's: warned about, not changed.
-            Ok(m) if m.permissions().mode() & 0o077 != 0 => eprintln!(
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => tracing::warn!(
                 "replay logs: {} is open to other users (mode {:o}); its files hold group secrets: chmod 700 it",
                 dir.display(),
                 m.permissions().mode() & 0o777
@@ -71,7 +71,7 @@ pub fn start(config: Config) -> Result<Running, String> {
             Err(_) => {
                 if let Err(e) = std::fs::create_dir_all(dir) {
                     // Robust where the original crashed: matches run, without logs (R1).
-                    eprintln!(
+                    tracing::error!(
                         "replay logs: cannot create {}: {e}; matches will run without replay logs",
                         dir.display()
                     );

@@ -294,7 +294,7 @@ fn membership_change_allowed(shard: &Rc<Shard>, conn: u64, queue: &OutQueue) -> 
         ),
     );
     if refused >= MAX_REFUSED_CHANGES {
-        eprintln!("spectator: connection {conn} closed: join/leave flood");
+        tracing::warn!("spectator: connection {conn} closed: join/leave flood");
         queue.close_with(Some(websocket::close_frame(
             close_code::POLICY,
             "join/leave flood",

@@ -108,6 +108,10 @@ impl OutQueue {
         }
         if inner.bytes + frame.len() > inner.budget {
             crate::metrics::bump(|s| &s.slow_disconnects);
+            tracing::info!(
+                "connection closed as a slow consumer: over its {} byte budget",
+                inner.budget
+            );
             inner.closing = true;
             inner.items.clear();
             inner.bytes = 0;
@@ -250,6 +254,7 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(queue: Rc<OutQueue>, mut io: W) {
             Ok(true) => {}
             Ok(false) => {
                 crate::metrics::bump(|s| &s.slow_disconnects);
+                tracing::info!("connection dropped: the peer stopped reading (write abandoned)");
                 break;
             }
             Err(_) => {

@@ -91,7 +91,7 @@ pub async fn serve(
                 glommio::spawn_local(connection(shard.clone(), tcp, port, tls.clone())).detach();
             }
             Err(e) => {
-                eprintln!("shard {}: accept on {port:?} failed: {e}", shard.id);
+                tracing::warn!("shard {}: accept on {port:?} failed: {e}", shard.id);
                 glommio::timer::sleep(Duration::from_millis(50)).await;
             }
         }

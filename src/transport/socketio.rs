@@ -38,7 +38,7 @@ pub struct PartialBinary {
 }
 
 fn protocol_error(shard: &Rc<Shard>, sid: &str, what: &str) {
-    eprintln!("socket.io: {what} from {sid}; closing");
+    tracing::info!("socket.io: {what} from {sid}; closing");
     close_session(shard, sid, what);
 }
 
@@ -245,7 +245,9 @@ fn dispatch(shard: &Rc<Shard>, sid: &str, kind: PortKind, packet: PartialBinary)
         }
         PortKind::Ingest | PortKind::Broadcast => {
             if !is_event || !packet.attachments.is_empty() {
-                eprintln!("socket.io: acks and binary events are not part of Spectra; ignored");
+                tracing::debug!(
+                    "socket.io: acks and binary events are not part of Spectra; ignored"
+                );
                 return;
             }
             if let Some((name, arg)) = event_from_value(packet.data) {

@@ -14,7 +14,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 pub fn server_config(key: &Path, cert: &Path) -> Result<Arc<ServerConfig>, String> {
     if !key.exists() && !cert.exists() {
         generate_self_signed(key, cert)?;
-        eprintln!(
+        tracing::info!(
             "tls: generated a self-signed certificate at {} (key {})",
             cert.display(),
             key.display()
