@@ -418,9 +418,31 @@ const AUX_EVENT_TYPES: [&str; 6] = [
 ];
 
 /// An event that is not applied: logged with its reason and counted, never forwarded.
+/// At most this many refused events are logged per second and shard; the rest are counted in
+/// `spectra_events_refused_total` only (a client sending garbage must not fill the disk).
+const REFUSALS_LOGGED_PER_SECOND: u32 = 10;
+
+thread_local! {
+    /// The second (Unix time) and how many refusals this shard logged in it.
+    static REFUSALS_LOGGED: std::cell::Cell<(u64, u32)> = const { std::cell::Cell::new((0, 0)) };
+}
+
 fn refuse(sid: &str, reason: &str) {
     crate::metrics::bump(|s| &s.events_refused);
-    tracing::warn!("ingest: event from {sid} refused: {reason}");
+    let second = now_ms() / 1000;
+    let n = REFUSALS_LOGGED.with(|c| {
+        let (at, n) = c.get();
+        let n = if at == second { n.saturating_add(1) } else { 1 };
+        c.set((second, n));
+        n
+    });
+    if n <= REFUSALS_LOGGED_PER_SECOND {
+        tracing::warn!("ingest: event from {sid} refused: {reason}");
+    } else if n == REFUSALS_LOGGED_PER_SECOND + 1 {
+        tracing::warn!(
+            "ingest: more events refused this second; counted in spectra_events_refused_total, not logged"
+        );
+    }
 }
 
 /// What an aux session may do: `aux_data` of the aux types, for its own player. The player is

@@ -3,7 +3,7 @@
 // access key nor a group secret ever reaches a log line.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, observer, waitFor, uniqueCode } from "./lib/server.mjs";
+import { startServer, observer, waitFor, uniqueCode, metric } from "./lib/server.mjs";
 
 test("LOG_FORMAT=json: every line is JSON; logons accepted and refused are logged without secrets", async () => {
   const server = await startServer({ env: { LOG_FORMAT: "json" } });
@@ -53,6 +53,24 @@ test("RUST_LOG=warn silences info lines but keeps warnings", async () => {
     assert.doesNotMatch(server.log(), / INFO /);
     ok.socket.close();
     bad.socket.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+test("a flood of refused events is counted, and logged at most ten times a second per shard", async () => {
+  const server = await startServer({ shards: 1 });
+  try {
+    const code = uniqueCode("FLOODLOG");
+    const o = await observer(server, { groupCode: code });
+    const started = Date.now();
+    for (let i = 0; i < 500; i++) o.socket.emit("obs_data", "{not json");
+    await waitFor(async () => (await metric(server, "spectra_events_refused_total")) === 500, 5000, "500 refusals counted");
+    const seconds = Math.ceil((Date.now() - started) / 1000) + 1;
+    const lines = server.log().split("\n").filter((l) => l.includes("ingest: event from"));
+    assert.ok(lines.length >= 10 && lines.length <= 10 * seconds, `${lines.length} lines in ${seconds} s`);
+    assert.match(server.log(), /more events refused this second; counted in spectra_events_refused_total/);
+    o.socket.close();
   } finally {
     await server.stop();
   }
