@@ -52,6 +52,11 @@ pub struct Args {
     #[arg(long, env = "SERVER_CERT")]
     pub server_cert: Option<PathBuf>,
 
+    /// Seconds between checks whether SERVER_KEY/SERVER_CERT changed on disk (then they are
+    /// reloaded, as on SIGHUP); 0: only on SIGHUP.
+    #[arg(long, env = "TLS_RELOAD_CHECK_SECONDS", default_value_t = 60)]
+    pub tls_reload_check_seconds: u64,
+
     /// "false": every access key is accepted. Anything else: keys are checked.
     #[arg(long, env = "REQUIRE_AUTH_KEY")]
     pub require_auth_key: Option<String>,
@@ -254,6 +259,8 @@ pub struct Config {
     pub rest_port: u16,
     pub broadcast_port: u16,
     pub tls: TlsMode,
+    /// How often the TLS files are checked for a change; `None`: only SIGHUP reloads them.
+    pub tls_reload_check: Option<Duration>,
     pub require_auth_key: bool,
     pub auth_key: String,
     /// True when `auth_key` was generated at start-up (it is printed once).
@@ -325,6 +332,8 @@ impl Config {
             rest_port: args.rest_port,
             broadcast_port: args.broadcast_port,
             tls,
+            tls_reload_check: (args.tls_reload_check_seconds > 0)
+                .then(|| Duration::from_secs(args.tls_reload_check_seconds)),
             require_auth_key,
             auth_key,
             auth_key_generated,

@@ -7,6 +7,7 @@ use mimalloc::MiMalloc;
 static GLOBAL: MiMalloc = MiMalloc;
 
 use spectra::config::{Config, TlsMode};
+use spectra::shard::signals::{Signal, Signals};
 
 /// Logs go to stderr: `RUST_LOG` filters them (default `info`), `LOG_FORMAT=json` makes each line
 /// one JSON object (`timestamp`, `level`, `target`, `message`) for log shippers. Keys and group
@@ -24,6 +25,38 @@ fn init_logging() {
         builder.json().flatten_event(true).init();
     } else {
         builder.init();
+    }
+}
+
+/// Reloads the TLS pair on SIGHUP and when its files change (checked every `reload_check`);
+/// returns the name of the signal that asked for shutdown.
+fn serve_until_shutdown(
+    running: &spectra::shard::runtime::Running,
+    signals: &Signals,
+    reload_check: Option<std::time::Duration>,
+) -> &'static str {
+    let limit = running.tls.as_ref().and(reload_check);
+    loop {
+        let why = match signals.wait(limit) {
+            Signal::Shutdown(name) => return name,
+            Signal::Reload => "SIGHUP",
+            Signal::Timeout => match &running.tls {
+                Some(store) if store.files_changed() => "the files changed",
+                _ => continue,
+            },
+        };
+        match &running.tls {
+            None => tracing::info!("{why}: nothing to reload (plain HTTP)"),
+            Some(store) => match store.reload() {
+                Ok(()) => tracing::info!(
+                    "tls: reloaded {} ({why}); new connections use it, open ones keep theirs",
+                    store.cert_path().display()
+                ),
+                Err(e) => tracing::error!(
+                    "tls: reload ({why}) refused, the previous certificate stays in use: {e}"
+                ),
+            },
+        }
     }
 }
 
@@ -50,13 +83,14 @@ fn main() {
         config.shards,
     );
     let bound = config.shutdown_timeout;
-    let signals = spectra::shard::signals::ShutdownSignals::block();
+    let reload_check = config.tls_reload_check;
+    let signals = spectra::shard::signals::Signals::block();
     match spectra::shard::runtime::start(config) {
         Ok(running) => {
             println!(
                 "spectra-server ready: ingest {bind}:{ingest}, rest {bind}:{rest}, broadcast {bind}:{broadcast}, {shards} shard(s), {scheme}"
             );
-            let signal = signals.wait();
+            let signal = serve_until_shutdown(&running, &signals, reload_check);
             tracing::info!(
                 "spectra-server: {signal}: shutting down (at most {} ms)",
                 bound.as_millis()

@@ -19,6 +19,8 @@ pub struct Running {
     handles: Vec<ExecutorJoinHandle<()>>,
     pub global: Arc<Global>,
     mesh: Arc<Mesh>,
+    /// The certificate of the TLS listeners (None on plain HTTP).
+    pub tls: Option<Arc<crate::transport::tls::CertStore>>,
 }
 
 impl Running {
@@ -107,6 +109,10 @@ fn start_with(
         TlsMode::Plain => None,
         TlsMode::Tls { key, cert } => Some(crate::transport::tls::server_config(key, cert)?),
     };
+    let (tls, tls_store) = match tls {
+        Some(t) => (Some(t.config), Some(t.store)),
+        None => (None, None),
+    };
     let shards = config.shards;
     let global = Arc::new(Global::new(shards, config.limits.clone()));
     let backend = config
@@ -175,6 +181,7 @@ fn start_with(
         handles,
         global,
         mesh,
+        tls: tls_store,
     })
 }
 

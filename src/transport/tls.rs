@@ -1,17 +1,77 @@
 //! TLS set-up: loads the PEM key and certificate (or generates a self-signed pair the way the
 //! original's Docker entrypoint does) and builds the rustls server configuration shared by all
-//! listeners. Must not touch sockets; `stream.rs` wraps connections with the acceptor.
+//! listeners. The certificate sits in a `CertStore` that a reload (SIGHUP, or a change of the
+//! files) swaps for new handshakes; connections already open keep theirs. Must not touch
+//! sockets; `stream.rs` wraps connections with the acceptor.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
 
 use rustls::ServerConfig;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+/// The certificate in use, swapped by `reload`. Read once per TLS handshake (never per message).
+#[derive(Debug)]
+pub struct CertStore {
+    key: PathBuf,
+    cert: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
+    /// Modification times of the files last tried, so a change is noticed once.
+    seen: RwLock<(Option<SystemTime>, Option<SystemTime>)>,
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.read().ok().map(|c| c.clone())
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl CertStore {
+    /// Loads the pair again. On success new handshakes use it; on failure the old pair stays in
+    /// use and the error says why.
+    pub fn reload(&self) -> Result<(), String> {
+        self.note_seen();
+        let fresh = load(&self.key, &self.cert)?;
+        if let Ok(mut current) = self.current.write() {
+            *current = Arc::new(fresh);
+        }
+        Ok(())
+    }
+
+    /// True when either file changed since it was last loaded or tried.
+    pub fn files_changed(&self) -> bool {
+        let now = (modified(&self.key), modified(&self.cert));
+        self.seen.read().is_ok_and(|seen| *seen != now)
+    }
+
+    fn note_seen(&self) {
+        if let Ok(mut seen) = self.seen.write() {
+            *seen = (modified(&self.key), modified(&self.cert));
+        }
+    }
+
+    pub fn cert_path(&self) -> &Path {
+        &self.cert
+    }
+}
+
+/// The rustls configuration of every listener and the store its certificate comes from.
+pub struct Tls {
+    pub config: Arc<ServerConfig>,
+    pub store: Arc<CertStore>,
+}
+
 /// Loads `key`/`cert`; when neither file exists, generates a self-signed certificate for
 /// `CN=spectra` (and `localhost`), writes both files and uses them.
-pub fn server_config(key: &Path, cert: &Path) -> Result<Arc<ServerConfig>, String> {
+pub fn server_config(key: &Path, cert: &Path) -> Result<Tls, String> {
     if !key.exists() && !cert.exists() {
         generate_self_signed(key, cert)?;
         tracing::info!(
@@ -20,6 +80,30 @@ pub fn server_config(key: &Path, cert: &Path) -> Result<Arc<ServerConfig>, Strin
             key.display()
         );
     }
+    let store = Arc::new(CertStore {
+        key: key.to_path_buf(),
+        cert: cert.to_path_buf(),
+        current: RwLock::new(Arc::new(load(key, cert)?)),
+        seen: RwLock::new((None, None)),
+    });
+    store.note_seen();
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?
+        .with_no_client_auth()
+        .with_cert_resolver(store.clone());
+    Ok(Tls {
+        config: Arc::new(config),
+        store,
+    })
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads and checks one key/certificate pair.
+fn load(key: &Path, cert: &Path) -> Result<CertifiedKey, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| format!("cannot read SERVER_CERT {}: {e}", cert.display()))?
         .collect::<Result<_, _>>()
@@ -29,14 +113,8 @@ pub fn server_config(key: &Path, cert: &Path) -> Result<Arc<ServerConfig>, Strin
     }
     let key_der = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| format!("cannot read SERVER_KEY {}: {e}", key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("tls: {e}"))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key_der)
-        .map_err(|e| format!("tls: key and certificate do not match: {e}"))?;
-    Ok(Arc::new(config))
+    CertifiedKey::from_der(certs, key_der, &provider())
+        .map_err(|e| format!("tls: key and certificate do not match: {e}"))
 }
 
 fn generate_self_signed(key: &Path, cert: &Path) -> Result<(), String> {
@@ -58,4 +136,35 @@ fn generate_self_signed(key: &Path, cert: &Path) -> Result<(), String> {
     std::fs::write(cert, certificate.pem())
         .map_err(|e| format!("cannot write {}: {e}", cert.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let (k, c) = (
+            dir.join(format!("{name}.key")),
+            dir.join(format!("{name}.crt")),
+        );
+        generate_self_signed(&k, &c).expect("generate");
+        (k, c)
+    }
+
+    #[test]
+    fn a_mismatched_pair_is_refused_and_the_old_one_stays() {
+        let dir = std::env::temp_dir().join(format!("spectra-tls-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (k1, c1) = pair(&dir, "a");
+        let (k2, _c2) = pair(&dir, "b");
+        let tls = server_config(&k1, &c1).expect("first pair loads");
+        let before = tls.store.current.read().expect("lock").clone();
+        assert!(!tls.store.files_changed());
+        std::fs::copy(&k2, &k1).expect("copy"); // key of b, certificate of a
+        let err = tls.store.reload().expect_err("mismatch refused");
+        assert!(err.contains("do not match"), "{err}");
+        let after = tls.store.current.read().expect("lock").clone();
+        assert!(Arc::ptr_eq(&before, &after));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
