@@ -122,9 +122,31 @@ test("the status page renders in headless Chromium (DOM and screenshot)", async 
       resolve({ status, out, err });
     });
   });
+  // Events keep arriving while the page samples, so its charts have something to draw.
+  let n = 0;
+  const feed = setInterval(() => sendEvent(obs.socket, code, "game_mode", n++ % 2 ? "swift" : "bomb"), 10);
   try {
     const dom = await run(["--dump-dom"]);
+    clearInterval(feed);
     assert.equal(dom.status, 0, dom.err);
+    // The charts of the last minutes: drawn from at least two samples, one CPU line per shard.
+    const svg = (id) => {
+      const m = dom.out.match(new RegExp(`<svg id="${id}"[^>]*>([\\s\\S]*?)</svg>`));
+      assert.ok(m, `${id} is drawn`);
+      const attr = (name) => m[0].match(new RegExp(`data-${name}="([^"]*)"`))?.[1];
+      const numbers = (name) => attr(name).split(",").map(Number);
+      return { points: Number(attr("points")), series: Number(attr("series")), last: numbers("last"), max: numbers("max"), lines: (m[1].match(/<polyline/g) || []).length };
+    };
+    const events = svg("chart-events");
+    assert.ok(events.points >= 2, `${events.points} samples in the events chart`);
+    assert.ok(events.max[0] > 0, `events/s drawn: ${events.max}`);
+    const deliveries = svg("chart-deliveries");
+    assert.ok(deliveries.max[0] > 0, `deliveries/s drawn: ${deliveries.max}`);
+    assert.ok(svg("chart-connections").last[0] >= 3, "observer, overlay and spectator connections");
+    const cpu = svg("chart-cpu");
+    assert.equal(cpu.series, 2, "one CPU series per shard");
+    assert.equal(cpu.lines, 2);
+    t.diagnostic(`charts: ${events.points} samples; max events/s ${events.max}, deliveries/s ${deliveries.max}, cpu ${cpu.max}`);
     assert.match(dom.out, /<span id="state"[^>]*>live<\/span>/, "the page reached /status/live");
     assert.match(dom.out, new RegExp(`<tr data-code="${code}">`), "the match is listed");
     assert.match(dom.out, /LFT 0 : 0 RGT/);
@@ -143,6 +165,7 @@ test("the status page renders in headless Chromium (DOM and screenshot)", async 
     assert.ok(colours.size > 10, `text and tables were drawn (${colours.size} colours sampled)`);
     t.diagnostic(`screenshot: ${png.width}x${png.height}, ${colours.size} colours sampled`);
   } finally {
+    clearInterval(feed);
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
