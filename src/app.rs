@@ -41,7 +41,7 @@ pub fn on_detach(shard: &Rc<Shard>, sid: &str, app: &AppState) {
     if let AppState::Broadcast(state) = app
         && let Some(room) = &state.room
     {
-        shard.rooms.borrow_mut().remove(room, sid);
+        shard.subscribers.borrow_mut().remove_overlay(room, sid);
     }
 }
 
@@ -50,6 +50,6 @@ pub fn on_attach(shard: &Rc<Shard>, sid: &str, app: &AppState) {
     if let AppState::Broadcast(state) = app
         && let Some(room) = &state.room
     {
-        shard.rooms.borrow_mut().add(room, sid);
+        shard.subscribers.borrow_mut().add_overlay(room, sid);
     }
 }

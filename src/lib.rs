@@ -1,8 +1,8 @@
 //! Spectra Server: a sharded Socket.IO broadcast server for VALORANT esports productions.
 //!
 //! Layout: `config` (settings), `shard` (executors, mesh, routing), `transport` (HTTP, WebSocket,
-//! Engine.IO, Socket.IO), `ingest` (observer/aux logon and events), `broadcast` (overlay rooms and
-//! fan-out), `registry` (matches on their owner shard), `replay` (replay logs and crash recovery),
+//! Engine.IO, Socket.IO), `ingest` (observer/aux logon and events), `broadcast` (overlay logon),
+//! `fanout` (the fan-out seam and the room subscribers of a shard), `registry` (matches on their owner shard), `replay` (replay logs and crash recovery),
 //! `rest` (5101). The match engine is its own crate (`crates/engine`, re-exported as `engine`):
 //! pure, it knows nothing of the server.
 
@@ -10,6 +10,7 @@ pub mod app;
 pub mod backend;
 pub mod broadcast;
 pub mod config;
+pub mod fanout;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;

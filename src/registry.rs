@@ -14,9 +14,10 @@ use serde_json::{Value, json};
 
 use crate::broadcast::budget::Budget;
 use crate::engine::{Match, Outcome};
+use crate::fanout::{FrameSet, RoomFrame, WsFrames};
 use crate::ingest::{AuthRecord, ObsLogon};
 use crate::shard::Shard;
-use crate::shard::messages::{FrameSet, SessionAction, SessionRef, ShardMsg};
+use crate::shard::messages::{SessionAction, SessionRef, ShardMsg};
 use crate::spectator::room::{JoinRequest, PlayerInfo, Room, SpectatorInfo};
 use crate::spectator::wire;
 use crate::transport::packets::event_packet;
@@ -669,30 +670,36 @@ pub fn snapshot_request(shard: &Rc<Shard>, code: &str, from: SessionRef) {
 }
 
 /// Sends the current `GameData` to the match's spectators on every shard (encoded once).
-fn publish_spectators(shard: &Rc<Shard>, code: &str) {
-    let texts = {
+/// The spectators' `GameData` frames of the current state, when the room has spectators.
+fn spectator_frames(shard: &Shard, code: &str) -> Option<WsFrames> {
+    let text = {
         let mut reg = shard.matches.borrow_mut();
-        let Some(entry) = reg.live.get_mut(code) else {
-            return;
-        };
+        let entry = reg.live.get_mut(code)?;
         if entry.room.spectator_count() == 0 {
-            return;
+            return None;
         }
         game_data_text(entry)
     };
-    let plain = websocket::text_frame(&texts);
-    let deflate = websocket::compressed_text_frame(&mut shard.compressor.borrow_mut(), &texts);
-    crate::spectator::room::broadcast(shard, code, plain, Some(deflate), None, false);
+    Some(WsFrames {
+        plain: websocket::text_frame(&text),
+        deflate: Some(websocket::compressed_text_frame(
+            &mut shard.compressor.borrow_mut(),
+            &text,
+        )),
+    })
 }
 
-/// Sends frames to the room's subscribers on every shard.
+/// Publishes a new state to the room's subscribers (overlays and spectators, every shard).
 pub fn publish(shard: &Rc<Shard>, code: &str, frames: FrameSet) {
-    shard.mesh.send_to_others(shard.id, || ShardMsg::Broadcast {
-        code: code.to_string(),
-        frames: frames.clone(),
-    });
-    crate::broadcast::fanout_local(shard, code, &frames);
-    publish_spectators(shard, code);
+    let spectators = spectator_frames(shard, code);
+    shard.fanout.publish(
+        shard,
+        code,
+        RoomFrame::State {
+            overlay: frames,
+            spectators,
+        },
+    );
 }
 
 /// Shutdown: publishes every match's change that has not gone out yet (final snapshots).

@@ -1,17 +1,16 @@
-//! Broadcast side (port 5200): overlay logon, the rooms of this shard, and local fan-out of
-//! pre-encoded frames. Snapshots are produced by the match owner (`registry`), never here;
-//! `budget` is the per-match broadcast rate limit the owner applies.
+//! Broadcast side (port 5200): overlay logon (the overlay subscribes to its room in
+//! `fanout::subscribers`). Snapshots are produced by the match owner (`registry`) and delivered
+//! by the fan-out, never here; `budget` is the per-match broadcast rate limit the owner applies.
 
 pub mod budget;
 
-use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use serde_json::{Map, Value};
 
 use crate::shard::Shard;
-use crate::shard::messages::{FrameSet, SessionRef, ShardMsg};
-use crate::transport::engineio::{AppState, send_frames};
+use crate::shard::messages::{SessionRef, ShardMsg};
+use crate::transport::engineio::AppState;
 use crate::transport::socketio::emit;
 
 /// Per-overlay state.
@@ -19,49 +18,6 @@ use crate::transport::socketio::emit;
 pub struct OverlayState {
     logon_used: bool,
     pub room: Option<String>,
-}
-
-/// The overlays of this shard by group code.
-#[derive(Default)]
-pub struct Rooms {
-    map: HashMap<String, HashSet<String>>,
-}
-
-impl Rooms {
-    pub fn add(&mut self, room: &str, sid: &str) {
-        self.map
-            .entry(room.to_string())
-            .or_default()
-            .insert(sid.to_string());
-    }
-
-    pub fn remove(&mut self, room: &str, sid: &str) {
-        if let Some(members) = self.map.get_mut(room) {
-            members.remove(sid);
-            if members.is_empty() {
-                self.map.remove(room);
-            }
-        }
-    }
-
-    pub fn members(&self, room: &str) -> Vec<String> {
-        self.map
-            .get(room)
-            .map(|m| m.iter().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// Overlays per room on this shard.
-    pub fn counts(&self) -> Vec<(String, usize)> {
-        self.map
-            .iter()
-            .map(|(code, m)| (code.clone(), m.len()))
-            .collect()
-    }
-
-    pub fn total(&self) -> usize {
-        self.map.values().map(HashSet::len).sum()
-    }
 }
 
 pub fn on_event(shard: &Rc<Shard>, sid: &str, name: &str, arg: Option<&str>) {
@@ -111,7 +67,7 @@ fn logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
         if let AppState::Broadcast(state) = &mut cell.borrow_mut().app {
             state.room = Some(code.clone());
         }
-        shard.rooms.borrow_mut().add(code, sid);
+        shard.subscribers.borrow_mut().add_overlay(code, sid);
     }
     drop(cell);
     emit(
@@ -133,17 +89,6 @@ fn logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
 /// The overlay left its namespace or the session ended.
 pub fn leave(shard: &Rc<Shard>, sid: &str, state: &mut OverlayState) {
     if let Some(room) = state.room.take() {
-        shard.rooms.borrow_mut().remove(&room, sid);
-    }
-}
-
-/// Writes one broadcast to every overlay of the room on this shard.
-pub fn fanout_local(shard: &Rc<Shard>, code: &str, frames: &FrameSet) {
-    let members = shard.rooms.borrow().members(code);
-    for sid in members {
-        let cell = shard.sessions.borrow().get(&sid);
-        if let Some(cell) = cell {
-            send_frames(&cell, frames);
-        }
+        shard.subscribers.borrow_mut().remove_overlay(&room, sid);
     }
 }

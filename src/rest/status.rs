@@ -32,9 +32,9 @@ pub fn shard_part(shard: &Rc<Shard>) -> Value {
         })
         .collect();
     let overlays: Map<String, Value> = shard
-        .rooms
+        .subscribers
         .borrow()
-        .counts()
+        .overlay_counts()
         .into_iter()
         .map(|(code, n)| (code, json!(n)))
         .collect();

@@ -5,20 +5,10 @@ use bytes::Bytes;
 use futures_channel::oneshot;
 use serde_json::Value;
 
+use crate::fanout::{FrameSet, RoomFrame};
 use crate::ingest::{AuthRecord, ObsLogon};
 use crate::transport::engineio::SessionState;
 use crate::transport::http::Response;
-
-/// One broadcast, encoded once for every way a subscriber can receive it.
-#[derive(Clone, Debug)]
-pub struct FrameSet {
-    /// The Engine.IO packet text (`42["match_data","…"]`), for long-polling payloads.
-    pub packet: Bytes,
-    /// The same packet as an uncompressed WebSocket text frame.
-    pub ws_plain: Bytes,
-    /// The same packet as a permessage-deflate frame (no context takeover).
-    pub ws_deflate: Bytes,
-}
 
 /// Where a session can be reached: the shard it was last known on and its Engine.IO id.
 #[derive(Clone, Debug)]
@@ -80,8 +70,8 @@ pub enum ShardMsg {
     IngestEvent { code: String, event: Value },
     /// An auxiliary client of this match went away.
     AuxDisconnected { code: String, player_id: String },
-    /// A frame for every local subscriber of the room.
-    Broadcast { code: String, frames: FrameSet },
+    /// A frame for every subscriber of the room on the receiving shard (see `fanout`).
+    Room { code: String, frame: RoomFrame },
     /// An overlay logged on: send it the current snapshot, if the match exists.
     SnapshotRequest { code: String, from: SessionRef },
     /// The match was removed: namespace-disconnect its local ingest clients.
@@ -96,14 +86,6 @@ pub enum ShardMsg {
         code: String,
         spectator_id: String,
         reason: &'static str,
-    },
-    /// A room frame for the receiving shard's spectators of `code`.
-    SpectatorFrame {
-        code: String,
-        plain: Bytes,
-        deflate: Option<Bytes>,
-        except: Option<String>,
-        close_room: bool,
     },
     /// Messages for one spectator connection of the receiving shard.
     SpectatorDirect {

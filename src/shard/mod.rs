@@ -14,7 +14,6 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::broadcast::Rooms;
 use crate::config::Config;
 use crate::registry::Registry;
 use crate::transport::engineio::Sessions;
@@ -103,7 +102,10 @@ pub struct Shard {
     pub mesh: Arc<Mesh>,
     pub global: Arc<Global>,
     pub sessions: RefCell<Sessions>,
-    pub rooms: RefCell<Rooms>,
+    /// Who subscribes to which room on this shard (overlays and spectators).
+    pub subscribers: RefCell<crate::fanout::subscribers::Subscribers>,
+    /// Where match owners publish their rooms' frames.
+    pub fanout: Box<dyn crate::fanout::Fanout>,
     pub matches: RefCell<Registry>,
     pub spectators: RefCell<crate::spectator::Spectators>,
     pub previews: RefCell<crate::rest::preview::Previews>,
@@ -132,7 +134,8 @@ impl Shard {
             mesh,
             global,
             sessions: RefCell::new(Sessions::default()),
-            rooms: RefCell::new(Rooms::default()),
+            subscribers: RefCell::new(Default::default()),
+            fanout: Box::new(crate::fanout::LocalFanout),
             matches: RefCell::new(Registry::default()),
             spectators: RefCell::new(Default::default()),
             previews: RefCell::new(Default::default()),

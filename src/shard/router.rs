@@ -44,9 +44,7 @@ pub fn dispatch(shard: &Rc<Shard>, msg: ShardMsg) {
         ShardMsg::AuxDisconnected { code, player_id } => {
             crate::registry::aux_disconnected(shard, &code, &player_id)
         }
-        ShardMsg::Broadcast { code, frames } => {
-            crate::broadcast::fanout_local(shard, &code, &frames)
-        }
+        ShardMsg::Room { code, frame } => crate::fanout::subscribers::deliver(shard, &code, &frame),
         ShardMsg::SnapshotRequest { code, from } => {
             crate::registry::snapshot_request(shard, &code, from)
         }
@@ -59,20 +57,6 @@ pub fn dispatch(shard: &Rc<Shard>, msg: ShardMsg) {
             spectator_id,
             reason,
         } => crate::registry::spectator_leave(shard, &code, &spectator_id, reason),
-        ShardMsg::SpectatorFrame {
-            code,
-            plain,
-            deflate,
-            except,
-            close_room,
-        } => crate::spectator::fanout_local(
-            shard,
-            &code,
-            &plain,
-            deflate.as_ref(),
-            except.as_deref(),
-            close_room,
-        ),
         ShardMsg::SpectatorDirect {
             conn,
             texts,

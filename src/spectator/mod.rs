@@ -6,7 +6,7 @@
 pub mod room;
 pub mod wire;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -60,7 +60,6 @@ const MAX_REFUSED_CHANGES: u32 = 20;
 pub struct Spectators {
     next: u64,
     conns: HashMap<u64, Local>,
-    rooms: HashMap<String, HashSet<u64>>,
 }
 
 impl Spectators {
@@ -397,12 +396,8 @@ fn take_membership(shard: &Rc<Shard>, conn: u64) -> Option<(String, String)> {
     else {
         return None;
     };
-    if let Some(members) = sp.rooms.get_mut(&code) {
-        members.remove(&conn);
-        if members.is_empty() {
-            sp.rooms.remove(&code);
-        }
-    }
+    drop(sp);
+    shard.subscribers.borrow_mut().remove_spectator(&code, conn);
     Some((code, spectator_id))
 }
 
@@ -452,7 +447,7 @@ pub fn deliver_local(shard: &Rc<Shard>, conn: u64, texts: Vec<Bytes>, joined: Op
                 code: j.code.clone(),
                 spectator_id: j.spectator_id.clone(),
             };
-            sp.rooms.entry(j.code.clone()).or_default().insert(conn);
+            shard.subscribers.borrow_mut().add_spectator(&j.code, conn);
         }
         None => {
             if local.membership == Membership::Pending {
@@ -469,27 +464,26 @@ pub fn deliver_local(shard: &Rc<Shard>, conn: u64, texts: Vec<Bytes>, joined: Op
     }
 }
 
-/// Writes a room frame to this shard's spectators of the room.
-pub fn fanout_local(
+/// Writes one room message to these spectator connections of this shard (chosen by the room's
+/// subscribers, `fanout::subscribers`): the deflated form where negotiated; `except` leaves one
+/// spectator id out; `snapshot`: a state (latest wins in the queue); `room_closed`: they are no
+/// longer in the room afterwards.
+pub fn write(
     shard: &Rc<Shard>,
-    code: &str,
-    plain: &Bytes,
-    deflate: Option<&Bytes>,
+    conns: &[u64],
+    frames: &crate::fanout::WsFrames,
     except: Option<&str>,
-    close_room: bool,
+    snapshot: bool,
+    room_closed: bool,
 ) {
-    let mut sp = shard.spectators.borrow_mut();
-    let members: Vec<u64> = match sp.rooms.get(code) {
-        Some(m) => m.iter().copied().collect(),
-        None => return,
-    };
-    let kind = if deflate.is_some() {
+    let kind = if snapshot {
         FrameKind::Snapshot
     } else {
         FrameKind::Normal
     };
-    for conn in members {
-        let Some(local) = sp.conns.get_mut(&conn) else {
+    let mut sp = shard.spectators.borrow_mut();
+    for conn in conns {
+        let Some(local) = sp.conns.get_mut(conn) else {
             continue;
         };
         if let (Some(ex), Membership::In { spectator_id, .. }) = (except, &local.membership)
@@ -497,16 +491,13 @@ pub fn fanout_local(
         {
             continue;
         }
-        let frame = match deflate {
+        let frame = match &frames.deflate {
             Some(d) if local.deflate => d.clone(),
-            _ => plain.clone(),
+            _ => frames.plain.clone(),
         };
         local.queue.push(frame, kind);
-        if close_room {
+        if room_closed {
             local.membership = Membership::None;
         }
-    }
-    if close_room {
-        sp.rooms.remove(code);
     }
 }

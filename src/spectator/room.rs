@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::wire::{self, message, now_rfc3339, uuid_v4};
 use crate::broadcast::budget::Budget;
+use crate::fanout::{RoomFrame, WsFrames};
 use crate::shard::Shard;
 use crate::shard::messages::ShardMsg;
 use crate::transport::websocket;
@@ -126,7 +127,7 @@ impl Room {
             return;
         }
         let frame = websocket::text_frame(text.as_bytes());
-        broadcast(shard, code, frame, None, except, false);
+        broadcast(shard, code, frame, except, false);
     }
 
     pub fn player_joined(&mut self, shard: &Rc<Shard>, code: &str, player: PlayerInfo) {
@@ -324,7 +325,7 @@ impl Room {
                    "current_spectators": [], "spectator_count": 0}),
         );
         let frame = websocket::text_frame(text.as_bytes());
-        broadcast(shard, code, frame, None, None, true);
+        broadcast(shard, code, frame, None, true);
         self.spectators.clear();
     }
 }
@@ -335,25 +336,20 @@ impl Default for Room {
     }
 }
 
-/// Sends a frame to the room's spectators on every shard (the local shard directly).
-pub fn broadcast(
-    shard: &Rc<Shard>,
-    code: &str,
-    plain: Bytes,
-    deflate: Option<Bytes>,
-    except: Option<&str>,
-    close_room: bool,
-) {
-    shard
-        .mesh
-        .send_to_others(shard.id, || ShardMsg::SpectatorFrame {
-            code: code.to_string(),
-            plain: plain.clone(),
-            deflate: deflate.clone(),
+/// Publishes a message to the room's spectators on every shard (through the fan-out).
+fn broadcast(shard: &Rc<Shard>, code: &str, plain: Bytes, except: Option<&str>, close_room: bool) {
+    shard.fanout.publish(
+        shard,
+        code,
+        RoomFrame::Message {
+            frames: WsFrames {
+                plain,
+                deflate: None,
+            },
             except: except.map(String::from),
             close_room,
-        });
-    super::fanout_local(shard, code, &plain, deflate.as_ref(), except, close_room);
+        },
+    );
 }
 
 /// Sends messages to one spectator's connection (on its shard).

@@ -24,8 +24,9 @@ use super::packets::{
 };
 use super::socketio;
 use super::websocket::{self, Incoming, MessageReader, close_code};
+use crate::fanout::FrameSet;
 use crate::shard::Shard;
-use crate::shard::messages::{FrameSet, SessionAction, ShardMsg};
+use crate::shard::messages::{SessionAction, ShardMsg};
 
 /// Which application a session belongs to (decided by the port it connected to).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
