@@ -1,5 +1,7 @@
 //! Routes Socket.IO-level happenings of a session to its application (ingest on 5100, broadcast
-//! on 5200). Handlers here must not borrow the session itself: the caller may hold it.
+//! on 5200; on a single port the first event decides: `obs_logon`/`aux_logon` make an ingest
+//! client, `logon` an overlay). Handlers here must not borrow the session itself: the caller may
+//! hold it.
 
 use std::rc::Rc;
 
@@ -8,15 +10,29 @@ use crate::transport::engineio::AppState;
 
 /// A Socket.IO event on the main namespace.
 pub fn on_event(shard: &Rc<Shard>, sid: &str, name: &str, arg: Option<&str>) {
-    let kind = shard
-        .sessions
-        .borrow()
-        .get(sid)
-        .map(|c| matches!(c.borrow().app, AppState::Ingest(_)));
-    match kind {
-        Some(true) => crate::ingest::on_event(shard, sid, name, arg),
-        Some(false) => crate::broadcast::on_event(shard, sid, name, arg),
-        None => {}
+    let Some(cell) = shard.sessions.borrow().get(sid) else {
+        return;
+    };
+    let ingest = {
+        let mut s = cell.borrow_mut();
+        if matches!(s.app, AppState::Undecided) {
+            match name {
+                "obs_logon" | "aux_logon" => s.app = AppState::Ingest(Default::default()),
+                "logon" => s.app = AppState::Broadcast(Default::default()),
+                _ => return, // nothing else means anything before a logon
+            }
+        }
+        match s.app {
+            AppState::Ingest(_) => true,
+            AppState::Broadcast(_) => false,
+            AppState::Undecided | AppState::Service => return,
+        }
+    };
+    drop(cell);
+    if ingest {
+        crate::ingest::on_event(shard, sid, name, arg);
+    } else {
+        crate::broadcast::on_event(shard, sid, name, arg);
     }
 }
 
@@ -32,7 +48,7 @@ pub fn on_disconnect(shard: &Rc<Shard>, sid: &str, app: &mut AppState) {
             crate::broadcast::leave(shard, sid, state);
             *state = Default::default();
         }
-        AppState::Service => {}
+        AppState::Undecided | AppState::Service => {}
     }
 }
 

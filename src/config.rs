@@ -38,6 +38,11 @@ pub struct Args {
     #[arg(long, env = "BROADCAST_PORT", default_value_t = 5200)]
     pub broadcast_port: u16,
 
+    /// Single-port mode: ingest, overlays, spectators and REST all on this one port (instead of
+    /// INGEST_PORT, REST_PORT and BROADCAST_PORT), e.g. behind one reverse proxy or tunnel.
+    #[arg(long, env = "PORT")]
+    pub port: Option<u16>,
+
     /// "true": plain HTTP/WS on every port. Unset with no SERVER_KEY/SERVER_CERT: plain as well.
     /// Anything else: TLS with SERVER_KEY/SERVER_CERT (a self-signed pair is generated when the
     /// files do not exist).
@@ -258,6 +263,8 @@ pub struct Config {
     pub ingest_port: u16,
     pub rest_port: u16,
     pub broadcast_port: u16,
+    /// Single-port mode: everything on this port (the three ports above are not used).
+    pub single_port: Option<u16>,
     pub tls: TlsMode,
     /// How often the TLS files are checked for a change; `None`: only SIGHUP reloads them.
     pub tls_reload_check: Option<Duration>,
@@ -331,6 +338,7 @@ impl Config {
             ingest_port: args.ingest_port,
             rest_port: args.rest_port,
             broadcast_port: args.broadcast_port,
+            single_port: args.port,
             tls,
             tls_reload_check: (args.tls_reload_check_seconds > 0)
                 .then(|| Duration::from_secs(args.tls_reload_check_seconds)),

@@ -75,21 +75,21 @@ fn main() {
         }
         TlsMode::Tls { cert, .. } => format!("TLS with {}", cert.display()),
     };
-    let (bind, ingest, rest, broadcast, shards) = (
-        config.bind,
-        config.ingest_port,
-        config.rest_port,
-        config.broadcast_port,
-        config.shards,
-    );
+    let bind = config.bind;
+    let listening = match config.single_port {
+        Some(port) => format!("ingest, rest and broadcast on one port {bind}:{port}"),
+        None => format!(
+            "ingest {bind}:{}, rest {bind}:{}, broadcast {bind}:{}",
+            config.ingest_port, config.rest_port, config.broadcast_port
+        ),
+    };
+    let shards = config.shards;
     let bound = config.shutdown_timeout;
     let reload_check = config.tls_reload_check;
     let signals = spectra::shard::signals::Signals::block();
     match spectra::shard::runtime::start(config) {
         Ok(running) => {
-            println!(
-                "spectra-server ready: ingest {bind}:{ingest}, rest {bind}:{rest}, broadcast {bind}:{broadcast}, {shards} shard(s), {scheme}"
-            );
+            println!("spectra-server ready: {listening}, {shards} shard(s), {scheme}");
             let signal = serve_until_shutdown(&running, &signals, reload_check);
             tracing::info!(
                 "spectra-server: {signal}: shutting down (at most {} ms)",

@@ -53,7 +53,7 @@ fn check_ports_free(config: &Config, ports: &[(Port, u16)]) -> Result<(), String
     Ok(())
 }
 
-/// Starts Spectra: every shard serves ingest, REST and broadcast.
+/// Starts Spectra: every shard serves ingest, REST and broadcast (three ports, or one).
 pub fn start(config: Config) -> Result<Running, String> {
     // Replay logs and the generated TLS key hold secrets (group secrets, the private key): what
     // the server creates is readable by its own user only.
@@ -81,11 +81,14 @@ pub fn start(config: Config) -> Result<Running, String> {
             }
         }
     }
-    let ports = vec![
-        (Port::Ingest, config.ingest_port),
-        (Port::Rest, config.rest_port),
-        (Port::Broadcast, config.broadcast_port),
-    ];
+    let ports = match config.single_port {
+        Some(port) => vec![(Port::Single, port)],
+        None => vec![
+            (Port::Ingest, config.ingest_port),
+            (Port::Rest, config.rest_port),
+            (Port::Broadcast, config.broadcast_port),
+        ],
+    };
     start_with(config, ports, None)
 }
 

@@ -28,11 +28,13 @@ use crate::fanout::FrameSet;
 use crate::shard::Shard;
 use crate::shard::messages::{SessionAction, ShardMsg};
 
-/// Which application a session belongs to (decided by the port it connected to).
+/// Which application a session belongs to (decided by the route it connected to).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PortKind {
     Ingest,
     Broadcast,
+    /// Single-port mode: ingest or overlay, decided by the session's first event.
+    Spectra,
     /// A `Port::Service` session: plain Engine.IO (`/engine.io/`) or Socket.IO (`/socket.io/`).
     Service {
         socketio: bool,
@@ -51,6 +53,8 @@ impl PortKind {
 pub enum AppState {
     Ingest(crate::ingest::IngestState),
     Broadcast(crate::broadcast::OverlayState),
+    /// A single-port session before its first event says what it is.
+    Undecided,
     /// State lives in the `Service` itself.
     Service,
 }
@@ -60,6 +64,7 @@ impl AppState {
         match kind {
             PortKind::Ingest => AppState::Ingest(Default::default()),
             PortKind::Broadcast => AppState::Broadcast(Default::default()),
+            PortKind::Spectra => AppState::Undecided,
             PortKind::Service { .. } => AppState::Service,
         }
     }

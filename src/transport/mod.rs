@@ -8,6 +8,7 @@ pub mod forwarded;
 pub mod http;
 pub mod outbound;
 pub mod packets;
+pub mod routes;
 pub mod server;
 pub mod service;
 pub mod socketio;

@@ -9,8 +9,9 @@ use std::time::Duration;
 use futures_lite::io::AsyncWriteExt;
 use glommio::net::{TcpListener, TcpStream};
 
-use super::engineio::{self, PortKind};
+use super::engineio;
 use super::http::{ReadError, Reader, Request, Response, write_response};
+use super::routes::{Route, Routes};
 use super::stream::Stream;
 use crate::shard::Shard;
 
@@ -20,6 +21,8 @@ pub enum Port {
     Ingest,
     Broadcast,
     Rest,
+    /// Single-port mode: ingest, overlays, spectators and REST on one listener.
+    Single,
     /// A `Service` (the conformance example): Engine.IO on `/engine.io/`, Socket.IO on
     /// `/socket.io/`, a WebSocket echo on `/echo`.
     Service,
@@ -33,6 +36,7 @@ impl Port {
             Port::Rest => 1,
             Port::Broadcast => 2,
             Port::Service => 3,
+            Port::Single => 4,
         }
     }
 }
@@ -66,6 +70,7 @@ impl std::fmt::Display for Port {
             Port::Broadcast => "broadcast",
             Port::Rest => "rest",
             Port::Service => "service",
+            Port::Single => "single",
         })
     }
 }
@@ -157,6 +162,7 @@ async fn connection(
         Port::Rest => REST_MAX_BODY,
         _ => shard.config.max_payload + 1024,
     };
+    let routes = Routes::of(port);
     loop {
         let req = match with_timeout(IDLE, reader.read_request(max_body)).await {
             Some(Ok(req)) => req,
@@ -205,59 +211,36 @@ async fn connection(
             Response::text(503, "Server shutting down")
                 .with_header("Access-Control-Allow-Origin", "*")
         } else {
-            match port {
-                Port::Rest => crate::rest::handle(&shard, &req).await,
-                Port::Service => {
-                    let kind = match req.path.as_str() {
-                        "/engine.io/" | "/engine.io" => Some(PortKind::Service { socketio: false }),
-                        "/socket.io/" | "/socket.io" => Some(PortKind::Service { socketio: true }),
-                        _ => None,
-                    };
-                    if req.method == "OPTIONS" {
-                        preflight(&req)
-                    } else if req.path == "/echo" && req.is_websocket_upgrade() {
-                        if let Some(w) = writer.take() {
-                            super::echo::run(&shard, &req, &mut reader, w).await;
-                        }
-                        return;
-                    } else if let Some(kind) = kind {
-                        match engineio::handle_request(&shard, kind, req, &mut reader, &mut writer)
-                            .await
-                        {
-                            Some(resp) => resp,
-                            None => return,
-                        }
-                    } else {
-                        Response::text(404, "Not found")
+            match routes.route(&req.path, req.is_websocket_upgrade()) {
+                // (a single port reads bodies up to the Engine.IO limit; REST keeps its own)
+                Route::Rest if req.body.len() > REST_MAX_BODY => {
+                    Response::text(413, "Payload Too Large")
+                        .with_header("Access-Control-Allow-Origin", "*")
+                }
+                Route::Rest => crate::rest::handle(&shard, &req).await,
+                _ if req.method == "OPTIONS" => preflight(&req),
+                Route::Spectators => {
+                    if let Some(w) = writer.take() {
+                        crate::spectator::run(&shard, &req, &mut reader, w).await;
+                    }
+                    return;
+                }
+                Route::Echo => {
+                    if let Some(w) = writer.take() {
+                        super::echo::run(&shard, &req, &mut reader, w).await;
+                    }
+                    return;
+                }
+                Route::EngineIo(kind) => {
+                    match engineio::handle_request(&shard, kind, req, &mut reader, &mut writer)
+                        .await
+                    {
+                        Some(resp) => resp,
+                        None => return, // the WebSocket owned the connection and is done
                     }
                 }
-                Port::Ingest | Port::Broadcast => {
-                    let kind = if port == Port::Ingest {
-                        PortKind::Ingest
-                    } else {
-                        PortKind::Broadcast
-                    };
-                    if req.method == "OPTIONS" {
-                        preflight(&req)
-                    } else if port == Port::Broadcast
-                        && (req.path == "/ws" || req.path == "/v2/ws")
-                        && req.is_websocket_upgrade()
-                    {
-                        if let Some(w) = writer.take() {
-                            crate::spectator::run(&shard, &req, &mut reader, w).await;
-                        }
-                        return;
-                    } else if req.path == "/socket.io/" || req.path == "/socket.io" {
-                        match engineio::handle_request(&shard, kind, req, &mut reader, &mut writer)
-                            .await
-                        {
-                            Some(resp) => resp,
-                            None => return, // the WebSocket owned the connection and is done
-                        }
-                    } else {
-                        Response::text(404, "Not found: Socket.IO is served under /socket.io/")
-                            .with_header("Access-Control-Allow-Origin", "*")
-                    }
+                Route::NotFound(text) => {
+                    Response::text(404, text).with_header("Access-Control-Allow-Origin", "*")
                 }
             }
         };

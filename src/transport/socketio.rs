@@ -243,7 +243,7 @@ fn dispatch(shard: &Rc<Shard>, sid: &str, kind: PortKind, packet: PartialBinary)
                 );
             }
         }
-        PortKind::Ingest | PortKind::Broadcast => {
+        PortKind::Ingest | PortKind::Broadcast | PortKind::Spectra => {
             if !is_event || !packet.attachments.is_empty() {
                 tracing::debug!(
                     "socket.io: acks and binary events are not part of Spectra; ignored"

@@ -25,12 +25,14 @@ async function freePort() {
 }
 
 /** Starts a server; resolves once it prints its ready line. */
-export async function startServer({ shards = 2, env = {}, args = [], key = "test-key", cwd, replayDir, shell } = {}) {
+// `single`: single-port mode (`--port`): ingest, broadcast and rest are all the same port.
+export async function startServer({ shards = 2, env = {}, args = [], key = "test-key", cwd, replayDir, shell, single = false } = {}) {
   // Replay logs go to a fresh directory unless the test names one (and then it keeps it).
   const ownDir = replayDir === undefined && env.REPLAY_DIR === undefined;
   const replays = ownDir ? fs.mkdtempSync(path.join(os.tmpdir(), "spectra-replays-")) : replayDir;
   for (let attempt = 0; attempt < 5; attempt++) {
     const ports = { ingest: await freePort(), rest: await freePort(), broadcast: await freePort() };
+    if (single) ports.rest = ports.broadcast = ports.ingest;
     // `shell`: bash commands run before the server replaces the shell (e.g. `ulimit -f 40`).
     const [command, prefix] = shell ? ["bash", ["-c", `${shell}; exec "$0" "$@"`, binary]] : [binary, []];
     const child = spawn(
@@ -42,6 +44,7 @@ export async function startServer({ shards = 2, env = {}, args = [], key = "test
         "--ingest-port", String(ports.ingest),
         "--rest-port", String(ports.rest),
         "--broadcast-port", String(ports.broadcast),
+        ...(single ? ["--port", String(ports.ingest)] : []),
         ...args,
       ],
       {
