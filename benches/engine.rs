@@ -7,28 +7,17 @@
 use std::path::PathBuf;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use serde_json::{Map, Value};
-use spectra::engine::Logon;
+use serde_json::Value;
 use spectra::engine::Match;
+use spectra::engine::{Event, Logon};
 use spectra::transport::{packets, websocket};
 
-fn replay() -> (Logon, Vec<Map<String, Value>>) {
+fn replay() -> (Logon, Vec<Event>) {
     let path =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/kit/reference/match.replay");
     let text = std::fs::read_to_string(path).expect("../shared/kit/reference/match.replay");
-    let all: Vec<Value> = serde_json::from_str(&format!("[{text}]")).expect("replay");
-    let header = all[0].as_object().cloned().expect("header");
-    let logon = Logon {
-        group_code: "BENCH".into(),
-        data: header,
-        is_supporter: false,
-        organization_id: String::new(),
-    };
-    let events = all[1..]
-        .iter()
-        .filter_map(|e| e.as_object().cloned())
-        .collect();
-    (logon, events)
+    let file = spectra::replay::parse(&text).expect("replay");
+    (file.engine_logon("BENCH"), file.events)
 }
 
 fn bench(c: &mut Criterion) {
@@ -49,7 +38,7 @@ fn bench(c: &mut Criterion) {
     // The whole match's events as their observers send them (JSON text), parsed at the edge.
     let texts: Vec<String> = events
         .iter()
-        .map(|e| Value::Object(e.clone()).to_string())
+        .map(|e| Value::Object(e.envelope().clone()).to_string())
         .collect();
     let bytes: u64 = texts.iter().map(|t| t.len() as u64).sum();
     let mut group = c.benchmark_group("parse");

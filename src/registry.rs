@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::broadcast::budget::Budget;
-use crate::engine::{Match, Outcome};
+use crate::engine::{Event, Kind, Match, ObsKind, Outcome};
 use crate::fanout::{FrameSet, RoomFrame, WsFrames};
 use crate::ingest::{AuthRecord, ObsLogon};
 use crate::shard::Shard;
@@ -244,7 +244,7 @@ pub fn recover(shard: &Rc<Shard>) {
             .file
             .events
             .iter()
-            .any(|e| e.get("type").and_then(Value::as_str) == Some("match_start"));
+            .any(|e| e.kind() == Kind::Obs(ObsKind::MatchStart));
         if shard.backend.is_some() && started && !game.match_id_text().is_empty() {
             game.set_registered();
         }
@@ -286,11 +286,11 @@ fn backend_hooks(
     backend: std::sync::Arc<crate::backend::Backend>,
     code: &str,
     entry: &mut Entry,
-    event: &serde_json::Map<String, Value>,
+    event: &Event,
 ) {
-    let kind = event.get("type").and_then(Value::as_str).unwrap_or("");
-    let data = event.get("data");
-    if kind == "round_info"
+    let kind = event.kind();
+    let data = event.data();
+    if kind == Kind::Obs(ObsKind::RoundInfo)
         && data
             .and_then(|d| d.get("roundPhase"))
             .and_then(Value::as_str)
@@ -298,7 +298,7 @@ fn backend_hooks(
     {
         refresh_playercams(shard, backend.clone(), code, &entry.game);
     }
-    if kind == "match_start" {
+    if kind == Kind::Obs(ObsKind::MatchStart) {
         let (id, state) = (
             entry.game.match_id_text(),
             entry.game.backend_state(&entry.secret),
@@ -311,7 +311,7 @@ fn backend_hooks(
             state,
         ))
         .detach();
-    } else if kind == "round_info"
+    } else if kind == Kind::Obs(ObsKind::RoundInfo)
         && data
             .and_then(|d| d.get("roundPhase"))
             .and_then(Value::as_str)
@@ -429,10 +429,7 @@ fn complete_call(shard: &Rc<Shard>, entry: &Entry, fetch_stats: bool) {
 }
 
 /// An accepted event for a match of this shard.
-pub fn ingest_event(shard: &Rc<Shard>, code: &str, event: Value) {
-    let Value::Object(event) = event else {
-        return;
-    };
+pub fn ingest_event(shard: &Rc<Shard>, code: &str, event: Event) {
     let mut flush_in = None;
     let outcome = {
         let mut reg = shard.matches.borrow_mut();
@@ -441,7 +438,7 @@ pub fn ingest_event(shard: &Rc<Shard>, code: &str, event: Value) {
         };
         // Logged before it is applied, like the original (ignored events included).
         if let Some(log) = &entry.log {
-            log.append(&event);
+            log.append(event.envelope());
         }
         let outcome = entry.game.apply(&event);
         crate::metrics::bump(|s| &s.events);

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value, json};
 use spectra::engine::Logon;
-use spectra::engine::{Match, Outcome};
+use spectra::engine::{Event, Match, Outcome};
 
 const ALWAYS_MASKED: &[&str] = &[
     "agentSelectStartTime",
@@ -174,13 +174,13 @@ fn replay_matches_the_original_event_by_event() {
             .get("timestamp")
             .and_then(Value::as_u64)
             .unwrap_or(0);
-        let outcome = game.apply(&envelope);
+        let outcome = game.apply(&Event::new(envelope.clone()));
         envelope.clear();
         envelope.insert("type".into(), json!("game_mode"));
         envelope.insert("data".into(), json!(format!("bomb#kit:{seq}:0")));
         envelope.insert("timestamp".into(), json!(ts));
         if outcome == Outcome::Continue {
-            game.apply(&envelope);
+            game.apply(&Event::new(envelope));
         }
         let Some(expected) = reference.get(&seq) else {
             continue;

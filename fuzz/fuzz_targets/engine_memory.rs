@@ -124,9 +124,10 @@ fuzz_target!(|data: &[u8]| {
         e.insert("type".into(), json!(kind));
         e.insert("playerId".into(), json!(format!("p{}", input.byte() % 12)));
         e.insert("data".into(), data);
+        let mut e = spectra::engine::Event::new(e);
         for _ in 0..repeat {
             now += 100;
-            e.insert("timestamp".into(), json!(now));
+            e.set("timestamp", json!(now));
             let _ = game.apply(&e);
         }
         game.advance(now);

@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
         };
         now += 250;
         event.insert("timestamp".into(), json!(now));
-        let _ = game.apply(&event);
+        let _ = game.apply(&spectra::engine::Event::new(event));
         game.advance(now);
     }
     let snapshot = game.snapshot_json();

@@ -12,6 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use futures_channel::oneshot;
 use serde_json::{Map, Value, json};
 
+use crate::engine::{AuxKind, Event, Kind};
 use crate::shard::Shard;
 use crate::shard::messages::{SessionAction, SessionRef, ShardMsg};
 use crate::transport::engineio::AppState;
@@ -407,16 +408,6 @@ async fn find_match_by_id(shard: &Rc<Shard>, match_id: &str) -> Option<String> {
     crate::registry::pick_match_id_claim(claims).map(|c| c.group_code)
 }
 
-/// The event types an auxiliary (player PC) client sends; it may send nothing else.
-const AUX_EVENT_TYPES: [&str; 6] = [
-    "aux_scoreboard",
-    "aux_scoreboard_team",
-    "aux_abilities",
-    "aux_health",
-    "aux_astra_targeting",
-    "aux_cypher_cam",
-];
-
 /// An event that is not applied: logged with its reason and counted, never forwarded.
 /// At most this many refused events are logged per second and shard; the rest are counted in
 /// `spectra_events_refused_total` only (a client sending garbage must not fill the disk).
@@ -445,21 +436,24 @@ fn refuse(sid: &str, reason: &str) {
     }
 }
 
-/// What an aux session may do: `aux_data` of the aux types, for its own player. The player is
-/// the logon's `playerId`, or else the first non-empty one its events carry. Returns the player to
-/// bind the session to, if it learned it now.
+/// What an aux session may do: `aux_data` of the aux types (`Kind::Aux`), for its own player.
+/// The player is the logon's `playerId`, or else the first non-empty one its events carry.
+/// Returns the player to bind the session to, if it learned it now.
 fn aux_permits(
     auth: &AuthRecord,
     is_aux_event: bool,
-    obj: &Map<String, Value>,
+    event: &Event,
 ) -> Result<Option<String>, String> {
     if !is_aux_event {
         return Err("an aux client may send only aux_data".into());
     }
-    let kind = obj.get("type").and_then(Value::as_str).unwrap_or("");
-    if !AUX_EVENT_TYPES.contains(&kind) {
-        return Err(format!("event type {kind:?} is not an aux event"));
-    }
+    let Kind::Aux(kind) = event.kind() else {
+        return Err(format!(
+            "event type {:?} is not an aux event",
+            event.type_name()
+        ));
+    };
+    let obj = event.envelope();
     let Some(player) = obj.get("playerId").and_then(Value::as_str) else {
         return Err("aux event without a playerId".into());
     };
@@ -471,7 +465,7 @@ fn aux_permits(
     }
     // The aux player's own scoreboard line must be its own (teammates' lines come only as
     // `aux_scoreboard_team`, which fills only lines the observer does not have).
-    if kind == "aux_scoreboard"
+    if kind == AuxKind::Scoreboard
         && obj
             .get("data")
             .and_then(|d| d.get("playerId"))
@@ -495,7 +489,7 @@ fn data(shard: &Rc<Shard>, sid: &str, is_aux_event: bool, arg: Option<&str>) {
     }) else {
         return; // not logged on: ignored, as in the original
     };
-    let mut obj = match arg.map(parse::parse_event) {
+    let obj = match arg.map(parse::parse_event) {
         Some(Ok(Value::Object(obj))) => obj,
         Some(Err(e)) => return refuse(sid, &format!("malformed: {e}")),
         _ => return refuse(sid, "not a JSON object"),
@@ -507,6 +501,9 @@ fn data(shard: &Rc<Shard>, sid: &str, is_aux_event: bool, arg: Option<&str>) {
     if !authed_shape {
         return;
     }
+    // The type is read here, once; everything after matches on the kind.
+    let mut event = Event::new(obj);
+    let obj = event.envelope();
     if let Some(code) = obj.get("groupCode")
         && code.as_str() != Some(auth.group_code.as_str())
     {
@@ -516,13 +513,13 @@ fn data(shard: &Rc<Shard>, sid: &str, is_aux_event: bool, arg: Option<&str>) {
         );
     }
     let learned = if auth.is_aux {
-        match aux_permits(&auth, is_aux_event, &obj) {
+        match aux_permits(&auth, is_aux_event, &event) {
             Err(reason) => return refuse(sid, &reason),
             Ok(player) => player,
         }
     } else if is_aux_event
         && auth.player_id.is_empty()
-        && obj.get("type").and_then(Value::as_str) == Some("aux_scoreboard")
+        && event.kind() == Kind::Aux(AuxKind::Scoreboard)
     {
         // An observer socket sending aux_data learns a player as in the original (spec §2.6.4).
         obj.get("playerId")
@@ -537,10 +534,9 @@ fn data(shard: &Rc<Shard>, sid: &str, is_aux_event: bool, arg: Option<&str>) {
     {
         a.player_id = player;
     }
-    obj.insert("timestamp".into(), Value::from(now_ms()));
+    event.set("timestamp", Value::from(now_ms()));
     let code = auth.group_code;
     let owner = shard.owner_of(&code);
-    let event = Value::Object(obj);
     shard.send_to(owner, ShardMsg::IngestEvent { code, event });
 }
 

@@ -11,6 +11,7 @@ pub mod log;
 pub mod recover;
 
 use serde_json::{Map, Value, json};
+use spectra_engine::Event;
 
 use crate::ingest::ObsLogon;
 
@@ -53,7 +54,8 @@ pub fn header(logon: &ObsLogon, secret: &str, start_ms: u64) -> Value {
 #[derive(Debug, Default)]
 pub struct ReplayFile {
     pub header: Map<String, Value>,
-    pub events: Vec<Map<String, Value>>,
+    /// The events, typed where they enter (`Event::new`).
+    pub events: Vec<Event>,
     /// Lines that were not a JSON object (a crash can cut the last one short).
     pub skipped: usize,
     /// Bytes up to the end of the last record that parsed: a resumed log continues from here,
@@ -104,6 +106,19 @@ impl ReplayFile {
     }
 }
 
+impl ReplayFile {
+    /// A match logon from the header alone (the original's files carry no recovery data): for
+    /// replaying a file through the engine in tools and benchmarks.
+    pub fn engine_logon(&self, group_code: &str) -> spectra_engine::Logon {
+        spectra_engine::Logon {
+            group_code: group_code.to_string(),
+            data: self.header.clone(),
+            is_supporter: false,
+            organization_id: String::new(),
+        }
+    }
+}
+
 /// Parses a replay file. Every record is one line (compact JSON never contains a raw newline);
 /// a line that does not parse — typically the last one, cut by a crash — is counted and skipped.
 pub fn parse(text: &str) -> Result<ReplayFile, String> {
@@ -130,7 +145,7 @@ pub fn parse(text: &str) -> Result<ReplayFile, String> {
         // The live path's parser and limits: what was accepted live is what is restored.
         match crate::ingest::parse::parse_event(record) {
             Ok(Value::Object(event)) => {
-                file.events.push(event);
+                file.events.push(Event::new(event));
                 file.valid_len = (start + record.len()) as u64;
             }
             _ => file.skipped += 1,

@@ -3,7 +3,6 @@
 
 use bytes::Bytes;
 use futures_channel::oneshot;
-use serde_json::Value;
 
 use crate::fanout::{FrameSet, RoomFrame};
 use crate::ingest::{AuthRecord, ObsLogon};
@@ -67,7 +66,10 @@ pub enum ShardMsg {
         reply: oneshot::Sender<Vec<crate::registry::MatchIdClaim>>,
     },
     /// An accepted ingest event for a match of the receiving shard.
-    IngestEvent { code: String, event: Value },
+    IngestEvent {
+        code: String,
+        event: spectra_engine::Event,
+    },
     /// An auxiliary client of this match went away.
     AuxDisconnected { code: String, player_id: String },
     /// A frame for every subscriber of the room on the receiving shard (see `fanout`).

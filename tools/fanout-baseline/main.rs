@@ -15,8 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use serde_json::{Map, Value};
-use spectra::engine::Logon;
 use spectra::engine::Match;
 use spectra::transport::{packets, websocket};
 
@@ -40,22 +38,10 @@ struct Args {
 
 fn snapshot_frames(path: &PathBuf) -> Result<(Vec<u8>, Vec<u8>), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let all: Vec<Value> = serde_json::from_str(&format!("[{text}]")).map_err(|e| e.to_string())?;
-    let header: Map<String, Value> = all
-        .first()
-        .and_then(|h| h.as_object().cloned())
-        .ok_or("no header")?;
-    let logon = Logon {
-        group_code: "BASE".into(),
-        data: header,
-        is_supporter: false,
-        organization_id: String::new(),
-    };
-    let mut m = Match::new(&logon).map_err(|e| format!("{e:?}"))?;
-    for e in all.iter().skip(1).take(all.len() / 2) {
-        if let Some(e) = e.as_object() {
-            m.apply(e);
-        }
+    let file = spectra::replay::parse(&text)?;
+    let mut m = Match::new(&file.engine_logon("BASE")).map_err(|e| format!("{e:?}"))?;
+    for e in file.events.iter().take(file.events.len().div_ceil(2)) {
+        m.apply(e);
     }
     let packet = packets::event_packet("match_data", &m.snapshot_json());
     let plain = websocket::text_frame(&packet).to_vec();

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use glommio::{LocalExecutorBuilder, Placement};
 use serde_json::{Map, Value, json};
+use spectra::engine::{Event, Kind, ObsKind};
 use spectra::transport::websocket::Incoming;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -74,14 +75,15 @@ fn fail(why: impl std::fmt::Display) -> ! {
     std::process::exit(1);
 }
 
-/// Whether an event ends the game (the original stopped after it too).
-fn ends_game(event: &Map<String, Value>) -> bool {
-    let kind = event.get("type").and_then(Value::as_str);
-    let phase = event
-        .get("data")
-        .and_then(|d| d.get("roundPhase"))
-        .and_then(Value::as_str);
-    kind == Some("game_end") || (kind == Some("round_info") && phase == Some("game_end"))
+/// Whether an event ends the game (`round_info` with phase `game_end`; the original's replay
+/// stopped after it too).
+fn ends_game(event: &Event) -> bool {
+    event.kind() == Kind::Obs(ObsKind::RoundInfo)
+        && event
+            .data()
+            .and_then(|d| d.get("roundPhase"))
+            .and_then(Value::as_str)
+            == Some("game_end")
 }
 
 /// The logon object from the file's header.
@@ -163,7 +165,7 @@ async fn run(args: Args) {
     let first_ts = file
         .events
         .get(args.from)
-        .and_then(|e| e.get("timestamp"))
+        .and_then(|e| e.envelope().get("timestamp"))
         .and_then(Value::as_u64);
     let mut sent = 0usize;
     let mut stop = "end of file";
@@ -183,9 +185,10 @@ async fn run(args: Args) {
             }
             Mode::Delay => {}
             Mode::Timestamps => {
-                if let (Some(t0), Some(t)) =
-                    (first_ts, event.get("timestamp").and_then(Value::as_u64))
-                {
+                if let (Some(t0), Some(t)) = (
+                    first_ts,
+                    event.envelope().get("timestamp").and_then(Value::as_u64),
+                ) {
                     let due = Duration::from_secs_f64(
                         t.saturating_sub(t0) as f64 / 1000.0 / args.speed.max(0.001),
                     );
@@ -199,7 +202,7 @@ async fn run(args: Args) {
         for _ in 0..pings.replace(0) {
             let _ = ws.send_text("3").await;
         }
-        let mut out = event.clone();
+        let mut out = event.envelope().clone();
         out.remove("timestamp"); // the server stamps its own
         out.insert("groupCode".into(), json!(code));
         if !out.contains_key("obsName") && !out.contains_key("playerId") {

@@ -2,10 +2,12 @@
 //! the `match_data` snapshot (`snapshot-schema.md`). Plain Rust: no I/O, no clock of its own —
 //! events carry their server timestamp and timers advance through `advance(now_ms)` — and no
 //! knowledge of the server: a match is built from a `Logon`, fed event objects, and asked for its
-//! snapshot. Every value a client sends is bounded where it is stored (`js::field`).
+//! snapshot. Events arrive typed (`event::Event`: the kind read once where they enter). Every value a
+//! client sends is bounded where it is stored (`js::field`).
 //!
 //! Deliberate differences from the original are listed in `docs/compatibility.md`.
 
+pub mod event;
 pub mod js;
 pub mod player;
 pub mod tables;
@@ -14,6 +16,7 @@ pub mod tools;
 
 use serde_json::{Map, Value, json};
 
+pub use event::{AuxKind, Event, Kind, ObsKind};
 use js::{field, gt, loose_eq, num, text, to_num, truthy};
 use player::Player;
 use tables::tables;
@@ -282,7 +285,9 @@ impl Match {
     }
 
     /// Applies one ingest event (the envelope with `type`, `data`, `timestamp`).
-    pub fn apply(&mut self, event: &Map<String, Value>) -> Outcome {
+    pub fn apply(&mut self, event: &Event) -> Outcome {
+        let kind = event.kind();
+        let event = event.envelope();
         let ts = event.get("timestamp").and_then(Value::as_u64).unwrap_or(0);
         let null = Value::Null;
         let data = event.get("data").unwrap_or(&null);
@@ -290,52 +295,51 @@ impl Match {
             .get("playerId")
             .map(|p| text(Some(p)))
             .unwrap_or_default();
-        let kind = event.get("type").and_then(Value::as_str).unwrap_or("");
         let counted = match kind {
-            "roster" => self.roster(data, ts),
-            "scoreboard" => self.scoreboard(data, ts),
-            "killfeed" => {
+            Kind::Obs(ObsKind::Roster) => self.roster(data, ts),
+            Kind::Obs(ObsKind::Scoreboard) => self.scoreboard(data, ts),
+            Kind::Obs(ObsKind::Killfeed) => {
                 self.killfeed(data);
                 true
             }
-            "observing" => {
+            Kind::Obs(ObsKind::Observing) => {
                 for p in self.teams.iter_mut().flat_map(|t| t.players.iter_mut()) {
                     p.is_observed = data.as_str() == Some(p.search_name.as_str());
                 }
                 true
             }
-            "round_info" => return self.round_info(data, ts),
-            "score" => self.score(data, ts),
-            "match_start" => {
+            Kind::Obs(ObsKind::RoundInfo) => return self.round_info(data, ts),
+            Kind::Obs(ObsKind::Score) => self.score(data, ts),
+            Kind::Obs(ObsKind::MatchStart) => {
                 self.match_id = field(Some(data));
                 self.is_running = true;
                 true
             }
-            "map" => {
+            Kind::Obs(ObsKind::Map) => {
                 self.map = tables().map(&text(Some(data)));
                 true
             }
-            "game_mode" => {
+            Kind::Obs(ObsKind::GameMode) => {
                 self.match_type = field(Some(data));
                 let swift = data.as_str() == Some("swift");
                 self.switch_round = if swift { 5 } else { 13 };
                 self.first_ot_round = if swift { 99 } else { 25 };
                 true
             }
-            "spike_planted" => {
+            Kind::Obs(ObsKind::SpikePlanted) => {
                 self.plant(ts);
                 true
             }
-            "spike_detonated" => {
+            Kind::Obs(ObsKind::SpikeDetonated) => {
                 self.detonated = true;
                 self.spike_detonation_time = None;
                 true
             }
-            "spike_defused" => {
+            Kind::Obs(ObsKind::SpikeDefused) => {
                 self.defused = true;
                 true
             }
-            "tech_pause" => {
+            Kind::Obs(ObsKind::TechPause) => {
                 self.tech_pause = !self.tech_pause;
                 if self.tech_pause {
                     self.timeout_left = false;
@@ -344,23 +348,23 @@ impl Match {
                 }
                 true
             }
-            "left_timeout" => {
+            Kind::Obs(ObsKind::LeftTimeout) => {
                 self.team_timeout(true, ts);
                 true
             }
-            "right_timeout" => {
+            Kind::Obs(ObsKind::RightTimeout) => {
                 self.team_timeout(false, ts);
                 true
             }
-            "switch_kda_credits" => {
+            Kind::Obs(ObsKind::SwitchKdaCredits) => {
                 self.show_alive_kda = !self.show_alive_kda;
                 true
             }
-            "toast" => {
+            Kind::Obs(ObsKind::Toast) => {
                 self.toast(data, ts);
                 true
             }
-            "swap_left_right" => {
+            Kind::Obs(ObsKind::SwapLeftRight) => {
                 self.teams.swap(0, 1);
                 if let Some(Value::Object(c)) = self.tools.get_mut("timeoutCounter") {
                     let l = c.get("left").cloned();
@@ -376,7 +380,7 @@ impl Match {
                 }
                 true
             }
-            "swap_attacker_defender" => {
+            Kind::Obs(ObsKind::SwapAttackerDefender) => {
                 for t in &mut self.teams {
                     t.flip_side();
                 }
@@ -385,12 +389,12 @@ impl Match {
                 std::mem::swap(&mut a[0].round_record, &mut b[0].round_record);
                 true
             }
-            "aux_scoreboard" => {
+            Kind::Aux(AuxKind::Scoreboard) => {
                 self.aux_scoreboard(data, ts);
                 true
             }
-            "aux_scoreboard_team" => self.aux_scoreboard_team(data, &player_id, ts),
-            "aux_abilities" => {
+            Kind::Aux(AuxKind::ScoreboardTeam) => self.aux_scoreboard_team(data, &player_id, ts),
+            Kind::Aux(AuxKind::Abilities) => {
                 if let Some(d) = data.as_object() {
                     for p in self.players_by_id(&player_id) {
                         p.set_abilities(d);
@@ -398,7 +402,7 @@ impl Match {
                 }
                 true
             }
-            "aux_health" => {
+            Kind::Aux(AuxKind::Health) => {
                 if data.is_number() {
                     for p in self.players_by_id(&player_id) {
                         p.set_health(data);
@@ -406,9 +410,9 @@ impl Match {
                 }
                 true
             }
-            "aux_astra_targeting" | "aux_cypher_cam" => {
+            Kind::Aux(AuxKind::AstraTargeting | AuxKind::CypherCam) => {
                 if let Some(on) = data.as_bool() {
-                    let (agent, suffix) = if kind == "aux_astra_targeting" {
+                    let (agent, suffix) = if kind == Kind::Aux(AuxKind::AstraTargeting) {
                         ("Astra", "Targeting")
                     } else {
                         ("Cypher", "Cam")
@@ -419,7 +423,7 @@ impl Match {
                 }
                 true
             }
-            _ => true, // unknown types only advance the counter
+            Kind::Unknown => true, // unknown types only advance the counter
         };
         if counted {
             self.event_number += 1;

@@ -31,7 +31,7 @@ fn ev(m: &mut Match, kind: &str, data: Value, ts: u64) -> Outcome {
     e.insert("type".into(), json!(kind));
     e.insert("data".into(), data);
     e.insert("timestamp".into(), json!(ts));
-    m.apply(&e)
+    m.apply(&crate::Event::new(e))
 }
 
 fn aux(m: &mut Match, kind: &str, player: &str, data: Value, ts: u64) {
@@ -41,7 +41,7 @@ fn aux(m: &mut Match, kind: &str, player: &str, data: Value, ts: u64) {
     e.insert("type".into(), json!(kind));
     e.insert("data".into(), data);
     e.insert("timestamp".into(), json!(ts));
-    m.apply(&e);
+    m.apply(&crate::Event::new(e));
 }
 
 fn roster(m: &mut Match, name: &str, id: &str, team: i64, agent: &str) {
