@@ -28,17 +28,9 @@ pub struct ShardStats {
     pub matches: AtomicI64,
     /// Ingest events applied to this shard's matches.
     pub events: AtomicU64,
-    /// Snapshots handed to the socket writers (overlays and spectators).
-    pub deliveries: AtomicU64,
-    /// WebSocket frames and their bytes written to sockets.
-    pub frames_out: AtomicU64,
-    pub bytes_out: AtomicU64,
-    /// Snapshots replaced by a newer one before they were written (latest wins).
-    pub skipped: AtomicU64,
-    /// Frames refused because the connection was closing or gone.
-    pub dropped: AtomicU64,
-    /// Connections closed for exceeding their outbound byte budget.
-    pub slow_disconnects: AtomicU64,
+    /// What the transport wrote and refused on this shard (deliveries, frames and bytes out,
+    /// skipped and dropped frames, slow-consumer disconnects).
+    pub io: Arc<crate::transport::stats::IoStats>,
     /// Logons refused because an address made too many attempts.
     pub logons_throttled: AtomicU64,
     /// Bytes written to replay logs.
@@ -99,6 +91,7 @@ pub fn set_local(stats: Arc<ShardStats>) {
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() };
     stats.tid.store(i64::from(tid), Ordering::Relaxed);
+    crate::transport::stats::set_local(stats.io.clone());
     LOCAL.with(|l| *l.borrow_mut() = Some(stats));
 }
 
@@ -230,42 +223,42 @@ pub fn render(metrics: &Metrics, backend: bool) -> String {
         "spectra_deliveries_total",
         "counter",
         "Snapshots written to overlays and spectators (rate() gives deliveries per second).",
-        |s| load(&s.deliveries),
+        |s| load(&s.io.deliveries),
     );
     f.per_shard(
         metrics,
         "spectra_frames_sent_total",
         "counter",
         "WebSocket frames written.",
-        |s| load(&s.frames_out),
+        |s| load(&s.io.frames_out),
     );
     f.per_shard(
         metrics,
         "spectra_bytes_sent_total",
         "counter",
         "Bytes of WebSocket frames written.",
-        |s| load(&s.bytes_out),
+        |s| load(&s.io.bytes_out),
     );
     f.per_shard(
         metrics,
         "spectra_skipped_frames_total",
         "counter",
         "Snapshots replaced by a newer one before a slow connection took them (latest wins).",
-        |s| load(&s.skipped),
+        |s| load(&s.io.skipped),
     );
     f.per_shard(
         metrics,
         "spectra_dropped_frames_total",
         "counter",
         "Frames not sent because the connection was closing or gone.",
-        |s| load(&s.dropped),
+        |s| load(&s.io.dropped),
     );
     f.per_shard(
         metrics,
         "spectra_slow_consumer_disconnects_total",
         "counter",
         "Connections closed for exceeding their outbound byte budget.",
-        |s| load(&s.slow_disconnects),
+        |s| load(&s.io.slow_disconnects),
     );
     f.per_shard(
         metrics,

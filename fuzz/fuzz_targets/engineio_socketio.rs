@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use spectra::transport::packets::{
+use spectra_transport::packets::{
     EioPacket, SEPARATOR, SioPacket, SioType, decode_binary_payload, encode_sio, event_name_and_arg,
 };
 

@@ -5,7 +5,7 @@
 
 use futures_lite::future::block_on;
 use libfuzzer_sys::fuzz_target;
-use spectra::transport::http::{MAX_HEAD, ReadError, Reader};
+use spectra_transport::http::{MAX_HEAD, ReadError, Reader};
 
 const MAX_BODY: usize = 4096;
 

@@ -6,7 +6,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use spectra::transport::websocket::{Incoming, MessageReader, Negotiated};
+use spectra_transport::websocket::{Incoming, MessageReader, Negotiated};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, frames)) = data.split_first() else {

@@ -93,8 +93,8 @@ pub async fn live(shard: &Rc<Shard>) -> Response {
                 "spectators": s.spectators.load(Ordering::Relaxed),
                 "matches": s.matches.load(Ordering::Relaxed),
                 "events": load(&s.events),
-                "deliveries": load(&s.deliveries),
-                "bytesSent": load(&s.bytes_out),
+                "deliveries": load(&s.io.deliveries),
+                "bytesSent": load(&s.io.bytes_out),
                 "cpuSeconds": crate::metrics::thread_cpu_seconds(s.tid.load(Ordering::Relaxed)).unwrap_or(0.0),
             })
         })

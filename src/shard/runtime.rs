@@ -110,7 +110,9 @@ fn start_with(
     check_ports_free(&config, &ports)?;
     let tls = match &config.tls {
         TlsMode::Plain => None,
-        TlsMode::Tls { key, cert } => Some(crate::transport::tls::server_config(key, cert)?),
+        TlsMode::Tls { key, cert } => {
+            Some(crate::transport::tls::server_config(key, cert, "spectra")?)
+        }
     };
     let (tls, tls_store) = match tls {
         Some(t) => (Some(t.config), Some(t.store)),

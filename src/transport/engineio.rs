@@ -929,9 +929,9 @@ pub fn send_frames(session: &RefCell<Session>, frames: &FrameSet) {
             {
                 *buffered_bytes -= buffer[pos].len();
                 buffer.remove(pos);
-                crate::metrics::bump(|s| &s.skipped);
+                crate::transport::stats::bump(|s| &s.skipped);
             }
-            crate::metrics::bump(|s| &s.deliveries);
+            crate::transport::stats::bump(|s| &s.deliveries);
             push_packets(&mut s, vec![frames.packet.clone()]);
         }
     }

@@ -1,17 +1,14 @@
-//! Network protocols, layered: `http` (HTTP/1.1), `websocket` (RFC 6455 + deflate), `engineio`
-//! (sessions and transports), `socketio` (namespaces and events), plus the connection plumbing
-//! (`stream`, `tls`, `outbound`, `server`).
+//! Network protocols. The layers that know no application live in their own crate
+//! (`crates/transport`, `spectra-transport`, re-exported here): `http`, `websocket`, `packets`,
+//! `outbound`, `stream`, `tls`, `forwarded`, `stats`. Here, still in the server crate until they
+//! are generic over an application: `engineio` (sessions and transports), `socketio`
+//! (namespaces and events), `server` (accept loops), `routes`, `service`, `echo`.
+
+pub use spectra_transport::{forwarded, http, outbound, packets, stats, stream, tls, websocket};
 
 pub mod echo;
 pub mod engineio;
-pub mod forwarded;
-pub mod http;
-pub mod outbound;
-pub mod packets;
 pub mod routes;
 pub mod server;
 pub mod service;
 pub mod socketio;
-pub mod stream;
-pub mod tls;
-pub mod websocket;

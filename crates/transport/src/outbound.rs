@@ -89,7 +89,7 @@ impl OutQueue {
     pub fn push(&self, frame: Bytes, kind: FrameKind) -> bool {
         let mut inner = self.inner.borrow_mut();
         if inner.closing || inner.dead {
-            crate::metrics::bump(|s| &s.dropped);
+            crate::stats::bump(|s| &s.dropped);
             return false;
         }
         if kind == FrameKind::Snapshot
@@ -103,11 +103,11 @@ impl OutQueue {
             let new_len = slot.0.len();
             inner.bytes = inner.bytes + new_len - old.len();
             inner.skipped += 1;
-            crate::metrics::bump(|s| &s.skipped);
+            crate::stats::bump(|s| &s.skipped);
             return true;
         }
         if inner.bytes + frame.len() > inner.budget {
-            crate::metrics::bump(|s| &s.slow_disconnects);
+            crate::stats::bump(|s| &s.slow_disconnects);
             tracing::info!(
                 "connection closed as a slow consumer: over its {} byte budget",
                 inner.budget
@@ -190,7 +190,7 @@ impl OutQueue {
                 while let Some((frame, kind)) = inner.items.pop_front() {
                     inner.bytes -= frame.len();
                     if kind == FrameKind::Snapshot {
-                        crate::metrics::bump(|s| &s.deliveries);
+                        crate::stats::bump(|s| &s.deliveries);
                     }
                     batch.push(frame);
                     if batch.len() >= 64 {
@@ -245,15 +245,12 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(queue: Rc<OutQueue>, mut io: W) {
         )
         .await;
         batch.clear();
-        crate::metrics::local(|s| {
-            use std::sync::atomic::Ordering::Relaxed;
-            s.frames_out.fetch_add(frames as u64, Relaxed);
-            s.bytes_out.fetch_add(bytes as u64, Relaxed);
-        });
+        crate::stats::add(|s| &s.frames_out, frames as u64);
+        crate::stats::add(|s| &s.bytes_out, bytes as u64);
         match written {
             Ok(true) => {}
             Ok(false) => {
-                crate::metrics::bump(|s| &s.slow_disconnects);
+                crate::stats::bump(|s| &s.slow_disconnects);
                 tracing::info!("connection dropped: the peer stopped reading (write abandoned)");
                 break;
             }

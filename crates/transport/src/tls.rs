@@ -70,10 +70,10 @@ pub struct Tls {
 }
 
 /// Loads `key`/`cert`; when neither file exists, generates a self-signed certificate for
-/// `CN=spectra` (and `localhost`), writes both files and uses them.
-pub fn server_config(key: &Path, cert: &Path) -> Result<Tls, String> {
+/// `CN=<name>` (and `localhost`), writes both files and uses them.
+pub fn server_config(key: &Path, cert: &Path, name: &str) -> Result<Tls, String> {
     if !key.exists() && !cert.exists() {
-        generate_self_signed(key, cert)?;
+        generate_self_signed(key, cert, name)?;
         tracing::info!(
             "tls: generated a self-signed certificate at {} (key {})",
             cert.display(),
@@ -117,12 +117,12 @@ fn load(key: &Path, cert: &Path) -> Result<CertifiedKey, String> {
         .map_err(|e| format!("tls: key and certificate do not match: {e}"))
 }
 
-fn generate_self_signed(key: &Path, cert: &Path) -> Result<(), String> {
-    let mut params = rcgen::CertificateParams::new(vec!["spectra".into(), "localhost".into()])
+fn generate_self_signed(key: &Path, cert: &Path, name: &str) -> Result<(), String> {
+    let mut params = rcgen::CertificateParams::new(vec![name.into(), "localhost".into()])
         .map_err(|e| format!("tls: {e}"))?;
     params
         .distinguished_name
-        .push(rcgen::DnType::CommonName, "spectra");
+        .push(rcgen::DnType::CommonName, name);
     let pair = rcgen::KeyPair::generate().map_err(|e| format!("tls: {e}"))?;
     let certificate = params.self_signed(&pair).map_err(|e| format!("tls: {e}"))?;
     for path in [key, cert] {
@@ -147,17 +147,17 @@ mod tests {
             dir.join(format!("{name}.key")),
             dir.join(format!("{name}.crt")),
         );
-        generate_self_signed(&k, &c).expect("generate");
+        generate_self_signed(&k, &c, "test").expect("generate");
         (k, c)
     }
 
     #[test]
     fn a_mismatched_pair_is_refused_and_the_old_one_stays() {
-        let dir = std::env::temp_dir().join(format!("spectra-tls-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("transport-tls-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let (k1, c1) = pair(&dir, "a");
         let (k2, _c2) = pair(&dir, "b");
-        let tls = server_config(&k1, &c1).expect("first pair loads");
+        let tls = server_config(&k1, &c1, "test").expect("first pair loads");
         let before = tls.store.current.read().expect("lock").clone();
         assert!(!tls.store.files_changed());
         std::fs::copy(&k2, &k1).expect("copy"); // key of b, certificate of a

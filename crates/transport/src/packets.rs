@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use serde_json::Value;
 
-/// Engine.IO v4 packet (text form; binary packets are not used by Spectra clients).
+/// Engine.IO v4 packet (text form; binary messages are handled apart).
 #[derive(Debug, PartialEq)]
 pub enum EioPacket<'a> {
     Open,
@@ -192,7 +192,7 @@ pub fn decode_binary_payload(text: &str) -> Option<Bytes> {
 }
 
 /// Reads an EVENT's data (`["name", arg, ...]`) into the event name and its first argument as
-/// text. Spectra payloads are JSON strings; an object argument is accepted as its JSON text.
+/// text. A string argument is returned as is; any other JSON value as its JSON text.
 pub fn event_name_and_arg(data: &str) -> Option<(String, Option<String>)> {
     event_from_value(serde_json::from_str(data).ok()?)
 }
@@ -246,10 +246,10 @@ mod tests {
             (p.kind, p.nsp, p.data),
             (SioType::Connect, "/admin", "{\"a\":1}")
         );
-        let p = SioPacket::parse("2[\"logon\",\"{}\"]").unwrap();
+        let p = SioPacket::parse("2[\"hello\",\"{}\"]").unwrap();
         assert_eq!(
             (p.kind, p.id, p.data),
-            (SioType::Event, None, "[\"logon\",\"{}\"]")
+            (SioType::Event, None, "[\"hello\",\"{}\"]")
         );
         let p = SioPacket::parse("212[\"x\"]").unwrap();
         assert_eq!(p.id, Some(12));
@@ -264,12 +264,12 @@ mod tests {
     #[test]
     fn event_args() {
         assert_eq!(
-            event_name_and_arg("[\"logon\",\"{\\\"groupCode\\\":\\\"A\\\"}\"]"),
-            Some(("logon".into(), Some("{\"groupCode\":\"A\"}".into())))
+            event_name_and_arg("[\"hello\",\"{\\\"room\\\":\\\"A\\\"}\"]"),
+            Some(("hello".into(), Some("{\"room\":\"A\"}".into())))
         );
         assert_eq!(
-            event_name_and_arg("[\"logon\",{\"groupCode\":\"A\"}]"),
-            Some(("logon".into(), Some("{\"groupCode\":\"A\"}".into())))
+            event_name_and_arg("[\"hello\",{\"room\":\"A\"}]"),
+            Some(("hello".into(), Some("{\"room\":\"A\"}".into())))
         );
         assert_eq!(event_name_and_arg("[\"x\"]"), Some(("x".into(), None)));
         assert_eq!(event_name_and_arg("{}"), None);
@@ -280,8 +280,8 @@ mod tests {
     #[test]
     fn encodes() {
         assert_eq!(
-            &event_packet("logon_success", "{\"a\":\"b\"}")[..],
-            b"42[\"logon_success\",\"{\\\"a\\\":\\\"b\\\"}\"]"
+            &event_packet("greeting_ok", "{\"a\":\"b\"}")[..],
+            b"42[\"greeting_ok\",\"{\\\"a\\\":\\\"b\\\"}\"]"
         );
         let joined = encode_payload(&[Bytes::from_static(b"2"), Bytes::from_static(b"40")]);
         assert_eq!(&joined[..], b"2\x1e40");

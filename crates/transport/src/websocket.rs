@@ -480,7 +480,7 @@ mod tests {
 
     #[test]
     fn compressed_round_trip() {
-        let text = "42[\"match_data\",\"{}\"]".repeat(100);
+        let text = "42[\"state\",\"{}\"]".repeat(100);
         let mut c = new_compressor();
         let deflated = deflate_message(&mut c, text.as_bytes());
         assert!(deflated.len() < text.len() / 4);

@@ -1,0 +1,46 @@
+//! What the transport wrote and refused, counted per thread (a shard): relaxed atomics on a
+//! cache line of their own, written only by their thread, read by anyone (the application's
+//! metrics endpoint). A thread that never called `set_local` counts nothing.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[repr(align(64))]
+#[derive(Default, Debug)]
+pub struct IoStats {
+    /// States (latest-wins frames) handed to connection writers.
+    pub deliveries: AtomicU64,
+    /// WebSocket frames and their bytes written to sockets.
+    pub frames_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// States replaced by a newer one before they were written (latest wins).
+    pub skipped: AtomicU64,
+    /// Frames refused because the connection was closing or gone.
+    pub dropped: AtomicU64,
+    /// Connections closed for exceeding their output byte budget or for not reading.
+    pub slow_disconnects: AtomicU64,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Option<Arc<IoStats>>> = const { RefCell::new(None) };
+}
+
+/// Makes `stats` the counters of the calling thread.
+pub fn set_local(stats: Arc<IoStats>) {
+    LOCAL.with(|l| *l.borrow_mut() = Some(stats));
+}
+
+/// Adds `n` to a counter of this thread.
+pub fn add(counter: fn(&IoStats) -> &AtomicU64, n: u64) {
+    LOCAL.with(|l| {
+        if let Some(s) = l.borrow().as_ref() {
+            counter(s).fetch_add(n, Ordering::Relaxed);
+        }
+    });
+}
+
+/// Adds one to a counter of this thread.
+pub fn bump(counter: fn(&IoStats) -> &AtomicU64) {
+    add(counter, 1);
+}
