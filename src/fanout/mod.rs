@@ -13,16 +13,8 @@ use bytes::Bytes;
 use crate::shard::Shard;
 use crate::shard::messages::ShardMsg;
 
-/// One broadcast to overlays, encoded once for every way an overlay can receive it.
-#[derive(Clone, Debug)]
-pub struct FrameSet {
-    /// The Engine.IO packet text (`42["match_data","…"]`), for long-polling payloads.
-    pub packet: Bytes,
-    /// The same packet as an uncompressed WebSocket text frame.
-    pub ws_plain: Bytes,
-    /// The same packet as a permessage-deflate frame (no context takeover).
-    pub ws_deflate: Bytes,
-}
+/// One broadcast to overlays (Engine.IO sessions), encoded once for every way they receive it.
+pub use crate::transport::outbound::FrameSet;
 
 /// One message to WebSocket subscribers: a plain text frame and, when built, its
 /// permessage-deflate form (no context takeover, so one frame serves every connection).

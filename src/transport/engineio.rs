@@ -19,14 +19,13 @@ use serde_json::json;
 
 use super::http::{Reader, Request, Response, write_response};
 use super::outbound::{FrameKind, OutQueue, run_writer};
-use super::packets::{
-    EioPacket, SEPARATOR, binary_payload_packet, decode_binary_payload, encode_payload,
-};
+use super::packets::{EioPacket, SEPARATOR, binary_payload_packet, decode_binary_payload};
+use super::polling::PollBuffer;
 use super::socketio;
 use super::websocket::{self, Incoming, MessageReader, close_code};
-use crate::fanout::FrameSet;
 use crate::shard::Shard;
 use crate::shard::messages::{SessionAction, ShardMsg};
+use crate::transport::outbound::FrameSet;
 
 /// Which application a session belongs to (decided by the route it connected to).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,8 +71,7 @@ impl AppState {
 
 enum Transport {
     Polling {
-        buffer: Vec<Bytes>,
-        buffered_bytes: usize,
+        buffer: PollBuffer,
         waiting: Option<oneshot::Sender<Response>>,
         /// A GET or POST came for this session after its handshake.
         polled: bool,
@@ -288,8 +286,7 @@ fn handshake_polling(
             partial: None,
             app: AppState::new(kind),
             transport: Transport::Polling {
-                buffer: Vec::new(),
-                buffered_bytes: 0,
+                buffer: PollBuffer::default(),
                 waiting: None,
                 polled: false,
                 _slot: slot,
@@ -414,18 +411,12 @@ pub fn poll_local(
                 return;
             }
             Transport::Polling {
-                buffer,
-                buffered_bytes,
-                waiting,
-                ..
+                buffer, waiting, ..
             } => {
                 if waiting.is_some() {
                     true
                 } else if !buffer.is_empty() {
-                    let payload = encode_payload(buffer);
-                    buffer.clear();
-                    *buffered_bytes = 0;
-                    let _ = reply.send(payload_response(payload));
+                    let _ = reply.send(payload_response(buffer.take_payload()));
                     return;
                 } else {
                     *waiting = Some(reply);
@@ -459,20 +450,14 @@ async fn release_upgrading_poll(session: Weak<RefCell<Session>>) {
 /// Ends a waiting poll with what is buffered, or with a noop when nothing is.
 fn release_poll(transport: &mut Transport) {
     if let Transport::Polling {
-        buffer,
-        buffered_bytes,
-        waiting,
-        ..
+        buffer, waiting, ..
     } = transport
         && let Some(tx) = waiting.take()
     {
         if buffer.is_empty() {
             buffer.push(Bytes::from_static(b"6"));
         }
-        let payload = encode_payload(buffer);
-        buffer.clear();
-        *buffered_bytes = 0;
-        let _ = tx.send(payload_response(payload));
+        let _ = tx.send(payload_response(buffer.take_payload()));
     }
 }
 
@@ -512,7 +497,7 @@ pub fn detach_local(shard: &Rc<Shard>, sid: &str, to: usize) -> Option<SessionSt
                 // sent after the probe and is refused, as after the upgrade.
                 let _ = tx.send(error_response(3, "Bad request"));
             }
-            std::mem::take(buffer)
+            buffer.take()
         }
         Transport::WebSocket { .. } => Vec::new(),
     };
@@ -871,26 +856,28 @@ pub fn send_packets(shard: &Rc<Shard>, sid: &str, packets: Vec<Bytes>) {
     }
 }
 
+/// Answers a waiting poll with everything buffered. Returns true when the buffer is over its
+/// budget (nobody polls it) and the session must be closed.
+fn flush_waiting_poll(
+    buffer: &mut PollBuffer,
+    waiting: &mut Option<oneshot::Sender<Response>>,
+) -> bool {
+    if let Some(tx) = waiting.take() {
+        let _ = tx.send(payload_response(buffer.take_payload()));
+    }
+    buffer.bytes() > super::outbound::BYTE_BUDGET
+}
+
 /// Returns true when the session is over its buffer budget and must be closed.
 fn push_packets(s: &mut Session, packets: Vec<Bytes>) -> bool {
     match &mut s.transport {
         Transport::Polling {
-            buffer,
-            buffered_bytes,
-            waiting,
-            ..
+            buffer, waiting, ..
         } => {
             for p in packets {
-                *buffered_bytes += p.len();
                 buffer.push(p);
             }
-            if let Some(tx) = waiting.take() {
-                let payload = encode_payload(buffer);
-                buffer.clear();
-                *buffered_bytes = 0;
-                let _ = tx.send(payload_response(payload));
-            }
-            *buffered_bytes > super::outbound::BYTE_BUDGET
+            flush_waiting_poll(buffer, waiting)
         }
         Transport::WebSocket { queue, .. } => {
             for p in packets {
@@ -915,24 +902,17 @@ pub fn send_frames(session: &RefCell<Session>, frames: &FrameSet) {
             };
             queue.push(frame, FrameKind::Snapshot);
         }
-        Transport::Polling { .. } => {
-            // Long-polling clients get the same packet bytes; the newest snapshot replaces an
+        Transport::Polling {
+            buffer, waiting, ..
+        } => {
+            // Long-polling clients get the same packet bytes; the newest state replaces an
             // older one still waiting in the buffer.
-            if let Transport::Polling {
-                buffer,
-                buffered_bytes,
-                ..
-            } = &mut s.transport
-                && let Some(pos) = buffer
-                    .iter()
-                    .position(|p| p.starts_with(b"42[\"match_data\""))
-            {
-                *buffered_bytes -= buffer[pos].len();
-                buffer.remove(pos);
+            if buffer.push_state(frames.packet.clone()) {
                 crate::transport::stats::bump(|s| &s.skipped);
             }
             crate::transport::stats::bump(|s| &s.deliveries);
-            push_packets(&mut s, vec![frames.packet.clone()]);
+            // (a state alone never makes a session go over budget: it replaces the older one)
+            let _ = flush_waiting_poll(buffer, waiting);
         }
     }
 }

@@ -4,7 +4,9 @@
 //! are generic over an application: `engineio` (sessions and transports), `socketio`
 //! (namespaces and events), `server` (accept loops), `routes`, `service`, `echo`.
 
-pub use spectra_transport::{forwarded, http, outbound, packets, stats, stream, tls, websocket};
+pub use spectra_transport::{
+    forwarded, http, outbound, packets, polling, stats, stream, tls, websocket,
+};
 
 pub mod echo;
 pub mod engineio;

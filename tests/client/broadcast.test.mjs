@@ -184,3 +184,28 @@ test("a client's messages over maxPayload close its connection only", async () =
   const status = await fetch(`${server.rest}/status`);
   assert.equal(status.status, 200);
 });
+
+test("a long-polling overlay that does not poll for a while gets only the newest state, after what else was queued", async () => {
+  const group = code("LATEST");
+  const obs = await observer(server, { groupCode: group });
+  const base = `${server.broadcast}/socket.io/?EIO=4&transport=polling`;
+  const open = await (await fetch(base)).text();
+  const sid = JSON.parse(open.slice(1)).sid;
+  const post = (body) => fetch(`${base}&sid=${sid}`, { method: "POST", body }).then((r) => r.text());
+  const poll = () => fetch(`${base}&sid=${sid}`).then((r) => r.text());
+  assert.equal(await post("40"), "ok");
+  assert.match(await poll(), /^40\{"sid":/);
+  assert.equal(await post(`42${JSON.stringify(["logon", JSON.stringify({ groupCode: group })])}`), "ok");
+  // Not polling now: five states go out (each one broadcast interval apart).
+  const modes = ["swift", "bomb", "deathmatch", "escalation", "spikerush"];
+  for (const mode of modes) {
+    sendEvent(obs.socket, group, "game_mode", mode);
+    await sleep(250);
+  }
+  const packets = (await poll()).split("\x1e");
+  const states = packets.filter((p) => p.startsWith('42["match_data"'));
+  assert.ok(packets[0].startsWith('42["logon_success"'), `queued first: ${packets[0].slice(0, 40)}`);
+  assert.equal(states.length, 1, `one state waiting, not ${states.length}`);
+  assert.equal(JSON.parse(JSON.parse(states[0].slice(2))[1]).matchType, "spikerush", "the newest");
+  obs.socket.close();
+});

@@ -18,6 +18,17 @@ use futures_lite::io::{AsyncWrite, AsyncWriteExt};
 /// Bytes a connection may have queued before it is closed as a slow consumer.
 pub const BYTE_BUDGET: usize = 4 * 1024 * 1024;
 
+/// One state for Engine.IO sessions, encoded once for every way a session can receive it.
+#[derive(Clone, Debug)]
+pub struct FrameSet {
+    /// The Engine.IO packet text (`42["event","…"]`), for long-polling payloads.
+    pub packet: Bytes,
+    /// The same packet as an uncompressed WebSocket text frame.
+    pub ws_plain: Bytes,
+    /// The same packet as a permessage-deflate frame (no context takeover).
+    pub ws_deflate: Bytes,
+}
+
 /// Whether a frame may be replaced by a newer one of the same kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameKind {
