@@ -17,7 +17,7 @@ use crate::engine::{Event, Kind, Match, ObsKind, Outcome};
 use crate::fanout::{FrameSet, RoomFrame, WsFrames};
 use crate::ingest::{AuthRecord, ObsLogon};
 use crate::shard::Shard;
-use crate::shard::messages::{SessionAction, SessionRef, ShardMsg};
+use crate::shard::messages::{MatchMsg, SessionAction, SessionRef, ShardMsg};
 use crate::spectator::room::{JoinRequest, PlayerInfo, Room, SpectatorInfo};
 use crate::spectator::wire;
 use crate::transport::packets::event_packet;
@@ -426,6 +426,28 @@ fn complete_call(shard: &Rc<Shard>, entry: &Entry, fetch_stats: bool) {
         }
     })
     .detach();
+}
+
+/// A message for the matches this shard owns.
+pub fn on_shard_msg(shard: &Rc<Shard>, msg: MatchMsg) {
+    match msg {
+        MatchMsg::Create { logon, from, owner } => create_match(shard, *logon, from, owner),
+        MatchMsg::FindMatchId { match_id, reply } => {
+            let _ = reply.send(find_match_id(shard, &match_id));
+        }
+        MatchMsg::Event { code, event } => ingest_event(shard, &code, event),
+        MatchMsg::AuxDisconnected { code, player_id } => aux_disconnected(shard, &code, &player_id),
+        MatchMsg::SnapshotRequest { code, from } => snapshot_request(shard, &code, from),
+        MatchMsg::PlayerPresence { code, join, leave } => {
+            player_presence(shard, &code, join, leave)
+        }
+        MatchMsg::SpectatorJoin { code, spectator } => spectator_join(shard, &code, spectator),
+        MatchMsg::SpectatorLeave {
+            code,
+            spectator_id,
+            reason,
+        } => spectator_leave(shard, &code, &spectator_id, reason),
+    }
 }
 
 /// An accepted event for a match of this shard.

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use serde_json::{Map, Value};
 
 use crate::shard::Shard;
-use crate::shard::messages::{SessionRef, ShardMsg};
+use crate::shard::messages::{MatchMsg, SessionRef, ShardMsg};
 use crate::transport::engineio::AppState;
 use crate::transport::socketio::emit;
 
@@ -82,7 +82,10 @@ fn logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
             shard: shard.id,
             sid: sid.to_string(),
         };
-        shard.send_to(owner, ShardMsg::SnapshotRequest { code, from });
+        shard.send_to(
+            owner,
+            ShardMsg::Match(MatchMsg::SnapshotRequest { code, from }),
+        );
     }
 }
 

@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 
 use crate::engine::{AuxKind, Event, Kind};
 use crate::shard::Shard;
-use crate::shard::messages::{SessionAction, SessionRef, ShardMsg};
+use crate::shard::messages::{MatchMsg, SessionAction, SessionRef, ShardMsg};
 use crate::transport::engineio::AppState;
 use crate::transport::packets::event_packet;
 
@@ -294,11 +294,11 @@ fn finish_obs_logon(
     };
     shard.send_to(
         shard.owner_of(&group_code),
-        ShardMsg::CreateMatch {
+        ShardMsg::Match(MatchMsg::Create {
             logon: Box::new(logon),
             from,
             owner,
-        },
+        }),
     );
 }
 
@@ -389,10 +389,10 @@ async fn find_match_by_id(shard: &Rc<Shard>, match_id: &str) -> Option<String> {
         } else {
             shard.mesh.send(
                 s,
-                ShardMsg::FindMatchId {
+                ShardMsg::Match(MatchMsg::FindMatchId {
                     match_id: match_id.to_string(),
                     reply: tx,
-                },
+                }),
             );
         }
         replies.push(rx);
@@ -537,7 +537,7 @@ fn data(shard: &Rc<Shard>, sid: &str, is_aux_event: bool, arg: Option<&str>) {
     event.set("timestamp", Value::from(now_ms()));
     let code = auth.group_code;
     let owner = shard.owner_of(&code);
-    shard.send_to(owner, ShardMsg::IngestEvent { code, event });
+    shard.send_to(owner, ShardMsg::Match(MatchMsg::Event { code, event }));
 }
 
 /// Tells the match owner that an ingest client joined or left its room.
@@ -549,7 +549,7 @@ fn presence(
 ) {
     shard.send_to(
         shard.owner_of(&code),
-        ShardMsg::PlayerPresence { code, join, leave },
+        ShardMsg::Match(MatchMsg::PlayerPresence { code, join, leave }),
     );
 }
 
@@ -571,7 +571,10 @@ pub fn on_disconnect(shard: &Rc<Shard>, state: &IngestState) {
     }
     let owner = shard.owner_of(&auth.group_code);
     let (code, player_id) = (auth.group_code.clone(), auth.player_id.clone());
-    shard.send_to(owner, ShardMsg::AuxDisconnected { code, player_id });
+    shard.send_to(
+        owner,
+        ShardMsg::Match(MatchMsg::AuxDisconnected { code, player_id }),
+    );
 }
 
 /// The match of `code` was removed: namespace-disconnect this shard's ingest clients of it.

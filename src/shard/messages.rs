@@ -36,59 +36,17 @@ pub enum SessionAction {
     Kick,
 }
 
+/// Everything a shard receives, by the domain that handles it; each domain dispatches its own
+/// messages (`router.rs` only picks the domain).
 pub enum ShardMsg {
-    /// A long-polling request for a session that lives on the receiving shard.
-    Poll {
-        sid: String,
-        post: Option<Bytes>,
-        reply: oneshot::Sender<Response>,
-    },
-    /// A WebSocket probe arrived elsewhere: release the session's pending poll with a noop.
-    Probe { sid: String },
-    /// Hand the session over to the shard holding its new WebSocket.
-    Migrate {
-        sid: String,
-        to: usize,
-        reply: oneshot::Sender<Option<SessionState>>,
-    },
-    /// Apply an action to a session of the receiving shard (or forward it where it moved).
-    Deliver { sid: String, action: SessionAction },
-    /// Create or rejoin the match of an observer logon (sent to the owner shard).
-    CreateMatch {
-        logon: Box<ObsLogon>,
-        from: SessionRef,
-        /// The key and address the match counts against (see `limits::match_slot`).
-        owner: crate::limits::MatchOwner,
-    },
-    /// Which live match of the receiving shard has this Valorant match id (creation order, code).
-    FindMatchId {
-        match_id: String,
-        reply: oneshot::Sender<Vec<crate::registry::MatchIdClaim>>,
-    },
-    /// An accepted ingest event for a match of the receiving shard.
-    IngestEvent {
-        code: String,
-        event: spectra_engine::Event,
-    },
-    /// An auxiliary client of this match went away.
-    AuxDisconnected { code: String, player_id: String },
+    /// Engine.IO sessions of the receiving shard (`transport::engineio::on_shard_msg`).
+    Session(SessionMsg),
+    /// Matches owned by the receiving shard (`registry::on_shard_msg`).
+    Match(MatchMsg),
     /// A frame for every subscriber of the room on the receiving shard (see `fanout`).
     Room { code: String, frame: RoomFrame },
-    /// An overlay logged on: send it the current snapshot, if the match exists.
-    SnapshotRequest { code: String, from: SessionRef },
-    /// The match was removed: namespace-disconnect its local ingest clients.
+    /// The match was removed: namespace-disconnect the receiving shard's ingest clients of it.
     KickGroup { code: String },
-    /// A spectator asks to join the room of a match of the receiving shard.
-    SpectatorJoin {
-        code: String,
-        spectator: crate::spectator::room::SpectatorInfo,
-    },
-    /// A spectator left (voluntarily or by disconnecting).
-    SpectatorLeave {
-        code: String,
-        spectator_id: String,
-        reason: &'static str,
-    },
     /// Messages for one spectator connection of the receiving shard.
     SpectatorDirect {
         conn: u64,
@@ -106,10 +64,66 @@ pub enum ShardMsg {
         deadline: std::time::Instant,
         done: flume::Sender<usize>,
     },
+}
+
+/// For the Engine.IO sessions of the receiving shard.
+pub enum SessionMsg {
+    /// A long-polling request for a session that lives on the receiving shard.
+    Poll {
+        sid: String,
+        post: Option<Bytes>,
+        reply: oneshot::Sender<Response>,
+    },
+    /// A WebSocket probe arrived elsewhere: release the session's pending poll with a noop.
+    Probe { sid: String },
+    /// Hand the session over to the shard holding its new WebSocket.
+    Migrate {
+        sid: String,
+        to: usize,
+        reply: oneshot::Sender<Option<SessionState>>,
+    },
+    /// Apply an action to a session of the receiving shard (or forward it where it moved).
+    Deliver { sid: String, action: SessionAction },
+}
+
+/// For the owner of a match (the receiving shard).
+pub enum MatchMsg {
+    /// Create or rejoin the match of an observer logon.
+    Create {
+        logon: Box<ObsLogon>,
+        from: SessionRef,
+        /// The key and address the match counts against (see `limits::match_slot`).
+        owner: crate::limits::MatchOwner,
+    },
+    /// Which live match of the receiving shard has this Valorant match id (creation order, code).
+    FindMatchId {
+        match_id: String,
+        reply: oneshot::Sender<Vec<crate::registry::MatchIdClaim>>,
+    },
+    /// An accepted ingest event.
+    Event {
+        code: String,
+        event: spectra_engine::Event,
+    },
+    /// An auxiliary client of this match went away.
+    AuxDisconnected { code: String, player_id: String },
+    /// An overlay logged on: send it the current snapshot, if the match exists.
+    SnapshotRequest { code: String, from: SessionRef },
     /// An ingest client of the match connected (`join`) or went away (`leave` = its id).
     PlayerPresence {
         code: String,
         join: Option<crate::spectator::room::PlayerInfo>,
         leave: Option<String>,
+    },
+    /// A spectator asks to join the room of the match.
+    SpectatorJoin {
+        code: String,
+        spectator: crate::spectator::room::SpectatorInfo,
+    },
+    /// A spectator left (voluntarily or by disconnecting).
+    SpectatorLeave {
+        code: String,
+        spectator_id: String,
+        reason: &'static str,
     },
 }

@@ -177,10 +177,10 @@ impl Shard {
         } else {
             self.mesh.send(
                 shard,
-                ShardMsg::Deliver {
+                ShardMsg::Session(messages::SessionMsg::Deliver {
                     sid: sid.to_string(),
                     action,
-                },
+                }),
             );
         }
     }

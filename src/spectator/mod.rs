@@ -15,7 +15,7 @@ use futures_lite::io::{AsyncRead, AsyncWrite};
 use serde_json::Value;
 
 use crate::shard::Shard;
-use crate::shard::messages::ShardMsg;
+use crate::shard::messages::{MatchMsg, ShardMsg};
 use crate::transport::http::{Reader, Request, Response, write_response};
 use crate::transport::outbound::{FrameKind, OutQueue, run_writer};
 use crate::transport::websocket::{self, Incoming, MessageReader, close_code};
@@ -364,7 +364,10 @@ fn join(shard: &Rc<Shard>, conn: u64, queue: &OutQueue, data: Option<&Value>) {
         conn,
     };
     let owner = shard.owner_of(&code);
-    shard.send_to(owner, ShardMsg::SpectatorJoin { code, spectator });
+    shard.send_to(
+        owner,
+        ShardMsg::Match(MatchMsg::SpectatorJoin { code, spectator }),
+    );
 }
 
 fn leave(shard: &Rc<Shard>, conn: u64, queue: &OutQueue) {
@@ -404,11 +407,11 @@ fn take_membership(shard: &Rc<Shard>, conn: u64) -> Option<(String, String)> {
 fn send_leave(shard: &Rc<Shard>, code: String, spectator_id: String, reason: &'static str) {
     shard.send_to(
         shard.owner_of(&code),
-        ShardMsg::SpectatorLeave {
+        ShardMsg::Match(MatchMsg::SpectatorLeave {
             code,
             spectator_id,
             reason,
-        },
+        }),
     );
 }
 
@@ -431,11 +434,11 @@ pub fn deliver_local(shard: &Rc<Shard>, conn: u64, texts: Vec<Bytes>, joined: Op
             let owner = shard.owner_of(&j.code);
             shard.mesh.send(
                 owner,
-                ShardMsg::SpectatorLeave {
+                ShardMsg::Match(MatchMsg::SpectatorLeave {
                     code: j.code,
                     spectator_id: j.spectator_id,
                     reason: "disconnected",
-                },
+                }),
             );
         }
         return;

@@ -1,6 +1,6 @@
 //! A match's spectator room, kept on the match's owner shard: its players (the connected ingest
 //! clients), its spectators in join order, and its lobby state. Builds every room message once
-//! and sends it to every shard (`ShardMsg::SpectatorFrame`); each shard writes to its own
+//! and publishes it through the fan-out (`RoomFrame::Message`); each shard writes to its own
 //! spectators. Must not touch sockets.
 
 use std::rc::Rc;

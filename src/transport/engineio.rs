@@ -24,7 +24,7 @@ use super::polling::PollBuffer;
 use super::socketio;
 use super::websocket::{self, Incoming, MessageReader, close_code};
 use crate::shard::Shard;
-use crate::shard::messages::{SessionAction, ShardMsg};
+use crate::shard::messages::{SessionAction, SessionMsg, ShardMsg};
 use crate::transport::outbound::FrameSet;
 
 /// Which application a session belongs to (decided by the route it connected to).
@@ -344,15 +344,27 @@ async fn forward_poll(shard: &Rc<Shard>, sid: String, post: Option<Bytes>) -> Re
     } else {
         shard.mesh.send(
             home,
-            ShardMsg::Poll {
+            ShardMsg::Session(SessionMsg::Poll {
                 sid,
                 post,
                 reply: tx,
-            },
+            }),
         );
     }
     rx.await
         .unwrap_or_else(|_| error_response(1, "Session ID unknown"))
+}
+
+/// A message from another shard for the sessions of this one.
+pub fn on_shard_msg(shard: &Rc<Shard>, msg: SessionMsg) {
+    match msg {
+        SessionMsg::Poll { sid, post, reply } => poll_local(shard, &sid, post, reply),
+        SessionMsg::Probe { sid } => probe_local(shard, &sid),
+        SessionMsg::Migrate { sid, to, reply } => {
+            let _ = reply.send(detach_local(shard, &sid, to));
+        }
+        SessionMsg::Deliver { sid, action } => deliver_local(shard, &sid, action),
+    }
 }
 
 /// Serves a polling GET or POST for a session of this shard.
@@ -677,9 +689,9 @@ async fn upgrade<R: AsyncRead + Unpin>(
                 } else {
                     shard.mesh.send(
                         home,
-                        ShardMsg::Probe {
+                        ShardMsg::Session(SessionMsg::Probe {
                             sid: sid.to_string(),
-                        },
+                        }),
                     );
                 }
             }
@@ -695,11 +707,11 @@ async fn upgrade<R: AsyncRead + Unpin>(
                     let (tx, rx) = oneshot::channel();
                     shard.mesh.send(
                         home,
-                        ShardMsg::Migrate {
+                        ShardMsg::Session(SessionMsg::Migrate {
                             sid: sid.to_string(),
                             to: shard.id,
                             reply: tx,
-                        },
+                        }),
                     );
                     rx.await.ok().flatten()
                 };
