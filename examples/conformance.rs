@@ -47,8 +47,8 @@ struct Conformance;
 impl Service for Conformance {
     fn on_engine_message(&self, shard: &Rc<Shard>, sid: &str, message: EngineMessage) {
         match message {
-            EngineMessage::Text(text) => send_message(shard, sid, &text),
-            EngineMessage::Binary(data) => send_binary(shard, sid, &data),
+            EngineMessage::Text(text) => send_message(&shard.eio, sid, &text),
+            EngineMessage::Binary(data) => send_binary(&shard.eio, sid, &data),
         }
     }
 
@@ -64,7 +64,7 @@ impl Service for Conformance {
         let (shard, sid, nsp) = (shard.clone(), sid.to_string(), nsp.to_string());
         glommio::spawn_local(async move {
             glommio::timer::sleep(AUTH_DELAY).await;
-            emit_on(&shard, &sid, &nsp, &json!(["auth", auth]), &[]);
+            emit_on(&shard.eio, &sid, &nsp, &json!(["auth", auth]), &[]);
         })
         .detach();
     }
@@ -81,7 +81,7 @@ impl Service for Conformance {
                 let mut data = vec![Value::from("message-back")];
                 data.extend(args);
                 emit_on(
-                    shard,
+                    &shard.eio,
                     sid,
                     &event.nsp,
                     &Value::Array(data),
@@ -91,7 +91,7 @@ impl Service for Conformance {
             Some("message-with-ack") => {
                 if let Some(id) = event.ack {
                     ack_on(
-                        shard,
+                        &shard.eio,
                         sid,
                         &event.nsp,
                         id,

@@ -1,71 +1,243 @@
-//! Routes Socket.IO-level happenings of a session to its application (ingest on 5100, broadcast
-//! on 5200; on a single port the first event decides: `obs_logon`/`aux_logon` make an ingest
-//! client, `logon` an overlay). Handlers here must not borrow the session itself: the caller may
-//! hold it.
+//! Spectra's application behind the Engine.IO/Socket.IO sessions (`transport::engineio::App`):
+//! what a session is (`PortKind`: ingest, overlay, single-port, or the conformance `Service`),
+//! what it carries (`AppState`), and where its events go — ingest on 5100, broadcast on 5200; on
+//! a single port the first event decides (`obs_logon`/`aux_logon` make an ingest client, `logon`
+//! an overlay). Cross-shard session messages travel in `ShardMsg::Session`. Handlers here must
+//! not borrow the session itself: the transport may hold it.
 
-use std::rc::Rc;
+use std::net::IpAddr;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
 
-use crate::shard::Shard;
-use crate::transport::engineio::AppState;
+use bytes::Bytes;
+use serde_json::Value;
 
-/// A Socket.IO event on the main namespace.
-pub fn on_event(shard: &Rc<Shard>, sid: &str, name: &str, arg: Option<&str>) {
-    let Some(cell) = shard.sessions.borrow().get(sid) else {
-        return;
-    };
-    let ingest = {
-        let mut s = cell.borrow_mut();
-        if matches!(s.app, AppState::Undecided) {
-            match name {
-                "obs_logon" | "aux_logon" => s.app = AppState::Ingest(Default::default()),
-                "logon" => s.app = AppState::Broadcast(Default::default()),
-                _ => return, // nothing else means anything before a logon
+use crate::shard::messages::ShardMsg;
+use crate::shard::{Mesh, Shard};
+use crate::transport::engineio::{self, App, Eio, EngineMessage, SessionMsg};
+use crate::transport::packets::event_from_value;
+use crate::transport::socketio::{self, SioEvent};
+
+/// Which application a session belongs to (decided by the route it connected to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortKind {
+    Ingest,
+    Broadcast,
+    /// Single-port mode: ingest or overlay, decided by the session's first event.
+    Spectra,
+    /// A `Port::Service` session: plain Engine.IO (`/engine.io/`) or Socket.IO (`/socket.io/`).
+    Service {
+        socketio: bool,
+    },
+}
+
+/// Application state carried by a session (moves with it between shards).
+#[derive(Debug, Clone)]
+pub enum AppState {
+    Ingest(crate::ingest::IngestState),
+    Broadcast(crate::broadcast::OverlayState),
+    /// A single-port session before its first event says what it is.
+    Undecided,
+    /// State lives in the `Service` itself.
+    Service,
+}
+
+/// What the application asks of a session wherever it lives.
+#[derive(Debug)]
+pub enum SpectraAction {
+    /// The outcome of a logon: send the ack, record the authentication, maybe disconnect.
+    LogonResult {
+        ack: Bytes,
+        auth: Option<crate::ingest::AuthRecord>,
+        disconnect: bool,
+        /// A wrong access key or group secret, with the access key it came with
+        /// (`limits::key_id`): counts against the address's logon attempts with that key.
+        credential_failure: Option<u64>,
+    },
+}
+
+/// The application of one shard's sessions.
+pub struct SpectraApp {
+    shard: Weak<Shard>,
+    mesh: Arc<Mesh>,
+    limits: Arc<crate::limits::Limits>,
+}
+
+/// The session layer of Spectra's shards.
+pub type Sessions = Eio<SpectraApp>;
+pub type SessionAction = engineio::SessionAction<SpectraApp>;
+
+impl SpectraApp {
+    pub fn new(shard: Weak<Shard>, mesh: Arc<Mesh>, limits: Arc<crate::limits::Limits>) -> Self {
+        SpectraApp {
+            shard,
+            mesh,
+            limits,
+        }
+    }
+
+    fn service(&self) -> Option<(Rc<Shard>, Rc<dyn crate::transport::service::Service>)> {
+        let shard = self.shard.upgrade()?;
+        let service = shard.service()?;
+        Some((shard, service))
+    }
+}
+
+impl App for SpectraApp {
+    type Kind = PortKind;
+    type Data = AppState;
+    type Action = SpectraAction;
+    type PollingSlot = crate::limits::PollingSlot;
+
+    fn socketio(&self, kind: PortKind) -> bool {
+        !matches!(kind, PortKind::Service { socketio: false })
+    }
+
+    fn new_data(&self, kind: PortKind) -> AppState {
+        match kind {
+            PortKind::Ingest => AppState::Ingest(Default::default()),
+            PortKind::Broadcast => AppState::Broadcast(Default::default()),
+            PortKind::Spectra => AppState::Undecided,
+            PortKind::Service { .. } => AppState::Service,
+        }
+    }
+
+    fn polling_slot(&self, peer: Option<IpAddr>) -> Result<crate::limits::PollingSlot, String> {
+        self.limits.polling_slot(peer).map_err(|refusal| {
+            crate::metrics::bump(|s| &s.connections_refused);
+            match refusal {
+                crate::limits::Refusal::Total => "Too many polling sessions; connect with the websocket transport or try again later",
+                crate::limits::Refusal::PerAddress => "Too many polling sessions from your address; connect with the websocket transport or try again later",
+            }
+            .to_string()
+        })
+    }
+
+    fn send(&self, shard: usize, msg: SessionMsg<Self>) {
+        self.mesh.send(shard, ShardMsg::Session(msg));
+    }
+
+    fn has_namespace(&self, kind: PortKind, nsp: &str) -> bool {
+        match kind {
+            PortKind::Service { .. } => self.service().is_some_and(|(_, s)| s.has_namespace(nsp)),
+            _ => nsp == "/",
+        }
+    }
+
+    fn accepts_binary(&self, kind: PortKind) -> bool {
+        matches!(kind, PortKind::Service { .. })
+    }
+
+    fn on_engine_message(&self, _eio: &Rc<Sessions>, sid: &str, message: EngineMessage) {
+        if let Some((shard, service)) = self.service() {
+            service.on_engine_message(&shard, sid, message);
+        }
+    }
+
+    fn on_connect(&self, _eio: &Rc<Sessions>, sid: &str, kind: PortKind, nsp: &str, auth: Value) {
+        if let (PortKind::Service { .. }, Some((shard, service))) = (kind, self.service()) {
+            service.on_connect(&shard, sid, nsp, auth);
+        }
+    }
+
+    fn on_event(&self, _eio: &Rc<Sessions>, sid: &str, kind: PortKind, event: SioEvent) {
+        let Some(shard) = self.shard.upgrade() else {
+            return;
+        };
+        if let PortKind::Service { .. } = kind {
+            if let (true, Some(service)) = (event.is_event, shard.service()) {
+                service.on_event(&shard, sid, event);
+            }
+            return;
+        }
+        if !event.is_event || !event.attachments.is_empty() {
+            tracing::debug!("socket.io: acks and binary events are not part of Spectra; ignored");
+            return;
+        }
+        if let Some((name, arg)) = event_from_value(event.data) {
+            on_named_event(&shard, sid, &name, arg.as_deref());
+        }
+    }
+
+    fn on_disconnect(&self, _eio: &Rc<Sessions>, sid: &str, data: &mut AppState) {
+        let Some(shard) = self.shard.upgrade() else {
+            return;
+        };
+        // The state is reset: a new namespace connection starts as a new socket.
+        match data {
+            AppState::Ingest(state) => {
+                crate::ingest::on_disconnect(&shard, state);
+                *state = Default::default();
+            }
+            AppState::Broadcast(state) => {
+                crate::broadcast::leave(&shard, sid, state);
+                *state = Default::default();
+            }
+            AppState::Undecided | AppState::Service => {}
+        }
+    }
+
+    fn on_detach(&self, sid: &str, data: &AppState) {
+        if let (AppState::Broadcast(state), Some(shard)) = (data, self.shard.upgrade())
+            && let Some(room) = &state.room
+        {
+            shard.subscribers.borrow_mut().remove_overlay(room, sid);
+        }
+    }
+
+    fn on_attach(&self, sid: &str, data: &AppState) {
+        if let (AppState::Broadcast(state), Some(shard)) = (data, self.shard.upgrade())
+            && let Some(room) = &state.room
+        {
+            shard.subscribers.borrow_mut().add_overlay(room, sid);
+        }
+    }
+
+    fn on_action(&self, eio: &Rc<Sessions>, sid: &str, action: SpectraAction) {
+        match action {
+            SpectraAction::LogonResult {
+                ack,
+                auth,
+                disconnect,
+                credential_failure,
+            } => {
+                let peer = eio.with_data(sid, |data, peer| {
+                    if let (Some(auth), AppState::Ingest(state)) = (auth, data) {
+                        state.auth = Some(auth);
+                    }
+                    peer
+                });
+                if let Some(key) = credential_failure {
+                    self.limits.logon_failed(peer.flatten(), key);
+                }
+                engineio::send_packets(eio, sid, vec![ack]);
+                if disconnect {
+                    socketio::disconnect(eio, sid);
+                }
             }
         }
-        match s.app {
-            AppState::Ingest(_) => true,
-            AppState::Broadcast(_) => false,
-            AppState::Undecided | AppState::Service => return,
-        }
-    };
-    drop(cell);
-    if ingest {
-        crate::ingest::on_event(shard, sid, name, arg);
-    } else {
-        crate::broadcast::on_event(shard, sid, name, arg);
     }
 }
 
-/// The socket left the namespace (client or server side, or the session ended). The state is
-/// reset: a new namespace connection starts as a new socket, as in Socket.IO.
-pub fn on_disconnect(shard: &Rc<Shard>, sid: &str, app: &mut AppState) {
-    match app {
-        AppState::Ingest(state) => {
-            crate::ingest::on_disconnect(shard, state);
-            *state = Default::default();
+/// A Socket.IO event on the main namespace of a Spectra session.
+fn on_named_event(shard: &Rc<Shard>, sid: &str, name: &str, arg: Option<&str>) {
+    let ingest = shard.eio.with_data(sid, |data, _| {
+        if matches!(data, AppState::Undecided) {
+            match name {
+                "obs_logon" | "aux_logon" => *data = AppState::Ingest(Default::default()),
+                "logon" => *data = AppState::Broadcast(Default::default()),
+                _ => return None, // nothing else means anything before a logon
+            }
         }
-        AppState::Broadcast(state) => {
-            crate::broadcast::leave(shard, sid, state);
-            *state = Default::default();
+        match data {
+            AppState::Ingest(_) => Some(true),
+            AppState::Broadcast(_) => Some(false),
+            AppState::Undecided | AppState::Service => None,
         }
-        AppState::Undecided | AppState::Service => {}
-    }
-}
-
-/// The session leaves this shard (closed or moving): drop shard-local references to it.
-pub fn on_detach(shard: &Rc<Shard>, sid: &str, app: &AppState) {
-    if let AppState::Broadcast(state) = app
-        && let Some(room) = &state.room
-    {
-        shard.subscribers.borrow_mut().remove_overlay(room, sid);
-    }
-}
-
-/// The session arrived on this shard: restore shard-local references.
-pub fn on_attach(shard: &Rc<Shard>, sid: &str, app: &AppState) {
-    if let AppState::Broadcast(state) = app
-        && let Some(room) = &state.room
-    {
-        shard.subscribers.borrow_mut().add_overlay(room, sid);
+    });
+    match ingest.flatten() {
+        Some(true) => crate::ingest::on_event(shard, sid, name, arg),
+        Some(false) => crate::broadcast::on_event(shard, sid, name, arg),
+        None => {}
     }
 }

@@ -14,7 +14,7 @@ pub mod fanout;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;
-pub mod random;
+pub use spectra_transport::random;
 pub mod registry;
 pub mod replay;
 pub mod rest;

@@ -20,8 +20,6 @@ pub struct ShardStats {
     pub connections: [AtomicI64; 5],
     /// Connections refused by a connection limit.
     pub connections_refused: AtomicU64,
-    /// Engine.IO sessions living on this shard (gauge).
-    pub sessions: AtomicI64,
     /// Spectator connections on this shard (gauge).
     pub spectators: AtomicI64,
     /// Live matches owned by this shard (gauge).
@@ -195,7 +193,7 @@ pub fn render(metrics: &Metrics, backend: bool) -> String {
         "spectra_sessions",
         "gauge",
         "Engine.IO sessions (observers, aux clients, overlays) by shard.",
-        |s| s.sessions.load(Ordering::Relaxed),
+        |s| s.io.sessions.load(Ordering::Relaxed),
     );
     f.per_shard(
         metrics,

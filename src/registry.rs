@@ -109,12 +109,12 @@ fn logon_result_with(
     shard.deliver(
         from.shard,
         &from.sid,
-        SessionAction::LogonResult {
+        SessionAction::App(crate::app::SpectraAction::LogonResult {
             ack: event_packet("obs_logon_ack", &ack),
             auth,
             disconnect: !value,
             credential_failure,
-        },
+        }),
     );
 }
 

@@ -8,9 +8,9 @@ use std::rc::Rc;
 
 use serde_json::{Map, Value};
 
+use crate::app::AppState;
 use crate::shard::Shard;
 use crate::shard::messages::{MatchMsg, SessionRef, ShardMsg};
-use crate::transport::engineio::AppState;
 use crate::transport::socketio::emit;
 
 /// Per-overlay state.
@@ -29,18 +29,15 @@ pub fn on_event(shard: &Rc<Shard>, sid: &str, name: &str, arg: Option<&str>) {
 /// `logon` → join the room, `logon_success` to this overlay, then the current snapshot to this
 /// overlay only (the original re-sent it to the whole room).
 fn logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
-    let Some(cell) = shard.sessions.borrow().get(sid) else {
-        return;
-    };
-    {
-        let mut s = cell.borrow_mut();
-        let AppState::Broadcast(state) = &mut s.app else {
-            return;
-        };
-        if state.logon_used {
-            return;
+    let first = shard.eio.with_data(sid, |data, _| match data {
+        AppState::Broadcast(state) if !state.logon_used => {
+            state.logon_used = true;
+            true
         }
-        state.logon_used = true;
+        _ => false,
+    });
+    if first != Some(true) {
+        return;
     }
     let parsed: Option<Map<String, Value>> = arg.and_then(|a| serde_json::from_str(a).ok());
     let Some(obj) = parsed else {
@@ -64,14 +61,15 @@ fn logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
         )),
     );
     if let Some(code) = &code {
-        if let AppState::Broadcast(state) = &mut cell.borrow_mut().app {
-            state.room = Some(code.clone());
-        }
+        shard.eio.with_data(sid, |data, _| {
+            if let AppState::Broadcast(state) = data {
+                state.room = Some(code.clone());
+            }
+        });
         shard.subscribers.borrow_mut().add_overlay(code, sid);
     }
-    drop(cell);
     emit(
-        shard,
+        &shard.eio,
         sid,
         "logon_success",
         &Value::Object(reply).to_string(),

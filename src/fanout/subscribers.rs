@@ -91,12 +91,7 @@ pub fn deliver(shard: &Rc<Shard>, code: &str, frame: &RoomFrame) {
                 };
                 // Writing to a session only queues bytes (no shard state is touched), so the
                 // registry stays borrowed while every overlay gets the same frames.
-                let sessions = shard.sessions.borrow();
-                for sid in &room.overlays {
-                    if let Some(cell) = sessions.get(sid) {
-                        crate::transport::engineio::send_frames(&cell, overlay);
-                    }
-                }
+                shard.eio.send_frames_to(room.overlays.iter(), overlay);
                 match spectators {
                     Some(_) => room.spectators.iter().copied().collect(),
                     None => Vec::new(),

@@ -12,10 +12,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use futures_channel::oneshot;
 use serde_json::{Map, Value, json};
 
+use crate::app::{AppState, SpectraAction};
 use crate::engine::{AuxKind, Event, Kind};
 use crate::shard::Shard;
 use crate::shard::messages::{MatchMsg, SessionAction, SessionRef, ShardMsg};
-use crate::transport::engineio::AppState;
 use crate::transport::packets::event_packet;
 
 /// Server version shown in the "not compatible" logon failure.
@@ -92,21 +92,24 @@ pub fn on_event(shard: &Rc<Shard>, sid: &str, name: &str, arg: Option<&str>) {
 /// Marks a once-only logon handler as used; returns `None` if it was used already, else whether
 /// the socket is already authenticated.
 fn take_once(shard: &Rc<Shard>, sid: &str, aux: bool) -> Option<bool> {
-    let cell = shard.sessions.borrow().get(sid)?;
-    let mut s = cell.borrow_mut();
-    let AppState::Ingest(state) = &mut s.app else {
-        return None;
-    };
-    let used = if aux {
-        &mut state.aux_logon_used
-    } else {
-        &mut state.obs_logon_used
-    };
-    if *used {
-        return None;
-    }
-    *used = true;
-    Some(state.auth.is_some())
+    shard
+        .eio
+        .with_data(sid, |data, _| {
+            let AppState::Ingest(state) = data else {
+                return None;
+            };
+            let used = if aux {
+                &mut state.aux_logon_used
+            } else {
+                &mut state.obs_logon_used
+            };
+            if *used {
+                return None;
+            }
+            *used = true;
+            Some(state.auth.is_some())
+        })
+        .flatten()
 }
 
 fn failure(shard: &Rc<Shard>, sid: &str, event: &str, ack_type: &str, reason: &str) {
@@ -140,22 +143,18 @@ fn send_failure(
     shard.deliver(
         shard.id,
         sid,
-        SessionAction::LogonResult {
+        SessionAction::App(SpectraAction::LogonResult {
             ack: event_packet(event, &ack),
             auth: None,
             disconnect: true,
             credential_failure,
-        },
+        }),
     );
 }
 
 /// The address a session's client connected from.
 fn peer_of(shard: &Rc<Shard>, sid: &str) -> Option<std::net::IpAddr> {
-    shard
-        .sessions
-        .borrow()
-        .get(sid)
-        .and_then(|c| c.borrow().peer)
+    shard.eio.with_data(sid, |_, peer| peer).flatten()
 }
 
 fn version_failure(client_version: Option<&Value>) -> Option<String> {
@@ -365,12 +364,12 @@ fn aux_logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
                 shard2.deliver(
                     shard2.id,
                     &sid,
-                    SessionAction::LogonResult {
+                    SessionAction::App(SpectraAction::LogonResult {
                         ack: event_packet(ACK, &ack),
                         auth: Some(auth),
                         disconnect: false,
                         credential_failure: None,
-                    },
+                    }),
                 );
             }
         }
@@ -480,13 +479,14 @@ fn aux_permits(
 /// `obs_data` / `aux_data`: size, shape and permission checks, server timestamp, then to the
 /// socket's own match.
 fn data(shard: &Rc<Shard>, sid: &str, is_aux_event: bool, arg: Option<&str>) {
-    let Some(cell) = shard.sessions.borrow().get(sid) else {
-        return;
-    };
-    let Some(auth) = (match &cell.borrow().app {
-        AppState::Ingest(state) => state.auth.clone(),
-        _ => None,
-    }) else {
+    let Some(auth) = shard
+        .eio
+        .with_data(sid, |data, _| match data {
+            AppState::Ingest(state) => state.auth.clone(),
+            _ => None,
+        })
+        .flatten()
+    else {
         return; // not logged on: ignored, as in the original
     };
     let obj = match arg.map(parse::parse_event) {
@@ -528,11 +528,14 @@ fn data(shard: &Rc<Shard>, sid: &str, is_aux_event: bool, arg: Option<&str>) {
     } else {
         None
     };
-    if let Some(player) = learned
-        && let AppState::Ingest(state) = &mut cell.borrow_mut().app
-        && let Some(a) = state.auth.as_mut()
-    {
-        a.player_id = player;
+    if let Some(player) = learned {
+        shard.eio.with_data(sid, |data, _| {
+            if let AppState::Ingest(state) = data
+                && let Some(a) = state.auth.as_mut()
+            {
+                a.player_id = player;
+            }
+        });
     }
     event.set("timestamp", Value::from(now_ms()));
     let code = auth.group_code;
@@ -579,10 +582,10 @@ pub fn on_disconnect(shard: &Rc<Shard>, state: &IngestState) {
 
 /// The match of `code` was removed: namespace-disconnect this shard's ingest clients of it.
 pub fn kick_group(shard: &Rc<Shard>, code: &str) {
-    let sids = shard.sessions.borrow().select(|s| {
-        matches!(&s.app, AppState::Ingest(IngestState { auth: Some(a), .. }) if a.group_code == code)
+    let sids = shard.eio.select(|data| {
+        matches!(data, AppState::Ingest(IngestState { auth: Some(a), .. }) if a.group_code == code)
     });
     for sid in sids {
-        crate::transport::socketio::disconnect(shard, &sid);
+        crate::transport::socketio::disconnect(&shard.eio, &sid);
     }
 }

@@ -89,7 +89,7 @@ pub async fn live(shard: &Rc<Shard>) -> Response {
             json!({
                 "shard": i,
                 "connections": s.connections.iter().map(|c| c.load(Ordering::Relaxed)).sum::<i64>(),
-                "sessions": s.sessions.load(Ordering::Relaxed),
+                "sessions": s.io.sessions.load(Ordering::Relaxed),
                 "spectators": s.spectators.load(Ordering::Relaxed),
                 "matches": s.matches.load(Ordering::Relaxed),
                 "events": load(&s.events),

@@ -4,9 +4,8 @@
 use bytes::Bytes;
 use futures_channel::oneshot;
 
-use crate::fanout::{FrameSet, RoomFrame};
-use crate::ingest::{AuthRecord, ObsLogon};
-use crate::transport::engineio::SessionState;
+use crate::fanout::RoomFrame;
+use crate::ingest::ObsLogon;
 use crate::transport::http::Response;
 
 /// Where a session can be reached: the shard it was last known on and its Engine.IO id.
@@ -17,24 +16,9 @@ pub struct SessionRef {
 }
 
 /// Something to do to a session, wherever it lives now.
-#[derive(Debug)]
-pub enum SessionAction {
-    /// Send these Engine.IO packets.
-    Packets(Vec<Bytes>),
-    /// The outcome of a logon: send the ack, record the authentication, maybe disconnect.
-    LogonResult {
-        ack: Bytes,
-        auth: Option<AuthRecord>,
-        disconnect: bool,
-        /// A wrong access key or group secret, with the access key it came with (`limits::key_id`):
-        /// counts against the address's logon attempts with that key.
-        credential_failure: Option<u64>,
-    },
-    /// A snapshot for this session only.
-    Frames(FrameSet),
-    /// Namespace disconnect (`41`), e.g. when the session's match was removed.
-    Kick,
-}
+pub type SessionAction = crate::app::SessionAction;
+/// For the Engine.IO sessions of the receiving shard.
+pub type SessionMsg = crate::transport::engineio::SessionMsg<crate::app::SpectraApp>;
 
 /// Everything a shard receives, by the domain that handles it; each domain dispatches its own
 /// messages (`router.rs` only picks the domain).
@@ -64,26 +48,6 @@ pub enum ShardMsg {
         deadline: std::time::Instant,
         done: flume::Sender<usize>,
     },
-}
-
-/// For the Engine.IO sessions of the receiving shard.
-pub enum SessionMsg {
-    /// A long-polling request for a session that lives on the receiving shard.
-    Poll {
-        sid: String,
-        post: Option<Bytes>,
-        reply: oneshot::Sender<Response>,
-    },
-    /// A WebSocket probe arrived elsewhere: release the session's pending poll with a noop.
-    Probe { sid: String },
-    /// Hand the session over to the shard holding its new WebSocket.
-    Migrate {
-        sid: String,
-        to: usize,
-        reply: oneshot::Sender<Option<SessionState>>,
-    },
-    /// Apply an action to a session of the receiving shard (or forward it where it moved).
-    Deliver { sid: String, action: SessionAction },
 }
 
 /// For the owner of a match (the receiving shard).

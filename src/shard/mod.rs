@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::config::Config;
 use crate::registry::Registry;
-use crate::transport::engineio::Sessions;
 use messages::{SessionAction, ShardMsg};
+use std::rc::Rc;
 
 /// The shard that owns a group code's match: FNV-1a of the code modulo the shard count.
 pub fn owner_of(code: &str, shards: usize) -> usize {
@@ -101,7 +101,9 @@ pub struct Shard {
     pub config: Arc<Config>,
     pub mesh: Arc<Mesh>,
     pub global: Arc<Global>,
-    pub sessions: RefCell<Sessions>,
+    /// The Engine.IO/Socket.IO sessions of this shard (the transport's session layer with
+    /// Spectra's application behind it).
+    pub eio: Rc<crate::app::Sessions>,
     /// Who subscribes to which room on this shard (overlays and spectators).
     pub subscribers: RefCell<crate::fanout::subscribers::Subscribers>,
     /// Where match owners publish their rooms' frames.
@@ -127,24 +129,38 @@ impl Shard {
         mesh: Arc<Mesh>,
         global: Arc<Global>,
         backend: Option<Arc<crate::backend::Backend>>,
-    ) -> Shard {
-        Shard {
-            id,
-            config,
-            mesh,
-            global,
-            sessions: RefCell::new(Sessions::default()),
-            subscribers: RefCell::new(Default::default()),
-            fanout: Box::new(crate::fanout::LocalFanout),
-            matches: RefCell::new(Registry::default()),
-            spectators: RefCell::new(Default::default()),
-            previews: RefCell::new(Default::default()),
-            backend,
-            compressor: RefCell::new(crate::transport::websocket::new_compressor()),
-            service: RefCell::new(None),
-            listeners: RefCell::new(Vec::new()),
-            stopping: std::cell::Cell::new(false),
-        }
+    ) -> Rc<Shard> {
+        let eio_config = crate::transport::engineio::EioConfig {
+            ping_interval: config.ping_interval,
+            ping_timeout: config.ping_timeout,
+            connect_timeout: config.connect_timeout,
+            max_payload: config.max_payload,
+        };
+        Rc::new_cyclic(|me| {
+            let app = crate::app::SpectraApp::new(me.clone(), mesh.clone(), global.limits.clone());
+            Shard {
+                id,
+                eio: Rc::new(crate::transport::engineio::Eio::new(
+                    id,
+                    mesh.len(),
+                    eio_config,
+                    app,
+                )),
+                config,
+                mesh,
+                global,
+                subscribers: RefCell::new(Default::default()),
+                fanout: Box::new(crate::fanout::LocalFanout),
+                matches: RefCell::new(Registry::default()),
+                spectators: RefCell::new(Default::default()),
+                previews: RefCell::new(Default::default()),
+                backend,
+                compressor: RefCell::new(crate::transport::websocket::new_compressor()),
+                service: RefCell::new(None),
+                listeners: RefCell::new(Vec::new()),
+                stopping: std::cell::Cell::new(false),
+            }
+        })
     }
 
     /// The service of `Port::Service` listeners.
@@ -171,18 +187,8 @@ impl Shard {
     }
 
     /// Applies `action` to a session: here, or on the shard it lives on.
-    pub fn deliver(self: &std::rc::Rc<Self>, shard: usize, sid: &str, action: SessionAction) {
-        if shard == self.id {
-            crate::transport::engineio::deliver_local(self, sid, action);
-        } else {
-            self.mesh.send(
-                shard,
-                ShardMsg::Session(messages::SessionMsg::Deliver {
-                    sid: sid.to_string(),
-                    action,
-                }),
-            );
-        }
+    pub fn deliver(&self, shard: usize, sid: &str, action: SessionAction) {
+        crate::transport::engineio::deliver(&self.eio, shard, sid, action);
     }
 }
 

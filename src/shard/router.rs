@@ -23,7 +23,7 @@ pub async fn run_inbox(shard: Rc<Shard>, inbox: flume::Receiver<ShardMsg>) {
 /// Hands one message to the domain that handles it.
 pub fn dispatch(shard: &Rc<Shard>, msg: ShardMsg) {
     match msg {
-        ShardMsg::Session(m) => engineio::on_shard_msg(shard, m),
+        ShardMsg::Session(m) => engineio::on_shard_msg(&shard.eio, m),
         ShardMsg::Match(m) => crate::registry::on_shard_msg(shard, m),
         ShardMsg::Room { code, frame } => crate::fanout::subscribers::deliver(shard, &code, &frame),
         ShardMsg::KickGroup { code } => crate::ingest::kick_group(shard, &code),

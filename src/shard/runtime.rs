@@ -145,7 +145,7 @@ fn start_with(
                 if let Some(stats) = global.metrics.shards.get(id) {
                     crate::metrics::set_local(stats.clone());
                 }
-                let shard = Rc::new(Shard::new(id, config.clone(), mesh, global, backend));
+                let shard = Shard::new(id, config.clone(), mesh, global, backend);
                 *shard.service.borrow_mut() = service.map(|make| make());
                 crate::registry::recover(&shard);
                 let mut listeners = Vec::new();

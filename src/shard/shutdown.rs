@@ -59,7 +59,7 @@ pub fn run_phase(shard: &Rc<Shard>, phase: Phase, deadline: Instant, done: flume
             let _ = done.send(shard.id);
         }
         Phase::Close => {
-            let mut queues = crate::transport::engineio::close_all(shard);
+            let mut queues = crate::transport::engineio::close_all(&shard.eio);
             queues.extend(crate::spectator::close_all(shard));
             let logs = crate::registry::close_logs(shard);
             let shard = shard.clone();
@@ -72,7 +72,7 @@ pub fn run_phase(shard: &Rc<Shard>, phase: Phase, deadline: Instant, done: flume
                         log.await;
                     }
                     while queues.iter().any(|q| !q.is_finished())
-                        || (crate::transport::engineio::farewells_pending(&shard) > 0
+                        || (crate::transport::engineio::farewells_pending(&shard.eio) > 0
                             && Instant::now() < farewells_until)
                     {
                         glommio::timer::sleep(Duration::from_millis(5)).await;

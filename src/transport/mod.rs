@@ -1,16 +1,15 @@
-//! Network protocols. The layers that know no application live in their own crate
+//! Network protocols. Everything that knows no application lives in its own crate
 //! (`crates/transport`, `spectra-transport`, re-exported here): `http`, `websocket`, `packets`,
-//! `outbound`, `stream`, `tls`, `forwarded`, `stats`. Here, still in the server crate until they
-//! are generic over an application: `engineio` (sessions and transports), `socketio`
-//! (namespaces and events), `server` (accept loops), `routes`, `service`, `echo`.
+//! `outbound`, `polling`, `stream`, `tls`, `forwarded`, `stats`, and the session layer
+//! `engineio` + `socketio` (generic over an `engineio::App`; Spectra's is `crate::app`). Here,
+//! still in the server crate: `server` (accept loops and the HTTP connection loop), `routes`,
+//! `service` (the conformance example's seam) and `echo`.
 
 pub use spectra_transport::{
-    forwarded, http, outbound, packets, polling, stats, stream, tls, websocket,
+    engineio, forwarded, http, outbound, packets, polling, socketio, stats, stream, tls, websocket,
 };
 
 pub mod echo;
-pub mod engineio;
 pub mod routes;
 pub mod server;
 pub mod service;
-pub mod socketio;

@@ -2,8 +2,8 @@
 //! accept loop (`server.rs`) asks `Routes::of(port)` and dispatches; adding a protocol or a path
 //! is one line of a table here. Must not handle requests itself.
 
-use super::engineio::PortKind;
 use super::server::Port;
+use crate::app::PortKind;
 
 /// What serves a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

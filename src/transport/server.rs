@@ -232,7 +232,7 @@ async fn connection(
                     return;
                 }
                 Route::EngineIo(kind) => {
-                    match engineio::handle_request(&shard, kind, req, &mut reader, &mut writer)
+                    match engineio::handle_request(&shard.eio, kind, req, &mut reader, &mut writer)
                         .await
                     {
                         Some(resp) => resp,

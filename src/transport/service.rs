@@ -8,28 +8,10 @@
 
 use std::rc::Rc;
 
-use bytes::Bytes;
-
 use crate::shard::Shard;
 
-/// An Engine.IO message (the payload of a `4` packet, or a binary message).
-#[derive(Debug, Clone, PartialEq)]
-pub enum EngineMessage {
-    Text(String),
-    Binary(Bytes),
-}
-
-/// A Socket.IO event or acknowledgement received on a namespace, with its binary attachments
-/// (the JSON keeps its `{"_placeholder":true,"num":n}` markers).
-#[derive(Debug, Clone, PartialEq)]
-pub struct SioEvent {
-    pub nsp: String,
-    /// The acknowledgement id the client asked for.
-    pub ack: Option<u64>,
-    /// The JSON array `["name", args...]`.
-    pub data: serde_json::Value,
-    pub attachments: Vec<Bytes>,
-}
+pub use crate::transport::engineio::EngineMessage;
+pub use crate::transport::socketio::SioEvent;
 
 /// An application behind a `Port::Service` listener. Handlers run on the session's shard and
 /// must not borrow the session (the transport may hold it); reply with the functions of

@@ -5,11 +5,14 @@
 //! `stream` (plain or TLS socket), `tls` (certificates, reload), `forwarded` (the client address
 //! behind trusted proxies) and `stats` (what the transport wrote and refused, per thread). It knows no application: no event names, no rooms, no matches.
 
+pub mod engineio;
 pub mod forwarded;
 pub mod http;
 pub mod outbound;
 pub mod packets;
 pub mod polling;
+pub mod random;
+pub mod socketio;
 pub mod stats;
 pub mod stream;
 pub mod tls;

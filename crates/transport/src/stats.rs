@@ -4,11 +4,13 @@
 
 use std::cell::RefCell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 #[repr(align(64))]
 #[derive(Default, Debug)]
 pub struct IoStats {
+    /// Engine.IO sessions living on this thread (gauge).
+    pub sessions: AtomicI64,
     /// States (latest-wins frames) handed to connection writers.
     pub deliveries: AtomicU64,
     /// WebSocket frames and their bytes written to sockets.
@@ -43,4 +45,13 @@ pub fn add(counter: fn(&IoStats) -> &AtomicU64, n: u64) {
 /// Adds one to a counter of this thread.
 pub fn bump(counter: fn(&IoStats) -> &AtomicU64) {
     add(counter, 1);
+}
+
+/// Moves a gauge of this thread by `delta`.
+pub fn gauge(counter: fn(&IoStats) -> &AtomicI64, delta: i64) {
+    LOCAL.with(|l| {
+        if let Some(s) = l.borrow().as_ref() {
+            counter(s).fetch_add(delta, Ordering::Relaxed);
+        }
+    });
 }

@@ -1,82 +1,149 @@
-//! Engine.IO v4 sessions on one shard: the handshake, both transports (HTTP long-polling and
-//! WebSocket), the polling → WebSocket upgrade, heartbeats and close. The Socket.IO layer on top
-//! lives in `socketio.rs`; applications (ingest, broadcast) only see Socket.IO events.
+//! Engine.IO v4 sessions on one shard (thread): the handshake, both transports (HTTP
+//! long-polling and WebSocket), the polling → WebSocket upgrade, heartbeats and close. The
+//! Socket.IO layer on top lives in `socketio.rs`. Generic over an `App`: it decides what a session
+//! is (`Kind`), what it carries (`Data`, which moves with the session), receives its messages and
+//! events, and carries `SessionMsg`s to other shards; this file names no application.
 //!
 //! A session lives on one shard. Its id starts with that shard's number, so a polling request that
-//! lands on another shard (SO_REUSEPORT spreads connections) is forwarded through the mesh. When a
-//! session upgrades to a WebSocket that landed elsewhere, the session moves to the WebSocket's
-//! shard; the old shard remembers where it went for a while and forwards actions there.
+//! lands on another shard (SO_REUSEPORT spreads connections) is forwarded there (`App::send`).
+//! When a session upgrades to a WebSocket that landed elsewhere, the session moves to the
+//! WebSocket's shard; the old shard remembers where it went for a while and forwards actions
+//! there.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_channel::oneshot;
 use futures_lite::io::{AsyncRead, AsyncWrite};
-use serde_json::json;
+use serde_json::{Value, json};
 
-use super::http::{Reader, Request, Response, write_response};
-use super::outbound::{FrameKind, OutQueue, run_writer};
-use super::packets::{EioPacket, SEPARATOR, binary_payload_packet, decode_binary_payload};
-use super::polling::PollBuffer;
-use super::socketio;
-use super::websocket::{self, Incoming, MessageReader, close_code};
-use crate::shard::Shard;
-use crate::shard::messages::{SessionAction, SessionMsg, ShardMsg};
-use crate::transport::outbound::FrameSet;
+use crate::http::{Reader, Request, Response, write_response};
+use crate::outbound::{FrameKind, FrameSet, OutQueue, run_writer};
+use crate::packets::{EioPacket, SEPARATOR, binary_payload_packet, decode_binary_payload};
+use crate::polling::PollBuffer;
+use crate::socketio::{self, SioEvent};
+use crate::websocket::{self, Incoming, MessageReader, close_code};
 
-/// Which application a session belongs to (decided by the route it connected to).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PortKind {
-    Ingest,
-    Broadcast,
-    /// Single-port mode: ingest or overlay, decided by the session's first event.
-    Spectra,
-    /// A `Port::Service` session: plain Engine.IO (`/engine.io/`) or Socket.IO (`/socket.io/`).
-    Service {
-        socketio: bool,
+/// An Engine.IO message (the payload of a `4` packet, or a binary message) of a session that
+/// does not speak Socket.IO.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineMessage {
+    Text(String),
+    Binary(Bytes),
+}
+
+/// The application behind the sessions. Callbacks run on the session's shard and must not
+/// borrow the session (the transport may hold it): use the functions of this module and of
+/// `socketio` to answer.
+pub trait App: Sized + 'static {
+    /// What a route says a new session is (which application serves it); stays with it.
+    type Kind: Copy + Eq + std::fmt::Debug + Send + 'static;
+    /// The application's data of one session; moves with it between shards.
+    type Data: Clone + std::fmt::Debug + Send + 'static;
+    /// Application actions for one session, delivered wherever it lives (`deliver`).
+    type Action: std::fmt::Debug + Send + 'static;
+    /// Held while a session is on long-polling (an admission limit); dropped when the session
+    /// upgrades or ends.
+    type PollingSlot: 'static;
+
+    /// Sessions of this kind speak Socket.IO (else plain Engine.IO messages).
+    fn socketio(&self, kind: Self::Kind) -> bool;
+    /// The data a new session of this kind starts with.
+    fn new_data(&self, kind: Self::Kind) -> Self::Data;
+    /// A polling slot for a client, or the reason (a `503` answer) why there is none.
+    fn polling_slot(&self, peer: Option<IpAddr>) -> Result<Self::PollingSlot, String>;
+    /// Carries a message to the sessions of another shard (`on_shard_msg` there).
+    fn send(&self, shard: usize, msg: SessionMsg<Self>);
+
+    /// Whether a Socket.IO namespace exists for sessions of this kind.
+    fn has_namespace(&self, kind: Self::Kind, nsp: &str) -> bool;
+    /// Whether sessions of this kind may send binary packets (else they are closed).
+    fn accepts_binary(&self, kind: Self::Kind) -> bool;
+    /// A message of a session that does not speak Socket.IO.
+    fn on_engine_message(&self, eio: &Rc<Eio<Self>>, sid: &str, message: EngineMessage);
+    /// A socket joined `nsp` (the CONNECT ack was already sent); `auth` is the CONNECT payload.
+    fn on_connect(&self, eio: &Rc<Eio<Self>>, sid: &str, kind: Self::Kind, nsp: &str, auth: Value);
+    /// An EVENT or ACK (a BINARY_* one once all attachments arrived) on a joined namespace.
+    fn on_event(&self, eio: &Rc<Eio<Self>>, sid: &str, kind: Self::Kind, event: SioEvent);
+    /// The socket left the main namespace (client or server side, or the session ended).
+    fn on_disconnect(&self, eio: &Rc<Eio<Self>>, sid: &str, data: &mut Self::Data);
+    /// The session leaves this shard (closed or moving): drop shard-local references to it.
+    fn on_detach(&self, sid: &str, data: &Self::Data);
+    /// The session arrived on this shard: restore shard-local references.
+    fn on_attach(&self, sid: &str, data: &Self::Data);
+    /// An application action for a session of this shard.
+    fn on_action(&self, eio: &Rc<Eio<Self>>, sid: &str, action: Self::Action);
+}
+
+/// Heartbeat and size settings of the sessions.
+#[derive(Debug, Clone)]
+pub struct EioConfig {
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    /// How long a Socket.IO session may stay without joining a namespace.
+    pub connect_timeout: Duration,
+    /// Largest message a client may send (`maxPayload`).
+    pub max_payload: usize,
+}
+
+/// The Engine.IO sessions of one shard and the application behind them.
+pub struct Eio<A: App> {
+    /// This shard's number (the first byte of the session ids it creates).
+    pub id: usize,
+    pub shards: usize,
+    pub config: EioConfig,
+    pub app: A,
+    sessions: RefCell<Sessions<A>>,
+}
+
+/// Something to do to a session, wherever it lives now.
+#[derive(Debug)]
+pub enum SessionAction<A: App> {
+    /// Send these Engine.IO packets.
+    Packets(Vec<Bytes>),
+    /// A state for this session only (latest wins).
+    Frames(FrameSet),
+    /// Socket.IO namespace disconnect (`41`).
+    Disconnect,
+    /// For the application (`App::on_action`).
+    App(A::Action),
+}
+
+/// Messages for the sessions of another shard.
+pub enum SessionMsg<A: App> {
+    /// A long-polling request for a session that lives on the receiving shard.
+    Poll {
+        sid: String,
+        post: Option<Bytes>,
+        reply: oneshot::Sender<Response>,
+    },
+    /// A WebSocket probe arrived elsewhere: release the session's pending poll with a noop.
+    Probe { sid: String },
+    /// Hand the session over to the shard holding its new WebSocket.
+    Migrate {
+        sid: String,
+        to: usize,
+        reply: oneshot::Sender<Option<SessionState<A>>>,
+    },
+    /// Apply an action to a session of the receiving shard (or forward it where it moved).
+    Deliver {
+        sid: String,
+        action: SessionAction<A>,
     },
 }
 
-impl PortKind {
-    /// Sessions of this kind speak Socket.IO (and so must join a namespace in time).
-    pub fn socketio(self) -> bool {
-        !matches!(self, PortKind::Service { socketio: false })
-    }
-}
-
-/// Application state carried by a session (moves with it between shards).
-#[derive(Debug, Clone)]
-pub enum AppState {
-    Ingest(crate::ingest::IngestState),
-    Broadcast(crate::broadcast::OverlayState),
-    /// A single-port session before its first event says what it is.
-    Undecided,
-    /// State lives in the `Service` itself.
-    Service,
-}
-
-impl AppState {
-    fn new(kind: PortKind) -> AppState {
-        match kind {
-            PortKind::Ingest => AppState::Ingest(Default::default()),
-            PortKind::Broadcast => AppState::Broadcast(Default::default()),
-            PortKind::Spectra => AppState::Undecided,
-            PortKind::Service { .. } => AppState::Service,
-        }
-    }
-}
-
-enum Transport {
+enum Transport<A: App> {
     Polling {
         buffer: PollBuffer,
         waiting: Option<oneshot::Sender<Response>>,
         /// A GET or POST came for this session after its handshake.
         polled: bool,
-        /// Counts against `MAX_POLLING_SESSIONS` until the session upgrades or ends.
-        _slot: crate::limits::PollingSlot,
+        /// Counts against the application's polling limit until the session upgrades or ends.
+        _slot: A::PollingSlot,
     },
     WebSocket {
         queue: Rc<OutQueue>,
@@ -84,19 +151,19 @@ enum Transport {
     },
 }
 
-pub struct Session {
+pub struct Session<A: App> {
     pub sid: String,
-    pub kind: PortKind,
+    pub kind: A::Kind,
     /// Socket.IO id while connected to the main namespace.
     pub sio_sid: Option<String>,
-    /// Other namespaces the socket joined (services only; Spectra serves `/` alone).
+    /// Other namespaces the socket joined.
     pub namespaces: Vec<String>,
     /// A binary event or ack waiting for its attachments.
-    pub(crate) partial: Option<super::socketio::PartialBinary>,
-    pub app: AppState,
-    transport: Transport,
+    pub(crate) partial: Option<socketio::PartialBinary>,
+    pub data: A::Data,
+    transport: Transport<A>,
     /// The client's address (from the connection that opened the session).
-    pub peer: Option<std::net::IpAddr>,
+    pub peer: Option<IpAddr>,
     /// Joined a namespace at least once (the connect timeout no longer applies).
     pub(crate) ever_connected: bool,
     /// A WebSocket probe arrived: polls are answered at once (noop) so the client can pause.
@@ -108,50 +175,103 @@ pub struct Session {
 
 /// What moves when a session changes shard.
 #[derive(Debug)]
-pub struct SessionState {
+pub struct SessionState<A: App> {
     pub sid: String,
-    pub peer: Option<std::net::IpAddr>,
-    pub kind: PortKind,
+    pub peer: Option<IpAddr>,
+    pub kind: A::Kind,
     pub sio_sid: Option<String>,
     pub namespaces: Vec<String>,
-    pub app: AppState,
+    pub data: A::Data,
     pub buffered: Vec<Bytes>,
 }
 
 /// The sessions of one shard.
-#[derive(Default)]
-pub struct Sessions {
-    map: HashMap<String, Rc<RefCell<Session>>>,
+struct Sessions<A: App> {
+    map: HashMap<String, Rc<RefCell<Session<A>>>>,
     /// Sessions that moved to another shard, with when they moved.
     moved: HashMap<String, (usize, Instant)>,
     /// Sessions on their way here (upgrade in progress) and the actions that arrived for them
     /// before they did.
-    incoming: HashMap<String, Vec<SessionAction>>,
+    incoming: HashMap<String, Vec<SessionAction<A>>>,
     /// Polling sessions closed by a shutdown while no poll was waiting: their next poll gets
     /// CLOSE instead of "Session ID unknown".
     farewell: std::collections::HashSet<String>,
 }
 
-impl Sessions {
-    pub fn get(&self, sid: &str) -> Option<Rc<RefCell<Session>>> {
-        self.map.get(sid).cloned()
+impl<A: App> Default for Sessions<A> {
+    fn default() -> Self {
+        Sessions {
+            map: HashMap::new(),
+            moved: HashMap::new(),
+            incoming: HashMap::new(),
+            farewell: Default::default(),
+        }
+    }
+}
+
+impl<A: App> Eio<A> {
+    pub fn new(id: usize, shards: usize, config: EioConfig, app: A) -> Eio<A> {
+        Eio {
+            id,
+            shards,
+            config,
+            app,
+            sessions: RefCell::new(Sessions::default()),
+        }
     }
 
+    /// Sessions living on this shard.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.sessions.borrow().map.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
     }
 
-    /// Session ids whose application state matches `pred`.
-    pub fn select(&self, mut pred: impl FnMut(&Session) -> bool) -> Vec<String> {
-        self.map
+    /// Session ids whose data matches `pred`.
+    pub fn select(&self, mut pred: impl FnMut(&A::Data) -> bool) -> Vec<String> {
+        self.sessions
+            .borrow()
+            .map
             .values()
-            .filter(|s| pred(&s.borrow()))
+            .filter(|s| pred(&s.borrow().data))
             .map(|s| s.borrow().sid.clone())
             .collect()
+    }
+
+    /// Runs `f` on a session's data and its client address; `None` when it is not here.
+    pub fn with_data<R>(
+        &self,
+        sid: &str,
+        f: impl FnOnce(&mut A::Data, Option<IpAddr>) -> R,
+    ) -> Option<R> {
+        let cell = self.sessions.borrow().map.get(sid).cloned()?;
+        let mut s = cell.borrow_mut();
+        let peer = s.peer;
+        Some(f(&mut s.data, peer))
+    }
+
+    /// The kind of a session of this shard.
+    pub fn kind_of(&self, sid: &str) -> Option<A::Kind> {
+        let cell = self.sessions.borrow().map.get(sid).cloned()?;
+        let kind = cell.borrow().kind;
+        Some(kind)
+    }
+
+    /// Sends one state to these sessions of this shard (the broadcast hot path: the frames were
+    /// encoded once, no session is looked up twice).
+    pub fn send_frames_to<'a>(&self, sids: impl Iterator<Item = &'a String>, frames: &FrameSet) {
+        let sessions = self.sessions.borrow();
+        for sid in sids {
+            if let Some(cell) = sessions.map.get(sid) {
+                send_frames(cell, frames);
+            }
+        }
+    }
+
+    pub(crate) fn get(&self, sid: &str) -> Option<Rc<RefCell<Session<A>>>> {
+        self.sessions.borrow().map.get(sid).cloned()
     }
 }
 
@@ -188,8 +308,7 @@ fn ok_response() -> Response {
         .with_header("cache-control", "no-store")
 }
 
-fn open_packet(sid: &str, upgrades: bool, shard: &Shard) -> Bytes {
-    let c = &shard.config;
+fn open_packet(sid: &str, upgrades: bool, c: &EioConfig) -> Bytes {
     let open = json!({
         "sid": sid,
         "upgrades": if upgrades { vec!["websocket"] } else { vec![] },
@@ -216,9 +335,9 @@ fn check_query(req: &Request) -> Result<(bool, Option<String>), Response> {
 
 /// Handles one `/socket.io/` request. Returns `None` when the connection was taken over by a
 /// WebSocket (and is finished when this returns).
-pub async fn handle_request<R, W>(
-    shard: &Rc<Shard>,
-    kind: PortKind,
+pub async fn handle_request<A: App, R, W>(
+    eio: &Rc<Eio<A>>,
+    kind: A::Kind,
     req: Request,
     reader: &mut Reader<R>,
     writer: &mut Option<W>,
@@ -238,53 +357,44 @@ where
         let Some(w) = writer.take() else {
             return Some(error_response(3, "Bad request"));
         };
-        run_websocket(shard, kind, &req, reader, w, sid).await;
+        run_websocket(eio, kind, &req, reader, w, sid).await;
         return None;
     }
     Some(match (req.method.as_str(), sid) {
-        ("GET", None) => handshake_polling(shard, kind, req.peer),
+        ("GET", None) => handshake_polling(eio, kind, req.peer),
         (_, None) => error_response(2, "Bad handshake method"),
         (method @ ("GET" | "POST"), Some(sid)) => {
             let post = (method == "POST").then(|| req.body.clone());
-            forward_poll(shard, sid, post).await
+            forward_poll(eio, sid, post).await
         }
         _ => error_response(2, "Bad handshake method"),
     })
 }
 
-fn handshake_polling(
-    shard: &Rc<Shard>,
-    kind: PortKind,
+fn handshake_polling<A: App>(
+    eio: &Rc<Eio<A>>,
+    kind: A::Kind,
     peer: Option<std::net::IpAddr>,
 ) -> Response {
-    let slot = match shard.global.limits.polling_slot(peer) {
+    let slot = match eio.app.polling_slot(peer) {
         Ok(slot) => slot,
-        Err(refusal) => {
-            let message = match refusal {
-                crate::limits::Refusal::Total => {
-                    "Too many polling sessions; connect with the websocket transport or try again later"
-                }
-                crate::limits::Refusal::PerAddress => {
-                    "Too many polling sessions from your address; connect with the websocket transport or try again later"
-                }
-            };
-            crate::metrics::bump(|s| &s.connections_refused);
+        Err(message) => {
             return Response::json(503, json!({"code": 3, "message": message}).to_string())
                 .with_header("Access-Control-Allow-Origin", "*");
         }
     };
-    let sid = new_sid(shard.id);
-    let open = open_packet(&sid, true, shard);
-    glommio::spawn_local(unused_handshake(shard.clone(), sid.clone())).detach();
+    let sid = new_sid(eio.id);
+    let open = open_packet(&sid, true, &eio.config);
+    glommio::spawn_local(unused_handshake(eio.clone(), sid.clone())).detach();
     insert_session(
-        shard,
+        eio,
         Session {
             sid,
             kind,
             sio_sid: None,
             namespaces: Vec::new(),
             partial: None,
-            app: AppState::new(kind),
+            data: eio.app.new_data(kind),
             transport: Transport::Polling {
                 buffer: PollBuffer::default(),
                 waiting: None,
@@ -305,50 +415,53 @@ fn handshake_polling(
 /// poll at once, and an unused handshake must not hold a polling slot for the connect timeout.
 const UNUSED_HANDSHAKE: Duration = Duration::from_secs(10);
 
-async fn unused_handshake(shard: Rc<Shard>, sid: String) {
+async fn unused_handshake<A: App>(eio: Rc<Eio<A>>, sid: String) {
     glommio::timer::sleep(UNUSED_HANDSHAKE).await;
-    let unused = shard.sessions.borrow().get(&sid).is_some_and(|cell| {
+    let unused = eio.get(&sid).is_some_and(|cell| {
         matches!(
             cell.borrow().transport,
             Transport::Polling { polled: false, .. }
         )
     });
     if unused {
-        close_session(&shard, &sid, "handshake not used");
+        close_session(&eio, &sid, "handshake not used");
     }
 }
 
-fn insert_session(shard: &Rc<Shard>, session: Session) {
+fn insert_session<A: App>(eio: &Rc<Eio<A>>, session: Session<A>) {
     let sid = session.sid.clone();
     let cell = Rc::new(RefCell::new(session));
     let weak = Rc::downgrade(&cell);
     let (connected, socketio) = {
         let s = cell.borrow();
-        (s.sio_sid.is_some() || s.ever_connected, s.kind.socketio())
+        (
+            s.sio_sid.is_some() || s.ever_connected,
+            eio.app.socketio(s.kind),
+        )
     };
-    shard.sessions.borrow_mut().map.insert(sid.clone(), cell);
-    crate::metrics::gauge(|s| &s.sessions, 1);
+    eio.sessions.borrow_mut().map.insert(sid.clone(), cell);
+    crate::stats::gauge(|s| &s.sessions, 1);
     if socketio && !connected {
-        glommio::spawn_local(connect_deadline(shard.clone(), sid.clone(), weak.clone())).detach();
+        glommio::spawn_local(connect_deadline(eio.clone(), sid.clone(), weak.clone())).detach();
     }
-    glommio::spawn_local(keepalive(shard.clone(), sid, weak)).detach();
+    glommio::spawn_local(keepalive(eio.clone(), sid, weak)).detach();
 }
 
-async fn forward_poll(shard: &Rc<Shard>, sid: String, post: Option<Bytes>) -> Response {
-    let Some(home) = shard_of_sid(&sid).filter(|h| *h < shard.shards()) else {
+async fn forward_poll<A: App>(eio: &Rc<Eio<A>>, sid: String, post: Option<Bytes>) -> Response {
+    let Some(home) = shard_of_sid(&sid).filter(|h| *h < eio.shards) else {
         return error_response(1, "Session ID unknown");
     };
     let (tx, rx) = oneshot::channel();
-    if home == shard.id {
-        poll_local(shard, &sid, post, tx);
+    if home == eio.id {
+        poll_local(eio, &sid, post, tx);
     } else {
-        shard.mesh.send(
+        eio.app.send(
             home,
-            ShardMsg::Session(SessionMsg::Poll {
+            SessionMsg::Poll {
                 sid,
                 post,
                 reply: tx,
-            }),
+            },
         );
     }
     rx.await
@@ -356,26 +469,26 @@ async fn forward_poll(shard: &Rc<Shard>, sid: String, post: Option<Bytes>) -> Re
 }
 
 /// A message from another shard for the sessions of this one.
-pub fn on_shard_msg(shard: &Rc<Shard>, msg: SessionMsg) {
+pub fn on_shard_msg<A: App>(eio: &Rc<Eio<A>>, msg: SessionMsg<A>) {
     match msg {
-        SessionMsg::Poll { sid, post, reply } => poll_local(shard, &sid, post, reply),
-        SessionMsg::Probe { sid } => probe_local(shard, &sid),
+        SessionMsg::Poll { sid, post, reply } => poll_local(eio, &sid, post, reply),
+        SessionMsg::Probe { sid } => probe_local(eio, &sid),
         SessionMsg::Migrate { sid, to, reply } => {
-            let _ = reply.send(detach_local(shard, &sid, to));
+            let _ = reply.send(detach_local(eio, &sid, to));
         }
-        SessionMsg::Deliver { sid, action } => deliver_local(shard, &sid, action),
+        SessionMsg::Deliver { sid, action } => deliver_local(eio, &sid, action),
     }
 }
 
 /// Serves a polling GET or POST for a session of this shard.
-pub fn poll_local(
-    shard: &Rc<Shard>,
+pub fn poll_local<A: App>(
+    eio: &Rc<Eio<A>>,
     sid: &str,
     post: Option<Bytes>,
     reply: oneshot::Sender<Response>,
 ) {
-    let Some(cell) = shard.sessions.borrow().get(sid) else {
-        let farewell = post.is_none() && shard.sessions.borrow_mut().farewell.remove(sid);
+    let Some(cell) = eio.get(sid) else {
+        let farewell = post.is_none() && eio.sessions.borrow_mut().farewell.remove(sid);
         let _ = reply.send(if farewell {
             payload_response(Bytes::from_static(b"1"))
         } else {
@@ -396,17 +509,17 @@ pub fn poll_local(
                 Ok(text) => match text.strip_prefix('b') {
                     Some(b64) => match decode_binary_payload(b64) {
                         Some(data) => {
-                            on_binary(shard, sid, data);
+                            on_binary(eio, sid, data);
                             true
                         }
                         None => false,
                     },
-                    None => on_packet(shard, sid, text),
+                    None => on_packet(eio, sid, text),
                 },
                 Err(_) => false,
             };
             if !valid {
-                close_session(shard, sid, "invalid packet in payload");
+                close_session(eio, sid, "invalid packet in payload");
                 let _ = reply.send(error_response(3, "Bad request"));
                 return;
             }
@@ -444,7 +557,7 @@ pub fn poll_local(
         }
     };
     if overlap {
-        close_session(shard, sid, "overlapping polling requests");
+        close_session(eio, sid, "overlapping polling requests");
         let _ = reply.send(error_response(3, "Bad request"));
     }
 }
@@ -452,7 +565,7 @@ pub fn poll_local(
 /// How long a poll that arrives during an upgrade is held before it gets a noop.
 const UPGRADE_POLL_HOLD: Duration = Duration::from_millis(100);
 
-async fn release_upgrading_poll(session: Weak<RefCell<Session>>) {
+async fn release_upgrading_poll<A: App>(session: Weak<RefCell<Session<A>>>) {
     glommio::timer::sleep(UPGRADE_POLL_HOLD).await;
     if let Some(cell) = session.upgrade() {
         release_poll(&mut cell.borrow_mut().transport);
@@ -460,7 +573,7 @@ async fn release_upgrading_poll(session: Weak<RefCell<Session>>) {
 }
 
 /// Ends a waiting poll with what is buffered, or with a noop when nothing is.
-fn release_poll(transport: &mut Transport) {
+fn release_poll<A: App>(transport: &mut Transport<A>) {
     if let Transport::Polling {
         buffer, waiting, ..
     } = transport
@@ -474,8 +587,8 @@ fn release_poll(transport: &mut Transport) {
 }
 
 /// A probe arrived on a WebSocket: release the pending poll so the client can pause polling.
-pub fn probe_local(shard: &Rc<Shard>, sid: &str) {
-    let Some(cell) = shard.sessions.borrow().get(sid) else {
+pub fn probe_local<A: App>(eio: &Rc<Eio<A>>, sid: &str) {
+    let Some(cell) = eio.get(sid) else {
         return;
     };
     let mut s = cell.borrow_mut();
@@ -484,16 +597,16 @@ pub fn probe_local(shard: &Rc<Shard>, sid: &str) {
 }
 
 /// Takes a polling session out of this shard for an upgrade; `to` is the shard it moves to.
-pub fn detach_local(shard: &Rc<Shard>, sid: &str, to: usize) -> Option<SessionState> {
-    let cell = shard.sessions.borrow().get(sid)?;
+pub fn detach_local<A: App>(eio: &Rc<Eio<A>>, sid: &str, to: usize) -> Option<SessionState<A>> {
+    let cell = eio.get(sid)?;
     if !matches!(cell.borrow().transport, Transport::Polling { .. }) {
         return None;
     }
-    if shard.sessions.borrow_mut().map.remove(sid).is_some() {
-        crate::metrics::gauge(|s| &s.sessions, -1);
+    if eio.sessions.borrow_mut().map.remove(sid).is_some() {
+        crate::stats::gauge(|s| &s.sessions, -1);
     }
-    if to != shard.id {
-        let mut sessions = shard.sessions.borrow_mut();
+    if to != eio.id {
+        let mut sessions = eio.sessions.borrow_mut();
         sessions
             .moved
             .retain(|_, (_, at)| at.elapsed() < MOVED_MEMORY);
@@ -513,21 +626,21 @@ pub fn detach_local(shard: &Rc<Shard>, sid: &str, to: usize) -> Option<SessionSt
         }
         Transport::WebSocket { .. } => Vec::new(),
     };
-    crate::app::on_detach(shard, &s.sid, &s.app);
+    eio.app.on_detach(&s.sid, &s.data);
     Some(SessionState {
         sid: s.sid.clone(),
         peer: s.peer,
         kind: s.kind,
         sio_sid: s.sio_sid.clone(),
         namespaces: s.namespaces.clone(),
-        app: s.app.clone(),
+        data: s.data.clone(),
         buffered,
     })
 }
 
-async fn run_websocket<R, W>(
-    shard: &Rc<Shard>,
-    kind: PortKind,
+async fn run_websocket<A: App, R, W>(
+    eio: &Rc<Eio<A>>,
+    kind: A::Kind,
     req: &Request,
     reader: &mut Reader<R>,
     mut writer: W,
@@ -548,25 +661,25 @@ async fn run_websocket<R, W>(
     }
     let queue = OutQueue::new();
     glommio::spawn_local(run_writer(queue.clone(), writer)).detach();
-    let mut messages = MessageReader::new(neg, shard.config.max_payload);
+    let mut messages = MessageReader::new(neg, eio.config.max_payload);
     let text = |s: &str| websocket::text_frame(s.as_bytes());
 
     let sid = match sid {
         None => {
-            let sid = new_sid(shard.id);
+            let sid = new_sid(eio.id);
             queue.push(
-                text(std::str::from_utf8(&open_packet(&sid, false, shard)).unwrap_or("0")),
+                text(std::str::from_utf8(&open_packet(&sid, false, &eio.config)).unwrap_or("0")),
                 FrameKind::Normal,
             );
             insert_session(
-                shard,
+                eio,
                 Session {
                     sid: sid.clone(),
                     kind,
                     sio_sid: None,
                     namespaces: Vec::new(),
                     partial: None,
-                    app: AppState::new(kind),
+                    data: eio.app.new_data(kind),
                     transport: Transport::WebSocket {
                         queue: queue.clone(),
                         deflate: neg.deflate,
@@ -581,17 +694,7 @@ async fn run_websocket<R, W>(
             sid
         }
         Some(sid) => {
-            match upgrade(
-                shard,
-                kind,
-                &sid,
-                reader,
-                &mut messages,
-                &queue,
-                neg.deflate,
-            )
-            .await
-            {
+            match upgrade(eio, kind, &sid, reader, &mut messages, &queue, neg.deflate).await {
                 true => sid,
                 false => {
                     queue.close_with(Some(websocket::close_frame(close_code::NORMAL, "")));
@@ -606,9 +709,9 @@ async fn run_websocket<R, W>(
         let next = messages.next(&mut reader.buf);
         match next {
             Ok(Some(Incoming::Text(t))) => {
-                on_packet(shard, &sid, &t);
+                on_packet(eio, &sid, &t);
             }
-            Ok(Some(Incoming::Binary(data))) => on_binary(shard, &sid, data),
+            Ok(Some(Incoming::Binary(data))) => on_binary(eio, &sid, data),
             Ok(Some(Incoming::Ping(p))) => {
                 queue.push(websocket::pong_frame(&p), FrameKind::Normal);
             }
@@ -641,29 +744,29 @@ async fn run_websocket<R, W>(
         }
     }
     // The session ends with its WebSocket (unless it already ended).
-    let ours = shard.sessions.borrow().get(&sid).is_some_and(|cell| {
+    let ours = eio.get(&sid).is_some_and(|cell| {
         matches!(&cell.borrow().transport, Transport::WebSocket { queue: q, .. } if Rc::ptr_eq(q, &queue))
     });
     if ours {
-        close_session(shard, &sid, "transport close");
+        close_session(eio, &sid, "transport close");
     }
 }
 
 /// The upgrade dance on a new WebSocket for an existing polling session:
 /// `2probe` → `3probe`, then `5` moves the session onto this WebSocket.
-async fn upgrade<R: AsyncRead + Unpin>(
-    shard: &Rc<Shard>,
-    kind: PortKind,
+async fn upgrade<A: App, R: AsyncRead + Unpin>(
+    eio: &Rc<Eio<A>>,
+    kind: A::Kind,
     sid: &str,
     reader: &mut Reader<R>,
     messages: &mut MessageReader,
     queue: &Rc<OutQueue>,
     deflate: bool,
 ) -> bool {
-    let Some(home) = shard_of_sid(sid).filter(|h| *h < shard.shards()) else {
+    let Some(home) = shard_of_sid(sid).filter(|h| *h < eio.shards) else {
         return false;
     };
-    let deadline = Instant::now() + shard.config.ping_timeout;
+    let deadline = Instant::now() + eio.config.ping_timeout;
     loop {
         let msg = match messages.next(&mut reader.buf) {
             Ok(Some(m)) => m,
@@ -684,47 +787,46 @@ async fn upgrade<R: AsyncRead + Unpin>(
         match msg {
             Incoming::Text(t) if t == "2probe" => {
                 queue.push(websocket::text_frame(b"3probe"), FrameKind::Normal);
-                if home == shard.id {
-                    probe_local(shard, sid);
+                if home == eio.id {
+                    probe_local(eio, sid);
                 } else {
-                    shard.mesh.send(
+                    eio.app.send(
                         home,
-                        ShardMsg::Session(SessionMsg::Probe {
+                        SessionMsg::Probe {
                             sid: sid.to_string(),
-                        }),
+                        },
                     );
                 }
             }
             Incoming::Text(t) if t == "5" => {
-                let state = if home == shard.id {
-                    detach_local(shard, sid, shard.id)
+                let state = if home == eio.id {
+                    detach_local(eio, sid, eio.id)
                 } else {
-                    shard
-                        .sessions
+                    eio.sessions
                         .borrow_mut()
                         .incoming
                         .insert(sid.to_string(), Vec::new());
                     let (tx, rx) = oneshot::channel();
-                    shard.mesh.send(
+                    eio.app.send(
                         home,
-                        ShardMsg::Session(SessionMsg::Migrate {
+                        SessionMsg::Migrate {
                             sid: sid.to_string(),
-                            to: shard.id,
+                            to: eio.id,
                             reply: tx,
-                        }),
+                        },
                     );
                     rx.await.ok().flatten()
                 };
-                let early = shard.sessions.borrow_mut().incoming.remove(sid);
+                let early = eio.sessions.borrow_mut().incoming.remove(sid);
                 let Some(state) = state else {
                     return false;
                 };
                 if state.kind != kind {
                     return false;
                 }
-                install(shard, state, queue.clone(), deflate);
+                install(eio, state, queue.clone(), deflate);
                 for action in early.unwrap_or_default() {
-                    deliver_local(shard, sid, action);
+                    deliver_local(eio, sid, action);
                 }
                 return true;
             }
@@ -737,7 +839,7 @@ async fn upgrade<R: AsyncRead + Unpin>(
     }
 }
 
-fn install(shard: &Rc<Shard>, state: SessionState, queue: Rc<OutQueue>, deflate: bool) {
+fn install<A: App>(eio: &Rc<Eio<A>>, state: SessionState<A>, queue: Rc<OutQueue>, deflate: bool) {
     for packet in &state.buffered {
         queue.push(ws_frame_of_packet(packet), FrameKind::Normal);
     }
@@ -748,7 +850,7 @@ fn install(shard: &Rc<Shard>, state: SessionState, queue: Rc<OutQueue>, deflate:
         sio_sid: state.sio_sid,
         namespaces: state.namespaces,
         partial: None,
-        app: state.app,
+        data: state.data,
         transport: Transport::WebSocket { queue, deflate },
         peer: state.peer,
         ever_connected: connected,
@@ -756,8 +858,8 @@ fn install(shard: &Rc<Shard>, state: SessionState, queue: Rc<OutQueue>, deflate:
         pong_pending: false,
         pong_waker: None,
     };
-    crate::app::on_attach(shard, &session.sid, &session.app);
-    insert_session(shard, session);
+    eio.app.on_attach(&session.sid, &session.data);
+    insert_session(eio, session);
 }
 
 /// The WebSocket frame of a packet buffered for polling (`b<base64>` becomes a binary frame).
@@ -772,39 +874,35 @@ fn ws_frame_of_packet(packet: &Bytes) -> Bytes {
     }
 }
 
-/// The service behind a session of a `Port::Service` listener, when the session is one.
-fn service_of(shard: &Rc<Shard>, sid: &str) -> Option<(bool, Rc<dyn super::service::Service>)> {
-    let kind = shard.sessions.borrow().get(sid)?.borrow().kind;
-    match kind {
-        PortKind::Service { socketio } => Some((socketio, shard.service()?)),
-        _ => None,
-    }
+/// Whether a session of this shard speaks plain Engine.IO (no Socket.IO).
+fn plain_engineio<A: App>(eio: &Rc<Eio<A>>, sid: &str) -> bool {
+    eio.kind_of(sid).is_some_and(|kind| !eio.app.socketio(kind))
 }
 
 /// Handles one Engine.IO binary message from a client.
-pub fn on_binary(shard: &Rc<Shard>, sid: &str, data: Bytes) {
-    match service_of(shard, sid) {
-        Some((false, service)) => {
-            service.on_engine_message(shard, sid, super::service::EngineMessage::Binary(data))
-        }
-        _ => socketio::on_binary(shard, sid, data),
+pub fn on_binary<A: App>(eio: &Rc<Eio<A>>, sid: &str, data: Bytes) {
+    if plain_engineio(eio, sid) {
+        eio.app
+            .on_engine_message(eio, sid, EngineMessage::Binary(data))
+    } else {
+        socketio::on_binary(eio, sid, data)
     }
 }
 
 /// Handles one Engine.IO packet from a client. Returns false when the packet was not Engine.IO
 /// (the session is then closed).
-pub fn on_packet(shard: &Rc<Shard>, sid: &str, text: &str) -> bool {
+pub fn on_packet<A: App>(eio: &Rc<Eio<A>>, sid: &str, text: &str) -> bool {
     match EioPacket::parse(text) {
-        Some(EioPacket::Message(msg)) => match service_of(shard, sid) {
-            Some((false, service)) => service.on_engine_message(
-                shard,
-                sid,
-                super::service::EngineMessage::Text(msg.to_string()),
-            ),
-            _ => socketio::on_message(shard, sid, msg),
-        },
+        Some(EioPacket::Message(msg)) => {
+            if plain_engineio(eio, sid) {
+                eio.app
+                    .on_engine_message(eio, sid, EngineMessage::Text(msg.to_string()))
+            } else {
+                socketio::on_message(eio, sid, msg)
+            }
+        }
         Some(EioPacket::Pong(_)) => {
-            if let Some(cell) = shard.sessions.borrow().get(sid) {
+            if let Some(cell) = eio.get(sid) {
                 let mut s = cell.borrow_mut();
                 s.pong_pending = false;
                 if let Some(w) = s.pong_waker.take() {
@@ -814,13 +912,13 @@ pub fn on_packet(shard: &Rc<Shard>, sid: &str, text: &str) -> bool {
         }
         Some(EioPacket::Ping(data)) => {
             // Clients of v4 do not ping, but answering costs nothing.
-            send_packets(shard, sid, vec![Bytes::from(format!("3{data}"))]);
+            send_packets(eio, sid, vec![Bytes::from(format!("3{data}"))]);
         }
-        Some(EioPacket::Close) => close_session(shard, sid, CLIENT_CLOSE),
+        Some(EioPacket::Close) => close_session(eio, sid, CLIENT_CLOSE),
         Some(EioPacket::Noop) | Some(EioPacket::Upgrade) | Some(EioPacket::Open) => {}
         None => {
             // A packet type that does not exist: the client is not speaking Engine.IO.
-            close_session(shard, sid, "parse error");
+            close_session(eio, sid, "parse error");
             return false;
         }
     }
@@ -828,16 +926,16 @@ pub fn on_packet(shard: &Rc<Shard>, sid: &str, text: &str) -> bool {
 }
 
 /// Sends an Engine.IO message (`4` + text) to a session of this shard.
-pub fn send_message(shard: &Rc<Shard>, sid: &str, text: &str) {
+pub fn send_message<A: App>(eio: &Rc<Eio<A>>, sid: &str, text: &str) {
     let mut packet = String::with_capacity(text.len() + 1);
     packet.push('4');
     packet.push_str(text);
-    send_packets(shard, sid, vec![Bytes::from(packet)]);
+    send_packets(eio, sid, vec![Bytes::from(packet)]);
 }
 
 /// Sends an Engine.IO binary message: a binary frame on a WebSocket, `b<base64>` when polling.
-pub fn send_binary(shard: &Rc<Shard>, sid: &str, data: &[u8]) {
-    let Some(cell) = shard.sessions.borrow().get(sid) else {
+pub fn send_binary<A: App>(eio: &Rc<Eio<A>>, sid: &str, data: &[u8]) {
+    let Some(cell) = eio.get(sid) else {
         return;
     };
     let over_budget = {
@@ -850,13 +948,13 @@ pub fn send_binary(shard: &Rc<Shard>, sid: &str, data: &[u8]) {
         }
     };
     if over_budget {
-        close_session(shard, sid, "slow consumer");
+        close_session(eio, sid, "slow consumer");
     }
 }
 
 /// Sends Engine.IO packets to a session of this shard.
-pub fn send_packets(shard: &Rc<Shard>, sid: &str, packets: Vec<Bytes>) {
-    let Some(cell) = shard.sessions.borrow().get(sid) else {
+pub fn send_packets<A: App>(eio: &Rc<Eio<A>>, sid: &str, packets: Vec<Bytes>) {
+    let Some(cell) = eio.get(sid) else {
         return;
     };
     let over_budget = {
@@ -864,7 +962,7 @@ pub fn send_packets(shard: &Rc<Shard>, sid: &str, packets: Vec<Bytes>) {
         push_packets(&mut s, packets)
     };
     if over_budget {
-        close_session(shard, sid, "slow consumer");
+        close_session(eio, sid, "slow consumer");
     }
 }
 
@@ -877,11 +975,11 @@ fn flush_waiting_poll(
     if let Some(tx) = waiting.take() {
         let _ = tx.send(payload_response(buffer.take_payload()));
     }
-    buffer.bytes() > super::outbound::BYTE_BUDGET
+    buffer.bytes() > crate::outbound::BYTE_BUDGET
 }
 
 /// Returns true when the session is over its buffer budget and must be closed.
-fn push_packets(s: &mut Session, packets: Vec<Bytes>) -> bool {
+fn push_packets<A: App>(s: &mut Session<A>, packets: Vec<Bytes>) -> bool {
     match &mut s.transport {
         Transport::Polling {
             buffer, waiting, ..
@@ -903,7 +1001,7 @@ fn push_packets(s: &mut Session, packets: Vec<Bytes>) -> bool {
 }
 
 /// Sends a pre-encoded broadcast to a session of this shard (the hot path: no encoding here).
-pub fn send_frames(session: &RefCell<Session>, frames: &FrameSet) {
+pub fn send_frames<A: App>(session: &RefCell<Session<A>>, frames: &FrameSet) {
     let mut s = session.borrow_mut();
     match &mut s.transport {
         Transport::WebSocket { queue, deflate } => {
@@ -920,52 +1018,52 @@ pub fn send_frames(session: &RefCell<Session>, frames: &FrameSet) {
             // Long-polling clients get the same packet bytes; the newest state replaces an
             // older one still waiting in the buffer.
             if buffer.push_state(frames.packet.clone()) {
-                crate::transport::stats::bump(|s| &s.skipped);
+                crate::stats::bump(|s| &s.skipped);
             }
-            crate::transport::stats::bump(|s| &s.deliveries);
+            crate::stats::bump(|s| &s.deliveries);
             // (a state alone never makes a session go over budget: it replaces the older one)
             let _ = flush_waiting_poll(buffer, waiting);
         }
     }
 }
 
+/// Applies an action to a session: here, or on the shard it lives on.
+pub fn deliver<A: App>(eio: &Rc<Eio<A>>, shard: usize, sid: &str, action: SessionAction<A>) {
+    if shard == eio.id {
+        deliver_local(eio, sid, action);
+    } else {
+        eio.app.send(
+            shard,
+            SessionMsg::Deliver {
+                sid: sid.to_string(),
+                action,
+            },
+        );
+    }
+}
+
 /// Applies an action to a session of this shard, or forwards it to where the session moved.
-pub fn deliver_local(shard: &Rc<Shard>, sid: &str, action: SessionAction) {
-    let cell = shard.sessions.borrow().get(sid);
+pub fn deliver_local<A: App>(eio: &Rc<Eio<A>>, sid: &str, action: SessionAction<A>) {
+    let cell = eio.get(sid);
     let Some(cell) = cell else {
-        if let Some(early) = shard.sessions.borrow_mut().incoming.get_mut(sid) {
+        if let Some(early) = eio.sessions.borrow_mut().incoming.get_mut(sid) {
             early.push(action);
             return;
         }
-        let moved = shard.sessions.borrow().moved.get(sid).map(|(to, _)| *to);
-        if let Some(to) = moved.filter(|to| *to != shard.id) {
-            shard.deliver(to, sid, action);
+        let moved = eio.sessions.borrow().moved.get(sid).map(|(to, _)| *to);
+        if let Some(to) = moved.filter(|to| *to != eio.id) {
+            deliver(eio, to, sid, action);
         }
         return;
     };
     match action {
-        SessionAction::Packets(p) => send_packets(shard, sid, p),
+        SessionAction::Packets(p) => send_packets(eio, sid, p),
         SessionAction::Frames(f) => send_frames(&cell, &f),
-        SessionAction::LogonResult {
-            ack,
-            auth,
-            disconnect,
-            credential_failure,
-        } => {
-            if let Some(key) = credential_failure {
-                shard.global.limits.logon_failed(cell.borrow().peer, key);
-            }
-            if let Some(auth) = auth
-                && let AppState::Ingest(state) = &mut cell.borrow_mut().app
-            {
-                state.auth = Some(auth);
-            }
-            send_packets(shard, sid, vec![ack]);
-            if disconnect {
-                socketio::disconnect(shard, sid);
-            }
+        SessionAction::Disconnect => socketio::disconnect(eio, sid),
+        SessionAction::App(action) => {
+            drop(cell);
+            eio.app.on_action(eio, sid, action);
         }
-        SessionAction::Kick => socketio::disconnect(shard, sid),
     }
 }
 
@@ -977,9 +1075,9 @@ pub const SERVER_SHUTDOWN: &str = "server shutting down";
 
 /// Server shutdown: ends every session of this shard (after what is already queued) and returns
 /// their WebSocket queues, to wait until they are written.
-pub fn close_all(shard: &Rc<Shard>) -> Vec<Rc<OutQueue>> {
-    shard.sessions.borrow_mut().farewell.clear();
-    let sessions: Vec<(String, Rc<RefCell<Session>>)> = shard
+pub fn close_all<A: App>(eio: &Rc<Eio<A>>) -> Vec<Rc<OutQueue>> {
+    eio.sessions.borrow_mut().farewell.clear();
+    let sessions: Vec<(String, Rc<RefCell<Session<A>>>)> = eio
         .sessions
         .borrow()
         .map
@@ -991,37 +1089,37 @@ pub fn close_all(shard: &Rc<Shard>) -> Vec<Rc<OutQueue>> {
         if let Transport::WebSocket { queue, .. } = &cell.borrow().transport {
             queues.push(queue.clone());
         }
-        close_session(shard, &sid, SERVER_SHUTDOWN);
+        close_session(eio, &sid, SERVER_SHUTDOWN);
     }
     queues
 }
 
 /// Polling sessions closed by the shutdown that have not collected their CLOSE yet.
-pub fn farewells_pending(shard: &Shard) -> usize {
-    shard.sessions.borrow().farewell.len()
+pub fn farewells_pending<A: App>(eio: &Eio<A>) -> usize {
+    eio.sessions.borrow().farewell.len()
 }
 
 /// Ends a session: tells the application, releases a pending poll, closes the WebSocket.
 /// A pending poll gets CLOSE (`1`), or NOOP (`6`) when the client asked to close: it already
 /// knows, and the poll only has to end cleanly.
-pub fn close_session(shard: &Rc<Shard>, sid: &str, reason: &str) {
-    let Some(cell) = shard.sessions.borrow_mut().map.remove(sid) else {
+pub fn close_session<A: App>(eio: &Rc<Eio<A>>, sid: &str, reason: &str) {
+    let Some(cell) = eio.sessions.borrow_mut().map.remove(sid) else {
         return;
     };
-    crate::metrics::gauge(|s| &s.sessions, -1);
+    crate::stats::gauge(|s| &s.sessions, -1);
     let mut guard = cell.borrow_mut();
     let s = &mut *guard;
     if s.sio_sid.take().is_some() {
-        crate::app::on_disconnect(shard, &s.sid, &mut s.app);
+        eio.app.on_disconnect(eio, &s.sid, &mut s.data);
     }
-    crate::app::on_detach(shard, &s.sid, &s.app);
+    eio.app.on_detach(&s.sid, &s.data);
     match &mut s.transport {
         Transport::Polling { waiting, .. } => {
             if let Some(tx) = waiting.take() {
                 let packet: &'static [u8] = if reason == CLIENT_CLOSE { b"6" } else { b"1" };
                 let _ = tx.send(payload_response(Bytes::from_static(packet)));
             } else if reason == SERVER_SHUTDOWN {
-                shard.sessions.borrow_mut().farewell.insert(s.sid.clone());
+                eio.sessions.borrow_mut().farewell.insert(s.sid.clone());
             }
         }
         Transport::WebSocket { queue, .. } => {
@@ -1036,22 +1134,26 @@ pub fn close_session(shard: &Rc<Shard>, sid: &str, reason: &str) {
 }
 
 /// Closes a session that has not joined a namespace within the connect timeout.
-async fn connect_deadline(shard: Rc<Shard>, sid: String, session: Weak<RefCell<Session>>) {
-    glommio::timer::sleep(shard.config.connect_timeout).await;
+async fn connect_deadline<A: App>(
+    eio: Rc<Eio<A>>,
+    sid: String,
+    session: Weak<RefCell<Session<A>>>,
+) {
+    glommio::timer::sleep(eio.config.connect_timeout).await;
     let Some(cell) = session.upgrade() else {
         return;
     };
     let never_connected = cell.borrow().sio_sid.is_none() && !cell.borrow().ever_connected;
     drop(cell);
     if never_connected {
-        close_session(&shard, &sid, "connect timeout");
+        close_session(&eio, &sid, "connect timeout");
     }
 }
 
 /// Heartbeat of one session; ends when the session ends or moves.
-async fn keepalive(shard: Rc<Shard>, sid: String, session: Weak<RefCell<Session>>) {
-    let interval = shard.config.ping_interval;
-    let timeout = shard.config.ping_timeout;
+async fn keepalive<A: App>(eio: Rc<Eio<A>>, sid: String, session: Weak<RefCell<Session<A>>>) {
+    let interval = eio.config.ping_interval;
+    let timeout = eio.config.ping_timeout;
     loop {
         glommio::timer::sleep(interval).await;
         let Some(cell) = session.upgrade() else {
@@ -1062,7 +1164,7 @@ async fn keepalive(shard: Rc<Shard>, sid: String, session: Weak<RefCell<Session>
             s.pong_pending = true;
         }
         drop(cell);
-        send_packets(&shard, &sid, vec![Bytes::from_static(b"2")]);
+        send_packets(&eio, &sid, vec![Bytes::from_static(b"2")]);
         // The next ping is scheduled from the pong (as engine.io does), not from the ping.
         let pong = std::future::poll_fn(|cx| match session.upgrade() {
             None => std::task::Poll::Ready(()),
@@ -1085,7 +1187,7 @@ async fn keepalive(shard: Rc<Shard>, sid: String, session: Weak<RefCell<Session>
         };
         let missed = cell.borrow().pong_pending;
         if missed {
-            close_session(&shard, &sid, "ping timeout");
+            close_session(&eio, &sid, "ping timeout");
             return;
         }
     }

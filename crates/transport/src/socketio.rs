@@ -1,18 +1,29 @@
 //! Socket.IO v5 on top of an Engine.IO session: namespace connect/disconnect, events, acks and
-//! binary attachments. Spectra's own ports (ingest, broadcast) serve the main namespace `/` only
-//! and hand events to `app`; a `Service` session (see `service.rs`) decides its namespaces and
-//! gets events with their ack ids and attachments. A packet that is not valid Socket.IO closes
-//! the session, as the reference server does.
+//! binary attachments. The application (`engineio::App`) decides which namespaces exist and
+//! whether binary packets are taken, and gets every event with its ack id and attachments. A
+//! packet that is not valid Socket.IO closes the session, as the reference server does.
 
 use std::rc::Rc;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::engineio::{PortKind, close_session, send_binary, send_packets};
-use super::packets::{SioPacket, SioType, encode_sio, event_from_value, is_event_payload};
-use super::service::SioEvent;
-use crate::shard::Shard;
+use crate::engineio::{App, Eio, close_session, send_binary, send_packets};
+use crate::packets::{SioPacket, SioType, encode_sio, is_event_payload};
+
+/// A Socket.IO event or acknowledgement received on a namespace, with its binary attachments
+/// (the JSON keeps its `{"_placeholder":true,"num":n}` markers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SioEvent {
+    pub nsp: String,
+    /// The acknowledgement id the client asked for (of an event), or answers (of an ack).
+    pub ack: Option<u64>,
+    /// An EVENT or BINARY_EVENT (else an ACK or BINARY_ACK).
+    pub is_event: bool,
+    /// The JSON array: `["name", args...]` of an event, the arguments of an ack.
+    pub data: serde_json::Value,
+    pub attachments: Vec<Bytes>,
+}
 
 /// Most attachments one binary packet may announce.
 const MAX_ATTACHMENTS: usize = 64;
@@ -37,41 +48,36 @@ pub struct PartialBinary {
     bytes: usize,
 }
 
-fn protocol_error(shard: &Rc<Shard>, sid: &str, what: &str) {
+fn protocol_error<A: App>(eio: &Rc<Eio<A>>, sid: &str, what: &str) {
     tracing::info!("socket.io: {what} from {sid}; closing");
-    close_session(shard, sid, what);
+    close_session(eio, sid, what);
 }
 
 /// Handles the Socket.IO packet inside an Engine.IO text message.
-pub fn on_message(shard: &Rc<Shard>, sid: &str, text: &str) {
+pub fn on_message<A: App>(eio: &Rc<Eio<A>>, sid: &str, text: &str) {
     let Some(packet) = SioPacket::parse(text) else {
-        protocol_error(shard, sid, "invalid socket.io packet");
+        protocol_error(eio, sid, "invalid socket.io packet");
         return;
     };
-    let Some(cell) = shard.sessions.borrow().get(sid) else {
+    let Some(cell) = eio.get(sid) else {
         return;
     };
     let kind = cell.borrow().kind;
     if cell.borrow().partial.is_some() {
         drop(cell);
-        protocol_error(shard, sid, "packet before the announced attachments");
+        protocol_error(eio, sid, "packet before the announced attachments");
         return;
     }
     match packet.kind {
         SioType::Connect => {
-            let allowed = match kind {
-                PortKind::Service { .. } => {
-                    shard.service().is_some_and(|s| s.has_namespace(packet.nsp))
-                }
-                _ => packet.nsp == "/",
-            };
+            let allowed = eio.app.has_namespace(kind, packet.nsp);
             let auth = match packet.data {
                 "" => Value::Object(Default::default()),
                 data => match serde_json::from_str::<Value>(data) {
                     Ok(v @ Value::Object(_)) => v,
                     _ => {
                         drop(cell);
-                        protocol_error(shard, sid, "invalid CONNECT payload");
+                        protocol_error(eio, sid, "invalid CONNECT payload");
                         return;
                     }
                 },
@@ -84,7 +90,7 @@ pub fn on_message(shard: &Rc<Shard>, sid: &str, text: &str) {
                     &json!({ "message": "Invalid namespace" }).to_string(),
                     0,
                 );
-                send_packets(shard, sid, vec![err]);
+                send_packets(eio, sid, vec![err]);
                 return;
             }
             let joined = {
@@ -116,12 +122,8 @@ pub fn on_message(shard: &Rc<Shard>, sid: &str, text: &str) {
                     &json!({ "sid": id }).to_string(),
                     0,
                 );
-                send_packets(shard, sid, vec![ack]);
-                if let PortKind::Service { .. } = kind
-                    && let Some(service) = shard.service()
-                {
-                    service.on_connect(shard, sid, packet.nsp, auth);
-                }
+                send_packets(eio, sid, vec![ack]);
+                eio.app.on_connect(eio, sid, kind, packet.nsp, auth);
             }
         }
         SioType::Disconnect => {
@@ -130,7 +132,7 @@ pub fn on_message(shard: &Rc<Shard>, sid: &str, text: &str) {
                 s.namespaces.retain(|n| n != packet.nsp);
             } else if s.sio_sid.take().is_some() {
                 let sid = s.sid.clone();
-                crate::app::on_disconnect(shard, &sid, &mut s.app);
+                eio.app.on_disconnect(eio, &sid, &mut s.data);
             }
         }
         SioType::Event | SioType::BinaryEvent | SioType::Ack | SioType::BinaryAck => {
@@ -140,20 +142,20 @@ pub fn on_message(shard: &Rc<Shard>, sid: &str, text: &str) {
                 Ok(v @ Value::Array(_)) if !is_event && packet.id.is_some() => v,
                 _ => {
                     drop(cell);
-                    protocol_error(shard, sid, "invalid socket.io payload");
+                    protocol_error(eio, sid, "invalid socket.io payload");
                     return;
                 }
             };
-            // Spectra's own ports never use binary packets: refused before anything is
-            // buffered. Other services get a bounded number and size of attachments.
-            if packet.attachments > 0 && !matches!(kind, PortKind::Service { .. }) {
+            // Sessions whose application takes no binary packets: refused before anything is
+            // buffered. Others get a bounded number and size of attachments.
+            if packet.attachments > 0 && !eio.app.accepts_binary(kind) {
                 drop(cell);
-                protocol_error(shard, sid, "binary packet on a port that takes none");
+                protocol_error(eio, sid, "binary packet on a port that takes none");
                 return;
             }
             if packet.attachments > MAX_ATTACHMENTS {
                 drop(cell);
-                protocol_error(shard, sid, "too many binary attachments");
+                protocol_error(eio, sid, "too many binary attachments");
                 return;
             }
             let partial = PartialBinary {
@@ -169,19 +171,19 @@ pub fn on_message(shard: &Rc<Shard>, sid: &str, text: &str) {
                 cell.borrow_mut().partial = Some(partial);
             } else {
                 drop(cell);
-                dispatch(shard, sid, kind, partial);
+                dispatch(eio, sid, kind, partial);
             }
         }
         SioType::ConnectError => {
             drop(cell);
-            protocol_error(shard, sid, "CONNECT_ERROR sent by a client");
+            protocol_error(eio, sid, "CONNECT_ERROR sent by a client");
         }
     }
 }
 
 /// Handles an Engine.IO binary message: the next attachment of the pending binary packet.
-pub fn on_binary(shard: &Rc<Shard>, sid: &str, data: Bytes) {
-    let Some(cell) = shard.sessions.borrow().get(sid) else {
+pub fn on_binary<A: App>(eio: &Rc<Eio<A>>, sid: &str, data: Bytes) {
+    let Some(cell) = eio.get(sid) else {
         return;
     };
     let (kind, complete) = {
@@ -195,7 +197,7 @@ pub fn on_binary(shard: &Rc<Shard>, sid: &str, data: Bytes) {
                     s.partial = None;
                     drop(s);
                     drop(cell);
-                    protocol_error(shard, sid, "binary attachments over 1 MB");
+                    protocol_error(eio, sid, "binary attachments over 1 MB");
                     return;
                 }
                 p.attachments.push(data);
@@ -209,14 +211,14 @@ pub fn on_binary(shard: &Rc<Shard>, sid: &str, data: Bytes) {
     };
     drop(cell);
     match complete {
-        Some(partial) => dispatch(shard, sid, kind, partial),
-        None => protocol_error(shard, sid, "unexpected binary message"),
+        Some(partial) => dispatch(eio, sid, kind, partial),
+        None => protocol_error(eio, sid, "unexpected binary message"),
     }
 }
 
 /// A complete event or ack goes to its application.
-fn dispatch(shard: &Rc<Shard>, sid: &str, kind: PortKind, packet: PartialBinary) {
-    let joined = shard.sessions.borrow().get(sid).is_some_and(|cell| {
+fn dispatch<A: App>(eio: &Rc<Eio<A>>, sid: &str, kind: A::Kind, packet: PartialBinary) {
+    let joined = eio.get(sid).is_some_and(|cell| {
         let s = cell.borrow();
         if packet.nsp == "/" {
             s.sio_sid.is_some()
@@ -228,38 +230,23 @@ fn dispatch(shard: &Rc<Shard>, sid: &str, kind: PortKind, packet: PartialBinary)
         return; // a namespace the socket is not in: ignored, as the reference server does
     }
     let is_event = matches!(packet.kind, SioType::Event | SioType::BinaryEvent);
-    match kind {
-        PortKind::Service { .. } => {
-            if let (true, Some(service)) = (is_event, shard.service()) {
-                service.on_event(
-                    shard,
-                    sid,
-                    SioEvent {
-                        nsp: packet.nsp,
-                        ack: packet.id,
-                        data: packet.data,
-                        attachments: packet.attachments,
-                    },
-                );
-            }
-        }
-        PortKind::Ingest | PortKind::Broadcast | PortKind::Spectra => {
-            if !is_event || !packet.attachments.is_empty() {
-                tracing::debug!(
-                    "socket.io: acks and binary events are not part of Spectra; ignored"
-                );
-                return;
-            }
-            if let Some((name, arg)) = event_from_value(packet.data) {
-                crate::app::on_event(shard, sid, &name, arg.as_deref());
-            }
-        }
-    }
+    eio.app.on_event(
+        eio,
+        sid,
+        kind,
+        SioEvent {
+            nsp: packet.nsp,
+            ack: packet.id,
+            is_event,
+            data: packet.data,
+            attachments: packet.attachments,
+        },
+    );
 }
 
 /// Sends a packet, then its attachments as binary messages.
-fn send_with_attachments(
-    shard: &Rc<Shard>,
+fn send_with_attachments<A: App>(
+    eio: &Rc<Eio<A>>,
     sid: &str,
     kind: SioType,
     nsp: &str,
@@ -268,55 +255,57 @@ fn send_with_attachments(
     attachments: &[Bytes],
 ) {
     let packet = encode_sio(kind, nsp, id, &data.to_string(), attachments.len());
-    send_packets(shard, sid, vec![packet]);
+    send_packets(eio, sid, vec![packet]);
     for a in attachments {
-        send_binary(shard, sid, a);
+        send_binary(eio, sid, a);
     }
 }
 
 /// Emits an event (`data` = `["name", args...]`) on a namespace, with binary attachments.
-pub fn emit_on(shard: &Rc<Shard>, sid: &str, nsp: &str, data: &Value, attachments: &[Bytes]) {
-    send_with_attachments(shard, sid, SioType::Event, nsp, None, data, attachments);
+pub fn emit_on<A: App>(
+    eio: &Rc<Eio<A>>,
+    sid: &str,
+    nsp: &str,
+    data: &Value,
+    attachments: &[Bytes],
+) {
+    send_with_attachments(eio, sid, SioType::Event, nsp, None, data, attachments);
 }
 
 /// Answers an event's acknowledgement id with `args` (a JSON array) and binary attachments.
-pub fn ack_on(
-    shard: &Rc<Shard>,
+pub fn ack_on<A: App>(
+    eio: &Rc<Eio<A>>,
     sid: &str,
     nsp: &str,
     id: u64,
     args: &Value,
     attachments: &[Bytes],
 ) {
-    send_with_attachments(shard, sid, SioType::Ack, nsp, Some(id), args, attachments);
+    send_with_attachments(eio, sid, SioType::Ack, nsp, Some(id), args, attachments);
 }
 
 /// Server-side namespace disconnect (`41`): the client sees `io server disconnect` and does not
 /// reconnect by itself. The Engine.IO session stays for the client to close.
-pub fn disconnect(shard: &Rc<Shard>, sid: &str) {
-    let Some(cell) = shard.sessions.borrow().get(sid) else {
+pub fn disconnect<A: App>(eio: &Rc<Eio<A>>, sid: &str) {
+    let Some(cell) = eio.get(sid) else {
         return;
     };
     let was_connected = {
         let mut s = cell.borrow_mut();
         if s.sio_sid.take().is_some() {
             let sid = s.sid.clone();
-            crate::app::on_disconnect(shard, &sid, &mut s.app);
+            eio.app.on_disconnect(eio, &sid, &mut s.data);
             true
         } else {
             false
         }
     };
     if was_connected {
-        send_packets(shard, sid, vec![Bytes::from_static(b"41")]);
+        send_packets(eio, sid, vec![Bytes::from_static(b"41")]);
     }
 }
 
 /// Emits an event with one JSON-string argument to a session of this shard.
-pub fn emit(shard: &Rc<Shard>, sid: &str, event: &str, payload: &str) {
-    send_packets(
-        shard,
-        sid,
-        vec![super::packets::event_packet(event, payload)],
-    );
+pub fn emit<A: App>(eio: &Rc<Eio<A>>, sid: &str, event: &str, payload: &str) {
+    send_packets(eio, sid, vec![crate::packets::event_packet(event, payload)]);
 }
