@@ -11,8 +11,8 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use super::{Global, Mesh, Shard};
 use crate::config::{Config, TlsMode};
-use crate::transport::server::{Port, serve};
 use crate::transport::service::Service;
+use crate::transport::site::{Port, serve};
 
 /// The running server: join it to wait forever, or shut it down.
 pub struct Running {

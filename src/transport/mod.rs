@@ -6,10 +6,11 @@
 //! `service` (the conformance example's seam) and `echo`.
 
 pub use spectra_transport::{
-    engineio, forwarded, http, outbound, packets, polling, socketio, stats, stream, tls, websocket,
+    engineio, forwarded, http, outbound, packets, polling, server, socketio, stats, stream, tls,
+    websocket,
 };
 
 pub mod echo;
 pub mod routes;
-pub mod server;
 pub mod service;
+pub mod site;

@@ -12,6 +12,7 @@ pub mod outbound;
 pub mod packets;
 pub mod polling;
 pub mod random;
+pub mod server;
 pub mod socketio;
 pub mod stats;
 pub mod stream;
