@@ -1,5 +1,5 @@
 //! Spectra's application behind the Engine.IO/Socket.IO sessions (`transport::engineio::App`):
-//! what a session is (`PortKind`: ingest, overlay, single-port, or the conformance `Service`),
+//! what a session is (`PortKind`: ingest, overlay, or single-port),
 //! what it carries (`AppState`), and where its events go — ingest on 5100, broadcast on 5200; on
 //! a single port the first event decides (`obs_logon`/`aux_logon` make an ingest client, `logon`
 //! an overlay). Cross-shard session messages travel in `ShardMsg::Session`. Handlers here must
@@ -25,10 +25,6 @@ pub enum PortKind {
     Broadcast,
     /// Single-port mode: ingest or overlay, decided by the session's first event.
     Spectra,
-    /// A `Port::Service` session: plain Engine.IO (`/engine.io/`) or Socket.IO (`/socket.io/`).
-    Service {
-        socketio: bool,
-    },
 }
 
 /// Application state carried by a session (moves with it between shards).
@@ -38,8 +34,6 @@ pub enum AppState {
     Broadcast(crate::broadcast::OverlayState),
     /// A single-port session before its first event says what it is.
     Undecided,
-    /// State lives in the `Service` itself.
-    Service,
 }
 
 /// What the application asks of a session wherever it lives.
@@ -75,12 +69,6 @@ impl SpectraApp {
             limits,
         }
     }
-
-    fn service(&self) -> Option<(Rc<Shard>, Rc<dyn crate::transport::service::Service>)> {
-        let shard = self.shard.upgrade()?;
-        let service = shard.service()?;
-        Some((shard, service))
-    }
 }
 
 impl App for SpectraApp {
@@ -89,8 +77,8 @@ impl App for SpectraApp {
     type Action = SpectraAction;
     type PollingSlot = crate::limits::PollingSlot;
 
-    fn socketio(&self, kind: PortKind) -> bool {
-        !matches!(kind, PortKind::Service { socketio: false })
+    fn socketio(&self, _kind: PortKind) -> bool {
+        true
     }
 
     fn new_data(&self, kind: PortKind) -> AppState {
@@ -98,7 +86,6 @@ impl App for SpectraApp {
             PortKind::Ingest => AppState::Ingest(Default::default()),
             PortKind::Broadcast => AppState::Broadcast(Default::default()),
             PortKind::Spectra => AppState::Undecided,
-            PortKind::Service { .. } => AppState::Service,
         }
     }
 
@@ -117,39 +104,32 @@ impl App for SpectraApp {
         self.mesh.send(shard, ShardMsg::Session(msg));
     }
 
-    fn has_namespace(&self, kind: PortKind, nsp: &str) -> bool {
-        match kind {
-            PortKind::Service { .. } => self.service().is_some_and(|(_, s)| s.has_namespace(nsp)),
-            _ => nsp == "/",
-        }
+    fn has_namespace(&self, _kind: PortKind, nsp: &str) -> bool {
+        nsp == "/"
     }
 
-    fn accepts_binary(&self, kind: PortKind) -> bool {
-        matches!(kind, PortKind::Service { .. })
+    fn accepts_binary(&self, _kind: PortKind) -> bool {
+        false // Spectra's clients never send binary packets: refused before anything is buffered
     }
 
-    fn on_engine_message(&self, _eio: &Rc<Sessions>, sid: &str, message: EngineMessage) {
-        if let Some((shard, service)) = self.service() {
-            service.on_engine_message(&shard, sid, message);
-        }
+    fn on_engine_message(&self, _eio: &Rc<Sessions>, _sid: &str, _message: EngineMessage) {
+        // (every Spectra session speaks Socket.IO)
     }
 
-    fn on_connect(&self, _eio: &Rc<Sessions>, sid: &str, kind: PortKind, nsp: &str, auth: Value) {
-        if let (PortKind::Service { .. }, Some((shard, service))) = (kind, self.service()) {
-            service.on_connect(&shard, sid, nsp, auth);
-        }
+    fn on_connect(
+        &self,
+        _eio: &Rc<Sessions>,
+        _sid: &str,
+        _kind: PortKind,
+        _nsp: &str,
+        _auth: Value,
+    ) {
     }
 
-    fn on_event(&self, _eio: &Rc<Sessions>, sid: &str, kind: PortKind, event: SioEvent) {
+    fn on_event(&self, _eio: &Rc<Sessions>, sid: &str, _kind: PortKind, event: SioEvent) {
         let Some(shard) = self.shard.upgrade() else {
             return;
         };
-        if let PortKind::Service { .. } = kind {
-            if let (true, Some(service)) = (event.is_event, shard.service()) {
-                service.on_event(&shard, sid, event);
-            }
-            return;
-        }
         if !event.is_event || !event.attachments.is_empty() {
             tracing::debug!("socket.io: acks and binary events are not part of Spectra; ignored");
             return;
@@ -173,7 +153,7 @@ impl App for SpectraApp {
                 crate::broadcast::leave(&shard, sid, state);
                 *state = Default::default();
             }
-            AppState::Undecided | AppState::Service => {}
+            AppState::Undecided => {}
         }
     }
 
@@ -232,7 +212,7 @@ fn on_named_event(shard: &Rc<Shard>, sid: &str, name: &str, arg: Option<&str>) {
         match data {
             AppState::Ingest(_) => Some(true),
             AppState::Broadcast(_) => Some(false),
-            AppState::Undecided | AppState::Service => None,
+            AppState::Undecided => None,
         }
     });
     match ingest.flatten() {

@@ -10,14 +10,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// The listening ports, for per-port connection gauges.
-pub const PORTS: [&str; 5] = ["ingest", "rest", "broadcast", "service", "single"];
+pub const PORTS: [&str; 4] = ["ingest", "rest", "broadcast", "single"];
 
 /// One shard's counters (counters only grow; gauges go up and down).
 #[repr(align(64))]
 #[derive(Default)]
 pub struct ShardStats {
     /// Open TCP connections, by `PORTS` index (gauge).
-    pub connections: [AtomicI64; 5],
+    pub connections: [AtomicI64; 4],
     /// Connections refused by a connection limit.
     pub connections_refused: AtomicU64,
     /// Spectator connections on this shard (gauge).

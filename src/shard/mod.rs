@@ -114,8 +114,6 @@ pub struct Shard {
     /// The backend worker pool, in backend mode.
     pub backend: Option<Arc<crate::backend::Backend>>,
     pub compressor: RefCell<flate2::Compress>,
-    /// The application of `Port::Service` listeners (the conformance example), if any.
-    pub service: RefCell<Option<std::rc::Rc<dyn crate::transport::service::Service>>>,
     /// The accept loops (cancelled at the end of a shutdown).
     pub listeners: RefCell<Vec<glommio::task::JoinHandle<()>>>,
     /// Shutting down: new sessions, upgrades and REST requests get 503.
@@ -156,16 +154,10 @@ impl Shard {
                 previews: RefCell::new(Default::default()),
                 backend,
                 compressor: RefCell::new(crate::transport::websocket::new_compressor()),
-                service: RefCell::new(None),
                 listeners: RefCell::new(Vec::new()),
                 stopping: std::cell::Cell::new(false),
             }
         })
-    }
-
-    /// The service of `Port::Service` listeners.
-    pub fn service(&self) -> Option<std::rc::Rc<dyn crate::transport::service::Service>> {
-        self.service.borrow().clone()
     }
 
     pub fn shards(&self) -> usize {

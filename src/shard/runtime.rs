@@ -11,7 +11,6 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use super::{Global, Mesh, Shard};
 use crate::config::{Config, TlsMode};
-use crate::transport::service::Service;
 use crate::transport::site::{Port, serve};
 
 /// The running server: join it to wait forever, or shut it down.
@@ -36,9 +35,6 @@ impl Running {
         super::shutdown::run(&self.mesh, Instant::now() + bound)
     }
 }
-
-/// Builds the `Service` of `Port::Service` listeners, once per shard.
-pub type ServiceFactory = Arc<dyn Fn() -> Rc<dyn Service> + Send + Sync>;
 
 /// Refuses to start when a port is taken by another program (SO_REUSEPORT would otherwise let a
 /// second server silently share the ports with the first).
@@ -89,24 +85,10 @@ pub fn start(config: Config) -> Result<Running, String> {
             (Port::Broadcast, config.broadcast_port),
         ],
     };
-    start_with(config, ports, None)
+    start_with(config, ports)
 }
 
-/// Starts shards that serve one `Port::Service` listener with the given service (the
-/// conformance example); the match ticker and mesh run as usual but stay idle.
-pub fn start_service(
-    config: Config,
-    port: u16,
-    service: ServiceFactory,
-) -> Result<Running, String> {
-    start_with(config, vec![(Port::Service, port)], Some(service))
-}
-
-fn start_with(
-    config: Config,
-    ports: Vec<(Port, u16)>,
-    service: Option<ServiceFactory>,
-) -> Result<Running, String> {
+fn start_with(config: Config, ports: Vec<(Port, u16)>) -> Result<Running, String> {
     check_ports_free(&config, &ports)?;
     let tls = match &config.tls {
         TlsMode::Plain => None,
@@ -130,7 +112,7 @@ fn start_with(
     let mut handles = Vec::with_capacity(shards);
     for (id, inbox) in inboxes.into_iter().enumerate() {
         let backend = backend.clone();
-        let (ports, service) = (ports.clone(), service.clone());
+        let ports = ports.clone();
         let (config, mesh, global, tls, ready) = (
             config.clone(),
             mesh.clone(),
@@ -146,7 +128,6 @@ fn start_with(
                     crate::metrics::set_local(stats.clone());
                 }
                 let shard = Shard::new(id, config.clone(), mesh, global, backend);
-                *shard.service.borrow_mut() = service.map(|make| make());
                 crate::registry::recover(&shard);
                 let mut listeners = Vec::new();
                 for (port, number) in ports {

@@ -2,15 +2,13 @@
 //! (`crates/transport`, `spectra-transport`, re-exported here): `http`, `websocket`, `packets`,
 //! `outbound`, `polling`, `stream`, `tls`, `forwarded`, `stats`, and the session layer
 //! `engineio` + `socketio` (generic over an `engineio::App`; Spectra's is `crate::app`). Here,
-//! still in the server crate: `server` (accept loops and the HTTP connection loop), `routes`,
-//! `service` (the conformance example's seam) and `echo`.
+//! the server crate: `site` (what Spectra's listeners serve: admission, per-port counting, the
+//! routes) and `routes`.
 
 pub use spectra_transport::{
     engineio, forwarded, http, outbound, packets, polling, server, socketio, stats, stream, tls,
     websocket,
 };
 
-pub mod echo;
 pub mod routes;
-pub mod service;
 pub mod site;

@@ -12,8 +12,6 @@ pub enum Route {
     EngineIo(PortKind),
     /// The spectator WebSocket protocol (`/ws`); only for a WebSocket upgrade.
     Spectators,
-    /// The WebSocket echo of the conformance example; only for a WebSocket upgrade.
-    Echo,
     /// The REST application.
     Rest,
     /// Nothing here: `404` with this text.
@@ -46,25 +44,6 @@ const SINGLE: &[(&str, Route)] = &[
     ("/ws", Route::Spectators),
     ("/v2/ws", Route::Spectators),
 ];
-const SERVICE: &[(&str, Route)] = &[
-    (
-        "/engine.io/",
-        Route::EngineIo(PortKind::Service { socketio: false }),
-    ),
-    (
-        "/engine.io",
-        Route::EngineIo(PortKind::Service { socketio: false }),
-    ),
-    (
-        "/socket.io/",
-        Route::EngineIo(PortKind::Service { socketio: true }),
-    ),
-    (
-        "/socket.io",
-        Route::EngineIo(PortKind::Service { socketio: true }),
-    ),
-    ("/echo", Route::Echo),
-];
 
 impl Routes {
     /// The table of a listener kind.
@@ -74,7 +53,6 @@ impl Routes {
             Port::Broadcast => (BROADCAST, Route::NotFound(SOCKET_IO_ONLY)),
             Port::Rest => (&[][..], Route::Rest),
             Port::Single => (SINGLE, Route::Rest),
-            Port::Service => (SERVICE, Route::NotFound("Not found")),
         };
         Routes { paths, fallback }
     }
@@ -84,9 +62,7 @@ impl Routes {
     pub fn route(&self, path: &str, websocket_upgrade: bool) -> Route {
         self.paths
             .iter()
-            .find(|(p, r)| {
-                *p == path && (websocket_upgrade || !matches!(r, Route::Spectators | Route::Echo))
-            })
+            .find(|(p, r)| *p == path && (websocket_upgrade || *r != Route::Spectators))
             .map_or(self.fallback, |(_, r)| *r)
     }
 }

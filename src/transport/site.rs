@@ -1,7 +1,7 @@
 //! What Spectra's listeners serve: the `Site` of a shard's listener for the transport's
 //! connection loop (`transport::server`) — who may connect (connection limits, trusted proxies,
 //! counted per port), and which protocol serves a request (`routes`): Engine.IO/Socket.IO
-//! sessions, spectators, REST, the conformance echo. A connection that upgrades to a WebSocket
+//! sessions, spectators, REST. A connection that upgrades to a WebSocket
 //! is handed over for good.
 
 use std::net::IpAddr;
@@ -25,9 +25,6 @@ pub enum Port {
     Rest,
     /// Single-port mode: ingest, overlays, spectators and REST on one listener.
     Single,
-    /// A `Service` (the conformance example): Engine.IO on `/engine.io/`, Socket.IO on
-    /// `/socket.io/`, a WebSocket echo on `/echo`.
-    Service,
 }
 
 impl Port {
@@ -37,8 +34,7 @@ impl Port {
             Port::Ingest => 0,
             Port::Rest => 1,
             Port::Broadcast => 2,
-            Port::Service => 3,
-            Port::Single => 4,
+            Port::Single => 3,
         }
     }
 }
@@ -71,7 +67,6 @@ impl std::fmt::Display for Port {
             Port::Ingest => "ingest",
             Port::Broadcast => "broadcast",
             Port::Rest => "rest",
-            Port::Service => "service",
             Port::Single => "single",
         })
     }
@@ -190,12 +185,6 @@ impl Site for SpectraSite {
             Route::Spectators => {
                 if let Some(w) = writer.take() {
                     crate::spectator::run(shard, &req, reader, w).await;
-                }
-                return Reply::Taken;
-            }
-            Route::Echo => {
-                if let Some(w) = writer.take() {
-                    super::echo::run(shard, &req, reader, w).await;
                 }
                 return Reply::Taken;
             }

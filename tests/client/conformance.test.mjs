@@ -1,5 +1,6 @@
 // Protocol conformance of the transport layers, through the conformance example
-// (examples/conformance.rs: the server's own HTTP/WebSocket/Engine.IO/Socket.IO modules).
+// (crates/transport/examples/conformance.rs: the transport crate alone — the very HTTP, WebSocket,
+// Engine.IO and Socket.IO code that serves Spectra's ports).
 // These are the project's own tests of every behaviour the official engine.io-protocol (24
 // cases) and socket.io-protocol (32 cases) test suites check; scripts/conformance runs the
 // official suites themselves when they are present beside the repository.

@@ -5,6 +5,7 @@
 //! `stream` (plain or TLS socket), `tls` (certificates, reload), `forwarded` (the client address
 //! behind trusted proxies) and `stats` (what the transport wrote and refused, per thread). It knows no application: no event names, no rooms, no matches.
 
+pub mod echo;
 pub mod engineio;
 pub mod forwarded;
 pub mod http;

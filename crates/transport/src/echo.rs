@@ -1,29 +1,32 @@
 //! A WebSocket echo on the production frame path (handshake, `MessageReader`, deflate with the
-//! shard's compressor, `OutQueue` writer). Served only by `Port::Service` listeners, for the
-//! Autobahn TestSuite run of the conformance example; Spectra's ports never route here.
+//! caller's compressor, `OutQueue` writer): what the Autobahn TestSuite talks to in the
+//! conformance example.
 
-use std::rc::Rc;
+use std::cell::RefCell;
 
 use futures_lite::io::{AsyncRead, AsyncWrite};
 
-use super::http::{Reader, Request, write_response};
-use super::outbound::{FrameKind, OutQueue, run_writer};
-use super::websocket::{self, Incoming, MessageReader, close_code};
-use crate::shard::Shard;
+use crate::http::{Reader, Request, write_response};
+use crate::outbound::{FrameKind, OutQueue, run_writer};
+use crate::websocket::{self, Incoming, MessageReader, close_code};
 
 /// Largest message the echo accepts: Autobahn's biggest cases (9.x) send 16 MiB.
 pub const ECHO_MAX_MESSAGE: usize = 16 * 1024 * 1024 + 64 * 1024;
 
 /// Runs one echo connection until it closes.
-pub async fn run<R, W>(shard: &Rc<Shard>, req: &Request, reader: &mut Reader<R>, mut writer: W)
-where
+pub async fn run<R, W>(
+    compressor: &RefCell<flate2::Compress>,
+    req: &Request,
+    reader: &mut Reader<R>,
+    mut writer: W,
+) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + 'static,
 {
     let (resp, neg) = match websocket::accept(req) {
         Ok(v) => v,
         Err(msg) => {
-            let resp = super::http::Response::text(400, msg);
+            let resp = crate::http::Response::text(400, msg);
             let _ = write_response(&mut writer, &resp, false).await;
             return;
         }
@@ -38,10 +41,7 @@ where
         match messages.next(&mut reader.buf) {
             Ok(Some(Incoming::Text(t))) => {
                 let frame = if neg.deflate {
-                    websocket::compressed_text_frame(
-                        &mut shard.compressor.borrow_mut(),
-                        t.as_bytes(),
-                    )
+                    websocket::compressed_text_frame(&mut compressor.borrow_mut(), t.as_bytes())
                 } else {
                     websocket::text_frame(t.as_bytes())
                 };
@@ -49,7 +49,7 @@ where
             }
             Ok(Some(Incoming::Binary(b))) => {
                 let frame = if neg.deflate {
-                    websocket::compressed_binary_frame(&mut shard.compressor.borrow_mut(), &b)
+                    websocket::compressed_binary_frame(&mut compressor.borrow_mut(), &b)
                 } else {
                     websocket::binary_frame(&b)
                 };
