@@ -19,6 +19,7 @@ pub mod registry;
 pub mod replay;
 pub mod rest;
 pub mod shard;
+pub mod site;
 pub mod spectator;
 pub mod transport;
 

@@ -11,7 +11,7 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use super::{Global, Mesh, Shard};
 use crate::config::{Config, TlsMode};
-use crate::transport::site::{Port, serve};
+use crate::site::{Port, serve};
 
 /// The running server: join it to wait forever, or shut it down.
 pub struct Running {

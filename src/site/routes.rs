@@ -2,7 +2,7 @@
 //! accept loop (`server.rs`) asks `Routes::of(port)` and dispatches; adding a protocol or a path
 //! is one line of a table here. Must not handle requests itself.
 
-use super::site::Port;
+use super::Port;
 use crate::app::PortKind;
 
 /// What serves a request.

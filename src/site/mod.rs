@@ -11,11 +11,13 @@ use std::sync::Arc;
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use glommio::net::TcpListener;
 
-use super::engineio;
-use super::http::{Reader, Request, Response};
-use super::routes::{Route, Routes};
-use super::server::{Reply, Site, preflight};
+pub mod routes;
+
 use crate::shard::Shard;
+use crate::transport::engineio;
+use crate::transport::http::{Reader, Request, Response};
+use crate::transport::server::{Reply, Site, preflight};
+use routes::{Route, Routes};
 
 /// What a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
