@@ -1,8 +1,7 @@
 //! Spectra's application behind the Engine.IO/Socket.IO sessions (`transport::engineio::App`):
-//! what a session is (`PortKind`: ingest, overlay, or single-port),
-//! what it carries (`AppState`), and where its events go — ingest on 5100, broadcast on 5200; on
-//! a single port the first event decides (`obs_logon`/`aux_logon` make an ingest client, `logon`
-//! an overlay). Cross-shard session messages travel in `ShardMsg::Session`. Handlers here must
+//! what a session is (`PortKind`: ingest, overlay, or single-port), what it carries (`AppState`),
+//! and where its events go — ingest on 5100, broadcast on 5200; on a single port the first event
+//! decides (`obs_logon`/`aux_logon` make an ingest client, `logon` an overlay). Cross-shard session messages travel in `ShardMsg::Session`. Handlers here must
 //! not borrow the session itself: the transport may hold it.
 
 use std::net::IpAddr;
