@@ -78,6 +78,14 @@ struct Args {
     /// PID of the server, for CPU and RSS from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// The server's `/metrics` URL (e.g. `http://127.0.0.1:5101/metrics`): its
+    /// `spectra_deliveries_total` over the window is reported beside the generator's count.
+    #[arg(long)]
+    metrics: Option<String>,
+    /// The run is marked invalid when the generator used more than this share (%) of the cores
+    /// it may run on: beyond it the generator, not the server, may be what limits the figures.
+    #[arg(long, default_value_t = 70.0)]
+    max_generator_share: f64,
     /// The replay file.
     #[arg(long, default_value = "../shared/kit/reference/match.replay")]
     replay: String,
@@ -132,6 +140,27 @@ fn marker_seq(text: &str) -> Option<usize> {
         .take_while(|c| c.is_ascii_digit())
         .collect();
     digits.parse().ok()
+}
+
+/// The server's `spectra_deliveries_total`, summed over its shards, from its `/metrics`.
+fn server_deliveries(url: &str) -> Option<u64> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let text = match agent.get(url).call() {
+        Ok(mut resp) => resp.body_mut().read_to_string().ok()?,
+        Err(e) => {
+            eprintln!("loadgen: cannot read {url}: {e}");
+            return None;
+        }
+    };
+    let total = text
+        .lines()
+        .filter(|l| l.starts_with("spectra_deliveries_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    Some(total as u64)
 }
 
 fn main() {
@@ -205,6 +234,8 @@ fn main() {
     std::thread::sleep(Duration::from_secs(args.warmup));
     control.window_start_us.store(now_us(), Ordering::SeqCst);
     let before = args.server_pid.and_then(ProcSample::read);
+    let generator_before = ProcSample::read(std::process::id());
+    let server_deliveries_before = args.metrics.as_deref().and_then(server_deliveries);
     let window = Instant::now();
     let mut rss_max_kb = 0;
     while window.elapsed() < Duration::from_secs(args.duration) {
@@ -214,6 +245,8 @@ fn main() {
         }
     }
     let after = args.server_pid.and_then(ProcSample::read);
+    let generator_after = ProcSample::read(std::process::id());
+    let server_deliveries_after = args.metrics.as_deref().and_then(server_deliveries);
     let window_secs = window.elapsed().as_secs_f64();
     control.phase.store(STOPPED, Ordering::SeqCst);
 
@@ -240,8 +273,25 @@ fn main() {
             before,
             after,
             rss_max_kb,
+            generator_cpu_secs: match (generator_before, generator_after) {
+                (Some(b), Some(a)) => Some(a.cpu_secs - b.cpu_secs),
+                _ => None,
+            },
+            // The cores this process may run on (its affinity mask, e.g. `taskset -c 1`).
+            generator_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_generator_share: args.max_generator_share,
+            server_deliveries: match (server_deliveries_before, server_deliveries_after) {
+                (Some(b), Some(a)) => Some(a.saturating_sub(b)),
+                _ => None,
+            },
         },
     );
+    if report["valid"] == Value::Bool(false) {
+        eprintln!(
+            "loadgen: INVALID run: the generator used {}% of its {} core(s) (limit {}%); the figures may measure the generator",
+            report["generator_cpu_pct"], report["generator_cores"], args.max_generator_share
+        );
+    }
     if args.json {
         println!("{report}");
     } else {

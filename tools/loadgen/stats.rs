@@ -77,6 +77,14 @@ pub struct RunFacts {
     pub before: Option<ProcSample>,
     pub after: Option<ProcSample>,
     pub rss_max_kb: u64,
+    /// CPU seconds the generator itself used during the window.
+    pub generator_cpu_secs: Option<f64>,
+    /// Cores the generator may run on.
+    pub generator_cores: usize,
+    /// Above this share (%) of its cores, the run is invalid.
+    pub max_generator_share: f64,
+    /// The server's own count of deliveries during the window (`/metrics`).
+    pub server_deliveries: Option<u64>,
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -109,7 +117,15 @@ pub fn report(stats: &Stats, f: RunFacts) -> Value {
         }
         _ => None,
     };
+    let generator_pct = f
+        .generator_cpu_secs
+        .map(|c| c * 100.0 / f.window_secs / f.generator_cores.max(1) as f64);
     json!({
+        "valid": generator_pct.map(|p| p <= f.max_generator_share),
+        "generator_cpu_s": f.generator_cpu_secs.map(round),
+        "generator_cores": f.generator_cores,
+        "generator_cpu_pct": generator_pct.map(round),
+        "server_deliveries": f.server_deliveries,
         "matches": f.matches,
         "overlays_per_match": f.overlays,
         "spectators_per_match": f.spectators,
@@ -153,7 +169,9 @@ pub fn human(r: &Value) -> String {
          deliveries {} ({} /s, expected {} /s), payload {} MB/s\n\
          latency ms p50 {} p99 {} p999 {} max {} ({} samples)\n\
          drops {}, connect failures {}\n\
-         server CPU {} s ({} µs per delivery), RSS {} MB (max {} MB, {} KB per idle connection)",
+         server CPU {} s ({} µs per delivery), RSS {} MB (max {} MB, {} KB per idle connection)\n\
+         server's own deliveries count {}\n\
+         generator CPU {} s = {} % of its {} core(s): valid {}",
         g("matches"),
         g("overlays_per_match"),
         g("spectators_per_match"),
@@ -178,5 +196,10 @@ pub fn human(r: &Value) -> String {
         g("server_rss_mb"),
         g("server_rss_max_mb"),
         g("server_rss_per_idle_connection_kb"),
+        g("server_deliveries"),
+        g("generator_cpu_s"),
+        g("generator_cpu_pct"),
+        g("generator_cores"),
+        g("valid"),
     )
 }

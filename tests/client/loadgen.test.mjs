@@ -1,0 +1,55 @@
+// tools/loadgen reports its own CPU and whether the run is valid (the generator below its share
+// of its cores), and cross-checks its delivery count with the server's spectra_deliveries_total.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import path from "node:path";
+import { spawn } from "node:child_process";
+import { startServer, repoRoot } from "./lib/server.mjs";
+
+const tool = path.join(repoRoot, "target", "debug", "loadgen");
+const kitReplay = path.resolve(repoRoot, "..", "shared", "kit", "reference", "match.replay");
+
+function loadgen(args) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(tool, args, { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d) => (out += d));
+    child.stderr.on("data", (d) => (err += d));
+    const timer = setTimeout(() => process.kill(child.pid, "SIGKILL"), 60000);
+    child.on("error", reject);
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      resolve({ code, err, report: JSON.parse(out.trim().split("\n").at(-1)) });
+    });
+  });
+}
+
+test("loadgen: its own CPU, validity, and the server's own delivery count beside its own", async () => {
+  const server = await startServer({ shards: 1, key: "LGKEY" });
+  try {
+    const base = [
+      "--ingest", `127.0.0.1:${server.ports.ingest}`, "--broadcast", `127.0.0.1:${server.ports.broadcast}`,
+      "--key", "LGKEY", "--overlays", "20", "--spectators", "5", "--duration", "3", "--warmup", "1",
+      "--replay", kitReplay, "--server-pid", String(server.child.pid), "--json",
+      "--metrics", `${server.rest}/metrics`,
+    ];
+    const { code, report } = await loadgen(base);
+    assert.equal(code, 0);
+    assert.ok(report.deliveries > 400, `deliveries ${report.deliveries}`);
+    assert.equal(typeof report.server_deliveries, "number");
+    // The server counts what it handed to writers in the window, the generator what arrived:
+    // equal up to the frames in flight at the window's two edges (one tick of 25 receivers).
+    assert.ok(Math.abs(report.server_deliveries - report.deliveries) <= 60,
+      `server ${report.server_deliveries} vs generator ${report.deliveries}`);
+    assert.equal(typeof report.generator_cpu_pct, "number");
+    assert.ok(report.generator_cores >= 1);
+    assert.equal(report.valid, report.generator_cpu_pct <= 70);
+    // A limit below what it used marks the run invalid and says so.
+    const strict = await loadgen([...base, "--max-generator-share", "0.001"]);
+    assert.equal(strict.report.valid, false);
+    assert.match(strict.err, /INVALID run: the generator used/);
+  } finally {
+    await server.stop();
+  }
+});
