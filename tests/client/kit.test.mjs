@@ -6,8 +6,7 @@ import fs from "node:fs";
 import zlib from "node:zlib";
 import os from "node:os";
 import path from "node:path";
-import { spawn } from "node:child_process";
-import { startServer, repoRoot } from "./lib/server.mjs";
+import { startServer, runProgram, repoRoot } from "./lib/server.mjs";
 
 const kitSource = path.resolve(repoRoot, "..", "shared", "kit");
 let kit;
@@ -28,19 +27,7 @@ after(async () => {
 });
 
 function run(script, args, limitMs = 120000) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [script, ...args], { cwd: kit, stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    let err = "";
-    child.stdout.on("data", (d) => (out += d));
-    child.stderr.on("data", (d) => (err += d));
-    const timer = setTimeout(() => process.kill(child.pid, "SIGTERM"), limitMs);
-    child.on("error", reject);
-    child.on("exit", (code) => {
-      clearTimeout(timer);
-      resolve({ code, out, err });
-    });
-  });
+  return runProgram(process.execPath, [script, ...args], { cwd: kit, limitMs });
 }
 
 const lastJson = (text) => JSON.parse(text.trim().split("\n").filter((l) => l.startsWith("{")).at(-1));

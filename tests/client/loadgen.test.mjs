@@ -3,26 +3,14 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
-import { spawn } from "node:child_process";
-import { startServer, repoRoot } from "./lib/server.mjs";
+import { startServer, runProgram, repoRoot } from "./lib/server.mjs";
 
 const tool = path.join(repoRoot, "target", "debug", "loadgen");
 const kitReplay = path.resolve(repoRoot, "..", "shared", "kit", "reference", "match.replay");
 
-function loadgen(args) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(tool, args, { stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    let err = "";
-    child.stdout.on("data", (d) => (out += d));
-    child.stderr.on("data", (d) => (err += d));
-    const timer = setTimeout(() => process.kill(child.pid, "SIGKILL"), 60000);
-    child.on("error", reject);
-    child.on("exit", (code) => {
-      clearTimeout(timer);
-      resolve({ code, err, report: JSON.parse(out.trim().split("\n").at(-1)) });
-    });
-  });
+async function loadgen(args) {
+  const { code, out, err } = await runProgram(tool, args, { limitMs: 60000 });
+  return { code, err, report: JSON.parse(out.trim().split("\n").at(-1)) };
 }
 
 test("loadgen: its own CPU, validity, and the server's own delivery count beside its own", async () => {

@@ -7,9 +7,8 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { spawn } from "node:child_process";
 import WebSocket from "ws";
-import { startServer, observer, overlay, sendEvent, waitFor, uniqueCode, once, client, logonPayload, repoRoot } from "./lib/server.mjs";
+import { startServer, observer, overlay, sendEvent, waitFor, uniqueCode, once, client, logonPayload, runProgram, repoRoot } from "./lib/server.mjs";
 
 let server;
 before(async () => {
@@ -96,19 +95,7 @@ test("the client kit pointed at one port: observer.mjs replays the reference mat
     filter: (src) => !src.includes(`${path.sep}node_modules`) && !src.includes(`${path.sep}results`),
   });
   fs.symlinkSync(path.resolve(repoRoot, "tests", "client", "node_modules"), path.join(kit, "node_modules"));
-  const run = (script, args) => new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [script, ...args], { cwd: kit, stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    let err = "";
-    child.stdout.on("data", (d) => (out += d));
-    child.stderr.on("data", (d) => (err += d));
-    const timer = setTimeout(() => process.kill(child.pid, "SIGTERM"), 120000);
-    child.on("error", reject);
-    child.on("exit", (code) => {
-      clearTimeout(timer);
-      resolve({ code, out, err });
-    });
-  });
+  const run = (script, args) => runProgram(process.execPath, [script, ...args], { cwd: kit });
   const lastJson = (text) => JSON.parse(text.trim().split("\n").filter((l) => l.startsWith("{")).at(-1));
   try {
     const one = `127.0.0.1:${server.ports.ingest}`;

@@ -186,6 +186,23 @@ export function uniqueCode(prefix) {
   return `${prefix}${++codeSeq}${Math.random().toString(36).slice(2, 6).toUpperCase()}`;
 }
 
+/** Runs a program to its end (SIGTERM after `limitMs`); resolves with its exit code and output. */
+export function runProgram(command, args, { cwd, limitMs = 120000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { cwd, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d) => (out += d));
+    child.stderr.on("data", (d) => (err += d));
+    const timer = setTimeout(() => process.kill(child.pid, "SIGTERM"), limitMs);
+    child.on("error", reject);
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      resolve({ code, out, err });
+    });
+  });
+}
+
 /** Sends raw bytes to a loopback port and collects everything the server sends until it closes
  * (or `ms` passes: then the text ends with `<timeout>`). */
 export function raw(port, bytes, ms = 5000) {
