@@ -1,9 +1,18 @@
-//! The protocol layers under any application: `http` (HTTP/1.1 requests and responses),
-//! `websocket` (RFC 6455 frames, permessage-deflate), `packets` (Engine.IO v4 and Socket.IO v5
-//! packet codecs), `outbound` (a connection's output queue: latest state wins, byte budget, and
-//! its writer task), `polling` (what waits for a long-polling client: latest state wins too),
-//! `stream` (plain or TLS socket), `tls` (certificates, reload), `forwarded` (the client address
-//! behind trusted proxies) and `stats` (what the transport wrote and refused, per thread). It knows no application: no event names, no rooms, no matches.
+//! The protocol layers under any application, for glommio executors (one per core):
+//!
+//! - `server`: accept loop and HTTP/1.1 connection loop, generic over a `server::Site` (who may
+//!   connect, what a request means); `http` (requests and responses), `stream` (plain or TLS),
+//!   `tls` (certificates, reload), `forwarded` (the client address behind trusted proxies).
+//! - `engineio` + `socketio`: Engine.IO v4 sessions (long-polling, WebSocket, upgrade, sessions
+//!   that move between shards) and Socket.IO v5 on top, generic over an `engineio::App`;
+//!   `packets` (their codecs), `polling` (what waits for a long-polling client: latest state
+//!   wins), `random` (ids).
+//! - `websocket` (RFC 6455 frames, permessage-deflate), `outbound` (a connection's output queue:
+//!   latest state wins, byte budget, and its writer task), `echo` (a WebSocket echo).
+//! - `stats`: what the transport wrote and refused, per thread.
+//!
+//! It knows no application: no event names, no rooms, no matches. `examples/conformance.rs`
+//! runs the official Engine.IO/Socket.IO suites and Autobahn against it alone.
 
 pub mod echo;
 pub mod engineio;
