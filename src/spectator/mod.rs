@@ -134,6 +134,14 @@ where
     let mut pinged = false;
     loop {
         match messages.next(&mut reader.buf) {
+            Ok(Some(msg)) if !queue.is_open() => {
+                // The server closed this connection (its close frame is queued): what the peer
+                // still sends is read and dropped until it answers the close, so the socket is
+                // not reset under the close frame (the peer would see 1006 instead).
+                if matches!(msg, Incoming::Close(_)) {
+                    break;
+                }
+            }
             Ok(Some(msg)) => {
                 last_activity = Instant::now();
                 pinged = false;
@@ -154,9 +162,6 @@ where
                 }
             }
             Ok(None) => {
-                if !queue.is_open() {
-                    break;
-                }
                 let wait = if pinged {
                     idle_limit.saturating_sub(last_activity.elapsed())
                 } else {
