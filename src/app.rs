@@ -172,6 +172,29 @@ impl App for SpectraApp {
         }
     }
 
+    fn on_recover(&self, _eio: &Rc<Sessions>, sid: &str, _kind: PortKind, offset: Option<&str>) {
+        let Some(shard) = self.shard.upgrade() else {
+            return;
+        };
+        // The socket keeps its logon and its room; the match never saw it leave.
+        let room = shard.eio.with_data(sid, |data, _| match data {
+            AppState::Ingest(state) => {
+                crate::ingest::on_recover(state);
+                None
+            }
+            AppState::Broadcast(state) => {
+                state.recovered = true;
+                state.room.clone()
+            }
+            AppState::Undecided => None,
+        });
+        tracing::debug!("socket.io: session {sid} recovered (offset {offset:?})");
+        if let Some(code) = room.flatten() {
+            // States are complete: the newest one replaces every one it missed.
+            crate::broadcast::request_snapshot(&shard, sid, code);
+        }
+    }
+
     fn on_action(&self, eio: &Rc<Sessions>, sid: &str, action: SpectraAction) {
         match action {
             SpectraAction::LogonResult {
@@ -183,6 +206,8 @@ impl App for SpectraApp {
                 let peer = eio.with_data(sid, |data, peer| {
                     if let (Some(auth), AppState::Ingest(state)) = (auth, data) {
                         state.auth = Some(auth);
+                        // A recovered socket that logs on again gets this answer again.
+                        state.logon_ack = Some(ack.clone());
                     }
                     peer
                 });

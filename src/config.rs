@@ -82,6 +82,15 @@ pub struct Args {
     #[arg(long, env = "CONNECT_TIMEOUT_MS", default_value_t = 45_000)]
     pub connect_timeout_ms: u64,
 
+    /// Socket.IO connection state recovery: milliseconds a dropped observer, aux client or
+    /// overlay socket is held for its client to come back to (0 = off).
+    #[arg(long, env = "RECOVERY_WINDOW_MS", default_value_t = 120_000)]
+    pub recovery_window_ms: u64,
+
+    /// Most sockets held for recovery per shard (beyond it the oldest is let go).
+    #[arg(long, env = "RECOVERY_MAX_HELD", default_value_t = 10_000)]
+    pub recovery_max_held: usize,
+
     /// Spectators allowed per room (0 = unlimited).
     #[arg(long, env = "MAX_SPECTATORS_PER_ROOM", default_value_t = 0)]
     pub max_spectators_per_room: usize,
@@ -276,6 +285,9 @@ pub struct Config {
     pub ping_timeout: Duration,
     pub connect_timeout: Duration,
     pub max_payload: usize,
+    /// Connection state recovery window; `None`: off.
+    pub recovery_window: Option<Duration>,
+    pub recovery_max_held: usize,
     pub match_idle: Duration,
     pub tick: Duration,
     /// Replay log directory; `None` when logs are off.
@@ -349,6 +361,9 @@ impl Config {
             ping_timeout: Duration::from_millis(args.ping_timeout_ms.max(10)),
             connect_timeout: Duration::from_millis(args.connect_timeout_ms.max(10)),
             max_payload: 1_000_000,
+            recovery_window: (args.recovery_window_ms > 0)
+                .then(|| Duration::from_millis(args.recovery_window_ms)),
+            recovery_max_held: args.recovery_max_held.max(1),
             match_idle: Duration::from_secs(args.match_idle_seconds.max(1)),
             tick: Duration::from_millis(args.broadcast_interval_ms.clamp(5, 10_000)),
             replay_dir: (!args.replay_dir.as_os_str().is_empty()

@@ -197,6 +197,27 @@ pub fn render(metrics: &Metrics, backend: bool) -> String {
     );
     f.per_shard(
         metrics,
+        "spectra_sessions_held",
+        "gauge",
+        "Dropped Socket.IO sockets held for connection state recovery, by shard.",
+        |s| s.io.sessions_held.load(Ordering::Relaxed),
+    );
+    f.per_shard(
+        metrics,
+        "spectra_sessions_recovered_total",
+        "counter",
+        "Sockets recovered by their client within RECOVERY_WINDOW_MS.",
+        |s| load(&s.io.recovered),
+    );
+    f.per_shard(
+        metrics,
+        "spectra_sessions_recovery_expired_total",
+        "counter",
+        "Held sockets let go without a recovery (window closed, limit, match ended).",
+        |s| load(&s.io.recovery_expired),
+    );
+    f.per_shard(
+        metrics,
         "spectra_spectators",
         "gauge",
         "Spectator WebSocket connections by shard.",

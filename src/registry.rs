@@ -20,7 +20,7 @@ use crate::shard::Shard;
 use crate::shard::messages::{MatchMsg, SessionAction, SessionRef, ShardMsg};
 use crate::spectator::room::{JoinRequest, PlayerInfo, Room, SpectatorInfo};
 use crate::spectator::wire;
-use crate::transport::packets::event_packet;
+use crate::transport::packets::{event_packet, event_packet_with_offset};
 use crate::transport::websocket;
 
 /// One live match and its broadcast bookkeeping.
@@ -587,9 +587,14 @@ pub fn pick_match_id_claim(mut claims: Vec<MatchIdClaim>) -> Option<MatchIdClaim
     }
 }
 
-/// Encodes a snapshot once for every transport.
-pub fn encode_frames(shard: &Shard, snapshot_json: &str) -> FrameSet {
-    let packet = event_packet("match_data", snapshot_json);
+/// Encodes a snapshot once for every transport. With connection state recovery on, the
+/// event carries the state's counter as its offset (what the overlay saw last).
+pub fn encode_frames(shard: &Shard, snapshot_json: &str, counter: u64) -> FrameSet {
+    let packet = if shard.config.recovery_window.is_some() {
+        event_packet_with_offset("match_data", snapshot_json, &counter.to_string())
+    } else {
+        event_packet("match_data", snapshot_json)
+    };
     let ws_plain = websocket::text_frame(&packet);
     let ws_deflate = websocket::compressed_text_frame(&mut shard.compressor.borrow_mut(), &packet);
     FrameSet {
@@ -607,7 +612,7 @@ fn current_frames(shard: &Shard, entry: &mut Entry) -> FrameSet {
     {
         return frames.clone();
     }
-    let frames = encode_frames(shard, current_json(entry));
+    let frames = encode_frames(shard, current_json(entry), n);
     entry.frames = Some((n, frames.clone()));
     frames
 }

@@ -18,6 +18,10 @@ use crate::transport::socketio::emit;
 pub struct OverlayState {
     logon_used: bool,
     pub room: Option<String>,
+    /// The `logon_success` text this overlay got (sent again to a recovered socket's logon).
+    logon_reply: Option<String>,
+    /// Recovered by connection state recovery: its next `logon` is answered again.
+    pub recovered: bool,
 }
 
 pub fn on_event(shard: &Rc<Shard>, sid: &str, name: &str, arg: Option<&str>) {
@@ -32,12 +36,20 @@ fn logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
     let first = shard.eio.with_data(sid, |data, _| match data {
         AppState::Broadcast(state) if !state.logon_used => {
             state.logon_used = true;
-            true
+            Ok(())
         }
-        _ => false,
+        AppState::Broadcast(state) if state.recovered => {
+            // A recovered overlay logs on again (clients do on every connect): the same
+            // answer, idempotently; it already has its room and got the newest state.
+            state.recovered = false;
+            Err(state.logon_reply.clone())
+        }
+        _ => Err(None),
     });
-    if first != Some(true) {
-        return;
+    match first {
+        Some(Ok(())) => {}
+        Some(Err(Some(reply))) => return emit(&shard.eio, sid, "logon_success", &reply),
+        _ => return,
     }
     let parsed: Option<Map<String, Value>> = arg.and_then(|a| serde_json::from_str(a).ok());
     let Some(obj) = parsed else {
@@ -60,31 +72,33 @@ fn logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
             code.as_deref().unwrap_or("undefined")
         )),
     );
+    let reply = Value::Object(reply).to_string();
+    shard.eio.with_data(sid, |data, _| {
+        if let AppState::Broadcast(state) = data {
+            state.room = code.clone();
+            state.logon_reply = Some(reply.clone());
+        }
+    });
     if let Some(code) = &code {
-        shard.eio.with_data(sid, |data, _| {
-            if let AppState::Broadcast(state) = data {
-                state.room = Some(code.clone());
-            }
-        });
         shard.subscribers.borrow_mut().add_overlay(code, sid);
     }
-    emit(
-        &shard.eio,
-        sid,
-        "logon_success",
-        &Value::Object(reply).to_string(),
-    );
+    emit(&shard.eio, sid, "logon_success", &reply);
     if let Some(code) = code {
-        let owner = shard.owner_of(&code);
-        let from = SessionRef {
-            shard: shard.id,
-            sid: sid.to_string(),
-        };
-        shard.send_to(
-            owner,
-            ShardMsg::Match(MatchMsg::SnapshotRequest { code, from }),
-        );
+        request_snapshot(shard, sid, code);
     }
+}
+
+/// Asks the match owner for the current snapshot of `code`, for this overlay only.
+pub fn request_snapshot(shard: &Rc<Shard>, sid: &str, code: String) {
+    let owner = shard.owner_of(&code);
+    let from = SessionRef {
+        shard: shard.id,
+        sid: sid.to_string(),
+    };
+    shard.send_to(
+        owner,
+        ShardMsg::Match(MatchMsg::SnapshotRequest { code, from }),
+    );
 }
 
 /// The overlay left its namespace or the session ended.

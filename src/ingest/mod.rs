@@ -38,6 +38,16 @@ pub struct IngestState {
     obs_logon_used: bool,
     aux_logon_used: bool,
     pub auth: Option<AuthRecord>,
+    /// The successful logon's answer (Socket.IO packet), sent again when a recovered socket
+    /// logs on again.
+    pub logon_ack: Option<bytes::Bytes>,
+    /// Recovered by connection state recovery and not logged on again since.
+    recovered: bool,
+}
+
+/// The socket was recovered: it keeps its logon; its next logon is answered with the same ack.
+pub fn on_recover(state: &mut IngestState) {
+    state.recovered = true;
 }
 
 /// A validated observer logon, sent to the owner shard to create or rejoin the match.
@@ -90,26 +100,36 @@ pub fn on_event(shard: &Rc<Shard>, sid: &str, name: &str, arg: Option<&str>) {
 }
 
 /// Marks a once-only logon handler as used; returns `None` if it was used already, else whether
-/// the socket is already authenticated.
+/// the socket is already authenticated. A recovered, authenticated socket that logs on again
+/// (clients do on every `connect`) gets its successful logon's answer again instead, once per
+/// recovery, and nothing else happens (no new logon, no presence change).
 fn take_once(shard: &Rc<Shard>, sid: &str, aux: bool) -> Option<bool> {
-    shard
+    let (result, again) = shard
         .eio
         .with_data(sid, |data, _| {
             let AppState::Ingest(state) = data else {
-                return None;
+                return (None, None);
             };
+            if state.recovered && state.auth.as_ref().is_some_and(|a| a.is_aux == aux) {
+                state.recovered = false;
+                return (None, state.logon_ack.clone());
+            }
             let used = if aux {
                 &mut state.aux_logon_used
             } else {
                 &mut state.obs_logon_used
             };
             if *used {
-                return None;
+                return (None, None);
             }
             *used = true;
-            Some(state.auth.is_some())
+            (Some(state.auth.is_some()), None)
         })
-        .flatten()
+        .unwrap_or((None, None));
+    if let Some(ack) = again {
+        shard.deliver(shard.id, sid, SessionAction::Packets(vec![ack]));
+    }
+    result
 }
 
 fn failure(shard: &Rc<Shard>, sid: &str, event: &str, ack_type: &str, reason: &str) {
@@ -588,4 +608,9 @@ pub fn kick_group(shard: &Rc<Shard>, code: &str) {
     for sid in sids {
         crate::transport::socketio::disconnect(&shard.eio, &sid);
     }
+    // Held sockets of the match may not come back to it.
+    crate::transport::engineio::forget_held(
+        &shard.eio,
+        |data| matches!(data, AppState::Ingest(IngestState { auth: Some(a), .. }) if a.group_code == code),
+    );
 }

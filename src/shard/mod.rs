@@ -133,6 +133,8 @@ impl Shard {
             ping_timeout: config.ping_timeout,
             connect_timeout: config.connect_timeout,
             max_payload: config.max_payload,
+            recovery_window: config.recovery_window,
+            max_held: config.recovery_max_held,
         };
         Rc::new_cyclic(|me| {
             let app = crate::app::SpectraApp::new(me.clone(), mesh.clone(), global.limits.clone());

@@ -29,23 +29,31 @@ async function freePort() {
   });
 }
 
-before(async () => {
+/** Starts the conformance example with `args`; resolves with the process and its address. */
+async function spawnExample(args = []) {
   const port = await freePort();
-  child = spawn(binary, ["--port", String(port), "--shards", "1"], { stdio: ["ignore", "pipe", "pipe"] });
-  child.stderr.resume();
+  const shards = args.includes("--shards") ? [] : ["--shards", "1"];
+  const proc = spawn(binary, ["--port", String(port), ...shards, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  proc.stderr.resume();
   await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error("conformance server did not start")), 10000);
     let out = "";
-    child.stdout.on("data", (d) => {
+    proc.stdout.on("data", (d) => {
       out += d;
       if (out.includes("ready")) {
         clearTimeout(timer);
         resolve();
       }
     });
-    child.on("exit", (code) => reject(new Error(`conformance server exited ${code}`)));
+    proc.on("exit", (code) => reject(new Error(`conformance server exited ${code}`)));
   });
-  base = `127.0.0.1:${port}`;
+  return { proc, address: `127.0.0.1:${port}` };
+}
+
+before(async () => {
+  const started = await spawnExample();
+  child = started.proc;
+  base = started.address;
 });
 
 after(() => {
@@ -65,8 +73,8 @@ async function openPolling(prefix) {
 }
 
 // A WebSocket whose messages queue up, so that none is missed when several arrive together.
-function socket(prefix, query = "EIO=4&transport=websocket") {
-  const ws = new WebSocket(`ws://${base}${prefix}?${query}`);
+function socket(prefix, query = "EIO=4&transport=websocket", host = base) {
+  const ws = new WebSocket(`ws://${host}${prefix}?${query}`);
   ws.binaryType = "nodebuffer";
   const queue = [];
   const waiters = [];
@@ -371,5 +379,53 @@ test("socket.io: invalid packets close the connection", async () => {
     const ws = await sioReady();
     ws.send(bad);
     await ws.closed;
+  }
+});
+
+test("socket.io connection state recovery (--recovery-ms): pid in the ack, {pid, offset} restores the socket on any shard, not after a client disconnect or the window", async () => {
+  // Shards above the suites' one: the reconnects land on either, the socket is held where its
+  // pid says.
+  const ex = await spawnExample(["--recovery-ms", "600", "--shards", "2"]);
+  const connect = async (packet) => {
+    const ws = socket(S, "EIO=4&transport=websocket", ex.address);
+    await ws.next();
+    ws.send(packet);
+    return ws;
+  };
+  try {
+    const first = await connect("40");
+    const hs = JSON.parse((await first.nextNonPing()).slice(2));
+    assert.deepEqual(Object.keys(hs).sort(), ["pid", "sid"]);
+    assert.equal(await first.nextNonPing(), `42${JSON.stringify(["auth", {}])}`, "on_connect");
+    first.terminate();
+    for (let i = 0; i < 6; i++) {
+      await sleep(60);
+      const again = await connect(`40${JSON.stringify({ pid: hs.pid, offset: `o${i}` })}`);
+      assert.deepEqual(JSON.parse((await again.nextNonPing()).slice(2)), hs, "same sid and pid");
+      // The application hears of the recovery (with the client's offset), not of a new socket.
+      assert.equal(await again.nextNonPing(), `42${JSON.stringify(["recovered", `o${i}`])}`);
+      again.terminate();
+    }
+    // A disconnect the client asked for ends the socket for good.
+    await sleep(60);
+    const leaving = await connect(`40${JSON.stringify({ pid: hs.pid })}`);
+    assert.equal(JSON.parse((await leaving.nextNonPing()).slice(2)).sid, hs.sid);
+    await leaving.nextNonPing();
+    leaving.send("41");
+    leaving.close();
+    await sleep(60);
+    const fresh = await connect(`40${JSON.stringify({ pid: hs.pid })}`);
+    const other = JSON.parse((await fresh.nextNonPing()).slice(2));
+    assert.notEqual(other.sid, hs.sid);
+    assert.notEqual(other.pid, hs.pid);
+    assert.equal(await fresh.nextNonPing(), `42${JSON.stringify(["auth", { pid: hs.pid }])}`);
+    // After the window, a held socket is gone.
+    fresh.terminate();
+    await sleep(900);
+    const late = await connect(`40${JSON.stringify({ pid: other.pid, offset: "x" })}`);
+    assert.notEqual(JSON.parse((await late.nextNonPing()).slice(2)).sid, other.sid);
+    late.close();
+  } finally {
+    ex.proc.kill("SIGTERM");
   }
 });

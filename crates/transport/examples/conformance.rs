@@ -43,6 +43,10 @@ struct Options {
     /// Address to bind.
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
+    /// Socket.IO connection state recovery window in milliseconds (0: off, as the suites
+    /// expect).
+    #[arg(long, default_value_t = 0)]
+    recovery_ms: u64,
 }
 
 /// How long after the CONNECT ack the `auth` event follows.
@@ -156,6 +160,9 @@ impl App for Conformance {
     fn on_detach(&self, _sid: &str, _data: &()) {}
     fn on_attach(&self, _sid: &str, _data: &()) {}
     fn on_action(&self, _eio: &Rc<Eio>, _sid: &str, _action: ()) {}
+    fn on_recover(&self, eio: &Rc<Eio>, sid: &str, _kind: Kind, offset: Option<&str>) {
+        emit_on(eio, sid, "/", &json!(["recovered", offset]), &[]);
+    }
 }
 
 /// What the listener serves: Engine.IO, Socket.IO, the echo; anything else is 404.
@@ -235,6 +242,9 @@ fn main() {
         ping_timeout: Duration::from_millis(200),
         connect_timeout: Duration::from_millis(1000),
         max_payload: MAX_PAYLOAD,
+        recovery_window: (options.recovery_ms > 0)
+            .then(|| Duration::from_millis(options.recovery_ms)),
+        max_held: 1000,
     };
     let (senders, inboxes): (Vec<_>, Vec<_>) = (0..shards).map(|_| flume::unbounded()).unzip();
     let mesh = Arc::new(senders);

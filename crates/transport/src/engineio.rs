@@ -77,6 +77,18 @@ pub trait App: Sized + 'static {
     fn on_attach(&self, sid: &str, data: &Self::Data);
     /// An application action for a session of this shard.
     fn on_action(&self, eio: &Rc<Eio<Self>>, sid: &str, action: Self::Action);
+    /// A socket was recovered (connection state recovery): it has its old socket id and data
+    /// again (after `on_attach`), on a new Engine.IO session `sid`. `offset` is the last event
+    /// offset the client saw, if it sent one. It did not pass through `on_disconnect`, and
+    /// `on_connect` is not called.
+    fn on_recover(
+        &self,
+        _eio: &Rc<Eio<Self>>,
+        _sid: &str,
+        _kind: Self::Kind,
+        _offset: Option<&str>,
+    ) {
+    }
 }
 
 /// Heartbeat and size settings of the sessions.
@@ -88,6 +100,11 @@ pub struct EioConfig {
     pub connect_timeout: Duration,
     /// Largest message a client may send (`maxPayload`).
     pub max_payload: usize,
+    /// Socket.IO connection state recovery: how long a socket whose connection dropped is held
+    /// for the client to come back to (`None`: off; no `pid` is offered).
+    pub recovery_window: Option<Duration>,
+    /// Most sockets held for recovery on one shard; beyond it the oldest is let go.
+    pub max_held: usize,
 }
 
 /// The Engine.IO sessions of one shard and the application behind them.
@@ -111,6 +128,12 @@ pub enum SessionAction<A: App> {
     Disconnect,
     /// For the application (`App::on_action`).
     App(A::Action),
+    /// The answer to a recovery request (`SessionMsg::Reclaim`): the held socket, or `None`
+    /// (unknown or expired: the socket connects afresh). Finishes the pending CONNECT.
+    Restore {
+        held: Option<Box<Held<A>>>,
+        offset: Option<String>,
+    },
 }
 
 /// Messages for the sessions of another shard.
@@ -134,6 +157,17 @@ pub enum SessionMsg<A: App> {
         sid: String,
         action: SessionAction<A>,
     },
+    /// Connection state recovery: hold this socket here, the shard its `pid` names (it dropped
+    /// on another shard), so a reconnect on any shard finds it.
+    Hold { held: Box<Held<A>> },
+    /// Connection state recovery: a socket held here (its `pid` names this shard) reconnected
+    /// on session `sid` of shard `to`; answered with `SessionAction::Restore` to that session.
+    Reclaim {
+        pid: String,
+        offset: Option<String>,
+        to: usize,
+        sid: String,
+    },
 }
 
 enum Transport<A: App> {
@@ -156,6 +190,11 @@ pub struct Session<A: App> {
     pub kind: A::Kind,
     /// Socket.IO id while connected to the main namespace.
     pub sio_sid: Option<String>,
+    /// Private session id of the main-namespace socket (connection state recovery).
+    pub pid: Option<String>,
+    /// A CONNECT waits for the answer of a recovery request on another shard; its payload
+    /// (for `on_connect` if the socket connects afresh).
+    pub(crate) connecting: Option<Value>,
     /// Other namespaces the socket joined.
     pub namespaces: Vec<String>,
     /// A binary event or ack waiting for its attachments.
@@ -180,9 +219,23 @@ pub struct SessionState<A: App> {
     pub peer: Option<IpAddr>,
     pub kind: A::Kind,
     pub sio_sid: Option<String>,
+    pub pid: Option<String>,
     pub namespaces: Vec<String>,
     pub data: A::Data,
     pub buffered: Vec<Bytes>,
+}
+
+/// A socket whose connection dropped, held for the client to recover it (`pid` → this).
+#[derive(Debug)]
+pub struct Held<A: App> {
+    /// Its Engine.IO session id when it dropped (what the application knew it by).
+    pub sid: String,
+    pub sio_sid: String,
+    pub pid: String,
+    pub kind: A::Kind,
+    pub data: A::Data,
+    /// When the window closes.
+    pub expires: Instant,
 }
 
 /// The sessions of one shard.
@@ -196,6 +249,10 @@ struct Sessions<A: App> {
     /// Polling sessions closed by a shutdown while no poll was waiting: their next poll gets
     /// CLOSE instead of "Session ID unknown".
     farewell: std::collections::HashSet<String>,
+    /// Sockets held for connection state recovery, by `pid`.
+    held: HashMap<String, Held<A>>,
+    /// The task that lets held sockets go when their window closes is running.
+    expiry_running: bool,
 }
 
 impl<A: App> Default for Sessions<A> {
@@ -205,6 +262,8 @@ impl<A: App> Default for Sessions<A> {
             moved: HashMap::new(),
             incoming: HashMap::new(),
             farewell: Default::default(),
+            held: HashMap::new(),
+            expiry_running: false,
         }
     }
 }
@@ -392,6 +451,8 @@ fn handshake_polling<A: App>(
             sid,
             kind,
             sio_sid: None,
+            pid: None,
+            connecting: None,
             namespaces: Vec::new(),
             partial: None,
             data: eio.app.new_data(kind),
@@ -477,6 +538,16 @@ pub fn on_shard_msg<A: App>(eio: &Rc<Eio<A>>, msg: SessionMsg<A>) {
             let _ = reply.send(detach_local(eio, &sid, to));
         }
         SessionMsg::Deliver { sid, action } => deliver_local(eio, &sid, action),
+        SessionMsg::Hold { held } => hold(eio, *held),
+        SessionMsg::Reclaim {
+            pid,
+            offset,
+            to,
+            sid,
+        } => {
+            let held = take_held(eio, &pid).map(Box::new);
+            deliver(eio, to, &sid, SessionAction::Restore { held, offset });
+        }
     }
 }
 
@@ -632,6 +703,7 @@ pub fn detach_local<A: App>(eio: &Rc<Eio<A>>, sid: &str, to: usize) -> Option<Se
         peer: s.peer,
         kind: s.kind,
         sio_sid: s.sio_sid.clone(),
+        pid: s.pid.clone(),
         namespaces: s.namespaces.clone(),
         data: s.data.clone(),
         buffered,
@@ -677,6 +749,8 @@ async fn run_websocket<A: App, R, W>(
                     sid: sid.clone(),
                     kind,
                     sio_sid: None,
+                    pid: None,
+                    connecting: None,
                     namespaces: Vec::new(),
                     partial: None,
                     data: eio.app.new_data(kind),
@@ -848,6 +922,8 @@ fn install<A: App>(eio: &Rc<Eio<A>>, state: SessionState<A>, queue: Rc<OutQueue>
         sid: state.sid.clone(),
         kind: state.kind,
         sio_sid: state.sio_sid,
+        pid: state.pid,
+        connecting: None,
         namespaces: state.namespaces,
         partial: None,
         data: state.data,
@@ -1064,6 +1140,10 @@ pub fn deliver_local<A: App>(eio: &Rc<Eio<A>>, sid: &str, action: SessionAction<
             drop(cell);
             eio.app.on_action(eio, sid, action);
         }
+        SessionAction::Restore { held, offset } => {
+            drop(cell);
+            socketio::finish_recovery(eio, sid, held.map(|h| *h), offset);
+        }
     }
 }
 
@@ -1109,10 +1189,34 @@ pub fn close_session<A: App>(eio: &Rc<Eio<A>>, sid: &str, reason: &str) {
     crate::stats::gauge(|s| &s.sessions, -1);
     let mut guard = cell.borrow_mut();
     let s = &mut *guard;
-    if s.sio_sid.take().is_some() {
-        eio.app.on_disconnect(eio, &s.sid, &mut s.data);
+    let window = eio.config.recovery_window.filter(|_| recoverable(reason));
+    match (s.sio_sid.take(), s.pid.take(), window) {
+        (Some(sio_sid), Some(pid), Some(window)) => {
+            eio.app.on_detach(&s.sid, &s.data);
+            let held = Held {
+                sid: s.sid.clone(),
+                sio_sid,
+                pid,
+                kind: s.kind,
+                data: s.data.clone(),
+                expires: Instant::now() + window,
+            };
+            match shard_of_sid(&held.pid).filter(|home| *home != eio.id && *home < eio.shards) {
+                Some(home) => eio.app.send(
+                    home,
+                    SessionMsg::Hold {
+                        held: Box::new(held),
+                    },
+                ),
+                None => hold(eio, held),
+            }
+        }
+        (Some(_), _, _) => {
+            eio.app.on_disconnect(eio, &s.sid, &mut s.data);
+            eio.app.on_detach(&s.sid, &s.data);
+        }
+        (None, _, _) => eio.app.on_detach(&s.sid, &s.data),
     }
-    eio.app.on_detach(&s.sid, &s.data);
     match &mut s.transport {
         Transport::Polling { waiting, .. } => {
             if let Some(tx) = waiting.take() {
@@ -1131,6 +1235,127 @@ pub fn close_session<A: App>(eio: &Rc<Eio<A>>, sid: &str, reason: &str) {
             queue.close_with(Some(websocket::close_frame(code, "")));
         }
     }
+}
+
+/// Why a session ended decides whether its socket may be recovered: a dropped connection
+/// (the client's transport closed, it sent CLOSE, it stopped answering pings or reading) may; a
+/// namespace disconnect (either side), a protocol error or a shutdown may not.
+fn recoverable(reason: &str) -> bool {
+    matches!(
+        reason,
+        "transport close" | CLIENT_CLOSE | "ping timeout" | "slow consumer"
+    )
+}
+
+/// A new private session id naming this shard (as session ids do), so a recovery request that
+/// lands elsewhere finds where the socket is held.
+pub(crate) fn new_pid(shard: usize) -> String {
+    new_sid(shard)
+}
+
+/// Holds a socket for recovery on this shard (the one its `pid` names). When the shard already
+/// holds `max_held`, the socket whose window closes first is let go now.
+fn hold<A: App>(eio: &Rc<Eio<A>>, held: Held<A>) {
+    let (evicted, start_expiry) = {
+        let mut sessions = eio.sessions.borrow_mut();
+        let mut evicted = None;
+        if sessions.held.len() >= eio.config.max_held.max(1) {
+            let oldest = sessions
+                .held
+                .iter()
+                .min_by_key(|(_, h)| h.expires)
+                .map(|(pid, _)| pid.clone());
+            evicted = oldest.and_then(|pid| sessions.held.remove(&pid));
+        }
+        sessions.held.insert(held.pid.clone(), held);
+        let start = !sessions.expiry_running;
+        sessions.expiry_running = true;
+        (evicted, start)
+    };
+    crate::stats::gauge(|s| &s.sessions_held, 1);
+    if let Some(h) = evicted {
+        let_go(eio, h);
+    }
+    if start_expiry {
+        glommio::spawn_local(expire_held(eio.clone())).detach();
+    }
+}
+
+/// Takes a held socket out of this shard (it is being recovered); `None` when it is unknown or
+/// its window closed (then it is let go now, if the expiry task had not yet).
+pub(crate) fn take_held<A: App>(eio: &Rc<Eio<A>>, pid: &str) -> Option<Held<A>> {
+    let held = eio.sessions.borrow_mut().held.remove(pid)?;
+    if held.expires <= Instant::now() {
+        let_go(eio, held);
+        return None;
+    }
+    crate::stats::gauge(|s| &s.sessions_held, -1);
+    Some(held)
+}
+
+/// A held socket that will not come back: the application sees it disconnect now.
+pub(crate) fn let_go<A: App>(eio: &Rc<Eio<A>>, mut held: Held<A>) {
+    crate::stats::gauge(|s| &s.sessions_held, -1);
+    crate::stats::bump(|s| &s.recovery_expired);
+    eio.app.on_disconnect(eio, &held.sid, &mut held.data);
+}
+
+/// Lets held sockets go when their window closes; runs while any is held.
+async fn expire_held<A: App>(eio: Rc<Eio<A>>) {
+    loop {
+        let next = {
+            let mut sessions = eio.sessions.borrow_mut();
+            match sessions.held.values().map(|h| h.expires).min() {
+                Some(at) => at,
+                None => {
+                    sessions.expiry_running = false;
+                    return;
+                }
+            }
+        };
+        glommio::timer::sleep(next.saturating_duration_since(Instant::now())).await;
+        let now = Instant::now();
+        let expired: Vec<Held<A>> = {
+            let mut sessions = eio.sessions.borrow_mut();
+            let pids: Vec<String> = sessions
+                .held
+                .iter()
+                .filter(|(_, h)| h.expires <= now)
+                .map(|(pid, _)| pid.clone())
+                .collect();
+            pids.iter()
+                .filter_map(|pid| sessions.held.remove(pid))
+                .collect()
+        };
+        for held in expired {
+            let_go(&eio, held);
+        }
+    }
+}
+
+/// Lets go now of the held sockets whose data matches `pred` (they may not come back, e.g. the
+/// application ended what they belong to).
+pub fn forget_held<A: App>(eio: &Rc<Eio<A>>, mut pred: impl FnMut(&A::Data) -> bool) {
+    let gone: Vec<Held<A>> = {
+        let mut sessions = eio.sessions.borrow_mut();
+        let pids: Vec<String> = sessions
+            .held
+            .iter()
+            .filter(|(_, h)| pred(&h.data))
+            .map(|(pid, _)| pid.clone())
+            .collect();
+        pids.iter()
+            .filter_map(|pid| sessions.held.remove(pid))
+            .collect()
+    };
+    for held in gone {
+        let_go(eio, held);
+    }
+}
+
+/// Sockets held for recovery on this shard.
+pub fn held_len<A: App>(eio: &Eio<A>) -> usize {
+    eio.sessions.borrow().held.len()
 }
 
 /// Closes a session that has not joined a namespace within the connect timeout.

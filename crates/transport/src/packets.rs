@@ -233,6 +233,21 @@ pub fn event_packet(name: &str, payload: &str) -> Bytes {
     Bytes::from(out)
 }
 
+/// `event_packet` with the event's offset as a last string argument
+/// (`42["name","<payload>","<offset>"]`): Socket.IO connection state recovery; the client sends
+/// the last offset it saw when it reconnects.
+pub fn event_packet_with_offset(name: &str, payload: &str, offset: &str) -> Bytes {
+    let mut out = String::with_capacity(payload.len() + name.len() + offset.len() + 20);
+    out.push_str("42[");
+    out.push_str(&Value::String(name.to_string()).to_string());
+    out.push(',');
+    out.push_str(&Value::String(payload.to_string()).to_string());
+    out.push(',');
+    out.push_str(&Value::String(offset.to_string()).to_string());
+    out.push(']');
+    Bytes::from(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,6 +297,10 @@ mod tests {
         assert_eq!(
             &event_packet("greeting_ok", "{\"a\":\"b\"}")[..],
             b"42[\"greeting_ok\",\"{\\\"a\\\":\\\"b\\\"}\"]"
+        );
+        assert_eq!(
+            &event_packet_with_offset("match_data", "{}", "7")[..],
+            b"42[\"match_data\",\"{}\",\"7\"]"
         );
         let joined = encode_payload(&[Bytes::from_static(b"2"), Bytes::from_static(b"40")]);
         assert_eq!(&joined[..], b"2\x1e40");

@@ -8,7 +8,10 @@ use std::rc::Rc;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::engineio::{App, Eio, close_session, send_binary, send_packets};
+use crate::engineio::{
+    App, Eio, Held, SessionMsg, close_session, let_go, new_pid, send_binary, send_packets,
+    shard_of_sid, take_held,
+};
 use crate::packets::{SioPacket, SioType, encode_sio, is_event_payload};
 
 /// A Socket.IO event or acknowledgement received on a namespace, with its binary attachments
@@ -93,38 +96,49 @@ pub fn on_message<A: App>(eio: &Rc<Eio<A>>, sid: &str, text: &str) {
                 send_packets(eio, sid, vec![err]);
                 return;
             }
-            let joined = {
-                let mut s = cell.borrow_mut();
-                let already = if packet.nsp == "/" {
-                    s.sio_sid.is_some()
-                } else {
-                    s.namespaces.iter().any(|n| n == packet.nsp)
-                };
-                if already {
-                    None
-                } else {
-                    let id = new_socket_id();
-                    if packet.nsp == "/" {
-                        s.sio_sid = Some(id.clone());
+            let already = {
+                let s = cell.borrow();
+                s.connecting.is_some()
+                    || if packet.nsp == "/" {
+                        s.sio_sid.is_some()
                     } else {
-                        s.namespaces.push(packet.nsp.to_string());
+                        s.namespaces.iter().any(|n| n == packet.nsp)
                     }
-                    s.ever_connected = true;
-                    Some(id)
-                }
             };
             drop(cell);
-            if let Some(id) = joined {
-                let ack = encode_sio(
-                    SioType::Connect,
-                    packet.nsp,
-                    None,
-                    &json!({ "sid": id }).to_string(),
-                    0,
-                );
-                send_packets(eio, sid, vec![ack]);
-                eio.app.on_connect(eio, sid, kind, packet.nsp, auth);
+            if already {
+                return;
             }
+            if packet.nsp == "/" && eio.config.recovery_window.is_some() {
+                let text = |key: &str| {
+                    auth.get(key)
+                        .and_then(Value::as_str)
+                        .filter(|v| !v.is_empty() && v.len() <= MAX_RECOVERY_ID)
+                        .map(String::from)
+                };
+                if let Some(pid) = text("pid") {
+                    let offset = text("offset");
+                    if let Some(held) = take_held(eio, &pid) {
+                        finish_recovery(eio, sid, Some(held), offset);
+                        return;
+                    }
+                    let home = shard_of_sid(&pid).filter(|h| *h != eio.id && *h < eio.shards);
+                    if let (Some(home), Some(cell)) = (home, eio.get(sid)) {
+                        cell.borrow_mut().connecting = Some(auth);
+                        eio.app.send(
+                            home,
+                            SessionMsg::Reclaim {
+                                pid,
+                                offset,
+                                to: eio.id,
+                                sid: sid.to_string(),
+                            },
+                        );
+                        return;
+                    }
+                }
+            }
+            connect_fresh(eio, sid, kind, packet.nsp, auth);
         }
         SioType::Disconnect => {
             let mut s = cell.borrow_mut();
@@ -179,6 +193,97 @@ pub fn on_message<A: App>(eio: &Rc<Eio<A>>, sid: &str, text: &str) {
             protocol_error(eio, sid, "CONNECT_ERROR sent by a client");
         }
     }
+}
+
+/// Longest `pid` / `offset` a CONNECT may carry (ours are 20 characters).
+const MAX_RECOVERY_ID: usize = 64;
+
+/// Joins a namespace as a new socket: a new socket id (and, on the main namespace with recovery
+/// on, a new private session id), the CONNECT ack, then the application's `on_connect`.
+fn connect_fresh<A: App>(eio: &Rc<Eio<A>>, sid: &str, kind: A::Kind, nsp: &str, auth: Value) {
+    let Some(cell) = eio.get(sid) else {
+        return;
+    };
+    let id = new_socket_id();
+    let pid = (nsp == "/" && eio.config.recovery_window.is_some()).then(|| new_pid(eio.id));
+    {
+        let mut s = cell.borrow_mut();
+        if nsp == "/" {
+            s.sio_sid = Some(id.clone());
+            s.pid = pid.clone();
+        } else {
+            s.namespaces.push(nsp.to_string());
+        }
+        s.ever_connected = true;
+    }
+    drop(cell);
+    let data = match pid {
+        Some(pid) => json!({ "sid": id, "pid": pid }),
+        None => json!({ "sid": id }),
+    };
+    let ack = encode_sio(SioType::Connect, nsp, None, &data.to_string(), 0);
+    send_packets(eio, sid, vec![ack]);
+    eio.app.on_connect(eio, sid, kind, nsp, auth);
+}
+
+/// Finishes a CONNECT that asked for a recovery: with the held socket, the session takes its
+/// socket id, private session id and data back and the client sees `recovered`; without it
+/// (unknown, expired, or of another kind of session), it connects as a new socket.
+pub(crate) fn finish_recovery<A: App>(
+    eio: &Rc<Eio<A>>,
+    sid: &str,
+    held: Option<Held<A>>,
+    offset: Option<String>,
+) {
+    let Some(cell) = eio.get(sid) else {
+        // The new session ended while the answer travelled: the socket is let go.
+        if let Some(held) = held {
+            let_go(eio, held);
+        }
+        return;
+    };
+    let (kind, auth) = {
+        let mut s = cell.borrow_mut();
+        let auth = s.connecting.take();
+        (
+            s.kind,
+            auth.unwrap_or_else(|| Value::Object(Default::default())),
+        )
+    };
+    let held = match held {
+        Some(h) if h.kind == kind => h,
+        other => {
+            drop(cell);
+            if let Some(h) = other {
+                let_go(eio, h);
+            }
+            connect_fresh(eio, sid, kind, "/", auth);
+            return;
+        }
+    };
+    {
+        let mut s = cell.borrow_mut();
+        s.sio_sid = Some(held.sio_sid.clone());
+        s.pid = Some(held.pid.clone());
+        s.data = held.data;
+        s.ever_connected = true;
+    }
+    let ack = encode_sio(
+        SioType::Connect,
+        "/",
+        None,
+        &json!({ "sid": held.sio_sid, "pid": held.pid }).to_string(),
+        0,
+    );
+    send_packets(eio, sid, vec![ack]);
+    {
+        let s = cell.borrow();
+        eio.app.on_attach(sid, &s.data);
+    }
+    drop(cell);
+    crate::stats::bump(|s| &s.recovered);
+    tracing::debug!("socket.io: socket {} recovered on {sid}", held.sio_sid);
+    eio.app.on_recover(eio, sid, kind, offset.as_deref());
 }
 
 /// Handles an Engine.IO binary message: the next attachment of the pending binary packet.

@@ -11,6 +11,12 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 pub struct IoStats {
     /// Engine.IO sessions living on this thread (gauge).
     pub sessions: AtomicI64,
+    /// Sockets held for connection state recovery on this thread (gauge).
+    pub sessions_held: AtomicI64,
+    /// Sockets recovered by their client within the window.
+    pub recovered: AtomicU64,
+    /// Held sockets whose window closed (or that were let go) without a recovery.
+    pub recovery_expired: AtomicU64,
     /// States (latest-wins frames) handed to connection writers.
     pub deliveries: AtomicU64,
     /// WebSocket frames and their bytes written to sockets.
