@@ -73,19 +73,21 @@ fn logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
         )),
     );
     let reply = Value::Object(reply).to_string();
+    emit(&shard.eio, sid, "logon_success", &reply);
+    // A code no match can have (over the group code limit) is answered as the original does,
+    // but subscribes to nothing and is not kept: what a session holds stays small.
+    let Some(code) = code.filter(|c| c.chars().count() <= crate::ingest::MAX_GROUP_CODE_CHARS)
+    else {
+        return;
+    };
     shard.eio.with_data(sid, |data, _| {
         if let AppState::Broadcast(state) = data {
-            state.room = code.clone();
-            state.logon_reply = Some(reply.clone());
+            state.room = Some(code.clone());
+            state.logon_reply = Some(reply);
         }
     });
-    if let Some(code) = &code {
-        shard.subscribers.borrow_mut().add_overlay(code, sid);
-    }
-    emit(&shard.eio, sid, "logon_success", &reply);
-    if let Some(code) = code {
-        request_snapshot(shard, sid, code);
-    }
+    shard.subscribers.borrow_mut().add_overlay(&code, sid);
+    request_snapshot(shard, sid, code);
 }
 
 /// Asks the match owner for the current snapshot of `code`, for this overlay only.

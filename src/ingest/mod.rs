@@ -193,6 +193,8 @@ fn version_failure(client_version: Option<&Value>) -> Option<String> {
 pub const MAX_GROUP_CODE_CHARS: usize = 64;
 /// Longest observer / aux client name kept (it is shown to every spectator of the room).
 pub const MAX_NAME_CHARS: usize = 64;
+/// Longest player id an aux client may log on with (Valorant's are 36-character UUIDs).
+pub const MAX_ID_CHARS: usize = 128;
 /// Largest logon object (JSON text). The kit's logon with full tools data is 1.6 KB.
 pub const MAX_LOGON_BYTES: usize = 64 * 1024;
 
@@ -329,6 +331,9 @@ fn aux_logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
         None | Some(true) => return,
         Some(false) => {}
     }
+    if arg.is_some_and(|a| a.len() > MAX_LOGON_BYTES) {
+        return fail("Invalid packet: logon data over 64 KB.");
+    }
     let obj = match arg.map(serde_json::from_str::<Value>) {
         Some(Ok(Value::Object(obj))) => obj,
         _ => return fail("Invalid packet: logon data is not a JSON object."),
@@ -338,6 +343,15 @@ fn aux_logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
     }
     if let Some(reason) = version_failure(obj.get("clientVersion")) {
         return fail(&reason);
+    }
+    if obj
+        .get("playerId")
+        .and_then(Value::as_str)
+        .is_some_and(|p| p.chars().count() > MAX_ID_CHARS)
+    {
+        return fail(&format!(
+            "Invalid packet: playerId over {MAX_ID_CHARS} characters."
+        ));
     }
     let match_id = js_text(obj.get("matchId"));
     let record = AuthRecord {

@@ -548,3 +548,28 @@ test("overlays that stop reading are closed and release their sockets (4)", asyn
     await server.stop();
   }
 });
+
+test("what a session keeps (and a recovery holds) is bounded: aux logon size and player id, overlay group codes", async () => {
+  const server = await startServer();
+  try {
+    const aux = async (fields, pad = "") => {
+      const socket = client(server.ingest, { transports: ["websocket"] });
+      const ack = once(socket, "aux_logon_ack");
+      socket.emit("aux_logon", JSON.stringify({ type: "aux_authenticate", clientVersion: "0.3.3", name: "P", matchId: "m", ...fields, pad }));
+      const reply = JSON.parse(await ack);
+      socket.close();
+      return reply;
+    };
+    assert.deepEqual(await aux({ playerId: "p" }, "x".repeat(70_000)), { type: "aux_authenticate", value: false, reason: "Invalid packet: logon data over 64 KB." });
+    assert.equal((await aux({ playerId: "p".repeat(129) })).reason, "Invalid packet: playerId over 128 characters.");
+    // An overlay logon with a code no match can have is answered as before, and holds nothing.
+    const long = "G".repeat(50_000);
+    const ov = await overlay(server, long);
+    assert.equal(ov.ok.groupCode, long);
+    ov.socket.close();
+    const status = await fetch(`${server.rest}/status`).then((r) => r.json());
+    assert.equal(status.status, "UP");
+  } finally {
+    await server.stop();
+  }
+});
