@@ -167,6 +167,7 @@ test("after RECOVERY_WINDOW_MS the socket is gone: the client connects afresh, t
   const back = once(socket, "connect", 5000);
   socket.io.engine.close();
   await waitFor(() => ws.presence().some((m) => m.type === "PlayerLeft"), 3000, "PlayerLeft once the window closed");
+  assert.equal(await metric(short, "spectra_sessions_held"), 0);
   await back;
   assert.equal(socket.recovered, false);
   assert.notEqual(socket.id, id);
@@ -273,4 +274,24 @@ test("the recovery handshake on the wire, on both shards: pid in the ack, {pid, 
     other.close();
   }
   live.close();
+});
+
+test("RECOVERY_MAX_HELD bounds the sockets held per shard: beyond it the one held longest is let go", async () => {
+  const srv = await startServer({ shards: 1, env: { RECOVERY_MAX_HELD: "2" } });
+  try {
+    const group = code("RM");
+    const obs = await observer(srv, { groupCode: group });
+    const overlays = [];
+    for (let i = 0; i < 3; i++) overlays.push(await overlay(srv, group, ["websocket"]));
+    for (const ov of overlays) {
+      ov.socket.io.reconnection(false);
+      ov.socket.io.engine.close();
+      await sleep(50);
+    }
+    await waitFor(async () => (await metric(srv, "spectra_sessions_recovery_expired_total")) === 1, 3000, "one let go");
+    assert.equal(await metric(srv, "spectra_sessions_held"), 2);
+    obs.socket.close();
+  } finally {
+    await srv.stop();
+  }
 });

@@ -1274,6 +1274,7 @@ fn hold<A: App>(eio: &Rc<Eio<A>>, held: Held<A>) {
     };
     crate::stats::gauge(|s| &s.sessions_held, 1);
     if let Some(h) = evicted {
+        crate::stats::gauge(|s| &s.sessions_held, -1);
         let_go(eio, h);
     }
     if start_expiry {
@@ -1285,17 +1286,17 @@ fn hold<A: App>(eio: &Rc<Eio<A>>, held: Held<A>) {
 /// its window closed (then it is let go now, if the expiry task had not yet).
 pub(crate) fn take_held<A: App>(eio: &Rc<Eio<A>>, pid: &str) -> Option<Held<A>> {
     let held = eio.sessions.borrow_mut().held.remove(pid)?;
+    crate::stats::gauge(|s| &s.sessions_held, -1);
     if held.expires <= Instant::now() {
         let_go(eio, held);
         return None;
     }
-    crate::stats::gauge(|s| &s.sessions_held, -1);
     Some(held)
 }
 
-/// A held socket that will not come back: the application sees it disconnect now.
+/// A socket that was held (and is no longer) will not come back: the application sees it
+/// disconnect now.
 pub(crate) fn let_go<A: App>(eio: &Rc<Eio<A>>, mut held: Held<A>) {
-    crate::stats::gauge(|s| &s.sessions_held, -1);
     crate::stats::bump(|s| &s.recovery_expired);
     eio.app.on_disconnect(eio, &held.sid, &mut held.data);
 }
@@ -1328,6 +1329,7 @@ async fn expire_held<A: App>(eio: Rc<Eio<A>>) {
                 .collect()
         };
         for held in expired {
+            crate::stats::gauge(|s| &s.sessions_held, -1);
             let_go(&eio, held);
         }
     }
@@ -1349,6 +1351,7 @@ pub fn forget_held<A: App>(eio: &Rc<Eio<A>>, mut pred: impl FnMut(&A::Data) -> b
             .collect()
     };
     for held in gone {
+        crate::stats::gauge(|s| &s.sessions_held, -1);
         let_go(eio, held);
     }
 }
