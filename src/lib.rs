@@ -9,6 +9,7 @@
 pub mod app;
 pub mod backend;
 pub mod broadcast;
+pub mod budget;
 pub mod config;
 pub mod fanout;
 pub mod ingest;
@@ -22,5 +23,6 @@ pub mod shard;
 pub mod site;
 pub mod spectator;
 pub mod transport;
+pub mod util;
 
 pub use spectra_engine as engine;

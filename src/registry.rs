@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::broadcast::budget::Budget;
+use crate::budget::Budget;
 use crate::engine::{Event, Kind, Match, ObsKind, Outcome};
 use crate::fanout::{FrameSet, RoomFrame, WsFrames};
 use crate::ingest::{AuthRecord, ObsLogon};
@@ -137,7 +137,7 @@ pub fn create_match(
     let mut reg = shard.matches.borrow_mut();
     if let Some(entry) = reg.live.get_mut(&code) {
         let same = !logon.group_secret.is_empty()
-            && crate::ingest::auth::constant_time_eq(
+            && crate::util::constant_time_eq(
                 logon.group_secret.as_bytes(),
                 entry.secret.as_bytes(),
             );
@@ -181,7 +181,7 @@ pub fn create_match(
             let mut entry = Entry::new(game, secret.clone(), seq, room);
             entry.slot = Some(slot);
             if let Some(dir) = &shard.config.replay_dir {
-                let start = crate::ingest::now_ms();
+                let start = crate::util::now_ms();
                 let path = dir.join(crate::replay::file_name(&code, start));
                 let header = crate::replay::header(&logon, &secret, start);
                 entry.log = Some(crate::replay::log::ReplayLog::create(path, &header));
@@ -237,7 +237,7 @@ pub fn recover(shard: &Rc<Shard>) {
         if ended {
             continue; // the game ended before the stop: nothing to recover
         }
-        game.advance(crate::ingest::now_ms());
+        game.advance(crate::util::now_ms());
         // In backend mode a match that saw `match_start` was registered then; its updates and
         // completion go on (the registration itself is not repeated).
         let started = candidate
@@ -518,7 +518,7 @@ fn flush_match(shard: &Rc<Shard>, code: &str) {
             return;
         };
         entry.flush_pending = false;
-        entry.game.advance(crate::ingest::now_ms());
+        entry.game.advance(crate::util::now_ms());
         let n = entry.game.event_number();
         if n <= entry.last_sent_event {
             return;
@@ -732,7 +732,7 @@ pub fn publish_unsent(shard: &Rc<Shard>) {
     {
         let mut reg = shard.matches.borrow_mut();
         for (code, entry) in reg.live.iter_mut() {
-            entry.game.advance(crate::ingest::now_ms());
+            entry.game.advance(crate::util::now_ms());
             if entry.game.event_number() > entry.last_sent_event {
                 entry.last_sent_event = entry.game.event_number();
                 entry.flush_pending = false;
@@ -766,7 +766,7 @@ pub fn tick(shard: &Rc<Shard>) {
     {
         let mut reg = shard.matches.borrow_mut();
         let now = Instant::now();
-        let now_ms = crate::ingest::now_ms();
+        let now_ms = crate::util::now_ms();
         for (code, entry) in reg.live.iter_mut() {
             entry.room.flush_presence(shard, code);
             entry.game.advance(now_ms);

@@ -1,8 +1,6 @@
 //! Broadcast side (port 5200): overlay logon (the overlay subscribes to its room in
 //! `fanout::subscribers`). Snapshots are produced by the match owner (`registry`) and delivered
-//! by the fan-out, never here; `budget` is the per-match broadcast rate limit the owner applies.
-
-pub mod budget;
+//! by the fan-out, never here (the owner's broadcast rate limit is `crate::budget`).
 
 use std::rc::Rc;
 

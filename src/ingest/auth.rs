@@ -2,20 +2,13 @@
 //! is added by the backend module; this file must not do I/O.
 
 use crate::config::Config;
+use crate::util::constant_time_eq;
 
 /// Outcome of a key check.
 #[derive(Debug, Clone, PartialEq)]
 pub enum KeyCheck {
     Valid,
     Invalid(&'static str),
-}
-
-/// Compares in time that depends only on the lengths, not on where the keys differ.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Standalone validation. A missing key never matches (the original accepted a missing key when

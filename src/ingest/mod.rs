@@ -7,13 +7,13 @@ pub mod parse;
 pub mod version;
 
 use std::rc::Rc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_channel::oneshot;
 use serde_json::{Map, Value, json};
 
 use crate::app::{AppState, SpectraAction};
 use crate::engine::{AuxKind, Event, Kind};
+use crate::util::now_ms;
 use crate::shard::Shard;
 use crate::shard::messages::{MatchMsg, SessionAction, SessionRef, ShardMsg};
 use crate::transport::packets::event_packet;
@@ -73,12 +73,6 @@ impl ObsLogon {
             organization_id: self.organization_id.clone(),
         }
     }
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// JavaScript string interpolation of a JSON value (`undefined` when absent).

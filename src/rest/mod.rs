@@ -54,7 +54,7 @@ fn operator(shard: &Shard, req: &Request) -> bool {
             bearer
                 .or_else(|| req.query_param("token"))
                 .is_some_and(|t| {
-                    crate::ingest::auth::constant_time_eq(t.as_bytes(), token.as_bytes())
+                    crate::util::constant_time_eq(t.as_bytes(), token.as_bytes())
                 })
         }
         None => {

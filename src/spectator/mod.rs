@@ -43,7 +43,7 @@ struct Local {
     deflate: bool,
     membership: Membership,
     /// Joins and leaves of this connection (see `MEMBERSHIP_INTERVAL`).
-    changes: crate::broadcast::budget::Budget,
+    changes: crate::budget::Budget,
     /// Joins and leaves refused by that budget.
     refused_changes: u32,
 }
@@ -118,7 +118,7 @@ where
                 queue: queue.clone(),
                 deflate: neg.deflate,
                 membership: Membership::None,
-                changes: crate::broadcast::budget::Budget::with_burst(
+                changes: crate::budget::Budget::with_burst(
                     Instant::now(),
                     MEMBERSHIP_BURST,
                 ),
@@ -362,9 +362,9 @@ fn join(shard: &Rc<Shard>, conn: u64, queue: &OutQueue, data: Option<&Value>) {
     }
     let code = code.trim().to_uppercase();
     let spectator = SpectatorInfo {
-        id: wire::uuid_v4(),
+        id: crate::util::uuid_v4(),
         name: name.trim().to_string(),
-        connected_at: wire::now_rfc3339(),
+        connected_at: crate::util::now_rfc3339(),
         shard: shard.id,
         conn,
     };

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::wire::{self, message, now_rfc3339, uuid_v4};
-use crate::broadcast::budget::Budget;
+use super::wire::{self, message};
+use crate::util::{now_rfc3339, uuid_v4};
+use crate::budget::Budget;
 use crate::fanout::{RoomFrame, WsFrames};
 use crate::shard::Shard;
 use crate::shard::messages::ShardMsg;
