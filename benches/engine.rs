@@ -58,7 +58,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             texts
                 .iter()
-                .filter(|t| spectra::ingest::parse::parse_event(t).is_ok())
+                .filter(|t| spectra::parse::parse_event(t).is_ok())
                 .count()
         })
     });

@@ -1,18 +1,17 @@
 //! Spectra's application behind the Engine.IO/Socket.IO sessions (`transport::engineio::App`):
 //! what a session is (`PortKind`: ingest, overlay, or single-port), what it carries (`AppState`),
 //! and where its events go — ingest on 5100, broadcast on 5200; on a single port the first event
-//! decides (`obs_logon`/`aux_logon` make an ingest client, `logon` an overlay). Cross-shard session messages travel in `ShardMsg::Session`. Handlers here must
-//! not borrow the session itself: the transport may hold it.
+//! decides (`obs_logon`/`aux_logon` make an ingest client, `logon` an overlay). What the services
+//! do with sessions comes in through the `Services` trait; this file names no service and no
+//! shard. Handlers here must not borrow the session itself: the transport may hold it.
 
 use std::net::IpAddr;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::shard::messages::ShardMsg;
-use crate::shard::{Mesh, Shard};
 use crate::transport::engineio::{self, App, Eio, EngineMessage, SessionMsg};
 use crate::transport::packets::event_from_value;
 use crate::transport::socketio::{self, SioEvent};
@@ -29,10 +28,54 @@ pub enum PortKind {
 /// Application state carried by a session (moves with it between shards).
 #[derive(Debug, Clone)]
 pub enum AppState {
-    Ingest(crate::ingest::IngestState),
-    Broadcast(crate::broadcast::OverlayState),
+    Ingest(IngestState),
+    Broadcast(OverlayState),
     /// A single-port session before its first event says what it is.
     Undecided,
+}
+
+// ---- The data a session carries, by application. ----
+
+/// A successful logon of this socket (the original's "authenticated clients" record).
+#[derive(Debug, Clone)]
+pub struct AuthRecord {
+    pub name: String,
+    pub group_code: String,
+    pub is_aux: bool,
+    pub player_id: String,
+    /// This client's id in the spectator room (`current_players[].id`).
+    pub client_id: String,
+}
+
+/// Per-socket ingest state.
+#[derive(Debug, Clone, Default)]
+pub struct IngestState {
+    pub obs_logon_used: bool,
+    pub aux_logon_used: bool,
+    pub auth: Option<AuthRecord>,
+    /// The successful logon's answer (Socket.IO packet), sent again when a recovered socket
+    /// logs on again.
+    pub logon_ack: Option<bytes::Bytes>,
+    /// Recovered by connection state recovery and not logged on again since.
+    pub recovered: bool,
+}
+
+/// The socket was recovered: it keeps its logon; its next logon is answered with the same ack.
+impl IngestState {
+    pub fn on_recover(&mut self) {
+        self.recovered = true;
+    }
+}
+
+/// Per-overlay state.
+#[derive(Debug, Clone, Default)]
+pub struct OverlayState {
+    pub logon_used: bool,
+    pub room: Option<String>,
+    /// The `logon_success` text this overlay got (sent again to a recovered socket's logon).
+    pub logon_reply: Option<String>,
+    /// Recovered by connection state recovery: its next `logon` is answered again.
+    pub recovered: bool,
 }
 
 /// What the application asks of a session wherever it lives.
@@ -41,7 +84,7 @@ pub enum SpectraAction {
     /// The outcome of a logon: send the ack, record the authentication, maybe disconnect.
     LogonResult {
         ack: Bytes,
-        auth: Option<crate::ingest::AuthRecord>,
+        auth: Option<AuthRecord>,
         disconnect: bool,
         /// A wrong access key or group secret, with the access key it came with
         /// (`limits::key_id`): counts against the address's logon attempts with that key.
@@ -49,10 +92,26 @@ pub enum SpectraAction {
     },
 }
 
+/// What Spectra's services do for its sessions. The node installs it (`node::sessions`); the
+/// session layer pushes into it and never names a service.
+pub trait Services {
+    /// Carries a session message to the sessions of another shard.
+    fn send(&self, shard: usize, msg: SessionMsg<SpectraApp>);
+    /// An event of an ingest client (`ingest`) or else of an overlay, on its main namespace.
+    fn on_event(&self, sid: &str, ingest: bool, name: &str, arg: Option<&str>);
+    /// The socket left (a namespace disconnect, its session ended, or its recovery window
+    /// closed); its data is reset afterwards.
+    fn on_disconnect(&self, sid: &str, data: &AppState);
+    /// An overlay session subscribed to `room` leaves this shard (`here` false) or arrives on
+    /// it: its subscription follows it.
+    fn on_overlay_moved(&self, sid: &str, room: &str, here: bool);
+    /// An overlay wants the newest state of its room, to itself only.
+    fn request_snapshot(&self, sid: &str, room: String);
+}
+
 /// The application of one shard's sessions.
 pub struct SpectraApp {
-    shard: Weak<Shard>,
-    mesh: Arc<Mesh>,
+    services: Box<dyn Services>,
     limits: Arc<crate::limits::Limits>,
 }
 
@@ -61,12 +120,8 @@ pub type Sessions = Eio<SpectraApp>;
 pub type SessionAction = engineio::SessionAction<SpectraApp>;
 
 impl SpectraApp {
-    pub fn new(shard: Weak<Shard>, mesh: Arc<Mesh>, limits: Arc<crate::limits::Limits>) -> Self {
-        SpectraApp {
-            shard,
-            mesh,
-            limits,
-        }
+    pub fn new(services: Box<dyn Services>, limits: Arc<crate::limits::Limits>) -> Self {
+        SpectraApp { services, limits }
     }
 }
 
@@ -100,7 +155,7 @@ impl App for SpectraApp {
     }
 
     fn send(&self, shard: usize, msg: SessionMsg<Self>) {
-        self.mesh.send(shard, ShardMsg::Session(msg));
+        self.services.send(shard, msg);
     }
 
     fn has_namespace(&self, _kind: PortKind, nsp: &str) -> bool {
@@ -125,61 +180,67 @@ impl App for SpectraApp {
     ) {
     }
 
-    fn on_event(&self, _eio: &Rc<Sessions>, sid: &str, _kind: PortKind, event: SioEvent) {
-        let Some(shard) = self.shard.upgrade() else {
-            return;
-        };
+    fn on_event(&self, eio: &Rc<Sessions>, sid: &str, _kind: PortKind, event: SioEvent) {
         if !event.is_event || !event.attachments.is_empty() {
             tracing::debug!("socket.io: acks and binary events are not part of Spectra; ignored");
             return;
         }
-        if let Some((name, arg)) = event_from_value(event.data) {
-            on_named_event(&shard, sid, &name, arg.as_deref());
+        let Some((name, arg)) = event_from_value(event.data) else {
+            return;
+        };
+        // A single-port session is decided by its first logon.
+        let ingest = eio.with_data(sid, |data, _| {
+            if matches!(data, AppState::Undecided) {
+                match name.as_str() {
+                    "obs_logon" | "aux_logon" => *data = AppState::Ingest(Default::default()),
+                    "logon" => *data = AppState::Broadcast(Default::default()),
+                    _ => return None, // nothing else means anything before a logon
+                }
+            }
+            match data {
+                AppState::Ingest(_) => Some(true),
+                AppState::Broadcast(_) => Some(false),
+                AppState::Undecided => None,
+            }
+        });
+        if let Some(ingest) = ingest.flatten() {
+            self.services.on_event(sid, ingest, &name, arg.as_deref());
         }
     }
 
     fn on_disconnect(&self, _eio: &Rc<Sessions>, sid: &str, data: &mut AppState) {
-        let Some(shard) = self.shard.upgrade() else {
-            return;
-        };
+        self.services.on_disconnect(sid, data);
         // The state is reset: a new namespace connection starts as a new socket.
         match data {
-            AppState::Ingest(state) => {
-                crate::ingest::on_disconnect(&shard, state);
-                *state = Default::default();
-            }
-            AppState::Broadcast(state) => {
-                crate::broadcast::leave(&shard, sid, state);
-                *state = Default::default();
-            }
+            AppState::Ingest(state) => *state = Default::default(),
+            AppState::Broadcast(state) => *state = Default::default(),
             AppState::Undecided => {}
         }
     }
 
     fn on_detach(&self, sid: &str, data: &AppState) {
-        if let (AppState::Broadcast(state), Some(shard)) = (data, self.shard.upgrade())
-            && let Some(room) = &state.room
+        if let AppState::Broadcast(OverlayState {
+            room: Some(room), ..
+        }) = data
         {
-            shard.subscribers.borrow_mut().remove_overlay(room, sid);
+            self.services.on_overlay_moved(sid, room, false);
         }
     }
 
     fn on_attach(&self, sid: &str, data: &AppState) {
-        if let (AppState::Broadcast(state), Some(shard)) = (data, self.shard.upgrade())
-            && let Some(room) = &state.room
+        if let AppState::Broadcast(OverlayState {
+            room: Some(room), ..
+        }) = data
         {
-            shard.subscribers.borrow_mut().add_overlay(room, sid);
+            self.services.on_overlay_moved(sid, room, true);
         }
     }
 
-    fn on_recover(&self, _eio: &Rc<Sessions>, sid: &str, _kind: PortKind, offset: Option<&str>) {
-        let Some(shard) = self.shard.upgrade() else {
-            return;
-        };
+    fn on_recover(&self, eio: &Rc<Sessions>, sid: &str, _kind: PortKind, offset: Option<&str>) {
         // The socket keeps its logon and its room; the match never saw it leave.
-        let room = shard.eio.with_data(sid, |data, _| match data {
+        let room = eio.with_data(sid, |data, _| match data {
             AppState::Ingest(state) => {
-                crate::ingest::on_recover(state);
+                state.on_recover();
                 None
             }
             AppState::Broadcast(state) => {
@@ -191,7 +252,7 @@ impl App for SpectraApp {
         tracing::debug!("socket.io: session {sid} recovered (offset {offset:?})");
         if let Some(code) = room.flatten() {
             // States are complete: the newest one replaces every one it missed.
-            crate::broadcast::request_snapshot(&shard, sid, code);
+            self.services.request_snapshot(sid, code);
         }
     }
 
@@ -220,28 +281,5 @@ impl App for SpectraApp {
                 }
             }
         }
-    }
-}
-
-/// A Socket.IO event on the main namespace of a Spectra session.
-fn on_named_event(shard: &Rc<Shard>, sid: &str, name: &str, arg: Option<&str>) {
-    let ingest = shard.eio.with_data(sid, |data, _| {
-        if matches!(data, AppState::Undecided) {
-            match name {
-                "obs_logon" | "aux_logon" => *data = AppState::Ingest(Default::default()),
-                "logon" => *data = AppState::Broadcast(Default::default()),
-                _ => return None, // nothing else means anything before a logon
-            }
-        }
-        match data {
-            AppState::Ingest(_) => Some(true),
-            AppState::Broadcast(_) => Some(false),
-            AppState::Undecided => None,
-        }
-    });
-    match ingest.flatten() {
-        Some(true) => crate::ingest::on_event(shard, sid, name, arg),
-        Some(false) => crate::broadcast::on_event(shard, sid, name, arg),
-        None => {}
     }
 }

@@ -15,6 +15,8 @@ pub mod fanout;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;
+pub mod node;
+pub mod parse;
 pub use spectra_transport::random;
 pub mod registry;
 pub mod replay;

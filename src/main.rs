@@ -7,7 +7,7 @@ use mimalloc::MiMalloc;
 static GLOBAL: MiMalloc = MiMalloc;
 
 use spectra::config::{Config, TlsMode};
-use spectra::shard::signals::{Signal, Signals};
+use spectra::node::signals::{Signal, Signals};
 
 /// Logs go to stderr: `RUST_LOG` filters them (default `info`), `LOG_FORMAT=json` makes each line
 /// one JSON object (`timestamp`, `level`, `target`, `message`) for log shippers. Keys and group
@@ -31,7 +31,7 @@ fn init_logging() {
 /// Reloads the TLS pair on SIGHUP and when its files change (checked every `reload_check`);
 /// returns the name of the signal that asked for shutdown.
 fn serve_until_shutdown(
-    running: &spectra::shard::runtime::Running,
+    running: &spectra::node::runtime::Running,
     signals: &Signals,
     reload_check: Option<std::time::Duration>,
 ) -> &'static str {
@@ -86,8 +86,8 @@ fn main() {
     let shards = config.shards;
     let bound = config.shutdown_timeout;
     let reload_check = config.tls_reload_check;
-    let signals = spectra::shard::signals::Signals::block();
-    match spectra::shard::runtime::start(config) {
+    let signals = spectra::node::signals::Signals::block();
+    match spectra::node::runtime::start(config) {
         Ok(running) => {
             println!("spectra-server ready: {listening}, {shards} shard(s), {scheme}");
             let signal = serve_until_shutdown(&running, &signals, reload_check);

@@ -4,6 +4,7 @@
 //! periodic tick advances timers and publishes what changed without an event), game end and idle
 //! removal. Runs only on the owner shard of each group code; sessions are reached via `deliver`.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -12,13 +13,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use crate::app::AuthRecord;
 use crate::budget::Budget;
 use crate::engine::{Event, Kind, Match, ObsKind, Outcome};
-use crate::fanout::{FrameSet, RoomFrame, WsFrames};
-use crate::ingest::{AuthRecord, ObsLogon};
 use crate::shard::Shard;
+use crate::shard::messages::{FrameSet, MatchIdClaim, ObsLogon, RoomFrame, WsFrames};
 use crate::shard::messages::{MatchMsg, SessionAction, SessionRef, ShardMsg};
-use crate::spectator::room::{JoinRequest, PlayerInfo, Room, SpectatorInfo};
+use crate::shard::messages::{PlayerInfo, SpectatorInfo};
+use crate::spectator::room::{JoinRequest, Room};
 use crate::spectator::wire;
 use crate::transport::packets::{event_packet, event_packet_with_offset};
 use crate::transport::websocket;
@@ -83,6 +85,11 @@ pub struct Registry {
     pub finished: HashMap<String, TeamInfo>,
 }
 
+/// This shard's live matches (the registry's shard-local state).
+pub fn matches(shard: &Shard) -> Rc<RefCell<Registry>> {
+    shard.state()
+}
+
 fn new_secret() -> String {
     crate::random::random_string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 12)
 }
@@ -134,7 +141,8 @@ pub fn create_match(
         player_id: String::new(),
         client_id: player.id.clone(),
     };
-    let mut reg = shard.matches.borrow_mut();
+    let reg_cell = matches(shard);
+    let mut reg = reg_cell.borrow_mut();
     if let Some(entry) = reg.live.get_mut(&code) {
         let same = !logon.group_secret.is_empty()
             && crate::util::constant_time_eq(
@@ -256,7 +264,8 @@ pub fn recover(shard: &Rc<Shard>) {
             candidate.file.valid_len,
         ));
         let events = candidate.file.events.len();
-        let mut reg = shard.matches.borrow_mut();
+        let reg_cell = matches(shard);
+        let mut reg = reg_cell.borrow_mut();
         if reg.live.contains_key(&code) {
             continue;
         }
@@ -344,7 +353,7 @@ fn refresh_playercams(
     let (shard, code) = (shard.clone(), code.to_string());
     glommio::spawn_local(async move {
         if let Some((overrides, enabled)) = backend.playercams(&identifier, &secret).await
-            && let Some(entry) = shard.matches.borrow_mut().live.get_mut(&code)
+            && let Some(entry) = matches(&shard).borrow_mut().live.get_mut(&code)
         {
             entry.game.apply_playercams(overrides, enabled);
         }
@@ -370,7 +379,8 @@ async fn match_start_calls(
         return; // network failure: the match stays unregistered (logged by the worker)
     }
     let puuids = {
-        let mut reg = shard.matches.borrow_mut();
+        let reg_cell = matches(&shard);
+        let mut reg = reg_cell.borrow_mut();
         let Some(entry) = reg.live.get_mut(&code) else {
             return;
         };
@@ -399,7 +409,7 @@ async fn match_start_calls(
             .ok()
             .and_then(|v| v.get("results").and_then(Value::as_array).cloned())
             .unwrap_or_default();
-        if let Some(entry) = shard.matches.borrow_mut().live.get_mut(&code) {
+        if let Some(entry) = matches(&shard).borrow_mut().live.get_mut(&code) {
             entry.game.apply_mmr(&results);
         }
     }
@@ -454,7 +464,8 @@ pub fn on_shard_msg(shard: &Rc<Shard>, msg: MatchMsg) {
 pub fn ingest_event(shard: &Rc<Shard>, code: &str, event: Event) {
     let mut flush_in = None;
     let outcome = {
-        let mut reg = shard.matches.borrow_mut();
+        let reg_cell = matches(shard);
+        let mut reg = reg_cell.borrow_mut();
         let Some(entry) = reg.live.get_mut(code) else {
             return; // the match ended meanwhile
         };
@@ -513,7 +524,8 @@ fn schedule_flush(shard: &Rc<Shard>, code: &str, delay: Duration) {
 
 fn flush_match(shard: &Rc<Shard>, code: &str) {
     let frames = {
-        let mut reg = shard.matches.borrow_mut();
+        let reg_cell = matches(shard);
+        let mut reg = reg_cell.borrow_mut();
         let Some(entry) = reg.live.get_mut(code) else {
             return;
         };
@@ -541,18 +553,9 @@ fn flush_match(shard: &Rc<Shard>, code: &str) {
 }
 
 pub fn aux_disconnected(shard: &Rc<Shard>, code: &str, player_id: &str) {
-    if let Some(entry) = shard.matches.borrow_mut().live.get_mut(code) {
+    if let Some(entry) = matches(shard).borrow_mut().live.get_mut(code) {
         entry.game.aux_disconnected(player_id);
     }
-}
-
-/// A live match that reported a Valorant match id: when it did, whether it is being observed
-/// (a change within `CLAIM_ACTIVE`), its code.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MatchIdClaim {
-    pub claimed: u64,
-    pub active: bool,
-    pub group_code: String,
 }
 
 /// A match that changed this recently counts as observed for the aux logon's choice.
@@ -560,8 +563,7 @@ const CLAIM_ACTIVE: Duration = Duration::from_secs(60);
 
 /// This shard's live matches that reported `match_id`.
 pub fn find_match_id(shard: &Rc<Shard>, match_id: &str) -> Vec<MatchIdClaim> {
-    shard
-        .matches
+    matches(shard)
         .borrow()
         .live
         .iter()
@@ -634,7 +636,8 @@ fn game_data_text(entry: &mut Entry) -> Bytes {
 
 /// A spectator asks to join the room of `code` (matched case-insensitively).
 pub fn spectator_join(shard: &Rc<Shard>, code: &str, spectator: SpectatorInfo) {
-    let mut reg = shard.matches.borrow_mut();
+    let reg_cell = matches(shard);
+    let mut reg = reg_cell.borrow_mut();
     let key = if reg.live.contains_key(code) {
         Some(code.to_string())
     } else {
@@ -657,7 +660,7 @@ pub fn spectator_join(shard: &Rc<Shard>, code: &str, spectator: SpectatorInfo) {
 }
 
 pub fn spectator_leave(shard: &Rc<Shard>, code: &str, spectator_id: &str, reason: &str) {
-    if let Some(entry) = shard.matches.borrow_mut().live.get_mut(code) {
+    if let Some(entry) = matches(shard).borrow_mut().live.get_mut(code) {
         entry.room.leave(shard, code, spectator_id, reason);
     }
 }
@@ -669,7 +672,8 @@ pub fn player_presence(
     join: Option<PlayerInfo>,
     leave: Option<String>,
 ) {
-    let mut reg = shard.matches.borrow_mut();
+    let reg_cell = matches(shard);
+    let mut reg = reg_cell.borrow_mut();
     let Some(entry) = reg.live.get_mut(code) else {
         return;
     };
@@ -684,7 +688,8 @@ pub fn player_presence(
 /// An overlay logged on: it alone gets the current snapshot.
 pub fn snapshot_request(shard: &Rc<Shard>, code: &str, from: SessionRef) {
     let frames = {
-        let mut reg = shard.matches.borrow_mut();
+        let reg_cell = matches(shard);
+        let mut reg = reg_cell.borrow_mut();
         let Some(entry) = reg.live.get_mut(code) else {
             return;
         };
@@ -697,7 +702,8 @@ pub fn snapshot_request(shard: &Rc<Shard>, code: &str, from: SessionRef) {
 /// The spectators' `GameData` frames of the current state, when the room has spectators.
 fn spectator_frames(shard: &Shard, code: &str) -> Option<WsFrames> {
     let text = {
-        let mut reg = shard.matches.borrow_mut();
+        let reg_cell = matches(shard);
+        let mut reg = reg_cell.borrow_mut();
         let entry = reg.live.get_mut(code)?;
         if entry.room.spectator_count() == 0 {
             return None;
@@ -730,7 +736,8 @@ pub fn publish(shard: &Rc<Shard>, code: &str, frames: FrameSet) {
 pub fn publish_unsent(shard: &Rc<Shard>) {
     let mut to_publish = Vec::new();
     {
-        let mut reg = shard.matches.borrow_mut();
+        let reg_cell = matches(shard);
+        let mut reg = reg_cell.borrow_mut();
         for (code, entry) in reg.live.iter_mut() {
             entry.game.advance(crate::util::now_ms());
             if entry.game.event_number() > entry.last_sent_event {
@@ -747,7 +754,8 @@ pub fn publish_unsent(shard: &Rc<Shard>) {
 
 /// Shutdown: closes every replay log; the futures resolve once each is written.
 pub fn close_logs(shard: &Rc<Shard>) -> Vec<impl std::future::Future<Output = ()> + use<>> {
-    let reg = shard.matches.borrow();
+    let reg_cell = matches(shard);
+    let reg = reg_cell.borrow();
     reg.live
         .values()
         .filter_map(|e| e.log.as_ref())
@@ -764,7 +772,8 @@ pub fn tick(shard: &Rc<Shard>) {
     let mut to_publish: Vec<(String, FrameSet)> = Vec::new();
     let mut idle: Vec<String> = Vec::new();
     {
-        let mut reg = shard.matches.borrow_mut();
+        let reg_cell = matches(shard);
+        let mut reg = reg_cell.borrow_mut();
         let now = Instant::now();
         let now_ms = crate::util::now_ms();
         for (code, entry) in reg.live.iter_mut() {
@@ -793,7 +802,7 @@ pub fn tick(shard: &Rc<Shard>) {
             "match {code}: removed after {}s without events",
             idle_limit.as_secs()
         );
-        if let Some(entry) = shard.matches.borrow().live.get(&code) {
+        if let Some(entry) = matches(shard).borrow().live.get(&code) {
             complete_call(shard, entry, false);
         }
         remove_match(shard, &code);
@@ -804,7 +813,8 @@ pub fn tick(shard: &Rc<Shard>) {
 /// for the post-match pages, then the match is removed.
 fn end_match(shard: &Rc<Shard>, code: &str) {
     let frames = {
-        let mut reg = shard.matches.borrow_mut();
+        let reg_cell = matches(shard);
+        let mut reg = reg_cell.borrow_mut();
         let Some(entry) = reg.live.get_mut(code) else {
             return;
         };
@@ -837,7 +847,7 @@ fn end_match(shard: &Rc<Shard>, code: &str) {
 
 /// Removes a match and disconnects its ingest clients on every shard.
 pub fn remove_match(shard: &Rc<Shard>, code: &str) {
-    let Some(mut entry) = shard.matches.borrow_mut().live.remove(code) else {
+    let Some(mut entry) = matches(shard).borrow_mut().live.remove(code) else {
         return;
     };
     entry.room.close(shard, code);
@@ -846,7 +856,12 @@ pub fn remove_match(shard: &Rc<Shard>, code: &str) {
     shard.mesh.send_to_others(shard.id, || ShardMsg::KickGroup {
         code: code.to_string(),
     });
-    crate::ingest::kick_group(shard, code);
+    shard.send_to(
+        shard.id,
+        ShardMsg::KickGroup {
+            code: code.to_string(),
+        },
+    );
 }
 
 /// How long finished-game team info stays available.

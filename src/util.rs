@@ -64,4 +64,3 @@ pub fn rfc3339(ms: i64) -> String {
         rem % 60
     )
 }
-

@@ -10,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 mod common;
 use common::new_match;
 use serde_json::{Value, json};
-use spectra::ingest::parse::parse_event;
+use spectra::parse::parse_event;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

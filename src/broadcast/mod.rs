@@ -6,21 +6,10 @@ use std::rc::Rc;
 
 use serde_json::{Map, Value};
 
-use crate::app::AppState;
+use crate::app::{AppState, OverlayState};
 use crate::shard::Shard;
 use crate::shard::messages::{MatchMsg, SessionRef, ShardMsg};
 use crate::transport::socketio::emit;
-
-/// Per-overlay state.
-#[derive(Debug, Clone, Default)]
-pub struct OverlayState {
-    logon_used: bool,
-    pub room: Option<String>,
-    /// The `logon_success` text this overlay got (sent again to a recovered socket's logon).
-    logon_reply: Option<String>,
-    /// Recovered by connection state recovery: its next `logon` is answered again.
-    pub recovered: bool,
-}
 
 pub fn on_event(shard: &Rc<Shard>, sid: &str, name: &str, arg: Option<&str>) {
     if name == "logon" {
@@ -84,7 +73,9 @@ fn logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
             state.logon_reply = Some(reply);
         }
     });
-    shard.subscribers.borrow_mut().add_overlay(&code, sid);
+    crate::fanout::subscribers::of(shard)
+        .borrow_mut()
+        .add_overlay(&code, sid);
     request_snapshot(shard, sid, code);
 }
 
@@ -102,8 +93,10 @@ pub fn request_snapshot(shard: &Rc<Shard>, sid: &str, code: String) {
 }
 
 /// The overlay left its namespace or the session ended.
-pub fn leave(shard: &Rc<Shard>, sid: &str, state: &mut OverlayState) {
-    if let Some(room) = state.room.take() {
-        shard.subscribers.borrow_mut().remove_overlay(&room, sid);
+pub fn leave(shard: &Rc<Shard>, sid: &str, state: &OverlayState) {
+    if let Some(room) = &state.room {
+        crate::fanout::subscribers::of(shard)
+            .borrow_mut()
+            .remove_overlay(room, sid);
     }
 }

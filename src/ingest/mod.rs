@@ -3,7 +3,6 @@
 //! session's shard; match state is never touched here (that is `registry`'s job on the owner).
 
 pub mod auth;
-pub mod parse;
 pub mod version;
 
 use std::rc::Rc;
@@ -11,69 +10,15 @@ use std::rc::Rc;
 use futures_channel::oneshot;
 use serde_json::{Map, Value, json};
 
-use crate::app::{AppState, SpectraAction};
+use crate::app::{AppState, AuthRecord, IngestState, SpectraAction};
 use crate::engine::{AuxKind, Event, Kind};
-use crate::util::now_ms;
 use crate::shard::Shard;
-use crate::shard::messages::{MatchMsg, SessionAction, SessionRef, ShardMsg};
+use crate::shard::messages::{MatchMsg, ObsLogon, SessionAction, SessionRef, ShardMsg};
 use crate::transport::packets::event_packet;
+use crate::util::now_ms;
 
 /// Server version shown in the "not compatible" logon failure.
 pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// A successful logon of this socket (the original's "authenticated clients" record).
-#[derive(Debug, Clone)]
-pub struct AuthRecord {
-    pub name: String,
-    pub group_code: String,
-    pub is_aux: bool,
-    pub player_id: String,
-    /// This client's id in the spectator room (`current_players[].id`).
-    pub client_id: String,
-}
-
-/// Per-socket ingest state.
-#[derive(Debug, Clone, Default)]
-pub struct IngestState {
-    obs_logon_used: bool,
-    aux_logon_used: bool,
-    pub auth: Option<AuthRecord>,
-    /// The successful logon's answer (Socket.IO packet), sent again when a recovered socket
-    /// logs on again.
-    pub logon_ack: Option<bytes::Bytes>,
-    /// Recovered by connection state recovery and not logged on again since.
-    recovered: bool,
-}
-
-/// The socket was recovered: it keeps its logon; its next logon is answered with the same ack.
-pub fn on_recover(state: &mut IngestState) {
-    state.recovered = true;
-}
-
-/// A validated observer logon, sent to the owner shard to create or rejoin the match.
-#[derive(Debug, Clone)]
-pub struct ObsLogon {
-    pub group_code: String,
-    pub group_secret: String,
-    pub obs_name: String,
-    /// The whole logon object as the client sent it.
-    pub data: Map<String, Value>,
-    pub is_supporter: bool,
-    /// The key's organisation (backend mode); never taken from the client (QUIRK S3).
-    pub organization_id: String,
-}
-
-impl ObsLogon {
-    /// What the match engine is built from.
-    pub fn match_logon(&self) -> crate::engine::Logon {
-        crate::engine::Logon {
-            group_code: self.group_code.clone(),
-            data: self.data.clone(),
-            is_supporter: self.is_supporter,
-            organization_id: self.organization_id.clone(),
-        }
-    }
-}
 
 /// JavaScript string interpolation of a JSON value (`undefined` when absent).
 fn js_text(v: Option<&Value>) -> String {
@@ -382,7 +327,7 @@ fn aux_logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
                     "match {code}: aux logon accepted for {sid} (player {:?})",
                     record.player_id
                 );
-                let player = crate::spectator::room::PlayerInfo::new(&record.name, false);
+                let player = crate::shard::messages::PlayerInfo::new(&record.name, false);
                 let auth = AuthRecord {
                     group_code: code.clone(),
                     client_id: player.id.clone(),
@@ -517,7 +462,7 @@ fn data(shard: &Rc<Shard>, sid: &str, is_aux_event: bool, arg: Option<&str>) {
     else {
         return; // not logged on: ignored, as in the original
     };
-    let obj = match arg.map(parse::parse_event) {
+    let obj = match arg.map(crate::parse::parse_event) {
         Some(Ok(Value::Object(obj))) => obj,
         Some(Err(e)) => return refuse(sid, &format!("malformed: {e}")),
         _ => return refuse(sid, "not a JSON object"),
@@ -575,7 +520,7 @@ fn data(shard: &Rc<Shard>, sid: &str, is_aux_event: bool, arg: Option<&str>) {
 fn presence(
     shard: &Rc<Shard>,
     code: String,
-    join: Option<crate::spectator::room::PlayerInfo>,
+    join: Option<crate::shard::messages::PlayerInfo>,
     leave: Option<String>,
 ) {
     shard.send_to(

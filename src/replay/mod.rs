@@ -13,7 +13,7 @@ pub mod recover;
 use serde_json::{Map, Value, json};
 use spectra_engine::Event;
 
-use crate::ingest::ObsLogon;
+use crate::shard::messages::ObsLogon;
 
 /// The file name of a match's replay log. The group code is the client's text, so anything but
 /// letters, digits, `-` and `_` becomes `_` (no path can escape the directory); the header keeps
@@ -143,7 +143,7 @@ pub fn parse(text: &str) -> Result<ReplayFile, String> {
             continue;
         }
         // The live path's parser and limits: what was accepted live is what is restored.
-        match crate::ingest::parse::parse_event(record) {
+        match crate::parse::parse_event(record) {
             Ok(Value::Object(event)) => {
                 file.events.push(Event::new(event));
                 file.valid_len = (start + record.len()) as u64;

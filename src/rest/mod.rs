@@ -13,19 +13,9 @@ use serde_json::{Value, json};
 
 use crate::ingest::auth::{KeyCheck, check_key};
 use crate::shard::Shard;
-use crate::shard::messages::ShardMsg;
+use crate::shard::messages::{RestQuery, ShardMsg};
 use crate::transport::http::{Request, Response};
 use crate::transport::server::preflight;
-
-/// A question for the shard that owns a group code or preview code.
-#[derive(Debug)]
-pub enum RestQuery {
-    TeamInfo(String),
-    PreviewGet(String),
-    PreviewPut(String, Value),
-    /// The receiving shard's part of the live status (`status::shard_part`).
-    Live,
-}
 
 fn json_error(status: u16, message: &str) -> Response {
     Response::json(status, json!({ "error": message }).to_string())
@@ -53,9 +43,7 @@ fn operator(shard: &Shard, req: &Request) -> bool {
                 .map(String::from);
             bearer
                 .or_else(|| req.query_param("token"))
-                .is_some_and(|t| {
-                    crate::util::constant_time_eq(t.as_bytes(), token.as_bytes())
-                })
+                .is_some_and(|t| crate::util::constant_time_eq(t.as_bytes(), token.as_bytes()))
         }
         None => {
             req.peer.is_some_and(|ip| ip.is_loopback())
@@ -397,7 +385,8 @@ pub(crate) async fn ask_shard(
 pub fn answer(shard: &Rc<Shard>, query: RestQuery) -> Response {
     match query {
         RestQuery::TeamInfo(code) => {
-            let mut reg = shard.matches.borrow_mut();
+            let reg_cell = crate::registry::matches(shard);
+            let mut reg = reg_cell.borrow_mut();
             let now = std::time::Instant::now();
             reg.finished.retain(|_, info| info.expires > now);
             match reg.finished.get(&code) {
@@ -405,12 +394,12 @@ pub fn answer(shard: &Rc<Shard>, query: RestQuery) -> Response {
                 None => json_error(404, "Group code not found"),
             }
         }
-        RestQuery::PreviewGet(code) => match shard.previews.borrow_mut().get(&code) {
+        RestQuery::PreviewGet(code) => match preview::of(shard).borrow_mut().get(&code) {
             Some(p) => Response::json(200, p.to_string()),
             None => json_error(404, "Preview not found"),
         },
         RestQuery::PreviewPut(code, preview) => {
-            shard.previews.borrow_mut().put(code, preview);
+            preview::of(shard).borrow_mut().put(code, preview);
             Response::json(200, "{}")
         }
         RestQuery::Live => Response::json(200, status::shard_part(shard).to_string()),

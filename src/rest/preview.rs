@@ -19,6 +19,11 @@ pub struct Previews {
     map: HashMap<String, (Value, Instant)>,
 }
 
+/// This shard's previews (shard-local state of the REST service).
+pub fn of(shard: &crate::shard::Shard) -> std::rc::Rc<std::cell::RefCell<Previews>> {
+    shard.state()
+}
+
 impl Previews {
     pub fn put(&mut self, code: String, preview: Value) {
         self.sweep();

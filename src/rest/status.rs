@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 
 use serde_json::{Map, Value, json};
 
-use super::RestQuery;
 use crate::shard::Shard;
+use crate::shard::messages::RestQuery;
 use crate::transport::http::Response;
 
 /// The status page (no external resources).
@@ -16,7 +16,8 @@ pub const PAGE: &str = include_str!("status.html");
 
 /// This shard's matches (owner data) and overlay counts per room (subscriber data).
 pub fn shard_part(shard: &Rc<Shard>) -> Value {
-    let reg = shard.matches.borrow();
+    let reg_cell = crate::registry::matches(shard);
+    let reg = reg_cell.borrow();
     let matches: Vec<Value> = reg
         .live
         .iter()
@@ -31,8 +32,7 @@ pub fn shard_part(shard: &Rc<Shard>) -> Value {
             Value::Object(m)
         })
         .collect();
-    let overlays: Map<String, Value> = shard
-        .subscribers
+    let overlays: Map<String, Value> = crate::fanout::subscribers::of(shard)
         .borrow()
         .overlay_counts()
         .into_iter()

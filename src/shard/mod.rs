@@ -1,23 +1,20 @@
-//! Shards: one glommio executor per core, each with its own sessions, rooms and matches.
-//!
-//! `Shard` is the shard-local state (reached through `Rc`, never shared between threads);
-//! `Mesh` is the only thing shared: one inbox per shard. A match lives on the shard
-//! `owner_of(code)`; everything else reaches it through the mesh.
+//! What every service of a shard gets: the `Shard` (its number, settings, the mesh, the session
+//! layer, the fan-out, and a place for each service's shard-local state), the mesh of inboxes,
+//! typed cross-shard messages (`messages`), and placement (`owner_of`). One glommio executor per
+//! core runs one shard (`node` starts them); a `Shard` is reached through `Rc`, never shared
+//! between threads; `Mesh` is the only thing shared: one inbox per shard. A match lives on the
+//! shard `owner_of(code)`; everything else reaches it through the mesh. Names no service: the
+//! node installs what dispatches messages (`Wiring`) and the fan-out implementation.
 
 pub mod messages;
-pub mod router;
-pub mod runtime;
-pub mod shutdown;
-pub mod signals;
 
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::config::Config;
-use crate::registry::Registry;
-use messages::{SessionAction, ShardMsg};
-use std::rc::Rc;
+use messages::{RoomFrame, SessionAction, ShardMsg};
+use std::rc::{Rc, Weak};
 
 /// The shard that owns a group code's match: FNV-1a of the code modulo the shard count.
 pub fn owner_of(code: &str, shards: usize) -> usize {
@@ -95,6 +92,19 @@ impl Global {
     }
 }
 
+/// Where the owner of a match publishes its room's frames (the fan-out seam): the in-process
+/// implementation is `fanout::LocalFanout`; a cluster one sits beside it.
+pub trait Fanout {
+    fn publish(&self, shard: &Rc<Shard>, room: &str, frame: RoomFrame);
+}
+
+/// What the node installs in every shard: the fan-out implementation, and who handles a
+/// message for this shard.
+pub struct Wiring {
+    pub fanout: Box<dyn Fanout>,
+    pub dispatch: fn(&Rc<Shard>, ShardMsg),
+}
+
 /// Shard-local state.
 pub struct Shard {
     pub id: usize,
@@ -104,13 +114,13 @@ pub struct Shard {
     /// The Engine.IO/Socket.IO sessions of this shard (the transport's session layer with
     /// Spectra's application behind it).
     pub eio: Rc<crate::app::Sessions>,
-    /// Who subscribes to which room on this shard (overlays and spectators).
-    pub subscribers: RefCell<crate::fanout::subscribers::Subscribers>,
     /// Where match owners publish their rooms' frames.
-    pub fanout: Box<dyn crate::fanout::Fanout>,
-    pub matches: RefCell<Registry>,
-    pub spectators: RefCell<crate::spectator::Spectators>,
-    pub previews: RefCell<crate::rest::preview::Previews>,
+    pub fanout: Box<dyn Fanout>,
+    dispatch: fn(&Rc<Shard>, ShardMsg),
+    /// Each service's shard-local state, created on first use and reached only through that
+    /// service (`state`): live matches (`registry`), room subscribers (`fanout`), spectator
+    /// connections (`spectator`), previews (`rest`). The shard holds them; it names none.
+    states: RefCell<Vec<Rc<dyn std::any::Any>>>,
     /// The backend worker pool, in backend mode.
     pub backend: Option<Arc<crate::backend::Backend>>,
     pub compressor: RefCell<flate2::Compress>,
@@ -121,12 +131,16 @@ pub struct Shard {
 }
 
 impl Shard {
+    /// A shard whose session layer is the application `make_app` builds (given the shard to
+    /// come back to), wired to the rest of the node by `wiring`.
     pub fn new(
         id: usize,
         config: Arc<Config>,
         mesh: Arc<Mesh>,
         global: Arc<Global>,
         backend: Option<Arc<crate::backend::Backend>>,
+        wiring: Wiring,
+        make_app: impl FnOnce(Weak<Shard>) -> crate::app::SpectraApp,
     ) -> Rc<Shard> {
         let eio_config = crate::transport::engineio::EioConfig {
             ping_interval: config.ping_interval,
@@ -136,30 +150,42 @@ impl Shard {
             recovery_window: config.recovery_window,
             max_held: config.recovery_max_held,
         };
-        Rc::new_cyclic(|me| {
-            let app = crate::app::SpectraApp::new(me.clone(), mesh.clone(), global.limits.clone());
-            Shard {
+        Rc::new_cyclic(|me| Shard {
+            id,
+            eio: Rc::new(crate::transport::engineio::Eio::new(
                 id,
-                eio: Rc::new(crate::transport::engineio::Eio::new(
-                    id,
-                    mesh.len(),
-                    eio_config,
-                    app,
-                )),
-                config,
-                mesh,
-                global,
-                subscribers: RefCell::new(Default::default()),
-                fanout: Box::new(crate::fanout::LocalFanout),
-                matches: RefCell::new(Registry::default()),
-                spectators: RefCell::new(Default::default()),
-                previews: RefCell::new(Default::default()),
-                backend,
-                compressor: RefCell::new(crate::transport::websocket::new_compressor()),
-                listeners: RefCell::new(Vec::new()),
-                stopping: std::cell::Cell::new(false),
-            }
+                mesh.len(),
+                eio_config,
+                make_app(me.clone()),
+            )),
+            config,
+            mesh,
+            global,
+            fanout: wiring.fanout,
+            dispatch: wiring.dispatch,
+            states: RefCell::new(Vec::new()),
+            backend,
+            compressor: RefCell::new(crate::transport::websocket::new_compressor()),
+            listeners: RefCell::new(Vec::new()),
+            stopping: std::cell::Cell::new(false),
         })
+    }
+
+    /// This shard's instance of a service's state `T` (created with `T::default()` on first
+    /// use). Each state type is private to its service, which wraps this in its own accessor.
+    pub fn state<T: Default + 'static>(&self) -> Rc<T> {
+        if let Some(found) = self
+            .states
+            .borrow()
+            .iter()
+            .find(|s| s.is::<T>())
+            .and_then(|s| s.clone().downcast::<T>().ok())
+        {
+            return found;
+        }
+        let new = Rc::new(T::default());
+        self.states.borrow_mut().push(new.clone());
+        new
     }
 
     pub fn shards(&self) -> usize {
@@ -174,7 +200,7 @@ impl Shard {
     /// mesh. Callers must not hold a borrow of shard state the handler needs.
     pub fn send_to(self: &std::rc::Rc<Self>, shard: usize, msg: ShardMsg) {
         if shard == self.id {
-            router::dispatch(self, msg);
+            (self.dispatch)(self, msg);
         } else {
             self.mesh.send(shard, msg);
         }

@@ -14,34 +14,20 @@ use bytes::Bytes;
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use serde_json::Value;
 
+use crate::fanout::subscribers::SpectatorSink;
 use crate::shard::Shard;
+use crate::shard::messages::{Joined, SpectatorInfo};
 use crate::shard::messages::{MatchMsg, ShardMsg};
 use crate::transport::http::{Reader, Request, Response, write_response};
 use crate::transport::outbound::{FrameKind, OutQueue, run_writer};
 use crate::transport::websocket::{self, Incoming, MessageReader, close_code};
-use room::SpectatorInfo;
-
-/// A successful join, as the owner reports it to the spectator's shard.
-#[derive(Debug)]
-pub struct Joined {
-    pub code: String,
-    pub spectator_id: String,
-    pub room_id: String,
-    /// The current `GameData` message (JSON text).
-    pub game_data: Bytes,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Membership {
-    None,
-    Pending,
-    In { code: String, spectator_id: String },
-}
 
 struct Local {
     queue: Rc<OutQueue>,
     deflate: bool,
-    membership: Membership,
+    /// A join was sent to the room and is not answered yet. Once in a room, the connection is
+    /// a subscriber of it (`fanout::subscribers` keeps the membership).
+    pending: bool,
     /// Joins and leaves of this connection (see `MEMBERSHIP_INTERVAL`).
     changes: crate::budget::Budget,
     /// Joins and leaves refused by that budget.
@@ -60,6 +46,11 @@ const MAX_REFUSED_CHANGES: u32 = 20;
 pub struct Spectators {
     next: u64,
     conns: HashMap<u64, Local>,
+}
+
+/// This shard's spectator connections (the spectator service's shard-local state).
+pub fn spectators(shard: &Shard) -> Rc<std::cell::RefCell<Spectators>> {
+    shard.state()
 }
 
 impl Spectators {
@@ -109,7 +100,8 @@ where
     let queue = OutQueue::new();
     glommio::spawn_local(run_writer(queue.clone(), writer)).detach();
     let conn = {
-        let mut sp = shard.spectators.borrow_mut();
+        let sp_cell = spectators(shard);
+        let mut sp = sp_cell.borrow_mut();
         sp.next += 1;
         let id = sp.next;
         sp.conns.insert(
@@ -117,11 +109,8 @@ where
             Local {
                 queue: queue.clone(),
                 deflate: neg.deflate,
-                membership: Membership::None,
-                changes: crate::budget::Budget::with_burst(
-                    Instant::now(),
-                    MEMBERSHIP_BURST,
-                ),
+                pending: false,
+                changes: crate::budget::Budget::with_burst(Instant::now(), MEMBERSHIP_BURST),
                 refused_changes: 0,
             },
         );
@@ -233,8 +222,7 @@ where
 /// Server shutdown: every spectator connection of this shard gets a 1001 close frame after what
 /// is already queued; returns the queues to wait for.
 pub fn close_all(shard: &Rc<Shard>) -> Vec<Rc<OutQueue>> {
-    let queues: Vec<Rc<OutQueue>> = shard
-        .spectators
+    let queues: Vec<Rc<OutQueue>> = spectators(shard)
         .borrow()
         .conns
         .values()
@@ -280,7 +268,8 @@ fn on_text(shard: &Rc<Shard>, conn: u64, queue: &OutQueue, text: &str) {
 /// keeps trying).
 fn membership_change_allowed(shard: &Rc<Shard>, conn: u64, queue: &OutQueue) -> bool {
     let refused = {
-        let mut sp = shard.spectators.borrow_mut();
+        let sp_cell = spectators(shard);
+        let mut sp = sp_cell.borrow_mut();
         let Some(local) = sp.conns.get_mut(&conn) else {
             return false;
         };
@@ -343,11 +332,16 @@ fn join(shard: &Rc<Shard>, conn: u64, queue: &OutQueue, data: Option<&Value>) {
         return;
     }
     {
-        let mut sp = shard.spectators.borrow_mut();
+        let sp_cell = spectators(shard);
+        let mut sp = sp_cell.borrow_mut();
         let Some(local) = sp.conns.get_mut(&conn) else {
             return;
         };
-        if local.membership != Membership::None {
+        if local.pending
+            || crate::fanout::subscribers::of(shard)
+                .borrow()
+                .is_spectating(conn)
+        {
             drop(sp);
             return fail(
                 "ALREADY_SPECTATING",
@@ -358,7 +352,7 @@ fn join(shard: &Rc<Shard>, conn: u64, queue: &OutQueue, data: Option<&Value>) {
             drop(sp);
             return fail("ROOM_NOT_FOUND", "The requested room could not be found.");
         }
-        local.membership = Membership::Pending;
+        local.pending = true;
     }
     let code = code.trim().to_uppercase();
     let spectator = SpectatorInfo {
@@ -376,12 +370,9 @@ fn join(shard: &Rc<Shard>, conn: u64, queue: &OutQueue, data: Option<&Value>) {
 }
 
 fn leave(shard: &Rc<Shard>, conn: u64, queue: &OutQueue) {
-    let member = shard
-        .spectators
+    let member = crate::fanout::subscribers::of(shard)
         .borrow()
-        .conns
-        .get(&conn)
-        .is_some_and(|l| matches!(l.membership, Membership::In { .. }));
+        .is_spectating(conn);
     if member && !membership_change_allowed(shard, conn, queue) {
         return;
     }
@@ -395,18 +386,11 @@ fn leave(shard: &Rc<Shard>, conn: u64, queue: &OutQueue) {
     }
 }
 
-/// Clears a connection's membership; returns the room it was in.
+/// Takes a connection out of its room; returns the room and its spectator id there.
 fn take_membership(shard: &Rc<Shard>, conn: u64) -> Option<(String, String)> {
-    let mut sp = shard.spectators.borrow_mut();
-    let local = sp.conns.get_mut(&conn)?;
-    let Membership::In { code, spectator_id } =
-        std::mem::replace(&mut local.membership, Membership::None)
-    else {
-        return None;
-    };
-    drop(sp);
-    shard.subscribers.borrow_mut().remove_spectator(&code, conn);
-    Some((code, spectator_id))
+    crate::fanout::subscribers::of(shard)
+        .borrow_mut()
+        .remove_spectator(conn)
 }
 
 fn send_leave(shard: &Rc<Shard>, code: String, spectator_id: String, reason: &'static str) {
@@ -425,12 +409,13 @@ fn disconnected(shard: &Rc<Shard>, conn: u64) {
     if let Some((code, spectator_id)) = take_membership(shard, conn) {
         send_leave(shard, code, spectator_id, "disconnected");
     }
-    shard.spectators.borrow_mut().conns.remove(&conn);
+    spectators(shard).borrow_mut().conns.remove(&conn);
 }
 
 /// Messages for one spectator connection of this shard (join answers, leave confirmation).
 pub fn deliver_local(shard: &Rc<Shard>, conn: u64, texts: Vec<Bytes>, joined: Option<Joined>) {
-    let mut sp = shard.spectators.borrow_mut();
+    let sp_cell = spectators(shard);
+    let mut sp = sp_cell.borrow_mut();
     let Some(local) = sp.conns.get_mut(&conn) else {
         drop(sp);
         // The connection went away while joining: the room must forget it again. Through the
@@ -449,63 +434,27 @@ pub fn deliver_local(shard: &Rc<Shard>, conn: u64, texts: Vec<Bytes>, joined: Op
         return;
     };
     let queue = local.queue.clone();
-    match &joined {
-        Some(j) => {
-            local.membership = Membership::In {
-                code: j.code.clone(),
-                spectator_id: j.spectator_id.clone(),
-            };
-            shard.subscribers.borrow_mut().add_spectator(&j.code, conn);
-        }
-        None => {
-            if local.membership == Membership::Pending {
-                local.membership = Membership::None;
-            }
-        }
-    }
+    let deflate = local.deflate;
+    // Answered: joined (the connection subscribes to the room) or refused.
+    local.pending = false;
     drop(sp);
+    if let Some(j) = &joined {
+        crate::fanout::subscribers::of(shard)
+            .borrow_mut()
+            .add_spectator(
+                &j.code,
+                conn,
+                SpectatorSink {
+                    queue: queue.clone(),
+                    deflate,
+                    spectator_id: j.spectator_id.clone(),
+                },
+            );
+    }
     for t in texts {
         queue.push(websocket::text_frame(&t), FrameKind::Normal);
     }
     if let Some(j) = joined {
         queue.push(websocket::text_frame(&j.game_data), FrameKind::Snapshot);
-    }
-}
-
-/// Writes one room message to these spectator connections of this shard (chosen by the room's
-/// subscribers, `fanout::subscribers`): the deflated form where negotiated; `except` leaves one
-/// spectator id out; `snapshot`: a state (latest wins in the queue); `room_closed`: they are no
-/// longer in the room afterwards.
-pub fn write(
-    shard: &Rc<Shard>,
-    conns: &[u64],
-    frames: &crate::fanout::WsFrames,
-    except: Option<&str>,
-    snapshot: bool,
-    room_closed: bool,
-) {
-    let kind = if snapshot {
-        FrameKind::Snapshot
-    } else {
-        FrameKind::Normal
-    };
-    let mut sp = shard.spectators.borrow_mut();
-    for conn in conns {
-        let Some(local) = sp.conns.get_mut(conn) else {
-            continue;
-        };
-        if let (Some(ex), Membership::In { spectator_id, .. }) = (except, &local.membership)
-            && spectator_id == ex
-        {
-            continue;
-        }
-        let frame = match &frames.deflate {
-            Some(d) if local.deflate => d.clone(),
-            _ => frames.plain.clone(),
-        };
-        local.queue.push(frame, kind);
-        if room_closed {
-            local.membership = Membership::None;
-        }
     }
 }

@@ -10,53 +10,12 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::wire::{self, message};
-use crate::util::{now_rfc3339, uuid_v4};
 use crate::budget::Budget;
-use crate::fanout::{RoomFrame, WsFrames};
 use crate::shard::Shard;
-use crate::shard::messages::ShardMsg;
+use crate::shard::messages::{PlayerInfo, ShardMsg, SpectatorInfo};
+use crate::shard::messages::{RoomFrame, WsFrames};
 use crate::transport::websocket;
-
-/// A connected ingest client of the match.
-#[derive(Debug, Clone)]
-pub struct PlayerInfo {
-    pub id: String,
-    pub name: String,
-    pub is_authority: bool,
-    pub connected_at: String,
-}
-
-impl PlayerInfo {
-    pub fn new(name: &str, is_authority: bool) -> PlayerInfo {
-        PlayerInfo {
-            id: uuid_v4(),
-            name: name.to_string(),
-            is_authority,
-            connected_at: now_rfc3339(),
-        }
-    }
-
-    fn json(&self) -> Value {
-        json!({"id": self.id, "name": self.name, "is_authority": self.is_authority,
-               "is_ready": true, "connected_at": self.connected_at})
-    }
-}
-
-/// A spectator as the room knows it (where its connection lives, too).
-#[derive(Debug, Clone)]
-pub struct SpectatorInfo {
-    pub id: String,
-    pub name: String,
-    pub connected_at: String,
-    pub shard: usize,
-    pub conn: u64,
-}
-
-impl SpectatorInfo {
-    fn json(&self) -> Value {
-        json!({"id": self.id, "name": self.name, "connected_at": self.connected_at})
-    }
-}
+use crate::util::uuid_v4;
 
 /// Spectator presence notices (`NewSpectatorJoined`, `SpectatorDisconnected`) a room sends on
 /// average at most once per this interval (`PRESENCE_BURST` in quick succession). Each carries the whole

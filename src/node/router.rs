@@ -2,8 +2,8 @@
 
 use std::rc::Rc;
 
-use super::Shard;
-use super::messages::ShardMsg;
+use crate::shard::Shard;
+use crate::shard::messages::ShardMsg;
 use crate::transport::engineio;
 
 pub async fn run_inbox(shard: Rc<Shard>, inbox: flume::Receiver<ShardMsg>) {

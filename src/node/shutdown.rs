@@ -15,16 +15,11 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::{Mesh, Shard};
+use crate::shard::messages::Phase;
+use crate::shard::{Mesh, Shard};
 
 /// How long the shutdown waits for polling clients to collect their CLOSE packet.
 const FAREWELL_WAIT: Duration = Duration::from_secs(1);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Quiesce,
-    Close,
-}
 
 /// Runs both phases on every shard (called from the main thread); false when a shard did not
 /// answer by `deadline`.
@@ -34,7 +29,7 @@ pub fn run(mesh: &Mesh, deadline: Instant) -> bool {
         for shard in 0..mesh.len() {
             mesh.send(
                 shard,
-                super::messages::ShardMsg::Shutdown {
+                crate::shard::messages::ShardMsg::Shutdown {
                     phase,
                     deadline,
                     done: done.clone(),

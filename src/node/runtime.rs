@@ -9,8 +9,8 @@ use std::time::Instant;
 use glommio::net::TcpListener;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
-use super::{Global, Mesh, Shard};
 use crate::config::{Config, TlsMode};
+use crate::shard::{Global, Mesh, Shard, Wiring};
 use crate::site::{Port, serve};
 
 /// The running server: join it to wait forever, or shut it down.
@@ -29,7 +29,7 @@ impl Running {
         }
     }
 
-    /// Graceful shutdown within `bound` (see `shard::shutdown`); false when a shard did not
+    /// Graceful shutdown within `bound` (see `node::shutdown`); false when a shard did not
     /// finish in time.
     pub fn shutdown(&self, bound: std::time::Duration) -> bool {
         super::shutdown::run(&self.mesh, Instant::now() + bound)
@@ -127,7 +127,26 @@ fn start_with(config: Config, ports: Vec<(Port, u16)>) -> Result<Running, String
                 if let Some(stats) = global.metrics.shards.get(id) {
                     crate::metrics::set_local(stats.clone());
                 }
-                let shard = Shard::new(id, config.clone(), mesh, global, backend);
+                let limits = global.limits.clone();
+                let services_mesh = mesh.clone();
+                let shard = Shard::new(
+                    id,
+                    config.clone(),
+                    mesh,
+                    global,
+                    backend,
+                    Wiring {
+                        fanout: Box::new(crate::fanout::LocalFanout),
+                        dispatch: super::router::dispatch,
+                    },
+                    |me| {
+                        let services = super::sessions::ShardServices {
+                            shard: me,
+                            mesh: services_mesh,
+                        };
+                        crate::app::SpectraApp::new(Box::new(services), limits)
+                    },
+                );
                 crate::registry::recover(&shard);
                 let mut listeners = Vec::new();
                 for (port, number) in ports {
