@@ -1,10 +1,13 @@
 //! Spectra Server: a sharded Socket.IO broadcast server for VALORANT esports productions.
 //!
-//! Layout: `config` (settings), `shard` (executors, mesh, routing), `transport` (HTTP, WebSocket,
-//! Engine.IO, Socket.IO), `ingest` (observer/aux logon and events), `broadcast` (overlay logon),
-//! `fanout` (the fan-out seam and the room subscribers of a shard), `registry` (matches on their owner shard), `replay` (replay logs and crash recovery),
-//! `rest` (5101). The match engine is its own crate (`crates/engine`, re-exported as `engine`):
-//! pure, it knows nothing of the server.
+//! Layers, top to bottom (no import cycle between them; `scripts/module-cycles` checks):
+//! `node` (starts and wires the shards) → `site` (what the listeners serve) → services (`rest`,
+//! `broadcast`, `ingest`, `registry`: matches on their owner shard, `spectator`, `replay`,
+//! `fanout`) → `shard` (what every service gets, typed cross-shard messages) → `app` (Spectra's
+//! sessions) → `config`, `backend`, `metrics`, `limits`, `budget`, `parse`, `util`. The transport
+//! (HTTP, WebSocket, Engine.IO, Socket.IO) and the match engine are crates of their own
+//! (`crates/transport`, `crates/engine`, re-exported as `transport` and `engine`); they know
+//! nothing of the server.
 
 pub mod app;
 pub mod backend;
