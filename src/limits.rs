@@ -72,7 +72,7 @@ pub struct Limits {
 }
 
 /// Who created a match: a hash of the access key it was created with, and the address.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MatchOwner {
     pub key: u64,
     pub ip: Option<IpAddr>,

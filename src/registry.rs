@@ -17,7 +17,9 @@ use crate::app::AuthRecord;
 use crate::budget::Budget;
 use crate::engine::{Event, Kind, Match, ObsKind, Outcome};
 use crate::shard::Shard;
-use crate::shard::messages::{FrameSet, MatchIdClaim, ObsLogon, RoomFrame, WsFrames};
+use crate::shard::messages::{
+    FrameSet, LeaveReason, MatchIdClaim, ObsLogon, ReplyBody, RoomFrame, WsFrames,
+};
 use crate::shard::messages::{MatchMsg, SessionAction, SessionRef, ShardMsg};
 use crate::shard::messages::{PlayerInfo, SpectatorInfo};
 use crate::spectator::room::{JoinRequest, Room};
@@ -442,8 +444,9 @@ fn complete_call(shard: &Rc<Shard>, entry: &Entry, fetch_stats: bool) {
 pub fn on_shard_msg(shard: &Rc<Shard>, msg: MatchMsg) {
     match msg {
         MatchMsg::Create { logon, from, owner } => create_match(shard, *logon, from, owner),
-        MatchMsg::FindMatchId { match_id, reply } => {
-            let _ = reply.send(find_match_id(shard, &match_id));
+        MatchMsg::FindMatchId { match_id, from } => {
+            let claims = find_match_id(shard, &match_id);
+            shard.reply(from, ReplyBody::MatchIdClaims(claims));
         }
         MatchMsg::Event { code, event } => ingest_event(shard, &code, event),
         MatchMsg::AuxDisconnected { code, player_id } => aux_disconnected(shard, &code, &player_id),
@@ -659,9 +662,9 @@ pub fn spectator_join(shard: &Rc<Shard>, code: &str, spectator: SpectatorInfo) {
         .join(shard, &code, JoinRequest { spectator }, |_| data);
 }
 
-pub fn spectator_leave(shard: &Rc<Shard>, code: &str, spectator_id: &str, reason: &str) {
+pub fn spectator_leave(shard: &Rc<Shard>, code: &str, spectator_id: &str, reason: LeaveReason) {
     if let Some(entry) = matches(shard).borrow_mut().live.get_mut(code) {
-        entry.room.leave(shard, code, spectator_id, reason);
+        entry.room.leave(shard, code, spectator_id, reason.as_str());
     }
 }
 

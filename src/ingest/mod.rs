@@ -7,13 +7,12 @@ pub mod version;
 
 use std::rc::Rc;
 
-use futures_channel::oneshot;
 use serde_json::{Map, Value, json};
 
 use crate::app::{AppState, AuthRecord, IngestState, SpectraAction};
 use crate::engine::{AuxKind, Event, Kind};
 use crate::shard::Shard;
-use crate::shard::messages::{MatchMsg, ObsLogon, SessionAction, SessionRef, ShardMsg};
+use crate::shard::messages::{MatchMsg, ObsLogon, ReplyBody, SessionAction, SessionRef, ShardMsg};
 use crate::transport::packets::event_packet;
 use crate::util::now_ms;
 
@@ -353,25 +352,24 @@ fn aux_logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
 /// The group code of the live match an aux client of this Valorant match id joins, from every
 /// shard's claims (`registry::pick_match_id_claim`).
 async fn find_match_by_id(shard: &Rc<Shard>, match_id: &str) -> Option<String> {
+    // This shard's claims at once; every other shard's by request.
+    let mut claims = crate::registry::find_match_id(shard, match_id);
     let mut replies = Vec::with_capacity(shard.shards());
-    for s in 0..shard.shards() {
-        let (tx, rx) = oneshot::channel();
-        if s == shard.id {
-            let _ = tx.send(crate::registry::find_match_id(shard, match_id));
-        } else {
-            shard.mesh.send(
-                s,
-                ShardMsg::Match(MatchMsg::FindMatchId {
-                    match_id: match_id.to_string(),
-                    reply: tx,
-                }),
-            );
-        }
+    for s in (0..shard.shards()).filter(|s| *s != shard.id) {
+        let (from, rx) = shard.request();
+        shard.mesh.send(
+            s,
+            ShardMsg::Match(MatchMsg::FindMatchId {
+                match_id: match_id.to_string(),
+                from,
+            }),
+        );
         replies.push(rx);
     }
-    let mut claims = Vec::new();
     for rx in replies {
-        claims.extend(rx.await.unwrap_or_default());
+        if let Ok(ReplyBody::MatchIdClaims(more)) = rx.await {
+            claims.extend(more);
+        }
     }
     if claims.len() > 1 {
         let codes: Vec<&str> = claims.iter().map(|c| c.group_code.as_str()).collect();

@@ -3,7 +3,7 @@
 use std::rc::Rc;
 
 use crate::shard::Shard;
-use crate::shard::messages::ShardMsg;
+use crate::shard::messages::{ReplyBody, ShardMsg};
 use crate::transport::engineio;
 
 pub async fn run_inbox(shard: Rc<Shard>, inbox: flume::Receiver<ShardMsg>) {
@@ -32,9 +32,11 @@ pub fn dispatch(shard: &Rc<Shard>, msg: ShardMsg) {
             texts,
             joined,
         } => crate::spectator::deliver_local(shard, conn, texts, joined),
-        ShardMsg::Rest { query, reply } => {
-            let _ = reply.send(crate::rest::answer(shard, query));
+        ShardMsg::Rest { query, from } => {
+            let answer = crate::rest::answer(shard, query);
+            shard.reply(from, ReplyBody::Rest(answer));
         }
+        ShardMsg::Reply { id, body } => shard.on_reply(id, body),
         ShardMsg::Shutdown {
             phase,
             deadline,

@@ -8,12 +8,11 @@ pub mod status;
 
 use std::rc::Rc;
 
-use futures_channel::oneshot;
 use serde_json::{Value, json};
 
 use crate::ingest::auth::{KeyCheck, check_key};
 use crate::shard::Shard;
-use crate::shard::messages::{RestQuery, ShardMsg};
+use crate::shard::messages::{ReplyBody, RestAnswer, RestQuery, ShardMsg};
 use crate::transport::http::{Request, Response};
 use crate::transport::server::preflight;
 
@@ -373,16 +372,21 @@ pub(crate) async fn ask_shard(
     target: usize,
     query: RestQuery,
 ) -> Option<Response> {
-    if target == shard.id {
-        return Some(answer(shard, query));
-    }
-    let (tx, rx) = oneshot::channel();
-    shard.mesh.send(target, ShardMsg::Rest { query, reply: tx });
-    rx.await.ok()
+    let answer = if target == shard.id {
+        answer(shard, query)
+    } else {
+        let (from, rx) = shard.request();
+        shard.mesh.send(target, ShardMsg::Rest { query, from });
+        match rx.await {
+            Ok(ReplyBody::Rest(answer)) => answer,
+            _ => return None,
+        }
+    };
+    Some(Response::json(answer.status, answer.body))
 }
 
 /// Answers a query on the owning shard.
-pub fn answer(shard: &Rc<Shard>, query: RestQuery) -> Response {
+pub fn answer(shard: &Rc<Shard>, query: RestQuery) -> RestAnswer {
     match query {
         RestQuery::TeamInfo(code) => {
             let reg_cell = crate::registry::matches(shard);
@@ -390,18 +394,18 @@ pub fn answer(shard: &Rc<Shard>, query: RestQuery) -> Response {
             let now = std::time::Instant::now();
             reg.finished.retain(|_, info| info.expires > now);
             match reg.finished.get(&code) {
-                Some(info) => Response::json(200, info.body.to_string()),
-                None => json_error(404, "Group code not found"),
+                Some(info) => RestAnswer::ok(info.body.to_string()),
+                None => RestAnswer::error(404, "Group code not found"),
             }
         }
         RestQuery::PreviewGet(code) => match preview::of(shard).borrow_mut().get(&code) {
-            Some(p) => Response::json(200, p.to_string()),
-            None => json_error(404, "Preview not found"),
+            Some(p) => RestAnswer::ok(p.to_string()),
+            None => RestAnswer::error(404, "Preview not found"),
         },
         RestQuery::PreviewPut(code, preview) => {
             preview::of(shard).borrow_mut().put(code, preview);
-            Response::json(200, "{}")
+            RestAnswer::ok("{}".into())
         }
-        RestQuery::Live => Response::json(200, status::shard_part(shard).to_string()),
+        RestQuery::Live => RestAnswer::ok(status::shard_part(shard).to_string()),
     }
 }

@@ -1,16 +1,19 @@
-//! Everything one shard asks of another. Messages are plain `Send` values; replies travel on
-//! oneshot channels or come back as new messages. Owns no behaviour: `router.rs` dispatches them.
+//! Everything one shard asks of another, typed by the domain that handles it. What a domain
+//! message carries is plain data (`Serialize`/`Deserialize`: a cluster sends the same between
+//! nodes); a question carries its `RequestRef` and its answer comes back as a `Reply` message, not
+//! on a channel inside the message. Only the process-local messages (`Session`: polls and
+//! migrations of Engine.IO sessions; `Shutdown`) hold channels. Owns no behaviour:
+//! `node/router.rs` dispatches them.
 
 use bytes::Bytes;
-use futures_channel::oneshot;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::transport::http::Response;
 pub use crate::transport::outbound::FrameSet;
 use crate::util::{now_rfc3339, uuid_v4};
 
 /// Where a session can be reached: the shard it was last known on and its Engine.IO id.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SessionRef {
     pub shard: usize,
     pub sid: String,
@@ -38,11 +41,10 @@ pub enum ShardMsg {
         texts: Vec<Bytes>,
         joined: Option<Joined>,
     },
-    /// A REST question for the shard owning a code.
-    Rest {
-        query: RestQuery,
-        reply: oneshot::Sender<Response>,
-    },
+    /// A REST question for the shard owning a code; answered with `Reply`.
+    Rest { query: RestQuery, from: RequestRef },
+    /// The answer to request `id` of the receiving shard (`Shard::request`).
+    Reply { id: u64, body: ReplyBody },
     /// Graceful shutdown, one phase at a time on every shard; the shard answers with its id.
     Shutdown {
         phase: Phase,
@@ -52,6 +54,7 @@ pub enum ShardMsg {
 }
 
 /// For the owner of a match (the receiving shard).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum MatchMsg {
     /// Create or rejoin the match of an observer logon.
     Create {
@@ -61,10 +64,7 @@ pub enum MatchMsg {
         owner: crate::limits::MatchOwner,
     },
     /// Which live match of the receiving shard has this Valorant match id (creation order, code).
-    FindMatchId {
-        match_id: String,
-        reply: oneshot::Sender<Vec<MatchIdClaim>>,
-    },
+    FindMatchId { match_id: String, from: RequestRef },
     /// An accepted ingest event.
     Event {
         code: String,
@@ -89,7 +89,7 @@ pub enum MatchMsg {
     SpectatorLeave {
         code: String,
         spectator_id: String,
-        reason: &'static str,
+        reason: LeaveReason,
     },
 }
 
@@ -97,14 +97,14 @@ pub enum MatchMsg {
 
 /// One message to WebSocket subscribers: a plain text frame and, when built, its
 /// permessage-deflate form (no context takeover, so one frame serves every connection).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WsFrames {
     pub plain: Bytes,
     pub deflate: Option<Bytes>,
 }
 
 /// What a room's subscribers receive.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum RoomFrame {
     /// A new state of the match: overlays get `overlay`; spectators get `spectators` (the
     /// `GameData` message; `None` when the room had no spectator, so it was not built).
@@ -122,7 +122,7 @@ pub enum RoomFrame {
 }
 
 /// A validated observer logon, sent to the owner shard to create or rejoin the match.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObsLogon {
     pub group_code: String,
     pub group_secret: String,
@@ -147,7 +147,7 @@ impl ObsLogon {
 }
 
 /// A connected ingest client of the match.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlayerInfo {
     pub id: String,
     pub name: String,
@@ -172,7 +172,7 @@ impl PlayerInfo {
 }
 
 /// A spectator as the room knows it (where its connection lives, too).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpectatorInfo {
     pub id: String,
     pub name: String,
@@ -188,7 +188,7 @@ impl SpectatorInfo {
 }
 
 /// A successful join, as the owner reports it to the spectator's shard.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Joined {
     pub code: String,
     pub spectator_id: String,
@@ -198,7 +198,7 @@ pub struct Joined {
 }
 
 /// A question for the shard that owns a group code or preview code.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum RestQuery {
     TeamInfo(String),
     PreviewGet(String),
@@ -209,7 +209,7 @@ pub enum RestQuery {
 
 /// A live match that reported a Valorant match id: when it did, whether it is being observed
 /// (a change within `CLAIM_ACTIVE`), its code.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MatchIdClaim {
     pub claimed: u64,
     pub active: bool,
@@ -220,4 +220,166 @@ pub struct MatchIdClaim {
 pub enum Phase {
     Quiesce,
     Close,
+}
+
+/// Where the answer to a request goes: the shard that asked and its request number there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestRef {
+    pub shard: usize,
+    pub id: u64,
+}
+
+/// Answers to requests (`ShardMsg::Reply`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ReplyBody {
+    MatchIdClaims(Vec<MatchIdClaim>),
+    Rest(RestAnswer),
+}
+
+/// A REST answer from the shard that holds the data: a status and a JSON body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestAnswer {
+    pub status: u16,
+    pub body: String,
+}
+
+impl RestAnswer {
+    pub fn ok(body: String) -> RestAnswer {
+        RestAnswer { status: 200, body }
+    }
+
+    /// `{"error": message}` with `status`.
+    pub fn error(status: u16, message: &str) -> RestAnswer {
+        RestAnswer {
+            status,
+            body: json!({ "error": message }).to_string(),
+        }
+    }
+}
+
+/// Why a spectator left its room (the `reason` of `SpectatorDisconnected`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaveReason {
+    Voluntary,
+    Disconnected,
+}
+
+impl LeaveReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaveReason::Voluntary => "voluntary_leave",
+            LeaveReason::Disconnected => "disconnected",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every domain message survives a trip through JSON unchanged (what a cluster will do
+    /// between nodes).
+    fn round_trip<T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(v: T) {
+        let text = serde_json::to_string(&v).expect("serialise");
+        let back: T = serde_json::from_str(&text).expect("deserialise");
+        assert_eq!(back, v, "{text}");
+    }
+
+    #[test]
+    fn domain_messages_are_plain_data() {
+        let from = SessionRef {
+            shard: 1,
+            sid: "01abc".into(),
+        };
+        let mut data = Map::new();
+        data.insert("groupCode".into(), json!("G"));
+        let logon = ObsLogon {
+            group_code: "G".into(),
+            group_secret: "s".into(),
+            obs_name: "Main".into(),
+            data: data.clone(),
+            is_supporter: false,
+            organization_id: String::new(),
+        };
+        let mut envelope = Map::new();
+        envelope.insert("type".into(), json!("score"));
+        envelope.insert("data".into(), json!({"team_0": 1}));
+        let spectator = SpectatorInfo {
+            id: uuid_v4(),
+            name: "V".into(),
+            connected_at: now_rfc3339(),
+            shard: 0,
+            conn: 7,
+        };
+        let request = RequestRef { shard: 1, id: 9 };
+        for msg in [
+            MatchMsg::Create {
+                logon: Box::new(logon),
+                from: from.clone(),
+                owner: crate::limits::MatchOwner::new(Some("key"), None),
+            },
+            MatchMsg::FindMatchId {
+                match_id: "m".into(),
+                from: request,
+            },
+            MatchMsg::Event {
+                code: "G".into(),
+                event: spectra_engine::Event::new(envelope),
+            },
+            MatchMsg::AuxDisconnected {
+                code: "G".into(),
+                player_id: "p".into(),
+            },
+            MatchMsg::SnapshotRequest {
+                code: "G".into(),
+                from,
+            },
+            MatchMsg::PlayerPresence {
+                code: "G".into(),
+                join: Some(PlayerInfo::new("Main", true)),
+                leave: Some("x".into()),
+            },
+            MatchMsg::SpectatorJoin {
+                code: "G".into(),
+                spectator,
+            },
+            MatchMsg::SpectatorLeave {
+                code: "G".into(),
+                spectator_id: "s".into(),
+                reason: LeaveReason::Voluntary,
+            },
+        ] {
+            round_trip(msg);
+        }
+        let frames = WsFrames {
+            plain: Bytes::from_static(b"\x81\x02{}"),
+            deflate: Some(Bytes::from_static(&[0xc1, 0x01, 0x00])),
+        };
+        round_trip(RoomFrame::State {
+            overlay: FrameSet {
+                packet: Bytes::from_static(b"42[\"match_data\",\"{}\"]"),
+                ws_plain: Bytes::from_static(b"\x81\x01x"),
+                ws_deflate: Bytes::from_static(b"\xc1\x01y"),
+            },
+            spectators: Some(frames.clone()),
+        });
+        round_trip(RoomFrame::Message {
+            frames,
+            except: Some("s".into()),
+            close_room: true,
+        });
+        round_trip(Joined {
+            code: "G".into(),
+            spectator_id: "s".into(),
+            room_id: "r".into(),
+            game_data: Bytes::from_static(b"{}"),
+        });
+        round_trip(RestQuery::PreviewPut("P".into(), json!({"a": [1, 2]})));
+        round_trip(ReplyBody::MatchIdClaims(vec![MatchIdClaim {
+            claimed: 3,
+            active: true,
+            group_code: "G".into(),
+        }]));
+        round_trip(ReplyBody::Rest(RestAnswer::error(404, "Preview not found")));
+    }
 }

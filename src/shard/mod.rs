@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::config::Config;
-use messages::{RoomFrame, SessionAction, ShardMsg};
+use messages::{ReplyBody, RequestRef, RoomFrame, SessionAction, ShardMsg};
 use std::rc::{Rc, Weak};
 
 /// The shard that owns a group code's match: FNV-1a of the code modulo the shard count.
@@ -92,6 +92,13 @@ impl Global {
     }
 }
 
+/// The requests a shard is waiting on.
+#[derive(Default)]
+struct Requests {
+    next: u64,
+    pending: std::collections::HashMap<u64, futures_channel::oneshot::Sender<ReplyBody>>,
+}
+
 /// Where the owner of a match publishes its room's frames (the fan-out seam): the in-process
 /// implementation is `fanout::LocalFanout`; a cluster one sits beside it.
 pub trait Fanout {
@@ -121,6 +128,9 @@ pub struct Shard {
     /// service (`state`): live matches (`registry`), room subscribers (`fanout`), spectator
     /// connections (`spectator`), previews (`rest`). The shard holds them; it names none.
     states: RefCell<Vec<Rc<dyn std::any::Any>>>,
+    /// Questions this shard asked other shards, by request number, waiting for their
+    /// `ShardMsg::Reply` (messages carry the request's number, never a channel).
+    requests: RefCell<Requests>,
     /// The backend worker pool, in backend mode.
     pub backend: Option<Arc<crate::backend::Backend>>,
     pub compressor: RefCell<flate2::Compress>,
@@ -164,6 +174,7 @@ impl Shard {
             fanout: wiring.fanout,
             dispatch: wiring.dispatch,
             states: RefCell::new(Vec::new()),
+            requests: RefCell::new(Requests::default()),
             backend,
             compressor: RefCell::new(crate::transport::websocket::new_compressor()),
             listeners: RefCell::new(Vec::new()),
@@ -186,6 +197,29 @@ impl Shard {
         let new = Rc::new(T::default());
         self.states.borrow_mut().push(new.clone());
         new
+    }
+
+    /// A new request of this shard: where its answer goes, and where it arrives.
+    pub fn request(&self) -> (RequestRef, futures_channel::oneshot::Receiver<ReplyBody>) {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        let mut requests = self.requests.borrow_mut();
+        requests.next += 1;
+        let id = requests.next;
+        requests.pending.insert(id, tx);
+        (RequestRef { shard: self.id, id }, rx)
+    }
+
+    /// Answers a request of any shard (this one included).
+    pub fn reply(self: &Rc<Self>, to: RequestRef, body: ReplyBody) {
+        self.send_to(to.shard, ShardMsg::Reply { id: to.id, body });
+    }
+
+    /// The answer to one of this shard's requests arrived (an unknown number is ignored).
+    pub fn on_reply(&self, id: u64, body: ReplyBody) {
+        let waiting = self.requests.borrow_mut().pending.remove(&id);
+        if let Some(tx) = waiting {
+            let _ = tx.send(body);
+        }
     }
 
     pub fn shards(&self) -> usize {

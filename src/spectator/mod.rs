@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::fanout::subscribers::SpectatorSink;
 use crate::shard::Shard;
-use crate::shard::messages::{Joined, SpectatorInfo};
+use crate::shard::messages::{Joined, LeaveReason, SpectatorInfo};
 use crate::shard::messages::{MatchMsg, ShardMsg};
 use crate::transport::http::{Reader, Request, Response, write_response};
 use crate::transport::outbound::{FrameKind, OutQueue, run_writer};
@@ -378,7 +378,7 @@ fn leave(shard: &Rc<Shard>, conn: u64, queue: &OutQueue) {
     }
     let left = take_membership(shard, conn);
     match left {
-        Some((code, spectator_id)) => send_leave(shard, code, spectator_id, "voluntary_leave"),
+        Some((code, spectator_id)) => send_leave(shard, code, spectator_id, LeaveReason::Voluntary),
         None => send_text(
             queue,
             &wire::error("INVALID_INPUT", "Not spectating a room."),
@@ -393,7 +393,7 @@ fn take_membership(shard: &Rc<Shard>, conn: u64) -> Option<(String, String)> {
         .remove_spectator(conn)
 }
 
-fn send_leave(shard: &Rc<Shard>, code: String, spectator_id: String, reason: &'static str) {
+fn send_leave(shard: &Rc<Shard>, code: String, spectator_id: String, reason: LeaveReason) {
     shard.send_to(
         shard.owner_of(&code),
         ShardMsg::Match(MatchMsg::SpectatorLeave {
@@ -407,7 +407,7 @@ fn send_leave(shard: &Rc<Shard>, code: String, spectator_id: String, reason: &'s
 fn disconnected(shard: &Rc<Shard>, conn: u64) {
     crate::metrics::gauge(|s| &s.spectators, -1);
     if let Some((code, spectator_id)) = take_membership(shard, conn) {
-        send_leave(shard, code, spectator_id, "disconnected");
+        send_leave(shard, code, spectator_id, LeaveReason::Disconnected);
     }
     spectators(shard).borrow_mut().conns.remove(&conn);
 }
@@ -427,7 +427,7 @@ pub fn deliver_local(shard: &Rc<Shard>, conn: u64, texts: Vec<Bytes>, joined: Op
                 ShardMsg::Match(MatchMsg::SpectatorLeave {
                     code: j.code,
                     spectator_id: j.spectator_id,
-                    reason: "disconnected",
+                    reason: LeaveReason::Disconnected,
                 }),
             );
         }

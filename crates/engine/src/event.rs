@@ -98,6 +98,19 @@ pub struct Event {
     envelope: Map<String, Value>,
 }
 
+/// An event crosses shards and nodes as its envelope; its kind is read again on arrival.
+impl serde::Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.envelope.serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Event {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Event, D::Error> {
+        Map::<String, Value>::deserialize(deserializer).map(Event::new)
+    }
+}
+
 impl Event {
     pub fn new(envelope: Map<String, Value>) -> Event {
         let kind = envelope

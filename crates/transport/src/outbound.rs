@@ -19,7 +19,7 @@ use futures_lite::io::{AsyncWrite, AsyncWriteExt};
 pub const BYTE_BUDGET: usize = 4 * 1024 * 1024;
 
 /// One state for Engine.IO sessions, encoded once for every way a session can receive it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FrameSet {
     /// The Engine.IO packet text (`42["event","…"]`), for long-polling payloads.
     pub packet: Bytes,
