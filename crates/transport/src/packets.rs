@@ -299,8 +299,8 @@ mod tests {
             b"42[\"greeting_ok\",\"{\\\"a\\\":\\\"b\\\"}\"]"
         );
         assert_eq!(
-            &event_packet_with_offset("match_data", "{}", "7")[..],
-            b"42[\"match_data\",\"{}\",\"7\"]"
+            &event_packet_with_offset("greeting", "{}", "7")[..],
+            b"42[\"greeting\",\"{}\",\"7\"]"
         );
         let joined = encode_payload(&[Bytes::from_static(b"2"), Bytes::from_static(b"40")]);
         assert_eq!(&joined[..], b"2\x1e40");
