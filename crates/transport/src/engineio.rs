@@ -1316,44 +1316,29 @@ async fn expire_held<A: App>(eio: Rc<Eio<A>>) {
         };
         glommio::timer::sleep(next.saturating_duration_since(Instant::now())).await;
         let now = Instant::now();
-        let expired: Vec<Held<A>> = {
-            let mut sessions = eio.sessions.borrow_mut();
-            let pids: Vec<String> = sessions
-                .held
-                .iter()
-                .filter(|(_, h)| h.expires <= now)
-                .map(|(pid, _)| pid.clone())
-                .collect();
-            pids.iter()
-                .filter_map(|pid| sessions.held.remove(pid))
-                .collect()
-        };
-        for held in expired {
-            crate::stats::gauge(|s| &s.sessions_held, -1);
-            let_go(&eio, held);
-        }
+        let_go_where(&eio, |h| h.expires <= now);
+    }
+}
+
+/// Takes the held sockets `pred` picks out of this shard and lets them go.
+fn let_go_where<A: App>(eio: &Rc<Eio<A>>, mut pred: impl FnMut(&Held<A>) -> bool) {
+    let gone: Vec<Held<A>> = eio
+        .sessions
+        .borrow_mut()
+        .held
+        .extract_if(|_, h| pred(h))
+        .map(|(_, h)| h)
+        .collect();
+    for held in gone {
+        crate::stats::gauge(|s| &s.sessions_held, -1);
+        let_go(eio, held);
     }
 }
 
 /// Lets go now of the held sockets whose data matches `pred` (they may not come back, e.g. the
 /// application ended what they belong to).
 pub fn forget_held<A: App>(eio: &Rc<Eio<A>>, mut pred: impl FnMut(&A::Data) -> bool) {
-    let gone: Vec<Held<A>> = {
-        let mut sessions = eio.sessions.borrow_mut();
-        let pids: Vec<String> = sessions
-            .held
-            .iter()
-            .filter(|(_, h)| pred(&h.data))
-            .map(|(pid, _)| pid.clone())
-            .collect();
-        pids.iter()
-            .filter_map(|pid| sessions.held.remove(pid))
-            .collect()
-    };
-    for held in gone {
-        crate::stats::gauge(|s| &s.sessions_held, -1);
-        let_go(eio, held);
-    }
+    let_go_where(eio, |h| pred(&h.data));
 }
 
 /// Sockets held for recovery on this shard.

@@ -224,26 +224,27 @@ pub fn event_from_value(value: Value) -> Option<(String, Option<String>)> {
 /// The Engine.IO message text of a Socket.IO event with one JSON-string argument:
 /// `42["name","<payload as a JSON string>"]`.
 pub fn event_packet(name: &str, payload: &str) -> Bytes {
-    let mut out = String::with_capacity(payload.len() + name.len() + 16);
-    out.push_str("42[");
-    out.push_str(&Value::String(name.to_string()).to_string());
-    out.push(',');
-    out.push_str(&Value::String(payload.to_string()).to_string());
-    out.push(']');
-    Bytes::from(out)
+    event_text(name, payload, None)
 }
 
 /// `event_packet` with the event's offset as a last string argument
 /// (`42["name","<payload>","<offset>"]`): Socket.IO connection state recovery; the client sends
 /// the last offset it saw when it reconnects.
 pub fn event_packet_with_offset(name: &str, payload: &str, offset: &str) -> Bytes {
-    let mut out = String::with_capacity(payload.len() + name.len() + offset.len() + 20);
+    event_text(name, payload, Some(offset))
+}
+
+fn event_text(name: &str, payload: &str, offset: Option<&str>) -> Bytes {
+    let extra = offset.map_or(0, |o| o.len() + 4);
+    let mut out = String::with_capacity(payload.len() + name.len() + 16 + extra);
     out.push_str("42[");
     out.push_str(&Value::String(name.to_string()).to_string());
     out.push(',');
     out.push_str(&Value::String(payload.to_string()).to_string());
-    out.push(',');
-    out.push_str(&Value::String(offset.to_string()).to_string());
+    if let Some(offset) = offset {
+        out.push(',');
+        out.push_str(&Value::String(offset.to_string()).to_string());
+    }
     out.push(']');
     Bytes::from(out)
 }
