@@ -1,5 +1,7 @@
 // tools/loadgen reports its own CPU and whether the run is valid (the generator below its share
-// of its cores), and cross-checks its delivery count with the server's spectra_deliveries_total.
+// of its cores), and cross-checks its delivery count with the server's spectra_deliveries_total;
+// probes measure latency while the other connections count by frame headers, and both kinds of
+// counting agree with the server.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
@@ -37,6 +39,34 @@ test("loadgen: its own CPU, validity, and the server's own delivery count beside
     const strict = await loadgen([...base, "--max-generator-share", "0.001"]);
     assert.equal(strict.report.valid, false);
     assert.match(strict.err, /INVALID run: the generator used/);
+  } finally {
+    await server.stop();
+  }
+});
+
+test("loadgen: header-only counting agrees with probes and with the server; threads pinned", async () => {
+  const server = await startServer({ shards: 1, key: "LGKEY" });
+  try {
+    const base = [
+      "--ingest", `127.0.0.1:${server.ports.ingest}`, "--broadcast", `127.0.0.1:${server.ports.broadcast}`,
+      "--key", "LGKEY", "--overlays", "60", "--spectators", "20", "--duration", "3", "--warmup", "1",
+      "--replay", kitReplay, "--server-pid", String(server.child.pid), "--json",
+      "--metrics", `${server.rest}/metrics`,
+    ];
+    // 80 clients, 5 %: the minimum of 20 probes applies; the other 60 count by headers.
+    const sampled = await loadgen([...base, "--threads", "2", "--cpus", "0,1"]);
+    assert.equal(sampled.code, 0);
+    assert.equal(sampled.report.probes, 20);
+    assert.equal(sampled.report.generator_cores, 2);
+    assert.ok(sampled.report.latency_samples > 0, "probes measure latency");
+    assert.ok(Math.abs(sampled.report.server_deliveries - sampled.report.deliveries) <= 2 * 80,
+      `server ${sampled.report.server_deliveries} vs generator ${sampled.report.deliveries}`);
+    // Every client a probe: the same deliveries per second within the edges of the window.
+    const full = await loadgen([...base, "--probe-share", "1"]);
+    assert.equal(full.report.probes, 80);
+    const rate = (r) => r.deliveries_per_s / r.expected_per_s;
+    assert.ok(Math.abs(rate(sampled.report) - rate(full.report)) < 0.1,
+      `sampled ${rate(sampled.report)} vs full ${rate(full.report)}`);
   } finally {
     await server.stop();
   }

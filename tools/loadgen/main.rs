@@ -72,6 +72,18 @@ struct Args {
     /// Executor threads of the load generator.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Pin the generator's threads to these CPUs (comma-separated; thread t on the t-th, round
+    /// robin); the generator's CPU share is then taken over these cores.
+    #[arg(long, value_delimiter = ',')]
+    cpus: Vec<usize>,
+    /// Share of the WebSocket overlays and spectators that are probes: they inflate and parse
+    /// every state and measure latency. The others count states and bytes from the frame
+    /// headers alone (every data frame above 16 bytes is a state; `2` pings are answered), so
+    /// the generator stays far from its limit. At least `--min-probes` probes.
+    #[arg(long, default_value_t = 0.05)]
+    probe_share: f64,
+    #[arg(long, default_value_t = 20)]
+    min_probes: usize,
     /// Connections opened at once per thread.
     #[arg(long, default_value_t = 256)]
     connect_concurrency: usize,
@@ -199,7 +211,11 @@ fn main() {
             events.clone(),
             codes.clone(),
         );
-        let handle = LocalExecutorBuilder::new(Placement::Unbound)
+        let placement = match args.cpus.get(t % args.cpus.len().max(1)) {
+            Some(cpu) => Placement::Fixed(*cpu),
+            None => Placement::Unbound,
+        };
+        let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("loadgen-{t}"))
             .io_memory(1 << 20)
             .spawn(move || async move {
@@ -277,8 +293,17 @@ fn main() {
                 (Some(b), Some(a)) => Some(a.cpu_secs - b.cpu_secs),
                 _ => None,
             },
-            // The cores this process may run on (its affinity mask, e.g. `taskset -c 1`).
-            generator_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            // The cores this process may run on: the pinned ones, else its affinity mask (e.g.
+            // `taskset -c 1`).
+            generator_cores: match args.cpus.len() {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                _ => args
+                    .cpus
+                    .iter()
+                    .collect::<std::collections::HashSet<_>>()
+                    .len(),
+            },
+            probes: probe_count(&args),
             max_generator_share: args.max_generator_share,
             server_deliveries: match (server_deliveries_before, server_deliveries_after) {
                 (Some(b), Some(a)) => Some(a.saturating_sub(b)),
@@ -370,6 +395,22 @@ async fn run_thread(
     stats.take()
 }
 
+/// Every how many-th WebSocket client is a probe (at least `--min-probes` of them).
+fn probe_stride(args: &Args) -> usize {
+    let total = args.matches * (args.overlays + args.spectators);
+    let wanted = ((total as f64 * args.probe_share.clamp(0.0, 1.0)).ceil() as usize)
+        .max(args.min_probes)
+        .clamp(1, total.max(1));
+    (total / wanted).max(1)
+}
+
+/// How many clients are probes.
+fn probe_count(args: &Args) -> usize {
+    let total = args.matches * (args.overlays + args.spectators);
+    let stride = probe_stride(args);
+    (0..total).filter(|i| i % stride == 0).count()
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
     Overlay,
@@ -423,6 +464,17 @@ impl Receipts<'_> {
             }
             self.last_seq = seq;
         }
+    }
+}
+
+/// A state a header-only client received (`len` bytes as sent), counted in the window.
+fn count_state(control: &Control, stats: &std::cell::RefCell<Stats>, len: usize) {
+    let in_window = control.window_start_us.load(Ordering::Relaxed) > 0
+        && control.phase.load(Ordering::Relaxed) == RUNNING;
+    if in_window {
+        let mut s = stats.borrow_mut();
+        s.deliveries += 1;
+        s.bytes += len as u64;
     }
 }
 
@@ -489,6 +541,27 @@ async fn client(
     control.clients_ready.fetch_add(1, Ordering::Relaxed);
     if kind == Kind::StalledOverlay {
         until_stopped(&control).await;
+        return;
+    }
+    let probe = args.raw || i % probe_stride(&args) == 0;
+    if !probe {
+        let count = async {
+            while let Some(ws::Frame::Data { len, small }) = ws.next_frame().await {
+                match small {
+                    Some(p) if p == b"2" => {
+                        if ws.send_text("3").await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(_) => {}
+                    None => count_state(&control, &stats, len),
+                }
+            }
+            if control.phase.load(Ordering::Relaxed) != STOPPED {
+                stats.borrow_mut().drops += 1;
+            }
+        };
+        futures_lite::future::or(count, until_stopped(&control)).await;
         return;
     }
     let receive = async {

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 pub struct Stats {
     /// State messages (`match_data` / `GameData`) received in the measured window.
     pub deliveries: u64,
+    /// Bytes of those states: as parsed by probes, as sent (frame payload) by the others.
     pub bytes: u64,
     /// Event send → first receipt of a state that contains it, per event and client (µs).
     pub latencies_us: Vec<u32>,
@@ -85,6 +86,8 @@ pub struct RunFacts {
     pub max_generator_share: f64,
     /// The server's own count of deliveries during the window (`/metrics`).
     pub server_deliveries: Option<u64>,
+    /// Clients that inflate, parse and measure latency (the rest count by frame headers).
+    pub probes: usize,
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -126,6 +129,7 @@ pub fn report(stats: &Stats, f: RunFacts) -> Value {
         "generator_cores": f.generator_cores,
         "generator_cpu_pct": generator_pct.map(round),
         "server_deliveries": f.server_deliveries,
+        "probes": f.probes,
         "matches": f.matches,
         "overlays_per_match": f.overlays,
         "spectators_per_match": f.spectators,

@@ -1,6 +1,8 @@
 //! The load generator's WebSocket client: the upgrade request (permessage-deflate offered like a
 //! browser), masked client frames out, server frames in through the server's own
-//! `MessageReader` (unmasked, inflated). Knows nothing about Socket.IO.
+//! `MessageReader` (unmasked, inflated) — or, for connections that only count what they get,
+//! by their headers alone (`next_frame`: payloads skipped, never inflated or parsed). Knows
+//! nothing about Socket.IO.
 
 use std::net::SocketAddr;
 
@@ -24,6 +26,18 @@ pub struct ClientReader {
     buf: BytesMut,
     messages: MessageReader,
     scratch: Vec<u8>,
+    /// Payload bytes of the current frame still to skip (header-only reading).
+    skip: usize,
+}
+
+/// Largest data payload a header-only reader still reads (to see an Engine.IO ping, `2`).
+const SMALL: usize = 16;
+
+/// One server frame as a header-only reader sees it.
+pub enum Frame {
+    /// A data frame of `len` payload bytes (as sent: compressed or not); `small` is its payload
+    /// when it is at most `SMALL` bytes and not compressed.
+    Data { len: usize, small: Option<Vec<u8>> },
 }
 
 /// The writing half: masked client frames.
@@ -83,6 +97,7 @@ impl Client {
                 buf,
                 messages: MessageReader::for_server_frames(deflate, MAX_MESSAGE),
                 scratch: vec![0u8; 64 * 1024],
+                skip: 0,
             },
             writer: ClientWriter { half: w },
         })
@@ -139,6 +154,35 @@ impl Client {
     }
 }
 
+impl Client {
+    /// The next data frame, read by its header only (pings are answered; `None` when the
+    /// connection ends). For connections that count deliveries without inflating or parsing.
+    pub async fn next_frame(&mut self) -> Option<Frame> {
+        loop {
+            match self.reader.next_raw().await? {
+                Raw::Data(frame) => return Some(frame),
+                Raw::Ping(p) => {
+                    if self
+                        .writer
+                        .send(OpCode::Control(Control::Pong), &p)
+                        .await
+                        .is_err()
+                    {
+                        return None;
+                    }
+                }
+                Raw::Other => {}
+            }
+        }
+    }
+}
+
+enum Raw {
+    Data(Frame),
+    Ping(Vec<u8>),
+    Other,
+}
+
 impl ClientWriter {
     async fn send(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), String> {
         let mask: [u8; 4] = rand::random();
@@ -168,4 +212,77 @@ impl ClientReader {
             }
         }
     }
+
+    /// Reads more bytes into the buffer; false when the connection ended.
+    async fn fill(&mut self) -> bool {
+        match self.half.read(&mut self.scratch).await {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&self.scratch[..n]);
+                true
+            }
+        }
+    }
+
+    /// The next frame by its header: data payloads above `SMALL` bytes (or compressed) are
+    /// skipped as they arrive, never buffered whole.
+    async fn next_raw(&mut self) -> Option<Raw> {
+        loop {
+            while self.skip > 0 {
+                if self.buf.is_empty() && !self.fill().await {
+                    return None;
+                }
+                let n = self.skip.min(self.buf.len());
+                let _ = self.buf.split_to(n);
+                self.skip -= n;
+            }
+            let Some((head, len, opcode, compressed)) = frame_header(&self.buf) else {
+                if !self.fill().await {
+                    return None;
+                }
+                continue;
+            };
+            let whole = opcode >= 0x8 || (len <= SMALL && !compressed);
+            if !whole {
+                let _ = self.buf.split_to(head);
+                self.skip = len;
+                return Some(Raw::Data(Frame::Data { len, small: None }));
+            }
+            while self.buf.len() < head + len {
+                if !self.fill().await {
+                    return None;
+                }
+            }
+            let frame = self.buf.split_to(head + len);
+            let payload = frame[head..].to_vec();
+            return Some(match opcode {
+                0x8 => return None,
+                0x9 => Raw::Ping(payload),
+                0xA => Raw::Other,
+                _ => Raw::Data(Frame::Data {
+                    len,
+                    small: Some(payload),
+                }),
+            });
+        }
+    }
+}
+
+/// A server frame's header at the start of `buf`: its length, the payload length, the opcode
+/// and whether RSV1 (compressed) is set; `None` until the whole header is there.
+fn frame_header(buf: &[u8]) -> Option<(usize, usize, u8, bool)> {
+    let (b0, b1) = (*buf.first()?, *buf.get(1)?);
+    let (head, len) = match b1 & 0x7f {
+        126 => (4, u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]) as usize),
+        127 => {
+            let bytes: [u8; 8] = buf.get(2..10)?.try_into().ok()?;
+            (
+                10,
+                u64::from_be_bytes(bytes).min(usize::MAX as u64) as usize,
+            )
+        }
+        n => (2, n as usize),
+    };
+    // Server frames are never masked.
+    Some((head, len, b0 & 0x0f, b0 & 0x40 != 0))
 }
