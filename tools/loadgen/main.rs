@@ -334,6 +334,7 @@ async fn run_thread(
     codes: Arc<Vec<String>>,
 ) -> Stats {
     let stats = Rc::new(std::cell::RefCell::new(Stats::default()));
+    glommio::spawn_local(watch_stop(control.clone())).detach();
     // Observers live on thread 0: they create the matches before anyone joins.
     let mut observers = Vec::new();
     if t == 0 && !args.raw {
@@ -408,7 +409,7 @@ fn probe_stride(args: &Args) -> usize {
 fn probe_count(args: &Args) -> usize {
     let total = args.matches * (args.overlays + args.spectators);
     let stride = probe_stride(args);
-    (0..total).filter(|i| i % stride == 0).count()
+    (0..total).filter(|i| i.is_multiple_of(stride)).count()
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -478,11 +479,25 @@ fn count_state(control: &Control, stats: &std::cell::RefCell<Stats>, len: usize)
     }
 }
 
-/// Waits until the run stops.
-async fn until_stopped(control: &Control) {
+thread_local! {
+    /// Closed when the run stops: every task of this thread waiting for the end waits on it,
+    /// so only one task per thread looks at the clock (`watch_stop`).
+    static STOP: Rc<glommio::sync::Semaphore> = Rc::new(glommio::sync::Semaphore::new(0));
+}
+
+/// Closes this thread's `STOP` once the run stops (one timer per thread, not per connection).
+async fn watch_stop(control: Arc<Control>) {
     while control.phase.load(Ordering::Relaxed) != STOPPED {
         glommio::timer::sleep(Duration::from_millis(50)).await;
     }
+    STOP.with(|s| s.close());
+}
+
+/// Waits until the run stops.
+async fn until_stopped(_control: &Control) {
+    let stop = STOP.with(Rc::clone);
+    // Never granted: it fails when `watch_stop` closes the semaphore.
+    let _ = stop.acquire(1).await;
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -543,7 +558,7 @@ async fn client(
         until_stopped(&control).await;
         return;
     }
-    let probe = args.raw || i % probe_stride(&args) == 0;
+    let probe = args.raw || i.is_multiple_of(probe_stride(&args));
     if !probe {
         let count = async {
             while let Some(ws::Frame::Data { len, small }) = ws.next_frame().await {
