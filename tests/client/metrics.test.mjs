@@ -39,7 +39,10 @@ let spectator;
 const EVENTS = 12;
 
 before(async () => {
-  server = await startServer({ shards: 2 });
+  // Broadcasts as often as the headless page's test feeds events (every 10 ms): Chromium runs
+  // the page in virtual time, so its samples may be only milliseconds apart in real time, and
+  // with the default 100 ms budget two of them could see no delivery in between.
+  server = await startServer({ shards: 2, env: { BROADCAST_INTERVAL_MS: "10" } });
   code = uniqueCode("MET");
   view = await overlay(server, code);
   obs = await observer(server, { groupCode: code });
