@@ -558,7 +558,8 @@ async fn client(
         until_stopped(&control).await;
         return;
     }
-    let probe = args.raw || i.is_multiple_of(probe_stride(&args));
+    // Raw clients (against `fanout-baseline`) only count: by frame headers, as non-probes do.
+    let probe = !args.raw && i.is_multiple_of(probe_stride(&args));
     if !probe {
         let count = async {
             while let Some(ws::Frame::Data { len, small }) = ws.next_frame().await {
