@@ -10,6 +10,16 @@ import { startServer, runProgram, repoRoot } from "./lib/server.mjs";
 const tool = path.join(repoRoot, "target", "debug", "loadgen");
 const kitReplay = path.resolve(repoRoot, "..", "shared", "kit", "reference", "match.replay");
 
+/** loadgen against `server`: short, with its PID and /metrics, JSON report. */
+function baseArgs(server, overlays, spectators) {
+  return [
+    "--ingest", `127.0.0.1:${server.ports.ingest}`, "--broadcast", `127.0.0.1:${server.ports.broadcast}`,
+    "--key", "LGKEY", "--overlays", String(overlays), "--spectators", String(spectators),
+    "--duration", "3", "--warmup", "1", "--replay", kitReplay, "--server-pid", String(server.child.pid),
+    "--json", "--metrics", `${server.rest}/metrics`,
+  ];
+}
+
 async function loadgen(args) {
   const { code, out, err } = await runProgram(tool, args, { limitMs: 60000 });
   return { code, err, report: JSON.parse(out.trim().split("\n").at(-1)) };
@@ -18,12 +28,7 @@ async function loadgen(args) {
 test("loadgen: its own CPU, validity, and the server's own delivery count beside its own", async () => {
   const server = await startServer({ shards: 1, key: "LGKEY" });
   try {
-    const base = [
-      "--ingest", `127.0.0.1:${server.ports.ingest}`, "--broadcast", `127.0.0.1:${server.ports.broadcast}`,
-      "--key", "LGKEY", "--overlays", "20", "--spectators", "5", "--duration", "3", "--warmup", "1",
-      "--replay", kitReplay, "--server-pid", String(server.child.pid), "--json",
-      "--metrics", `${server.rest}/metrics`,
-    ];
+    const base = baseArgs(server, 20, 5);
     const { code, report } = await loadgen(base);
     assert.equal(code, 0);
     assert.ok(report.deliveries > 400, `deliveries ${report.deliveries}`);
@@ -47,12 +52,7 @@ test("loadgen: its own CPU, validity, and the server's own delivery count beside
 test("loadgen: header-only counting agrees with probes and with the server; threads pinned", async () => {
   const server = await startServer({ shards: 1, key: "LGKEY" });
   try {
-    const base = [
-      "--ingest", `127.0.0.1:${server.ports.ingest}`, "--broadcast", `127.0.0.1:${server.ports.broadcast}`,
-      "--key", "LGKEY", "--overlays", "60", "--spectators", "20", "--duration", "3", "--warmup", "1",
-      "--replay", kitReplay, "--server-pid", String(server.child.pid), "--json",
-      "--metrics", `${server.rest}/metrics`,
-    ];
+    const base = baseArgs(server, 60, 20);
     // 80 clients, 5 %: the minimum of 20 probes applies; the other 60 count by headers.
     const sampled = await loadgen([...base, "--threads", "2", "--cpus", "0,1"]);
     assert.equal(sampled.code, 0);

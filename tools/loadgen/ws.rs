@@ -138,23 +138,14 @@ impl Client {
         loop {
             match self.reader.next_any().await? {
                 Incoming::Ping(p) => {
-                    if self
-                        .writer
-                        .send(OpCode::Control(Control::Pong), &p)
-                        .await
-                        .is_err()
-                    {
-                        return None;
-                    }
+                    self.writer.pong(&p).await.ok()?;
                 }
                 Incoming::Pong => {}
                 m => return Some(m),
             }
         }
     }
-}
 
-impl Client {
     /// The next data frame, read by its header only (pings are answered; `None` when the
     /// connection ends). For connections that count deliveries without inflating or parsing.
     pub async fn next_frame(&mut self) -> Option<Frame> {
@@ -162,14 +153,7 @@ impl Client {
             match self.reader.next_raw().await? {
                 Raw::Data(frame) => return Some(frame),
                 Raw::Ping(p) => {
-                    if self
-                        .writer
-                        .send(OpCode::Control(Control::Pong), &p)
-                        .await
-                        .is_err()
-                    {
-                        return None;
-                    }
+                    self.writer.pong(&p).await.ok()?;
                 }
                 Raw::Other => {}
             }
@@ -195,6 +179,11 @@ impl ClientWriter {
 
     pub async fn send_text(&mut self, text: &str) -> Result<(), String> {
         self.send(OpCode::Data(Data::Text), text.as_bytes()).await
+    }
+
+    /// Answers a server ping.
+    async fn pong(&mut self, payload: &[u8]) -> Result<(), String> {
+        self.send(OpCode::Control(Control::Pong), payload).await
     }
 }
 
