@@ -111,6 +111,17 @@ pub struct Args {
     #[arg(long, env = "SPECTATOR_MAX_MESSAGE", default_value_t = 65_536)]
     pub spectator_max_message: usize,
 
+    /// Anti-ghosting: what native spectators and the HTTP match API get of a match is released
+    /// this many milliseconds after the overlays got it (0 = live; at most 10 minutes).
+    #[arg(long, env = "SPECTATOR_DELAY_MS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub spectator_delay_ms: u64,
+
+    /// Milliseconds between the comment lines an idle HTTP event stream gets (keeps proxies
+    /// from closing it).
+    #[arg(long, env = "STREAM_HEARTBEAT_MS", default_value_t = 15_000)]
+    pub stream_heartbeat_ms: u64,
+
     /// The game name spectators must ask for.
     #[arg(long, env = "GAME_NAME", default_value = "valorant")]
     pub game_name: String,
@@ -303,6 +314,9 @@ pub struct Config {
     pub spectator_presence_limit: usize,
     pub allow_spectators: bool,
     pub spectator_max_message: usize,
+    /// See `Args::spectator_delay_ms`.
+    pub spectator_delay: Duration,
+    pub stream_heartbeat: Duration,
     pub game_name: String,
     pub backend: crate::backend::BackendConfig,
     pub trusted_proxies: crate::transport::forwarded::TrustedProxies,
@@ -387,6 +401,8 @@ impl Config {
             spectator_presence_limit: args.spectator_presence_limit,
             allow_spectators: args.allow_spectators != "false",
             spectator_max_message: args.spectator_max_message.max(1024),
+            spectator_delay: Duration::from_millis(args.spectator_delay_ms),
+            stream_heartbeat: Duration::from_millis(args.stream_heartbeat_ms.max(100)),
             game_name: args.game_name,
             trusted_proxies: args.trusted_proxies,
             admin_token: args.admin_token.filter(|t| !t.is_empty()),

@@ -2,8 +2,8 @@
 //!
 //! Layers, top to bottom (no import cycle between them; `scripts/module-cycles` checks):
 //! `node` (starts and wires the shards) → `site` (what the listeners serve) → services (`rest`,
-//! `broadcast`, `ingest`, `registry`: matches on their owner shard, `spectator`, `replay`,
-//! `fanout`) → `shard` (what every service gets, typed cross-shard messages) → `app` (Spectra's
+//! `broadcast`, `ingest`, `registry`: matches on their owner shard, `spectator`, `viewer`:
+//! seq/deltas/delay and HTTP event streams, `replay`, `fanout`) → `shard` (what every service gets, typed cross-shard messages) → `app` (Spectra's
 //! sessions) → `config`, `backend`, `metrics`, `limits`, `budget`, `parse`, `util`. The transport
 //! (HTTP, WebSocket, Engine.IO, Socket.IO) and the match engine are crates of their own
 //! (`crates/transport`, `crates/engine`, re-exported as `transport` and `engine`); they know
@@ -29,5 +29,6 @@ pub mod site;
 pub mod spectator;
 pub mod transport;
 pub mod util;
+pub mod viewer;
 
 pub use spectra_engine as engine;

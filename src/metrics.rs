@@ -22,6 +22,8 @@ pub struct ShardStats {
     pub connections_refused: AtomicU64,
     /// Spectator connections on this shard (gauge).
     pub spectators: AtomicI64,
+    /// HTTP event streams (`/matches/{code}/stream`) on this shard (gauge).
+    pub streams: AtomicI64,
     /// Live matches owned by this shard (gauge).
     pub matches: AtomicI64,
     /// Ingest events applied to this shard's matches.
@@ -222,6 +224,13 @@ pub fn render(metrics: &Metrics, backend: bool) -> String {
         "gauge",
         "Spectator WebSocket connections by shard.",
         |s| s.spectators.load(Ordering::Relaxed),
+    );
+    f.per_shard(
+        metrics,
+        "spectra_streams",
+        "gauge",
+        "HTTP event streams (Server-Sent Events of /matches/{code}/stream) by shard.",
+        |s| s.streams.load(Ordering::Relaxed),
     );
     f.per_shard(
         metrics,

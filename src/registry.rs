@@ -18,7 +18,7 @@ use crate::budget::Budget;
 use crate::engine::{Event, Kind, Match, ObsKind, Outcome};
 use crate::shard::Shard;
 use crate::shard::messages::{
-    FrameSet, LeaveReason, MatchIdClaim, ObsLogon, ReplyBody, RoomFrame, WsFrames,
+    FrameSet, LeaveReason, MatchIdClaim, ObsLogon, ReplyBody, RestAnswer, RoomFrame,
 };
 use crate::shard::messages::{MatchMsg, SessionAction, SessionRef, ShardMsg};
 use crate::shard::messages::{PlayerInfo, SpectatorInfo};
@@ -26,6 +26,7 @@ use crate::spectator::room::{JoinRequest, Room};
 use crate::spectator::wire;
 use crate::transport::packets::{event_packet, event_packet_with_offset};
 use crate::transport::websocket;
+use crate::viewer::stream::game_data;
 
 /// One live match and its broadcast bookkeeping.
 pub struct Entry {
@@ -44,8 +45,8 @@ pub struct Entry {
     budget: Budget,
     /// The last encoded snapshot and the counter it was built at.
     frames: Option<(u64, FrameSet)>,
-    /// The last snapshot JSON and the counter it was built at.
-    json: Option<(u64, String)>,
+    /// The last snapshot (as JSON and as a value) and the counter it was built at.
+    json: Option<(u64, Rc<str>, Rc<Value>)>,
     /// The match's spectator room.
     pub room: Room,
     /// The match's replay log (`None` when logs are off).
@@ -185,7 +186,7 @@ pub fn create_match(
     match Match::new(&logon.match_logon()) {
         Ok(game) => {
             let secret = new_secret();
-            let mut room = Room::new();
+            let mut room = Room::new(shard.config.spectator_delay);
             room.player_joined(shard, &code, player);
             let seq = shard.global.match_seq.fetch_add(1, Ordering::Relaxed);
             let mut entry = Entry::new(game, secret.clone(), seq, room);
@@ -259,7 +260,7 @@ pub fn recover(shard: &Rc<Shard>) {
             game.set_registered();
         }
         let seq = shard.global.match_seq.fetch_add(1, Ordering::Relaxed);
-        let mut entry = Entry::new(game, secret, seq, Room::new());
+        let mut entry = Entry::new(game, secret, seq, Room::new(shard.config.spectator_delay));
         note_claim(shard, &mut entry);
         entry.log = Some(crate::replay::log::ReplayLog::resume(
             candidate.path.clone(),
@@ -460,7 +461,100 @@ pub fn on_shard_msg(shard: &Rc<Shard>, msg: MatchMsg) {
             spectator_id,
             reason,
         } => spectator_leave(shard, &code, &spectator_id, reason),
+        MatchMsg::StreamJoin {
+            code,
+            shard: to,
+            conn,
+            last_seq,
+        } => stream_join(shard, &code, (to, conn), last_seq),
+        MatchMsg::StreamLeave { code } => {
+            if let Some(entry) = matches(shard).borrow_mut().live.get_mut(&code) {
+                entry.room.stream_leave();
+            }
+        }
     }
+}
+
+/// The live match of `code` on this shard, matched case-insensitively (spectators and HTTP
+/// clients type codes): its key.
+fn find_code(reg: &Registry, code: &str) -> Option<String> {
+    if reg.live.contains_key(code) {
+        return Some(code.to_string());
+    }
+    reg.live
+        .keys()
+        .find(|k| k.eq_ignore_ascii_case(code))
+        .cloned()
+}
+
+/// An HTTP event stream of `code` starts (`viewer::sse`); answered on its shard.
+fn stream_join(shard: &Rc<Shard>, code: &str, to: (usize, u64), last_seq: Option<u64>) {
+    let reg_cell = matches(shard);
+    let mut reg = reg_cell.borrow_mut();
+    match find_code(&reg, code).and_then(|k| reg.live.get_mut(&k).map(|e| (k, e))) {
+        Some((key, entry)) => entry.room.stream_join(shard, &key, to, last_seq),
+        None => {
+            drop(reg);
+            shard.send_to(
+                to.0,
+                ShardMsg::StreamStart {
+                    conn: to.1,
+                    start: None,
+                },
+            );
+        }
+    }
+}
+
+/// `GET /matches/{code}`: the state viewers see now, versioned by its seq.
+pub fn viewer_snapshot(shard: &Rc<Shard>, code: &str) -> RestAnswer {
+    let reg_cell = matches(shard);
+    let mut reg = reg_cell.borrow_mut();
+    let Some(entry) = find_code(&reg, code).and_then(|k| reg.live.get_mut(&k)) else {
+        return RestAnswer::error(404, "No live match has this group code");
+    };
+    if let Some((seq, json)) = entry.room.released() {
+        return RestAnswer {
+            status: 200,
+            body: json.to_string(),
+            etag: Some(seq),
+        };
+    }
+    if shard.config.spectator_delay.is_zero() {
+        // Not broadcast yet: the current state (seq 0).
+        let (_, json) = current_state(entry);
+        return RestAnswer {
+            status: 200,
+            body: json.to_string(),
+            etag: Some(0),
+        };
+    }
+    RestAnswer::error(
+        404,
+        "This match has no public state yet: it is younger than the spectator delay",
+    )
+}
+
+/// `GET /matches`: this shard's live matches (code, score, phase, spectators, streams).
+pub fn live_list(shard: &Rc<Shard>) -> Vec<Value> {
+    let reg_cell = matches(shard);
+    let reg = reg_cell.borrow();
+    reg.live
+        .iter()
+        .map(|(code, e)| {
+            let summary = e.game.summary();
+            json!({
+                "code": code,
+                "score": summary["score"],
+                "teams": summary["teams"],
+                "map": summary["map"],
+                "round": summary["roundNumber"],
+                "phase": summary["roundPhase"],
+                "spectators": e.room.spectator_count(),
+                "streams": e.room.stream_count(),
+            })
+        })
+        .collect()
 }
 
 /// An accepted event for a match of this shard.
@@ -617,38 +711,41 @@ fn current_frames(shard: &Shard, entry: &mut Entry) -> FrameSet {
     {
         return frames.clone();
     }
-    let frames = encode_frames(shard, current_json(entry), n);
+    let frames = encode_frames(shard, &current_json(entry), n);
     entry.frames = Some((n, frames.clone()));
     frames
 }
 
-/// The current snapshot JSON, serialised at most once per counter value.
-fn current_json(entry: &mut Entry) -> &str {
+/// The current snapshot, built and serialised at most once per counter value.
+fn current_state(entry: &mut Entry) -> (Rc<Value>, Rc<str>) {
     let n = entry.game.event_number();
-    if entry.json.as_ref().is_none_or(|(at, _)| *at != n) {
-        entry.json = Some((n, entry.game.snapshot_json()));
+    match &entry.json {
+        Some((at, json, value)) if *at == n => (value.clone(), json.clone()),
+        _ => {
+            let value = Rc::new(entry.game.snapshot());
+            let json: Rc<str> = Rc::from(value.to_string());
+            entry.json = Some((n, json.clone(), value.clone()));
+            (value, json)
+        }
     }
-    entry.json.as_ref().map_or("", |(_, j)| j.as_str())
 }
 
-/// The spectators' `GameData` message for the current state (JSON text).
+/// The current snapshot JSON.
+fn current_json(entry: &mut Entry) -> Rc<str> {
+    current_state(entry).1
+}
+
+/// The spectators' `GameData` message for the current state before the first broadcast (seq 0).
 fn game_data_text(entry: &mut Entry) -> Bytes {
     let from = entry.room.authority();
-    wire::game_data(&from, current_json(entry))
+    game_data(&from, &current_json(entry), 0)
 }
 
 /// A spectator asks to join the room of `code` (matched case-insensitively).
 pub fn spectator_join(shard: &Rc<Shard>, code: &str, spectator: SpectatorInfo) {
     let reg_cell = matches(shard);
     let mut reg = reg_cell.borrow_mut();
-    let key = if reg.live.contains_key(code) {
-        Some(code.to_string())
-    } else {
-        reg.live
-            .keys()
-            .find(|k| k.eq_ignore_ascii_case(code))
-            .cloned()
-    };
+    let key = find_code(&reg, code);
     let Some(entry) = key.as_ref().and_then(|k| reg.live.get_mut(k)) else {
         drop(reg);
         let text = wire::join_failed("ROOM_NOT_FOUND", "The requested room could not be found.");
@@ -701,36 +798,26 @@ pub fn snapshot_request(shard: &Rc<Shard>, code: &str, from: SessionRef) {
     shard.deliver(from.shard, &from.sid, SessionAction::Frames(frames));
 }
 
-/// Sends the current `GameData` to the match's spectators on every shard (encoded once).
-/// The spectators' `GameData` frames of the current state, when the room has spectators.
-fn spectator_frames(shard: &Shard, code: &str) -> Option<WsFrames> {
-    let text = {
+/// Publishes a new state to the room's subscribers on every shard: the overlays' frames, and
+/// the viewers' (built once by the room's viewer stream) unless the spectator delay holds them.
+pub fn publish(shard: &Rc<Shard>, code: &str, frames: FrameSet) {
+    let viewers = {
         let reg_cell = matches(shard);
         let mut reg = reg_cell.borrow_mut();
-        let entry = reg.live.get_mut(code)?;
-        if entry.room.spectator_count() == 0 {
-            return None;
+        match reg.live.get_mut(code) {
+            Some(entry) => {
+                let (value, json) = current_state(entry);
+                entry.room.push_state(shard, code, value, json)
+            }
+            None => None,
         }
-        game_data_text(entry)
     };
-    Some(WsFrames {
-        plain: websocket::text_frame(&text),
-        deflate: Some(websocket::compressed_text_frame(
-            &mut shard.compressor.borrow_mut(),
-            &text,
-        )),
-    })
-}
-
-/// Publishes a new state to the room's subscribers (overlays and spectators, every shard).
-pub fn publish(shard: &Rc<Shard>, code: &str, frames: FrameSet) {
-    let spectators = spectator_frames(shard, code);
     shard.fanout.publish(
         shard,
         code,
         RoomFrame::State {
-            overlay: frames,
-            spectators,
+            overlay: Some(frames),
+            viewers,
         },
     );
 }
@@ -781,6 +868,7 @@ pub fn tick(shard: &Rc<Shard>) {
         let now_ms = crate::util::now_ms();
         for (code, entry) in reg.live.iter_mut() {
             entry.room.flush_presence(shard, code);
+            entry.room.release(shard, code);
             entry.game.advance(now_ms);
             let n = entry.game.event_number();
             if entry.flush_pending {
@@ -853,7 +941,18 @@ pub fn remove_match(shard: &Rc<Shard>, code: &str) {
     let Some(mut entry) = matches(shard).borrow_mut().live.remove(code) else {
         return;
     };
-    entry.room.close(shard, code);
+    if entry.room.close(shard, code) {
+        // Spectators still get what the delay holds, then the room closes.
+        let (shard, code, mut room) = (shard.clone(), code.to_string(), entry.room);
+        glommio::spawn_local(async move {
+            while let Some(at) = room.next_due() {
+                glommio::timer::sleep(at.saturating_duration_since(Instant::now())).await;
+                room.release(&shard, &code);
+            }
+        })
+        .detach();
+        entry.room = Room::new(Duration::ZERO);
+    }
     shard.global.matches_running.fetch_sub(1, Ordering::Relaxed);
     crate::metrics::gauge(|s| &s.matches, -1);
     shard.mesh.send_to_others(shard.id, || ShardMsg::KickGroup {

@@ -1,15 +1,19 @@
 //! The subscribers of each room on this shard — overlays (Engine.IO sessions, on WebSocket or
-//! long-polling) and spectators (`/ws` connections) — in one registry, and the delivery of a
-//! room frame to them: one pipeline for every protocol. A spectator subscribes with its sink (its
-//! output queue and whether it negotiated deflate), so delivery needs nothing of the spectator
-//! service; the registry is where a spectator's room membership is kept. Must not encode
-//! anything; what a subscriber gets was built by the match owner.
+//! long-polling), spectators (`/ws` connections) and HTTP event streams — in one registry, and
+//! the delivery of a room frame to them: one pipeline for every protocol. A spectator or stream
+//! subscribes with its sink (its output queue, whether it negotiated deflate, whether it takes
+//! deltas, and the seq of the last state it was given), so delivery needs nothing of the
+//! spectator or stream services; the registry is where their room membership is kept. Must not
+//! encode anything; what a subscriber gets was built by the match owner.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
+use bytes::Bytes;
+
 use crate::shard::Shard;
-use crate::shard::messages::RoomFrame;
+use crate::shard::messages::{RoomFrame, ViewerFrames, WsFrames};
 use crate::transport::outbound::{FrameKind, OutQueue};
 
 /// Where a spectator subscribed to a room receives its frames.
@@ -18,6 +22,16 @@ pub struct SpectatorSink {
     pub deflate: bool,
     /// Its id in the room (room messages may leave one spectator out).
     pub spectator_id: String,
+    /// Takes `GameDataDelta` frames.
+    pub delta: bool,
+    /// The seq of the last state queued to it (a delta applies only on top of that).
+    pub seq: Cell<u64>,
+}
+
+/// Where an HTTP event stream subscribed to a room receives its events.
+pub struct StreamSink {
+    pub queue: Rc<OutQueue>,
+    pub seq: Cell<u64>,
 }
 
 #[derive(Default)]
@@ -26,11 +40,42 @@ struct Room {
     overlays: HashSet<String>,
     /// Spectator connections by their shard-local number.
     spectators: HashMap<u64, SpectatorSink>,
+    /// HTTP event streams by their shard-local number.
+    streams: HashMap<u64, StreamSink>,
+    /// The newest state delivered here (answers a spectator's `Resync`).
+    latest: Option<(u64, WsFrames)>,
 }
 
 impl Room {
     fn is_empty(&self) -> bool {
-        self.overlays.is_empty() && self.spectators.is_empty()
+        self.overlays.is_empty() && self.spectators.is_empty() && self.streams.is_empty()
+    }
+}
+
+/// Queues a state to one viewer: the delta when it applies on top of what the viewer was
+/// given last, else the full state (latest wins either way).
+fn queue_state(
+    queue: &OutQueue,
+    seq: &Cell<u64>,
+    new_seq: u64,
+    delta: Option<&Bytes>,
+    full: &Bytes,
+) {
+    match delta {
+        Some(d) if seq.get() + 1 == new_seq && seq.get() > 0 => {
+            queue.push_delta(d.clone(), full.clone());
+        }
+        _ => {
+            queue.push(full.clone(), FrameKind::Snapshot);
+        }
+    }
+    seq.set(new_seq);
+}
+
+fn pick(frames: &WsFrames, deflate: bool) -> &Bytes {
+    match &frames.deflate {
+        Some(d) if deflate => d,
+        _ => &frames.plain,
     }
 }
 
@@ -78,6 +123,45 @@ impl Subscribers {
         self.spectator_rooms.contains_key(&conn)
     }
 
+    /// A spectator asks for a full state (`Resync`): the newest one this shard delivered of its
+    /// room is queued to it. `false` when it is in no room.
+    pub fn resync(&mut self, conn: u64) -> bool {
+        let Some(code) = self.spectator_rooms.get(&conn) else {
+            return false;
+        };
+        let Some(room) = self.rooms.get(code) else {
+            return false;
+        };
+        if let (Some(sink), Some((seq, frames))) = (room.spectators.get(&conn), &room.latest) {
+            sink.queue
+                .push(pick(frames, sink.deflate).clone(), FrameKind::Snapshot);
+            sink.seq.set(*seq);
+        }
+        true
+    }
+
+    /// An HTTP event stream subscribes to `room`, having been given the state of `seq`.
+    pub fn add_stream(&mut self, room: &str, conn: u64, sink: StreamSink) {
+        self.room(room).streams.insert(conn, sink);
+    }
+
+    /// An HTTP event stream ends.
+    pub fn remove_stream(&mut self, room: &str, conn: u64) {
+        self.forget(room, |r| {
+            r.streams.remove(&conn);
+        });
+    }
+
+    /// The newest state delivered here of a room, for a spectator that joined with an older
+    /// one (join answers and room frames travel apart).
+    pub fn note_latest(&mut self, room: &str, seq: u64, frames: WsFrames) {
+        if let Some(r) = self.rooms.get_mut(room)
+            && r.latest.as_ref().is_none_or(|(s, _)| *s < seq)
+        {
+            r.latest = Some((seq, frames));
+        }
+    }
+
     /// Overlays per room on this shard.
     pub fn overlay_counts(&self) -> Vec<(String, usize)> {
         self.rooms
@@ -113,27 +197,21 @@ pub fn deliver(shard: &Rc<Shard>, code: &str, frame: &RoomFrame) {
         return;
     };
     match frame {
-        RoomFrame::State {
-            overlay,
-            spectators,
-        } => {
+        RoomFrame::State { overlay, viewers } => {
             // Writing to a session or a queue only queues bytes (no shard state is touched), so
             // the registry stays borrowed while every subscriber gets the same frames.
-            shard.eio.send_frames_to(room.overlays.iter(), overlay);
-            if let Some(frames) = spectators {
-                for sink in room.spectators.values() {
-                    let frame = match &frames.deflate {
-                        Some(d) if sink.deflate => d.clone(),
-                        _ => frames.plain.clone(),
-                    };
-                    sink.queue.push(frame, FrameKind::Snapshot);
-                }
+            if let Some(overlay) = overlay {
+                shard.eio.send_frames_to(room.overlays.iter(), overlay);
+            }
+            if let Some(v) = viewers {
+                deliver_viewers(room, v);
             }
         }
         RoomFrame::Message {
             frames,
             except,
             close_room,
+            stream,
         } => {
             for sink in room.spectators.values() {
                 if except.as_deref() == Some(sink.spectator_id.as_str()) {
@@ -146,7 +224,14 @@ pub fn deliver(shard: &Rc<Shard>, code: &str, frame: &RoomFrame) {
                 sink.queue.push(frame, FrameKind::Normal);
             }
             if *close_room {
-                // The room ended: its spectators are in no room any more.
+                // The room ended: its spectators are in no room any more; its streams end.
+                for sink in room.streams.values() {
+                    if let Some(end) = stream {
+                        sink.queue.push(end.clone(), FrameKind::Normal);
+                    }
+                    sink.queue.close_with(None);
+                }
+                room.streams.clear();
                 let conns: Vec<u64> = room.spectators.drain().map(|(conn, _)| conn).collect();
                 if room.is_empty() {
                     subs.rooms.remove(code);
@@ -156,5 +241,59 @@ pub fn deliver(shard: &Rc<Shard>, code: &str, frame: &RoomFrame) {
                 }
             }
         }
+    }
+}
+
+fn deliver_viewers(room: &mut Room, v: &ViewerFrames) {
+    for sink in room.spectators.values() {
+        let delta = v
+            .delta
+            .as_ref()
+            .filter(|_| sink.delta)
+            .map(|d| pick(d, sink.deflate));
+        queue_state(
+            &sink.queue,
+            &sink.seq,
+            v.seq,
+            delta,
+            pick(&v.full, sink.deflate),
+        );
+    }
+    if let Some(full) = &v.sse_full {
+        for sink in room.streams.values() {
+            queue_state(&sink.queue, &sink.seq, v.seq, v.sse_delta.as_ref(), full);
+        }
+    }
+    if !room.spectators.is_empty() {
+        room.latest = Some((v.seq, v.full.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &'static str) -> Bytes {
+        Bytes::from_static(s.as_bytes())
+    }
+
+    #[test]
+    fn a_viewer_gets_a_delta_only_on_top_of_the_state_it_was_given() {
+        let queue = OutQueue::new();
+        let seq = Cell::new(4);
+        // 5 applies on 4: the delta.
+        queue_state(&queue, &seq, 5, Some(&b("d5")), &b("f5"));
+        // 6 applies on 5, but 5 still waits in the queue (the reader is slow): the full 6
+        // replaces it.
+        queue_state(&queue, &seq, 6, Some(&b("d6")), &b("f6"));
+        // 8 does not apply on 6 (7 never came here): full.
+        queue_state(&queue, &seq, 8, Some(&b("d8")), &b("f8"));
+        assert_eq!(seq.get(), 8);
+        assert_eq!(queue.skipped(), 2);
+        // A viewer given nothing yet (seq 0) gets a full state even for a delta on 0.
+        let fresh = OutQueue::new();
+        let s0 = Cell::new(0);
+        queue_state(&fresh, &s0, 1, Some(&b("d1")), &b("f1"));
+        assert_eq!(s0.get(), 1);
     }
 }

@@ -32,6 +32,7 @@ pub fn dispatch(shard: &Rc<Shard>, msg: ShardMsg) {
             texts,
             joined,
         } => crate::spectator::deliver_local(shard, conn, texts, joined),
+        ShardMsg::StreamStart { conn, start } => crate::viewer::sse::on_start(shard, conn, start),
         ShardMsg::Rest { query, from } => {
             let answer = crate::rest::answer(shard, query);
             shard.reply(from, ReplyBody::Rest(answer));

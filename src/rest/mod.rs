@@ -82,6 +82,10 @@ async fn route(shard: &Rc<Shard>, req: &Request) -> Response {
         ("GET" | "HEAD", "/") => Response::new(200, "text/html; charset=utf-8", status::PAGE)
             .with_header("Cache-Control", "no-store"),
         ("GET" | "HEAD", "/status/live") => status::live(shard).await,
+        ("GET" | "HEAD", "/matches") => list_matches(shard, req).await,
+        ("GET" | "HEAD", p) if p.starts_with("/matches/") => {
+            match_snapshot(shard, req, &p["/matches/".len()..]).await
+        }
         ("GET" | "HEAD", p) if p.starts_with("/preview/") => {
             let code = crate::transport::http::percent_decode(&p["/preview/".len()..]);
             if code.encode_utf16().count() != 6 || code.contains('/') {
@@ -372,17 +376,97 @@ pub(crate) async fn ask_shard(
     target: usize,
     query: RestQuery,
 ) -> Option<Response> {
-    let answer = if target == shard.id {
-        answer(shard, query)
-    } else {
-        let (from, rx) = shard.request();
-        shard.mesh.send(target, ShardMsg::Rest { query, from });
-        match rx.await {
-            Ok(ReplyBody::Rest(answer)) => answer,
-            _ => return None,
-        }
-    };
+    let answer = ask_answer(shard, target, query).await?;
     Some(Response::json(answer.status, answer.body))
+}
+
+async fn ask_answer(shard: &Rc<Shard>, target: usize, query: RestQuery) -> Option<RestAnswer> {
+    if target == shard.id {
+        return Some(answer(shard, query));
+    }
+    let (from, rx) = shard.request();
+    shard.mesh.send(target, ShardMsg::Rest { query, from });
+    match rx.await {
+        Ok(ReplyBody::Rest(answer)) => Some(answer),
+        _ => None,
+    }
+}
+
+/// `GET /matches/{code}`: the state viewers see now (delayed like theirs), with its seq as the
+/// entity tag (`If-None-Match` → 304).
+async fn match_snapshot(shard: &Rc<Shard>, req: &Request, raw_code: &str) -> Response {
+    let code = crate::transport::http::percent_decode(raw_code)
+        .trim()
+        .to_uppercase();
+    if code.is_empty() || code.chars().count() > 64 || code.contains('/') {
+        return json_error(404, &format!("Cannot {} {}", req.method, req.path));
+    }
+    let Some(answer) = ask_answer(shard, shard.owner_of(&code), RestQuery::Snapshot(code)).await
+    else {
+        return json_error(500, "Internal server error");
+    };
+    let Some(seq) = answer.etag else {
+        return Response::json(answer.status, answer.body);
+    };
+    let etag = format!("\"{seq}\"");
+    let fresh = req.header("if-none-match").is_some_and(|h| {
+        h.split(',')
+            .map(|t| t.trim().trim_start_matches("W/"))
+            .any(|t| t == etag || t == "*")
+    });
+    let resp = if fresh {
+        Response::new(304, "application/json; charset=utf-8", "")
+    } else {
+        Response::json(answer.status, answer.body)
+    };
+    resp.with_header("ETag", etag)
+        .with_header("Cache-Control", "no-cache")
+}
+
+/// `GET /matches` (with `ADMIN_TOKEN` set, for its bearer): every live match with its score,
+/// phase and viewers (overlays on every shard, spectators, HTTP streams).
+async fn list_matches(shard: &Rc<Shard>, req: &Request) -> Response {
+    if shard.config.admin_token.is_none() {
+        return json_error(404, &format!("Cannot {} {}", req.method, req.path));
+    }
+    if !operator(shard, req) {
+        return operator_refused(shard);
+    }
+    let mut matches: Vec<Value> = Vec::new();
+    let mut overlays: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for target in 0..shard.shards() {
+        let Some(a) = ask_answer(shard, target, RestQuery::Matches).await else {
+            return json_error(500, "Internal server error");
+        };
+        let Ok(part) = serde_json::from_str::<Value>(&a.body) else {
+            continue;
+        };
+        if let Some(list) = part.get("matches").and_then(Value::as_array) {
+            matches.extend(list.iter().cloned());
+        }
+        if let Some(map) = part.get("overlays").and_then(Value::as_object) {
+            for (code, n) in map {
+                *overlays.entry(code.clone()).or_default() += n.as_u64().unwrap_or(0);
+            }
+        }
+    }
+    for m in &mut matches {
+        let code = m
+            .get("code")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let o = overlays.get(&code).copied().unwrap_or(0);
+        let s = m.get("spectators").and_then(Value::as_u64).unwrap_or(0);
+        let st = m.get("streams").and_then(Value::as_u64).unwrap_or(0);
+        if let Value::Object(obj) = m {
+            obj.insert("overlays".into(), json!(o));
+            obj.insert("viewers".into(), json!(o + s + st));
+        }
+    }
+    matches.sort_by(|a, b| a["code"].as_str().cmp(&b["code"].as_str()));
+    Response::json(200, json!({ "matches": matches }).to_string())
+        .with_header("Cache-Control", "no-store")
 }
 
 /// Answers a query on the owning shard.
@@ -407,5 +491,16 @@ pub fn answer(shard: &Rc<Shard>, query: RestQuery) -> RestAnswer {
             RestAnswer::ok("{}".into())
         }
         RestQuery::Live => RestAnswer::ok(status::shard_part(shard).to_string()),
+        RestQuery::Snapshot(code) => crate::registry::viewer_snapshot(shard, &code),
+        RestQuery::Matches => {
+            let overlays: serde_json::Map<String, Value> = crate::fanout::subscribers::of(shard)
+                .borrow()
+                .overlay_counts()
+                .into_iter()
+                .map(|(code, n)| (code, json!(n)))
+                .collect();
+            let matches = crate::registry::live_list(shard);
+            RestAnswer::ok(json!({ "matches": matches, "overlays": overlays }).to_string())
+        }
     }
 }

@@ -41,6 +41,12 @@ pub enum ShardMsg {
         texts: Vec<Bytes>,
         joined: Option<Joined>,
     },
+    /// The owner's answer to an HTTP stream's join (`MatchMsg::StreamJoin`) for the stream
+    /// connection `conn` of the receiving shard; `None`: no live match has that code.
+    StreamStart {
+        conn: u64,
+        start: Option<StreamStart>,
+    },
     /// A REST question for the shard owning a code; answered with `Reply`.
     Rest { query: RestQuery, from: RequestRef },
     /// The answer to request `id` of the receiving shard (`Shard::request`).
@@ -91,6 +97,17 @@ pub enum MatchMsg {
         spectator_id: String,
         reason: LeaveReason,
     },
+    /// An HTTP event stream (`GET /matches/{code}/stream`) of connection `conn` on `shard`
+    /// starts; `last_seq`: the `Last-Event-ID` it resumes from. Answered with
+    /// `ShardMsg::StreamStart`.
+    StreamJoin {
+        code: String,
+        shard: usize,
+        conn: u64,
+        last_seq: Option<u64>,
+    },
+    /// An HTTP event stream of the match ended.
+    StreamLeave { code: String },
 }
 
 // ---- What the messages carry: plain data. ----
@@ -103,14 +120,28 @@ pub struct WsFrames {
     pub deflate: Option<Bytes>,
 }
 
+/// One released state as viewers (native spectators, HTTP streams) receive it, built once by
+/// the owner (`viewer::stream`): the full `GameData` for everyone, the `GameDataDelta` against
+/// `seq - 1` for delta spectators (when any, and when there is a previous state), and the
+/// Server-Sent Events forms for HTTP streams (when any).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ViewerFrames {
+    pub seq: u64,
+    pub full: WsFrames,
+    pub delta: Option<WsFrames>,
+    pub sse_full: Option<Bytes>,
+    pub sse_delta: Option<Bytes>,
+}
+
 /// What a room's subscribers receive.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum RoomFrame {
-    /// A new state of the match: overlays get `overlay`; spectators get `spectators` (the
-    /// `GameData` message; `None` when the room had no spectator, so it was not built).
+    /// A new state of the match: overlays get `overlay`; viewers get `viewers`. Either may be
+    /// absent: viewers get nothing when the room has none, and with a spectator delay the
+    /// overlays' state and the viewers' (older) state are published apart.
     State {
-        overlay: FrameSet,
-        spectators: Option<WsFrames>,
+        overlay: Option<FrameSet>,
+        viewers: Option<Box<ViewerFrames>>,
     },
     /// A message for the room's spectators (presence, authority), to all but `except` (a
     /// spectator id); `close_room`: the room ends with it.
@@ -118,6 +149,8 @@ pub enum RoomFrame {
         frames: WsFrames,
         except: Option<String>,
         close_room: bool,
+        /// What HTTP event streams get of it (the room's `end`).
+        stream: Option<Bytes>,
     },
 }
 
@@ -179,6 +212,9 @@ pub struct SpectatorInfo {
     pub connected_at: String,
     pub shard: usize,
     pub conn: u64,
+    /// Receives `GameDataDelta` frames (joined with `"delta": true`).
+    #[serde(default)]
+    pub delta: bool,
 }
 
 impl SpectatorInfo {
@@ -193,8 +229,25 @@ pub struct Joined {
     pub code: String,
     pub spectator_id: String,
     pub room_id: String,
-    /// The current `GameData` message (JSON text).
-    pub game_data: Bytes,
+    /// The `GameData` message of the state viewers see now (JSON text) and its seq; `None`
+    /// while a delayed room has released no state yet.
+    pub game_data: Option<Bytes>,
+    pub seq: u64,
+    /// The spectator takes deltas.
+    #[serde(default)]
+    pub delta: bool,
+}
+
+/// Where an HTTP event stream starts: the room's code as the match spells it, the seq of the
+/// newest released state and the events that bring the stream there (a snapshot, or the
+/// deltas after its `Last-Event-ID`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamStart {
+    pub code: String,
+    pub seq: u64,
+    pub events: Vec<Bytes>,
+    /// `events` are deltas (else at most one snapshot).
+    pub resumed: bool,
 }
 
 /// A question for the shard that owns a group code or preview code.
@@ -205,6 +258,10 @@ pub enum RestQuery {
     PreviewPut(String, Value),
     /// The receiving shard's part of the live status (`status::shard_part`).
     Live,
+    /// The state viewers see now of a live match (`GET /matches/{code}`).
+    Snapshot(String),
+    /// The receiving shard's live matches and viewers (`GET /matches`).
+    Matches,
 }
 
 /// A live match that reported a Valorant match id: when it did, whether it is being observed
@@ -241,11 +298,18 @@ pub enum ReplyBody {
 pub struct RestAnswer {
     pub status: u16,
     pub body: String,
+    /// The version of the body (`GET /matches/{code}`: the state's seq).
+    #[serde(default)]
+    pub etag: Option<u64>,
 }
 
 impl RestAnswer {
     pub fn ok(body: String) -> RestAnswer {
-        RestAnswer { status: 200, body }
+        RestAnswer {
+            status: 200,
+            body,
+            etag: None,
+        }
     }
 
     /// `{"error": message}` with `status`.
@@ -253,6 +317,7 @@ impl RestAnswer {
         RestAnswer {
             status,
             body: json!({ "error": message }).to_string(),
+            etag: None,
         }
     }
 }
@@ -310,6 +375,7 @@ mod tests {
             connected_at: now_rfc3339(),
             shard: 0,
             conn: 7,
+            delta: true,
         };
         let request = RequestRef { shard: 1, id: 9 };
         for msg in [
@@ -348,6 +414,13 @@ mod tests {
                 spectator_id: "s".into(),
                 reason: LeaveReason::Voluntary,
             },
+            MatchMsg::StreamJoin {
+                code: "G".into(),
+                shard: 1,
+                conn: 4,
+                last_seq: Some(17),
+            },
+            MatchMsg::StreamLeave { code: "G".into() },
         ] {
             round_trip(msg);
         }
@@ -356,23 +429,38 @@ mod tests {
             deflate: Some(Bytes::from_static(&[0xc1, 0x01, 0x00])),
         };
         round_trip(RoomFrame::State {
-            overlay: FrameSet {
+            overlay: Some(FrameSet {
                 packet: Bytes::from_static(b"42[\"match_data\",\"{}\"]"),
                 ws_plain: Bytes::from_static(b"\x81\x01x"),
                 ws_deflate: Bytes::from_static(b"\xc1\x01y"),
-            },
-            spectators: Some(frames.clone()),
+            }),
+            viewers: Some(Box::new(ViewerFrames {
+                seq: 3,
+                full: frames.clone(),
+                delta: Some(frames.clone()),
+                sse_full: Some(Bytes::from_static(b"id: 3\n")),
+                sse_delta: None,
+            })),
+        });
+        round_trip(StreamStart {
+            code: "G".into(),
+            seq: 3,
+            events: vec![Bytes::from_static(b"event: snapshot\n")],
+            resumed: false,
         });
         round_trip(RoomFrame::Message {
             frames,
             except: Some("s".into()),
             close_room: true,
+            stream: Some(Bytes::from_static(b"event: end\n\n")),
         });
         round_trip(Joined {
             code: "G".into(),
             spectator_id: "s".into(),
             room_id: "r".into(),
-            game_data: Bytes::from_static(b"{}"),
+            game_data: Some(Bytes::from_static(b"{}")),
+            seq: 2,
+            delta: true,
         });
         round_trip(RestQuery::PreviewPut("P".into(), json!({"a": [1, 2]})));
         round_trip(ReplyBody::MatchIdClaims(vec![MatchIdClaim {

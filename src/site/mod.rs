@@ -182,6 +182,14 @@ impl Site for SpectraSite {
                 Response::text(413, "Payload Too Large")
                     .with_header("Access-Control-Allow-Origin", "*")
             }
+            Route::Rest
+                if req.method == "GET" && crate::viewer::sse::stream_code(&req.path).is_some() =>
+            {
+                if let Some(w) = writer.take() {
+                    crate::viewer::sse::run(shard, &req, reader, w).await;
+                }
+                return Reply::Taken;
+            }
             Route::Rest => crate::rest::handle(shard, &req).await,
             _ if req.method == "OPTIONS" => preflight(&req),
             Route::Spectators => {

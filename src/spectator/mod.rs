@@ -250,6 +250,17 @@ fn on_text(shard: &Rc<Shard>, conn: u64, queue: &OutQueue, text: &str) {
         "Ping" => send_text(queue, r#"{"type":"Pong"}"#),
         "JoinAsSpectator" => join(shard, conn, queue, msg.get("data")),
         "LeaveSpectator" => leave(shard, conn, queue),
+        "Resync" => {
+            let spectating = crate::fanout::subscribers::of(shard)
+                .borrow_mut()
+                .resync(conn);
+            if !spectating {
+                send_text(
+                    queue,
+                    &wire::error("INVALID_INPUT", "Not spectating a room."),
+                );
+            }
+        }
         k if PLAYER_ACTIONS.contains(&k) => send_text(
             queue,
             &wire::error(
@@ -355,12 +366,14 @@ fn join(shard: &Rc<Shard>, conn: u64, queue: &OutQueue, data: Option<&Value>) {
         local.pending = true;
     }
     let code = code.trim().to_uppercase();
+    let delta = data.and_then(|d| d.get("delta")).and_then(Value::as_bool) == Some(true);
     let spectator = SpectatorInfo {
         id: crate::util::uuid_v4(),
         name: name.trim().to_string(),
         connected_at: crate::util::now_rfc3339(),
         shard: shard.id,
         conn,
+        delta,
     };
     let owner = shard.owner_of(&code);
     shard.send_to(
@@ -448,13 +461,25 @@ pub fn deliver_local(shard: &Rc<Shard>, conn: u64, texts: Vec<Bytes>, joined: Op
                     queue: queue.clone(),
                     deflate,
                     spectator_id: j.spectator_id.clone(),
+                    delta: j.delta,
+                    seq: std::cell::Cell::new(j.seq),
                 },
             );
     }
     for t in texts {
         queue.push(websocket::text_frame(&t), FrameKind::Normal);
     }
-    if let Some(j) = joined {
-        queue.push(websocket::text_frame(&j.game_data), FrameKind::Snapshot);
+    if let Some(j) = joined
+        && let Some(data) = j.game_data
+    {
+        let frame = websocket::text_frame(&data);
+        queue.push(frame.clone(), FrameKind::Snapshot);
+        let frames = crate::shard::messages::WsFrames {
+            plain: frame,
+            deflate: None,
+        };
+        crate::fanout::subscribers::of(shard)
+            .borrow_mut()
+            .note_latest(&j.code, j.seq, frames);
     }
 }

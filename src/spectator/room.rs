@@ -1,7 +1,10 @@
 //! A match's spectator room, kept on the match's owner shard: its players (the connected ingest
-//! clients), its spectators in join order, and its lobby state. Builds every room message once
-//! and publishes it through the fan-out (`RoomFrame::Message`); each shard writes to its own
-//! spectators. Must not touch sockets.
+//! clients), its spectators in join order, its lobby state, and its viewer stream (states by seq,
+//! deltas, the spectator delay: `viewer::stream`). Builds every room message once and publishes
+//! it through the fan-out (`RoomFrame`); each shard writes to its own spectators and HTTP
+//! streams. What derives from the match (states, players, lobby, the room's end) goes through
+//! the viewer stream and so waits out the delay; spectator presence does not. Must not touch
+//! sockets.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -12,10 +15,11 @@ use serde_json::{Value, json};
 use super::wire::{self, message};
 use crate::budget::Budget;
 use crate::shard::Shard;
-use crate::shard::messages::{PlayerInfo, ShardMsg, SpectatorInfo};
-use crate::shard::messages::{RoomFrame, WsFrames};
+use crate::shard::messages::{PlayerInfo, ShardMsg, SpectatorInfo, StreamStart};
+use crate::shard::messages::{RoomFrame, ViewerFrames, WsFrames};
 use crate::transport::websocket;
 use crate::util::uuid_v4;
+use crate::viewer::stream::{Audience, Out, SSE_END, ViewerStream};
 
 /// Spectator presence notices (`NewSpectatorJoined`, `SpectatorDisconnected`) a room sends on
 /// average at most once per this interval (`PRESENCE_BURST` in quick succession). Each carries the whole
@@ -32,7 +36,19 @@ enum Presence {
     Left { id: String, reason: String },
 }
 
-#[derive(Debug)]
+/// What spectators are told of the players and the lobby (as of the released messages).
+#[derive(Debug, Clone)]
+struct RoomView {
+    players: Vec<Value>,
+    lobby: &'static str,
+}
+
+/// A room message derived from the match, waiting in the viewer stream.
+struct Note {
+    text: String,
+    view: RoomView,
+}
+
 pub struct Room {
     pub id: String,
     players: Vec<PlayerInfo>,
@@ -41,7 +57,20 @@ pub struct Room {
     presence_budget: Budget,
     /// The newest presence notice not sent yet (see `PRESENCE_INTERVAL`).
     pending_presence: Option<Presence>,
+    viewers: ViewerStream<Note>,
+    /// Players and lobby as the released messages told them (what a joining spectator gets).
+    view: RoomView,
+    /// Spectators that take deltas.
+    delta_spectators: usize,
+    /// HTTP event streams of the room (on every shard).
+    streams: usize,
+    /// When the last HTTP stream left (it may come back with its `Last-Event-ID`).
+    stream_left: Option<Instant>,
 }
+
+/// How long after the last HTTP stream left the room keeps building deltas, so that a stream
+/// that reconnects resumes with deltas instead of a snapshot.
+const RESUME_WINDOW: Duration = Duration::from_secs(60);
 
 /// A spectator's join request as the owner receives it.
 pub struct JoinRequest {
@@ -49,7 +78,8 @@ pub struct JoinRequest {
 }
 
 impl Room {
-    pub fn new() -> Room {
+    /// A room whose viewers see the match `delay` after the overlays.
+    pub fn new(delay: Duration) -> Room {
         Room {
             id: uuid_v4(),
             players: Vec::new(),
@@ -57,6 +87,146 @@ impl Room {
             lobby: "waiting",
             presence_budget: Budget::with_burst(Instant::now(), PRESENCE_BURST),
             pending_presence: None,
+            viewers: ViewerStream::new(delay),
+            view: RoomView {
+                players: Vec::new(),
+                lobby: "waiting",
+            },
+            delta_spectators: 0,
+            streams: 0,
+            stream_left: None,
+        }
+    }
+
+    fn audience(&self) -> Audience {
+        Audience {
+            spectators: !self.spectators.is_empty(),
+            delta_spectators: self.delta_spectators > 0,
+            streams: self.streams > 0,
+        }
+    }
+
+    /// A new state of the match. Without a delay its viewer frames are returned, to go out in one
+    /// publication with the overlays' state; with one, it waits and is published when due.
+    pub fn push_state(
+        &mut self,
+        shard: &Rc<Shard>,
+        code: &str,
+        value: Rc<Value>,
+        json: Rc<str>,
+    ) -> Option<Box<ViewerFrames>> {
+        let now = Instant::now();
+        let wants_patch = self.delta_spectators > 0
+            || self.streams > 0
+            || self
+                .stream_left
+                .is_some_and(|at| now.duration_since(at) < RESUME_WINDOW);
+        let from = self.authority();
+        self.viewers.push_state(now, value, json, from, wants_patch);
+        if !self.viewers.delay().is_zero() {
+            self.release(shard, code);
+            return None;
+        }
+        let audience = self.audience();
+        let out = self
+            .viewers
+            .release_due(now, audience, |n| n.text.len(), &mut |b| encode(shard, b));
+        out.into_iter().find_map(|o| match o {
+            Out::State(frames) => frames,
+            _ => None,
+        })
+    }
+
+    /// Publishes what the viewer stream has due (called on every change and every tick).
+    pub fn release(&mut self, shard: &Rc<Shard>, code: &str) {
+        if !self.viewers.has_waiting() {
+            return;
+        }
+        let audience = self.audience();
+        let out = self
+            .viewers
+            .release_due(Instant::now(), audience, |n| n.text.len(), &mut |b| {
+                encode(shard, b)
+            });
+        for o in out {
+            match o {
+                Out::State(Some(frames)) => shard.fanout.publish(
+                    shard,
+                    code,
+                    RoomFrame::State {
+                        overlay: None,
+                        viewers: Some(frames),
+                    },
+                ),
+                Out::State(None) => {}
+                Out::Message(note) => {
+                    self.view = note.view;
+                    if !self.spectators.is_empty() {
+                        let frame = websocket::text_frame(note.text.as_bytes());
+                        broadcast(shard, code, frame, None, false);
+                    }
+                }
+                Out::Close => self.close_now(shard, code),
+            }
+        }
+    }
+
+    /// Whether the viewer stream still holds something back (a removed match's room lives on
+    /// until it is all out).
+    pub fn next_due(&self) -> Option<Instant> {
+        self.viewers.next_due()
+    }
+
+    /// The seq and snapshot JSON viewers see now (`GET /matches/{code}`).
+    pub fn released(&self) -> Option<(u64, &str)> {
+        self.viewers.released()
+    }
+
+    /// Bytes the viewer stream holds back now and at most so far.
+    pub fn waiting_bytes(&self) -> (usize, usize) {
+        self.viewers.waiting_bytes()
+    }
+
+    pub fn stream_count(&self) -> usize {
+        self.streams
+    }
+
+    /// An HTTP event stream joins: it is told where it starts (on its own shard).
+    pub fn stream_join(
+        &mut self,
+        shard: &Rc<Shard>,
+        code: &str,
+        to: (usize, u64),
+        last_seq: Option<u64>,
+    ) {
+        self.streams += 1;
+        let (seq, events, resumed) = self.viewers.stream_start(last_seq);
+        let start = StreamStart {
+            code: code.to_string(),
+            seq,
+            events,
+            resumed,
+        };
+        shard.send_to(
+            to.0,
+            ShardMsg::StreamStart {
+                conn: to.1,
+                start: Some(start),
+            },
+        );
+    }
+
+    pub fn stream_leave(&mut self) {
+        self.streams = self.streams.saturating_sub(1);
+        if self.streams == 0 {
+            self.stream_left = Some(Instant::now());
+        }
+    }
+
+    fn live_view(&self) -> RoomView {
+        RoomView {
+            players: self.players.iter().map(PlayerInfo::json).collect(),
+            lobby: self.lobby,
         }
     }
 
@@ -81,8 +251,21 @@ impl Room {
         )
     }
 
-    /// Sends a small message to every spectator of the room (on every shard).
-    fn send_all(&self, shard: &Rc<Shard>, code: &str, text: String, except: Option<&str>) {
+    /// Sends a message derived from the match to every spectator of the room (on every shard),
+    /// through the viewer stream (it waits out the delay); the players and lobby it tells of
+    /// become what joining spectators are told when it is released.
+    fn send_all(&mut self, shard: &Rc<Shard>, code: &str, text: String) {
+        let note = Note {
+            text,
+            view: self.live_view(),
+        };
+        self.viewers
+            .push_message(Instant::now(), note, |n| n.text.len());
+        self.release(shard, code);
+    }
+
+    /// Sends a presence notice to the spectators now (never delayed).
+    fn send_presence(&self, shard: &Rc<Shard>, code: &str, text: String, except: Option<&str>) {
         if self.spectators.is_empty() {
             return;
         }
@@ -100,13 +283,13 @@ impl Room {
         let text = message("PlayerJoined", json!({ "player": player.json() }));
         let id = player.id.clone();
         self.players.push(player);
-        self.send_all(shard, code, text, None);
+        self.send_all(shard, code, text);
         if authority {
             let text = message(
                 "AuthorityChanged",
                 json!({"authority_player": id, "you_are_authority": false}),
             );
-            self.send_all(shard, code, text, None);
+            self.send_all(shard, code, text);
         }
     }
 
@@ -116,13 +299,13 @@ impl Room {
         };
         let player = self.players.remove(pos);
         let text = message("PlayerLeft", json!({ "player_id": player.id }));
-        self.send_all(shard, code, text, None);
+        self.send_all(shard, code, text);
         if player.is_authority {
             let text = message(
                 "AuthorityChanged",
                 json!({"authority_player": null, "you_are_authority": false}),
             );
-            self.send_all(shard, code, text, None);
+            self.send_all(shard, code, text);
         }
     }
 
@@ -139,7 +322,7 @@ impl Room {
         }
         self.lobby = state;
         let text = message("LobbyStateChanged", json!({ "lobby_state": state }));
-        self.send_all(shard, code, text, None);
+        self.send_all(shard, code, text);
         if state == "finalized" {
             let peers: Vec<Value> = self
                 .players
@@ -150,7 +333,7 @@ impl Room {
                 "GameStarting",
                 json!({"match_id": match_id, "peer_connections": peers}),
             );
-            self.send_all(shard, code, text, None);
+            self.send_all(shard, code, text);
         }
     }
 
@@ -161,7 +344,7 @@ impl Room {
         shard: &Rc<Shard>,
         code: &str,
         req: JoinRequest,
-        game_data: impl FnOnce(&Room) -> Bytes,
+        current: impl FnOnce(&Room) -> Bytes,
     ) {
         let cfg = &shard.config;
         let s = req.spectator;
@@ -177,8 +360,12 @@ impl Room {
             );
             return;
         }
+        if s.delta {
+            self.delta_spectators += 1;
+        }
         self.spectators.push(s.clone());
         let limit = cfg.spectator_list_limit;
+        let delay = self.viewers.delay();
         let joined = message(
             "SpectatorJoined",
             json!({
@@ -186,13 +373,21 @@ impl Room {
                 "room_code": code,
                 "spectator_id": s.id,
                 "game_name": cfg.game_name,
-                "current_players": self.players.iter().map(PlayerInfo::json).collect::<Vec<_>>(),
+                "current_players": self.view.players,
                 "current_spectators": self.spectator_list(limit),
                 "spectator_count": self.spectators.len(),
-                "lobby_state": self.lobby,
+                "lobby_state": self.view.lobby,
+                "delay_ms": delay.as_millis() as u64,
+                "delta": s.delta,
             }),
         );
-        let data = game_data(self);
+        // The state viewers see now; before the first broadcast of a live room, the current
+        // one (seq 0: the next state comes whole). A delayed room shows nothing newer.
+        let (seq, data) = match self.viewers.released_game_data() {
+            Some((seq, data)) => (seq, Some(data)),
+            None if delay.is_zero() => (0, Some(current(self))),
+            None => (0, None),
+        };
         direct(
             shard,
             &s,
@@ -202,6 +397,8 @@ impl Room {
                 spectator_id: s.id.clone(),
                 room_id: self.id.clone(),
                 game_data: data,
+                seq,
+                delta: s.delta,
             }),
         );
         self.presence(shard, code, Presence::Joined(s));
@@ -240,7 +437,7 @@ impl Room {
                     "NewSpectatorJoined",
                     json!({"spectator": s.json(), "current_spectators": list, "spectator_count": count}),
                 );
-                self.send_all(shard, code, text, Some(&s.id));
+                self.send_presence(shard, code, text, Some(&s.id));
             }
             Presence::Left { id, reason } => {
                 let text = message(
@@ -248,7 +445,7 @@ impl Room {
                     json!({"spectator_id": id, "reason": reason, "current_spectators": list,
                            "spectator_count": count}),
                 );
-                self.send_all(shard, code, text, None);
+                self.send_presence(shard, code, text, None);
             }
         }
     }
@@ -259,6 +456,9 @@ impl Room {
             return;
         };
         let s = self.spectators.remove(pos);
+        if s.delta {
+            self.delta_spectators = self.delta_spectators.saturating_sub(1);
+        }
         if reason == "voluntary_leave" {
             let text = message(
                 "SpectatorLeft",
@@ -274,9 +474,17 @@ impl Room {
         self.presence(shard, code, notice);
     }
 
-    /// The match ended or expired: everyone gets `SpectatorLeft` (`room_closed`).
-    pub fn close(&mut self, shard: &Rc<Shard>, code: &str) {
-        if self.spectators.is_empty() {
+    /// The match ended or expired: after what the delay still holds, everyone gets
+    /// `SpectatorLeft` (`room_closed`) and HTTP streams their `end`. Returns whether the room
+    /// still holds something back (its owner keeps it until `next_due` passes).
+    pub fn close(&mut self, shard: &Rc<Shard>, code: &str) -> bool {
+        self.viewers.push_close(Instant::now());
+        self.release(shard, code);
+        self.viewers.has_waiting()
+    }
+
+    fn close_now(&mut self, shard: &Rc<Shard>, code: &str) {
+        if self.spectators.is_empty() && self.streams == 0 {
             return;
         }
         let text = message(
@@ -287,16 +495,24 @@ impl Room {
         let frame = websocket::text_frame(text.as_bytes());
         broadcast(shard, code, frame, None, true);
         self.spectators.clear();
+        self.delta_spectators = 0;
+        self.streams = 0;
     }
 }
 
-impl Default for Room {
-    fn default() -> Self {
-        Room::new()
+/// A text message as WebSocket frames, plain and deflated.
+fn encode(shard: &Shard, text: &[u8]) -> WsFrames {
+    WsFrames {
+        plain: websocket::text_frame(text),
+        deflate: Some(websocket::compressed_text_frame(
+            &mut shard.compressor.borrow_mut(),
+            text,
+        )),
     }
 }
 
-/// Publishes a message to the room's spectators on every shard (through the fan-out).
+/// Publishes a message to the room's spectators on every shard (through the fan-out); the one
+/// that closes the room also ends its HTTP streams.
 fn broadcast(shard: &Rc<Shard>, code: &str, plain: Bytes, except: Option<&str>, close_room: bool) {
     shard.fanout.publish(
         shard,
@@ -308,6 +524,7 @@ fn broadcast(shard: &Rc<Shard>, code: &str, plain: Bytes, except: Option<&str>, 
             },
             except: except.map(String::from),
             close_room,
+            stream: close_room.then(|| Bytes::from_static(SSE_END)),
         },
     );
 }

@@ -1,7 +1,6 @@
 //! Spectator protocol messages (`spectator-protocol.md`): the `{"type","data"}` envelope and
 //! its messages (ids and timestamps come from `util`). Builders only; no state.
 
-use bytes::Bytes;
 use serde_json::{Value, json};
 
 /// `{"type": kind, "data": data}` as text.
@@ -23,18 +22,6 @@ pub fn join_failed(code: &str, reason: &str) -> String {
     )
 }
 
-/// `{"type":"GameData","data":{"from_player":…,"data":<snapshot>}}` around an already
-/// serialised snapshot (no re-serialisation).
-pub fn game_data(from_player: &Value, snapshot_json: &str) -> Bytes {
-    let mut out = String::with_capacity(snapshot_json.len() + 96);
-    out.push_str(r#"{"type":"GameData","data":{"from_player":"#);
-    out.push_str(&from_player.to_string());
-    out.push_str(r#","data":"#);
-    out.push_str(snapshot_json);
-    out.push_str("}}");
-    Bytes::from(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,6 +29,8 @@ mod tests {
 
     #[test]
     fn formats() {
+        let e: serde_json::Value = serde_json::from_str(&error("X", "m")).expect("json");
+        assert_eq!(e["data"]["error_code"], json!("X"));
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(1_736_937_300_123), "2025-01-15T10:35:00.123Z");
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
@@ -49,8 +38,5 @@ mod tests {
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4");
         assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"));
-        let g = game_data(&json!("p1"), r#"{"a":1}"#);
-        let v: Value = serde_json::from_slice(&g).expect("json");
-        assert_eq!(v["data"]["data"]["a"], json!(1));
     }
 }

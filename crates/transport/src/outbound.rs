@@ -137,6 +137,26 @@ impl OutQueue {
         true
     }
 
+    /// Queues a frame that only makes sense on top of the state frame sent before it (a delta):
+    /// when a state frame is still waiting in the queue, the peer would never see the state the
+    /// delta applies to, so that waiting frame is replaced by `full` (the same state, complete)
+    /// instead. Either way the queued frame is replaceable like a snapshot. Returns whether the
+    /// delta itself was queued.
+    pub fn push_delta(&self, delta: Bytes, full: Bytes) -> bool {
+        let waiting = self
+            .inner
+            .borrow()
+            .items
+            .iter()
+            .any(|(_, k)| *k == FrameKind::Snapshot);
+        if waiting {
+            self.push(full, FrameKind::Snapshot);
+            false
+        } else {
+            self.push(delta, FrameKind::Snapshot)
+        }
+    }
+
     /// Queues a last frame (e.g. a close frame) and stops accepting more.
     pub fn close_with(&self, last: Option<Bytes>) {
         let mut inner = self.inner.borrow_mut();
@@ -293,6 +313,25 @@ mod tests {
         let mut batch = Vec::new();
         assert!(futures_lite::future::block_on(q.next_batch(&mut batch)));
         assert_eq!(batch, vec![&b"a"[..], &b"s2"[..], &b"b"[..]]);
+    }
+
+    #[test]
+    fn a_delta_behind_a_waiting_state_becomes_the_full_state() {
+        let q = OutQueue::new();
+        // Nothing waiting: the delta is queued.
+        assert!(q.push_delta(Bytes::from_static(b"d1"), Bytes::from_static(b"f1")));
+        // d1 still waits: d2 could not be applied by a peer that will never see s1 alone, so
+        // the waiting frame becomes the full state 2.
+        assert!(!q.push_delta(Bytes::from_static(b"d2"), Bytes::from_static(b"f2")));
+        assert!(q.push(Bytes::from_static(b"m"), FrameKind::Normal));
+        let mut batch = Vec::new();
+        assert!(futures_lite::future::block_on(q.next_batch(&mut batch)));
+        assert_eq!(batch, vec![&b"f2"[..], &b"m"[..]]);
+        // Taken by the writer: the next delta applies on top of it.
+        batch.clear();
+        assert!(q.push_delta(Bytes::from_static(b"d3"), Bytes::from_static(b"f3")));
+        assert!(futures_lite::future::block_on(q.next_batch(&mut batch)));
+        assert_eq!(batch, vec![&b"d3"[..]]);
     }
 
     /// A peer that never takes a byte: every write stays pending.
