@@ -71,3 +71,22 @@ test("loadgen: header-only counting agrees with probes and with the server; thre
     await server.stop();
   }
 });
+
+test("loadgen --delta-share: delta spectators are probed like the others and cost fewer bytes", async () => {
+  const server = await startServer({ shards: 1, key: "LGKEY" });
+  try {
+    const full = await loadgen([...baseArgs(server, 0, 20), "--probe-share", "1", "--min-probes", "1"]);
+    const delta = await loadgen([...baseArgs(server, 0, 20), "--probe-share", "1", "--min-probes", "1", "--delta-share", "1"]);
+    for (const r of [full, delta]) {
+      assert.equal(r.code, 0, r.err);
+      assert.ok(r.report.deliveries > 200, `deliveries ${r.report.deliveries}`);
+      assert.ok(r.report.latency_samples > 100, `latency samples ${r.report.latency_samples}`);
+      assert.equal(r.report.drops, 0);
+    }
+    // Bytes per delivery (payloads as sent, deflated): a delta is a fraction of the full state.
+    const per = (r) => r.report.payload_mb_per_s / r.report.deliveries_per_s;
+    assert.ok(per(delta) < per(full) / 3, `delta ${per(delta)} vs full ${per(full)} MB per delivery`);
+  } finally {
+    await server.stop();
+  }
+});

@@ -46,6 +46,10 @@ struct Args {
     /// Native spectators per match.
     #[arg(long, default_value_t = 0)]
     spectators: usize,
+    /// Share of the spectators that join with `"delta": true` (they get `GameDataDelta`
+    /// frames after the first full state), 0..1.
+    #[arg(long, default_value_t = 0.0)]
+    delta_share: f64,
     /// Events per second per match (10 = one state change per 100 ms tick).
     #[arg(long, default_value_t = 10.0)]
     rate: f64,
@@ -360,6 +364,8 @@ async fn run_thread(
     let stalled_per_match = stats::stalled_count(args.overlays, args.stall_share);
     let mut clients = Vec::new();
     let per_match = args.overlays + args.spectators;
+    let delta_per_match =
+        (args.spectators as f64 * args.delta_share.clamp(0.0, 1.0)).round() as usize;
     for i in (0..args.matches * per_match).filter(|i| i % threads == t) {
         let (m, k) = (i / per_match, i % per_match);
         let polling_per_match = ((args.overlays - stalled_per_match) as f64
@@ -373,6 +379,8 @@ async fn run_thread(
             } else {
                 Kind::Overlay
             }
+        } else if k - args.overlays < delta_per_match {
+            Kind::DeltaSpectator
         } else {
             Kind::Spectator
         };
@@ -419,6 +427,8 @@ enum Kind {
     /// An overlay on the long-polling transport.
     PollingOverlay,
     Spectator,
+    /// A spectator that takes delta frames.
+    DeltaSpectator,
 }
 
 /// Per-client receipt bookkeeping: counts a state message in the window and records the
@@ -517,7 +527,7 @@ async fn client(
     let permit = gate.acquire_permit(1).await;
     let path = match kind {
         _ if args.raw => "/",
-        Kind::Spectator => "/ws",
+        Kind::Spectator | Kind::DeltaSpectator => "/ws",
         _ => "/socket.io/?EIO=4&transport=websocket",
     };
     let mut ws = match permit {
@@ -538,7 +548,8 @@ async fn client(
         async {
             let ok = match kind {
                 _ if args.raw => true,
-                Kind::Spectator => join_spectator(&mut ws, &code, i).await,
+                Kind::Spectator => join_spectator(&mut ws, &code, i, false).await,
+                Kind::DeltaSpectator => join_spectator(&mut ws, &code, i, true).await,
                 _ => logon_overlay(&mut ws, &code).await,
             };
             Some(ok)
@@ -599,8 +610,9 @@ async fn client(
                 }
                 continue;
             }
-            let is_state =
-                text.starts_with("42[\"match_data\"") || text.starts_with("{\"type\":\"GameData\"");
+            let is_state = text.starts_with("42[\"match_data\"")
+                || text.starts_with("{\"type\":\"GameData\"")
+                || text.starts_with("{\"type\":\"GameDataDelta\"");
             if is_state {
                 receipts.state(&text);
             }
@@ -713,10 +725,11 @@ async fn logon_overlay(ws: &mut ws::Client, code: &str) -> bool {
     false
 }
 
-async fn join_spectator(ws: &mut ws::Client, code: &str, i: usize) -> bool {
+async fn join_spectator(ws: &mut ws::Client, code: &str, i: usize, delta: bool) -> bool {
     let join = serde_json::json!({
         "type": "JoinAsSpectator",
-        "data": { "game_name": "valorant", "room_code": code, "spectator_name": format!("lg{i}") }
+        "data": { "game_name": "valorant", "room_code": code, "spectator_name": format!("lg{i}"),
+                  "delta": delta }
     });
     if ws.send_text(&join.to_string()).await.is_err() {
         return false;
