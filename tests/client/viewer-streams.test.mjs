@@ -272,6 +272,18 @@ test("SPECTATOR_DELAY_MS=2000: states reach spectators 2-2.5 s after the overlay
     }
     const now = await (await fetch(`${server.rest}/matches/${code}`)).json();
     assert.equal(now.matchType, "m5");
+    // The game ends: the overlays get the final state at once; spectators still get the last two
+    // seconds — the final state — and only then room_closed.
+    sendEvent(obs.socket, code, "round_info", { roundNumber: 1, roundPhase: "game_end" });
+    await waitFor(() => view.received.at(-1)?.roundPhase === "game_end", 3000, "game end at the overlay");
+    const endedAt = Date.now();
+    await waitFor(() => ws.messages.some((m) => m.type === "SpectatorLeft"), 4000, "room_closed");
+    const closed = ws.messages.find((m) => m.type === "SpectatorLeft");
+    assert.equal(closed.data.reason, "room_closed");
+    assert.ok(closed.at - endedAt >= 1900, `room_closed ${closed.at - endedAt} ms after the game end`);
+    const { states: endStates } = rebuild(ws.messages);
+    const lastState = [...endStates.entries()].sort((a, b) => a[0] - b[0]).at(-1)[1];
+    assert.equal(lastState.roundPhase, "game_end", "the final state came before room_closed");
     late.close();
     ws.close();
     view.socket.close();
