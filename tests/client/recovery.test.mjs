@@ -6,19 +6,10 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { startServer, observer, overlay, waitFor, uniqueCode, repoRoot, sleep } from "./lib/server.mjs";
+import { startServer, observer, overlay, waitFor, uniqueCode, sleep, referenceMatch } from "./lib/server.mjs";
 
-const replayText = fs.readFileSync(path.resolve(repoRoot, "..", "shared", "kit", "reference", "match.replay"), "utf8");
-const [header, ...events] = JSON.parse(`[${replayText}]`);
-const logonFields = ({ groupCode, groupSecret = "" }) => ({
-  obsName: header.obsName,
-  clientVersion: header.clientVersion,
-  leftTeam: header.leftTeam,
-  rightTeam: header.rightTeam,
-  toolsData: header.toolsData,
-  groupCode,
-  groupSecret,
-});
+const { events, logon } = referenceMatch();
+const logonFields = ({ groupCode, groupSecret = "" }) => logon(groupCode, groupSecret);
 
 /** Sends events [from, to) as obs_data for `code`, yielding now and then so the socket drains. */
 async function send(socket, code, from, to) {

@@ -7,14 +7,9 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import WebSocket from "ws";
-import { startServer, observer, overlay, once, waitFor, uniqueCode, repoRoot } from "./lib/server.mjs";
+import { startServer, observer, overlay, once, waitFor, uniqueCode, referenceMatch } from "./lib/server.mjs";
 
-const replayText = fs.readFileSync(path.resolve(repoRoot, "..", "shared", "kit", "reference", "match.replay"), "utf8");
-const [header, ...events] = JSON.parse(`[${replayText}]`);
-const logon = (groupCode) => ({
-  obsName: header.obsName, clientVersion: header.clientVersion, leftTeam: header.leftTeam,
-  rightTeam: header.rightTeam, toolsData: header.toolsData, groupCode,
-});
+const { events, logon } = referenceMatch();
 function send(socket, code, from, to) {
   for (let i = from; i < to; i++) {
     const { timestamp, ...event } = events[i];

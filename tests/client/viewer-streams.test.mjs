@@ -3,24 +3,13 @@
 // Server-Sent Events (the npm `eventsource` client and `curl -N`).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import path from "node:path";
 import { spawn } from "node:child_process";
 import WebSocket from "ws";
 import jsonpatch from "fast-json-patch";
 import { EventSource } from "eventsource";
-import { startServer, observer, overlay, sendEvent, once, sleep, waitFor, uniqueCode, repoRoot } from "./lib/server.mjs";
+import { startServer, observer, overlay, sendEvent, once, sleep, waitFor, uniqueCode, referenceMatch } from "./lib/server.mjs";
 
-const replayText = fs.readFileSync(path.resolve(repoRoot, "..", "shared", "kit", "reference", "match.replay"), "utf8");
-const [header, ...events] = JSON.parse(`[${replayText}]`);
-const logonFields = (groupCode) => ({
-  obsName: header.obsName,
-  clientVersion: header.clientVersion,
-  leftTeam: header.leftTeam,
-  rightTeam: header.rightTeam,
-  toolsData: header.toolsData,
-  groupCode,
-});
+const { events, logon: logonFields } = referenceMatch();
 
 /** Sends events [from, to) of the reference match (all of it by default), a few at a time. */
 async function replay(socket, code, from = 0, to = events.length) {

@@ -225,3 +225,20 @@ export async function metric(server, name) {
   }
   return sum;
 }
+
+/** The kit's reference match: its header, its events, and the observer logon fields it was
+ * recorded with (for `observer(server, referenceLogon(code))`). */
+export function referenceMatch() {
+  const text = fs.readFileSync(path.resolve(repoRoot, "..", "shared", "kit", "reference", "match.replay"), "utf8");
+  const [header, ...events] = JSON.parse(`[${text}]`);
+  const logon = (groupCode, groupSecret = "") => ({
+    obsName: header.obsName,
+    clientVersion: header.clientVersion,
+    leftTeam: header.leftTeam,
+    rightTeam: header.rightTeam,
+    toolsData: header.toolsData,
+    groupCode,
+    groupSecret,
+  });
+  return { header, events, logon };
+}
