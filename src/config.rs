@@ -263,6 +263,23 @@ pub struct Args {
     #[arg(long, env = "ADMIN_TOKEN")]
     pub admin_token: Option<String>,
 
+    /// Cluster mode: the NATS server(s) the nodes share (e.g. `nats://127.0.0.1:4222`, may
+    /// carry user:password@). Unset: a single node.
+    #[arg(long, env = "CLUSTER_NATS_URL")]
+    pub cluster_nats_url: Option<String>,
+
+    /// A NATS credentials file for cluster mode (optional).
+    #[arg(long, env = "CLUSTER_NATS_CREDS")]
+    pub cluster_nats_creds: Option<PathBuf>,
+
+    /// This node's id in the cluster (default: the host name and a random suffix).
+    #[arg(long, env = "NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Prefix of the cluster's NATS subjects and buckets (several clusters on one NATS).
+    #[arg(long, env = "CLUSTER_PREFIX", default_value = "spectra")]
+    pub cluster_prefix: String,
+
     /// "false": do not rebuild live matches from the replay logs at start-up.
     #[arg(long, env = "RECOVER_MATCHES", default_value = "true")]
     pub recover_matches: String,
@@ -320,6 +337,8 @@ pub struct Config {
     pub game_name: String,
     pub backend: crate::backend::BackendConfig,
     pub trusted_proxies: crate::transport::forwarded::TrustedProxies,
+    /// Cluster mode (`None`: a single node).
+    pub cluster: Option<ClusterConfig>,
     /// Token of the operator endpoints; `None`: loopback only.
     pub admin_token: Option<String>,
 }
@@ -406,6 +425,18 @@ impl Config {
             game_name: args.game_name,
             trusted_proxies: args.trusted_proxies,
             admin_token: args.admin_token.filter(|t| !t.is_empty()),
+            cluster: args
+                .cluster_nats_url
+                .filter(|u| !u.is_empty())
+                .map(|url| ClusterConfig {
+                    url,
+                    creds: args.cluster_nats_creds,
+                    node_id: args
+                        .node_id
+                        .filter(|n| !n.is_empty())
+                        .unwrap_or_else(default_node_id),
+                    prefix: args.cluster_prefix,
+                }),
             backend: crate::backend::BackendConfig {
                 enabled: args.use_backend.as_deref() == Some("true"),
                 backend_url: args.backend_url,
@@ -471,5 +502,32 @@ mod tests {
         assert!(c.require_auth_key);
         let c = Config::from_args(args(&["--require-auth-key", "false"]));
         assert!(!c.require_auth_key);
+    }
+}
+
+/// Cluster mode: where NATS is and who this node is (`../shared/spec/cluster.md` §4).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub url: String,
+    pub creds: Option<PathBuf>,
+    pub node_id: String,
+    pub prefix: String,
+}
+
+/// The host name and a random suffix: unique across restarts of the same host.
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(40)
+        .collect();
+    let suffix = crate::random::random_string(b"abcdefghijklmnopqrstuvwxyz0123456789", 6);
+    if host.is_empty() {
+        format!("node-{suffix}")
+    } else {
+        format!("{host}-{suffix}")
     }
 }

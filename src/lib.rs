@@ -13,6 +13,7 @@ pub mod app;
 pub mod backend;
 pub mod broadcast;
 pub mod budget;
+pub mod cluster;
 pub mod config;
 pub mod fanout;
 pub mod ingest;

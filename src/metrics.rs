@@ -71,6 +71,27 @@ impl Histogram {
 pub struct Metrics {
     pub shards: Vec<Arc<ShardStats>>,
     pub backend_latency: Histogram,
+    /// Cluster mode (written by the NATS thread; `node` set once at start).
+    pub cluster: ClusterStats,
+}
+
+/// What the cluster's NATS thread reports (`cluster.md` §3.6, issue #16).
+#[derive(Default)]
+pub struct ClusterStats {
+    pub node: std::sync::OnceLock<String>,
+    /// 1 while connected to NATS.
+    pub connected: AtomicI64,
+    /// 1 once the KV buckets are open (ownership can be checked).
+    pub ready: AtomicI64,
+    /// Codes this node's edge subscribes to.
+    pub subscriptions: AtomicI64,
+    /// Frames published / received over NATS.
+    pub frames_published: AtomicU64,
+    pub frames_received: AtomicU64,
+    /// Sum of received frames' lag (publisher's clock to ours), microseconds.
+    pub lag_micros: AtomicU64,
+    /// Live matches in the cluster (ownership records), refreshed every 2 s.
+    pub matches: AtomicI64,
 }
 
 impl Metrics {
@@ -78,6 +99,7 @@ impl Metrics {
         Metrics {
             shards: (0..shards).map(|_| Arc::default()).collect(),
             backend_latency: Histogram::default(),
+            cluster: ClusterStats::default(),
         }
     }
 }
@@ -363,6 +385,57 @@ pub fn render(metrics: &Metrics, backend: bool) -> String {
             h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
         );
         let _ = writeln!(f.out, "spectra_backend_request_seconds_count {count}");
+    }
+    if let Some(node) = metrics.cluster.node.get() {
+        let c = &metrics.cluster;
+        let node = node.replace(['\\', '"'], "_");
+        let mut one = |name: &str, kind: &str, help: &str, value: String| {
+            f.header(name, kind, help);
+            let _ = writeln!(f.out, "{name}{{node=\"{node}\"}} {value}");
+        };
+        one(
+            "spectra_cluster_connected",
+            "gauge",
+            "1 while this node is connected to the cluster's NATS.",
+            c.connected.load(Ordering::Relaxed).to_string(),
+        );
+        one(
+            "spectra_cluster_ready",
+            "gauge",
+            "1 once this node opened the cluster's KV buckets (match ownership can be checked).",
+            c.ready.load(Ordering::Relaxed).to_string(),
+        );
+        one(
+            "spectra_cluster_matches",
+            "gauge",
+            "Live matches in the whole cluster (ownership records).",
+            c.matches.load(Ordering::Relaxed).to_string(),
+        );
+        one(
+            "spectra_cluster_subscriptions",
+            "gauge",
+            "Matches whose frames this node receives from NATS for its local viewers.",
+            c.subscriptions.load(Ordering::Relaxed).to_string(),
+        );
+        one(
+            "spectra_cluster_frames_published_total",
+            "counter",
+            "Room frames this node published to NATS (one per broadcast of a match it owns).",
+            c.frames_published.load(Ordering::Relaxed).to_string(),
+        );
+        let received = c.frames_received.load(Ordering::Relaxed);
+        one(
+            "spectra_cluster_frames_received_total",
+            "counter",
+            "Room frames this node received from NATS for its local viewers.",
+            received.to_string(),
+        );
+        one(
+            "spectra_cluster_frame_lag_seconds_total",
+            "counter",
+            "Summed lag of the received frames (publisher's clock to this node's); divide by frames received.",
+            (c.lag_micros.load(Ordering::Relaxed) as f64 / 1e6).to_string(),
+        );
     }
     out
 }

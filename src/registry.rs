@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::app::AuthRecord;
 use crate::budget::Budget;
+use crate::cluster::Claim;
 use crate::engine::{Event, Kind, Match, ObsKind, Outcome};
 use crate::shard::Shard;
 use crate::shard::messages::{
@@ -135,6 +136,53 @@ pub fn create_match(
     from: SessionRef,
     owner: crate::limits::MatchOwner,
 ) {
+    create_match_with(shard, logon, from, owner, new_secret());
+}
+
+/// In a cluster, a code not live on this node must be free in the whole cluster first: its
+/// ownership record is created (or found to be this node's) before the match is.
+fn create_in_cluster(
+    shard: &Rc<Shard>,
+    cluster: std::sync::Arc<crate::cluster::Cluster>,
+    logon: ObsLogon,
+    from: SessionRef,
+    owner: crate::limits::MatchOwner,
+) {
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        let code = logon.group_code.clone();
+        let secret = new_secret();
+        let refusal = match cluster.claim(&code, &secret).await {
+            Claim::Mine => {
+                create_match_with(&shard, logon, from, owner, secret);
+                if !matches(&shard).borrow().live.contains_key(&code) {
+                    cluster.release(&code);
+                }
+                return;
+            }
+            Claim::Live(node) => {
+                tracing::warn!("match {code}: observer logon refused: live on node {node}");
+                format!("Game with Group Code {code} exists and is still live.")
+            }
+            Claim::Unavailable(why) => {
+                tracing::warn!("match {code}: observer logon refused: cluster unavailable: {why}");
+                format!(
+                    "The cluster cannot confirm that group code {code} is free ({why}); try again shortly."
+                )
+            }
+        };
+        logon_result_with(&from, &shard, false, &refusal, None, None);
+    })
+    .detach();
+}
+
+fn create_match_with(
+    shard: &Rc<Shard>,
+    logon: ObsLogon,
+    from: SessionRef,
+    owner: crate::limits::MatchOwner,
+    secret: String,
+) {
     let code = logon.group_code.clone();
     let player = PlayerInfo::new(&logon.obs_name, true);
     let auth = AuthRecord {
@@ -185,7 +233,6 @@ pub fn create_match(
     };
     match Match::new(&logon.match_logon()) {
         Ok(game) => {
-            let secret = new_secret();
             let mut room = Room::new(shard.config.spectator_delay);
             room.player_joined(shard, &code, player);
             let seq = shard.global.match_seq.fetch_add(1, Ordering::Relaxed);
@@ -272,7 +319,20 @@ pub fn recover(shard: &Rc<Shard>) {
         if reg.live.contains_key(&code) {
             continue;
         }
+        let secret_for_claim = entry.secret.clone();
         reg.live.insert(code.clone(), entry);
+        if let Some(cluster) = crate::cluster::of(shard) {
+            // The recovered match is this node's again (its record may name this node's
+            // previous id).
+            let code = code.clone();
+            glommio::spawn_local(async move {
+                let claim = cluster.claim(&code, &secret_for_claim).await;
+                if claim != Claim::Mine {
+                    tracing::warn!("match {code}: recovered, but the cluster says {claim:?}");
+                }
+            })
+            .detach();
+        }
         if let (Some(backend), Some(entry)) = (shard.backend.clone(), reg.live.get(&code)) {
             refresh_playercams(shard, backend, &code, &entry.game);
         }
@@ -444,7 +504,13 @@ fn complete_call(shard: &Rc<Shard>, entry: &Entry, fetch_stats: bool) {
 /// A message for the matches this shard owns.
 pub fn on_shard_msg(shard: &Rc<Shard>, msg: MatchMsg) {
     match msg {
-        MatchMsg::Create { logon, from, owner } => create_match(shard, *logon, from, owner),
+        MatchMsg::Create { logon, from, owner } => {
+            let local = matches(shard).borrow().live.contains_key(&logon.group_code);
+            match crate::cluster::of(shard) {
+                Some(cluster) if !local => create_in_cluster(shard, cluster, *logon, from, owner),
+                _ => create_match(shard, *logon, from, owner),
+            }
+        }
         MatchMsg::FindMatchId { match_id, from } => {
             let claims = find_match_id(shard, &match_id);
             shard.reply(from, ReplyBody::MatchIdClaims(claims));
@@ -791,11 +857,37 @@ pub fn snapshot_request(shard: &Rc<Shard>, code: &str, from: SessionRef) {
         let reg_cell = matches(shard);
         let mut reg = reg_cell.borrow_mut();
         let Some(entry) = reg.live.get_mut(code) else {
+            drop(reg);
+            // Another node's match: the newest frames this node received of it.
+            if let Some(cluster) = crate::cluster::of(shard) {
+                cluster.latest(code, from.shard, &from.sid);
+            }
             return;
         };
         current_frames(shard, entry)
     };
     shard.deliver(from.shard, &from.sid, SessionAction::Frames(frames));
+}
+
+/// Another node asks for the current frames of `code` (its first viewer arrived there): answered
+/// when the match lives here; silence otherwise (the origin answers).
+pub fn snapshot_for_cluster(shard: &Rc<Shard>, code: &str, reply: String) {
+    let Some(cluster) = crate::cluster::of(shard) else {
+        return;
+    };
+    let frames = {
+        let reg_cell = matches(shard);
+        let mut reg = reg_cell.borrow_mut();
+        let Some(entry) = reg.live.get_mut(code) else {
+            return;
+        };
+        current_frames(shard, entry)
+    };
+    let frame = RoomFrame::State {
+        overlay: Some(frames),
+        viewers: None,
+    };
+    cluster.reply(reply, Some(&frame));
 }
 
 /// Publishes a new state to the room's subscribers on every shard: the overlays' frames, and
@@ -941,6 +1033,9 @@ pub fn remove_match(shard: &Rc<Shard>, code: &str) {
     let Some(mut entry) = matches(shard).borrow_mut().live.remove(code) else {
         return;
     };
+    if let Some(cluster) = crate::cluster::of(shard) {
+        cluster.release(code);
+    }
     if entry.room.close(shard, code) {
         // Spectators still get what the delay holds, then the room closes.
         let (shard, code, mut room) = (shard.clone(), code.to_string(), entry.room);

@@ -85,7 +85,13 @@ pub struct Subscribers {
     rooms: HashMap<String, Room>,
     /// The room of each subscribed spectator connection.
     spectator_rooms: HashMap<u64, String>,
+    /// Told when this shard's first subscriber of a room arrives (`true`) and its last leaves
+    /// (`false`): in a cluster, the node then receives the room's frames from other nodes.
+    interest: Option<InterestFn>,
 }
+
+/// Told of a room code and whether this shard now has subscribers of it (see `on_interest`).
+pub type InterestFn = Box<dyn Fn(&str, bool)>;
 
 /// This shard's subscriber registry (shard-local state of the fan-out).
 pub fn of(shard: &Shard) -> Rc<std::cell::RefCell<Subscribers>> {
@@ -175,7 +181,17 @@ impl Subscribers {
         self.rooms.values().map(|r| r.overlays.len()).sum()
     }
 
+    /// Installs who is told of rooms that get their first or lose their last subscriber here.
+    pub fn on_interest(&mut self, interest: InterestFn) {
+        self.interest = Some(interest);
+    }
+
     fn room(&mut self, room: &str) -> &mut Room {
+        if !self.rooms.contains_key(room)
+            && let Some(tell) = &self.interest
+        {
+            tell(room, true);
+        }
         self.rooms.entry(room.to_string()).or_default()
     }
 
@@ -184,6 +200,9 @@ impl Subscribers {
             change(r);
             if r.is_empty() {
                 self.rooms.remove(room);
+                if let Some(tell) = &self.interest {
+                    tell(room, false);
+                }
             }
         }
     }
@@ -235,6 +254,9 @@ pub fn deliver(shard: &Rc<Shard>, code: &str, frame: &RoomFrame) {
                 let conns: Vec<u64> = room.spectators.drain().map(|(conn, _)| conn).collect();
                 if room.is_empty() {
                     subs.rooms.remove(code);
+                    if let Some(tell) = &subs.interest {
+                        tell(code, false);
+                    }
                 }
                 for conn in conns {
                     subs.spectator_rooms.remove(&conn);

@@ -3,7 +3,7 @@
 use std::rc::Rc;
 
 use crate::shard::Shard;
-use crate::shard::messages::{ReplyBody, ShardMsg};
+use crate::shard::messages::{RemoteMsg, ReplyBody, ShardMsg};
 use crate::transport::engineio;
 
 pub async fn run_inbox(shard: Rc<Shard>, inbox: flume::Receiver<ShardMsg>) {
@@ -33,6 +33,14 @@ pub fn dispatch(shard: &Rc<Shard>, msg: ShardMsg) {
             joined,
         } => crate::spectator::deliver_local(shard, conn, texts, joined),
         ShardMsg::StreamStart { conn, start } => crate::viewer::sse::on_start(shard, conn, start),
+        ShardMsg::Remote(RemoteMsg::SnapshotAsk { code, reply }) => {
+            crate::registry::snapshot_for_cluster(shard, &code, reply)
+        }
+        ShardMsg::Remote(RemoteMsg::Frames { sid, frames }) => shard.deliver(
+            shard.id,
+            &sid,
+            crate::shard::messages::SessionAction::Frames(frames),
+        ),
         ShardMsg::Rest { query, from } => {
             let answer = crate::rest::answer(shard, query);
             shard.reply(from, ReplyBody::Rest(answer));

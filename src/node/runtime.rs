@@ -108,10 +108,20 @@ fn start_with(config: Config, ports: Vec<(Port, u16)>) -> Result<Running, String
         .then(|| crate::backend::Backend::start(config.backend.clone(), global.metrics.clone()));
     let config = Arc::new(config);
     let (mesh, inboxes) = Mesh::new(shards);
+    let cluster = config.cluster.clone().map(|c| {
+        tracing::info!(
+            "cluster mode: node {} on NATS {} (prefix {})",
+            c.node_id,
+            c.url.rsplit('@').next().unwrap_or_default(),
+            c.prefix
+        );
+        crate::cluster::Cluster::start(c, shards, mesh.clone(), global.metrics.clone())
+    });
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let mut handles = Vec::with_capacity(shards);
     for (id, inbox) in inboxes.into_iter().enumerate() {
         let backend = backend.clone();
+        let cluster = cluster.clone();
         let ports = ports.clone();
         let (config, mesh, global, tls, ready) = (
             config.clone(),
@@ -136,7 +146,10 @@ fn start_with(config: Config, ports: Vec<(Port, u16)>) -> Result<Running, String
                     global,
                     backend,
                     Wiring {
-                        fanout: Box::new(crate::fanout::LocalFanout),
+                        fanout: match &cluster {
+                            Some(c) => Box::new(crate::cluster::NatsFanout { cluster: c.clone() }),
+                            None => Box::new(crate::fanout::LocalFanout),
+                        },
                         dispatch: super::router::dispatch,
                     },
                     |me| {
@@ -147,6 +160,9 @@ fn start_with(config: Config, ports: Vec<(Port, u16)>) -> Result<Running, String
                         crate::app::SpectraApp::new(Box::new(services), limits)
                     },
                 );
+                if let Some(c) = cluster {
+                    crate::cluster::install(&shard, c);
+                }
                 crate::registry::recover(&shard);
                 let mut listeners = Vec::new();
                 for (port, number) in ports {

