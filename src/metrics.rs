@@ -389,53 +389,56 @@ pub fn render(metrics: &Metrics, backend: bool) -> String {
     if let Some(node) = metrics.cluster.node.get() {
         let c = &metrics.cluster;
         let node = node.replace(['\\', '"'], "_");
-        let mut one = |name: &str, kind: &str, help: &str, value: String| {
+        let gauge = |a: &AtomicI64| a.load(Ordering::Relaxed).to_string();
+        let count = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
+        let families = [
+            (
+                "spectra_cluster_connected",
+                "gauge",
+                "1 while this node is connected to the cluster's NATS.",
+                gauge(&c.connected),
+            ),
+            (
+                "spectra_cluster_ready",
+                "gauge",
+                "1 once this node opened the cluster's KV buckets (match ownership can be checked).",
+                gauge(&c.ready),
+            ),
+            (
+                "spectra_cluster_matches",
+                "gauge",
+                "Live matches in the whole cluster (ownership records).",
+                gauge(&c.matches),
+            ),
+            (
+                "spectra_cluster_subscriptions",
+                "gauge",
+                "Matches whose frames this node receives from NATS for its local viewers.",
+                gauge(&c.subscriptions),
+            ),
+            (
+                "spectra_cluster_frames_published_total",
+                "counter",
+                "Room frames this node published to NATS (one per broadcast of a match it owns).",
+                count(&c.frames_published),
+            ),
+            (
+                "spectra_cluster_frames_received_total",
+                "counter",
+                "Room frames this node received from NATS for its local viewers.",
+                count(&c.frames_received),
+            ),
+            (
+                "spectra_cluster_frame_lag_seconds_total",
+                "counter",
+                "Summed lag of the received frames (publisher's clock to this node's); divide by frames received.",
+                (c.lag_micros.load(Ordering::Relaxed) as f64 / 1e6).to_string(),
+            ),
+        ];
+        for (name, kind, help, value) in families {
             f.header(name, kind, help);
             let _ = writeln!(f.out, "{name}{{node=\"{node}\"}} {value}");
-        };
-        one(
-            "spectra_cluster_connected",
-            "gauge",
-            "1 while this node is connected to the cluster's NATS.",
-            c.connected.load(Ordering::Relaxed).to_string(),
-        );
-        one(
-            "spectra_cluster_ready",
-            "gauge",
-            "1 once this node opened the cluster's KV buckets (match ownership can be checked).",
-            c.ready.load(Ordering::Relaxed).to_string(),
-        );
-        one(
-            "spectra_cluster_matches",
-            "gauge",
-            "Live matches in the whole cluster (ownership records).",
-            c.matches.load(Ordering::Relaxed).to_string(),
-        );
-        one(
-            "spectra_cluster_subscriptions",
-            "gauge",
-            "Matches whose frames this node receives from NATS for its local viewers.",
-            c.subscriptions.load(Ordering::Relaxed).to_string(),
-        );
-        one(
-            "spectra_cluster_frames_published_total",
-            "counter",
-            "Room frames this node published to NATS (one per broadcast of a match it owns).",
-            c.frames_published.load(Ordering::Relaxed).to_string(),
-        );
-        let received = c.frames_received.load(Ordering::Relaxed);
-        one(
-            "spectra_cluster_frames_received_total",
-            "counter",
-            "Room frames this node received from NATS for its local viewers.",
-            received.to_string(),
-        );
-        one(
-            "spectra_cluster_frame_lag_seconds_total",
-            "counter",
-            "Summed lag of the received frames (publisher's clock to this node's); divide by frames received.",
-            (c.lag_micros.load(Ordering::Relaxed) as f64 / 1e6).to_string(),
-        );
+        }
     }
     out
 }
