@@ -431,8 +431,21 @@ impl Config {
                 .map(|url| ClusterConfig {
                     url,
                     creds: args.cluster_nats_creds,
+                    // One NATS subject token: letters, digits, `-`, `_`.
                     node_id: args
                         .node_id
+                        .map(|n| {
+                            n.chars()
+                                .take(64)
+                                .map(|c| {
+                                    if c.is_ascii_alphanumeric() || c == '_' {
+                                        c
+                                    } else {
+                                        '-'
+                                    }
+                                })
+                                .collect::<String>()
+                        })
                         .filter(|n| !n.is_empty())
                         .unwrap_or_else(default_node_id),
                     prefix: args.cluster_prefix,

@@ -532,10 +532,16 @@ pub fn on_shard_msg(shard: &Rc<Shard>, msg: MatchMsg) {
             shard: to,
             conn,
             last_seq,
-        } => stream_join(shard, &code, (to, conn), last_seq),
+            node,
+        } => stream_join(shard, &code, (to, conn, node), last_seq),
         MatchMsg::StreamLeave { code } => {
-            if let Some(entry) = matches(shard).borrow_mut().live.get_mut(&code) {
+            let reg_cell = matches(shard);
+            let mut reg = reg_cell.borrow_mut();
+            if let Some(entry) = reg.live.get_mut(&code) {
                 entry.room.stream_leave();
+            } else {
+                drop(reg);
+                forward(shard, MatchMsg::StreamLeave { code });
             }
         }
     }
@@ -554,21 +560,66 @@ fn find_code(reg: &Registry, code: &str) -> Option<String> {
 }
 
 /// An HTTP event stream of `code` starts (`viewer::sse`); answered on its shard.
-fn stream_join(shard: &Rc<Shard>, code: &str, to: (usize, u64), last_seq: Option<u64>) {
+fn stream_join(shard: &Rc<Shard>, code: &str, to: (usize, u64, String), last_seq: Option<u64>) {
     let reg_cell = matches(shard);
     let mut reg = reg_cell.borrow_mut();
     match find_code(&reg, code).and_then(|k| reg.live.get_mut(&k).map(|e| (k, e))) {
         Some((key, entry)) => entry.room.stream_join(shard, &key, to, last_seq),
         None => {
             drop(reg);
-            shard.send_to(
-                to.0,
-                ShardMsg::StreamStart {
-                    conn: to.1,
-                    start: None,
-                },
-            );
+            let msg = MatchMsg::StreamJoin {
+                code: code.to_string(),
+                shard: to.0,
+                conn: to.1,
+                last_seq,
+                node: to.2,
+            };
+            match crate::cluster::of(shard) {
+                // Perhaps another node's match: its origin answers the stream.
+                Some(cluster) => cluster.forward(msg, shard.id),
+                None => unanswered(shard, msg),
+            }
         }
+    }
+}
+
+/// In a cluster, a message for a match that does not live here goes to its origin; it is
+/// dropped on a single node.
+fn forward(shard: &Rc<Shard>, msg: MatchMsg) {
+    if let Some(cluster) = crate::cluster::of(shard) {
+        cluster.forward(msg, shard.id);
+    }
+}
+
+/// Another node forwarded a message for the owner of a match: handled (and acknowledged) when
+/// the match lives here; others stay silent (the origin answers).
+pub fn remote_ingest(shard: &Rc<Shard>, msg: MatchMsg, reply: String) {
+    let live = msg
+        .code()
+        .is_some_and(|code| find_code(&matches(shard).borrow(), code).is_some());
+    if !live {
+        return;
+    }
+    if let Some(cluster) = crate::cluster::of(shard) {
+        cluster.ack(reply);
+    }
+    on_shard_msg(shard, msg);
+}
+
+/// No node has the match a message was for: joins are answered as on a single node.
+pub fn unanswered(shard: &Rc<Shard>, msg: MatchMsg) {
+    match msg {
+        MatchMsg::SpectatorJoin { spectator, .. } => {
+            let text =
+                wire::join_failed("ROOM_NOT_FOUND", "The requested room could not be found.");
+            crate::spectator::room::direct(shard, &spectator, vec![text], None);
+        }
+        MatchMsg::StreamJoin {
+            shard: to, conn, ..
+        } => {
+            shard.send_to(to, ShardMsg::StreamStart { conn, start: None });
+        }
+        _ => {}
     }
 }
 
@@ -814,8 +865,15 @@ pub fn spectator_join(shard: &Rc<Shard>, code: &str, spectator: SpectatorInfo) {
     let key = find_code(&reg, code);
     let Some(entry) = key.as_ref().and_then(|k| reg.live.get_mut(k)) else {
         drop(reg);
-        let text = wire::join_failed("ROOM_NOT_FOUND", "The requested room could not be found.");
-        crate::spectator::room::direct(shard, &spectator, vec![text], None);
+        let msg = MatchMsg::SpectatorJoin {
+            code: code.to_string(),
+            spectator,
+        };
+        match crate::cluster::of(shard) {
+            // Perhaps another node's match: its origin keeps the room.
+            Some(cluster) => cluster.forward(msg, shard.id),
+            None => unanswered(shard, msg),
+        }
         return;
     };
     let data = game_data_text(entry);
@@ -826,8 +884,20 @@ pub fn spectator_join(shard: &Rc<Shard>, code: &str, spectator: SpectatorInfo) {
 }
 
 pub fn spectator_leave(shard: &Rc<Shard>, code: &str, spectator_id: &str, reason: LeaveReason) {
-    if let Some(entry) = matches(shard).borrow_mut().live.get_mut(code) {
+    let reg_cell = matches(shard);
+    let mut reg = reg_cell.borrow_mut();
+    if let Some(entry) = reg.live.get_mut(code) {
         entry.room.leave(shard, code, spectator_id, reason.as_str());
+    } else {
+        drop(reg);
+        forward(
+            shard,
+            MatchMsg::SpectatorLeave {
+                code: code.to_string(),
+                spectator_id: spectator_id.to_string(),
+                reason,
+            },
+        );
     }
 }
 

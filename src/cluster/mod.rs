@@ -27,7 +27,7 @@ pub use fanout::NatsFanout;
 
 use crate::config::ClusterConfig;
 use crate::metrics::Metrics;
-use crate::shard::messages::RoomFrame;
+use crate::shard::messages::{MatchMsg, NodeMsg, RoomFrame};
 use crate::shard::{Mesh, Shard};
 
 /// How long a logon waits for the cluster's answer on a code's ownership.
@@ -66,6 +66,15 @@ enum Command {
     },
     /// The answer to a snapshot request (empty payload: no such match here).
     Reply { subject: String, payload: Bytes },
+    /// A message for the owner of `code`, which is not on this node (`<prefix>.ingest.<code>`);
+    /// unanswered, it comes back to shard `from`.
+    Forward {
+        code: String,
+        msg: MatchMsg,
+        from: usize,
+    },
+    /// A message for a connection on another node (`<prefix>.node.<node>`).
+    Direct { node: String, msg: NodeMsg },
 }
 
 /// The node's handle on the cluster: shared by every shard (a channel to the NATS thread).
@@ -154,6 +163,44 @@ impl Cluster {
             .unwrap_or_default();
         self.send(Command::Reply { subject, payload });
     }
+}
+
+impl Cluster {
+    /// Sends a message to the owner of its match on another node, in order with this node's
+    /// other forwards; when no node has the match it comes back to shard `from` as
+    /// `RemoteMsg::Unanswered`.
+    pub fn forward(&self, msg: MatchMsg, from: usize) {
+        let Some(code) = msg.code().map(String::from) else {
+            return;
+        };
+        self.send(Command::Forward { code, msg, from });
+    }
+
+    /// Acknowledges a forwarded message (its match lives here and handled it).
+    pub fn ack(&self, subject: String) {
+        self.send(Command::Reply {
+            subject,
+            payload: Bytes::from_static(b"1"),
+        });
+    }
+
+    /// Sends a message to a connection on another node.
+    pub fn direct(&self, node: &str, msg: NodeMsg) {
+        self.send(Command::Direct {
+            node: node.to_string(),
+            msg,
+        });
+    }
+
+    /// Whether `node` names another node than this one.
+    pub fn is_other(&self, node: &str) -> bool {
+        !node.is_empty() && node != self.node_id
+    }
+}
+
+/// The node id spectators and streams of this shard carry (empty on a single node).
+pub fn node_id(shard: &Shard) -> String {
+    of(shard).map(|c| c.node_id.clone()).unwrap_or_default()
 }
 
 /// The group secret as the ownership record keeps it (never in the clear): SHA-256, hex.

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::{CLAIM_TIMEOUT, Claim, Command};
 use crate::config::ClusterConfig;
 use crate::metrics::Metrics;
-use crate::shard::messages::{FrameSet, RemoteMsg, RoomFrame, ShardMsg};
+use crate::shard::messages::{FrameSet, MatchMsg, NodeMsg, RemoteMsg, RoomFrame, ShardMsg};
 use crate::shard::{Mesh, owner_of};
 
 /// How often a node refreshes its liveness record, and when it expires.
@@ -45,6 +45,8 @@ struct Node {
     stores: Mutex<Option<Stores>>,
     /// The newest overlay frames of each remote match this node subscribes to.
     latest: Mutex<HashMap<String, Option<FrameSet>>>,
+    /// Forwarded messages waiting for the origin's acknowledgement, by reply token.
+    pending: Mutex<HashMap<u64, (MatchMsg, usize)>>,
 }
 
 impl Node {
@@ -199,9 +201,14 @@ async fn run(
         client,
         stores: Mutex::new(None),
         latest: Mutex::new(HashMap::new()),
+        pending: Mutex::new(HashMap::new()),
     });
     tokio::spawn(keep_stores_and_liveness(node.clone()));
     tokio::spawn(answer_snapshot_requests(node.clone()));
+    tokio::spawn(take_ingest(node.clone()));
+    tokio::spawn(take_node_messages(node.clone()));
+    tokio::spawn(take_acks(node.clone()));
+    let mut next_token: u64 = 0;
     let mut edges: HashMap<String, (usize, tokio::task::JoinHandle<()>)> = HashMap::new();
     while let Ok(command) = commands.recv_async().await {
         match command {
@@ -287,6 +294,125 @@ async fn run(
             }
             Command::Reply { subject, payload } => {
                 let _ = node.client.publish(subject, payload).await;
+            }
+            Command::Forward { code, msg, from } => {
+                let Ok(payload) = postcard::to_stdvec(&msg) else {
+                    continue;
+                };
+                next_token += 1;
+                let token = next_token;
+                if let Ok(mut p) = node.pending.lock() {
+                    p.insert(token, (msg, from));
+                }
+                // Published from this loop, so the origin gets one node's forwards in order.
+                let reply = format!("{}.ack.{}.{token}", node.config.prefix, node.config.node_id);
+                let sent = node
+                    .client
+                    .publish_with_reply(node.subject("ingest", &code), reply, payload.into())
+                    .await;
+                let waiter = node.clone();
+                tokio::spawn(async move {
+                    if sent.is_ok() {
+                        tokio::time::sleep(FORWARD_TIMEOUT).await;
+                    }
+                    let unanswered = waiter
+                        .pending
+                        .lock()
+                        .ok()
+                        .and_then(|mut p| p.remove(&token));
+                    if let Some((msg, from)) = unanswered {
+                        waiter
+                            .mesh
+                            .send(from, ShardMsg::Remote(RemoteMsg::Unanswered { msg }));
+                    }
+                });
+            }
+            Command::Direct { node: to, msg } => {
+                if let Ok(payload) = postcard::to_stdvec(&msg) {
+                    let _ = node
+                        .client
+                        .publish(node.subject("node", &to), payload.into())
+                        .await;
+                }
+            }
+        }
+    }
+}
+
+/// How long a forwarded message waits for the origin's acknowledgement.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Messages other nodes forward to the owner of a match (`<prefix>.ingest.<code>`): to the
+/// owner shard of the code here, which handles and acknowledges them when the match lives here.
+async fn take_ingest(node: Arc<Node>) {
+    let subject = format!("{}.ingest.>", node.config.prefix);
+    let Some(mut sub) = subscribe(&node, &subject).await else {
+        return;
+    };
+    let skip = node.config.prefix.len() + ".ingest.".len();
+    while let Some(msg) = sub.next().await {
+        let (Some(reply), Some(code)) = (msg.reply.as_ref(), msg.subject.get(skip..)) else {
+            continue;
+        };
+        let Ok(forwarded) = postcard::from_bytes::<MatchMsg>(&msg.payload) else {
+            tracing::warn!("cluster: an undecodable message for {code}");
+            continue;
+        };
+        node.mesh.send(
+            owner_of(code, node.shards),
+            ShardMsg::Remote(RemoteMsg::Ingest {
+                msg: forwarded,
+                reply: reply.to_string(),
+            }),
+        );
+    }
+}
+
+/// Messages for connections of this node from the owners of their matches elsewhere.
+async fn take_node_messages(node: Arc<Node>) {
+    let subject = node.subject("node", &node.config.node_id);
+    let Some(mut sub) = subscribe(&node, &subject).await else {
+        return;
+    };
+    while let Some(msg) = sub.next().await {
+        match postcard::from_bytes::<NodeMsg>(&msg.payload) {
+            Ok(m) => {
+                let (shard, msg) = m.into_shard_msg();
+                if shard < node.shards {
+                    node.mesh.send(shard, msg);
+                }
+            }
+            Err(e) => tracing::warn!("cluster: an undecodable message for this node: {e}"),
+        }
+    }
+}
+
+/// The origins' acknowledgements of this node's forwarded messages.
+async fn take_acks(node: Arc<Node>) {
+    let subject = format!("{}.ack.{}.*", node.config.prefix, node.config.node_id);
+    let Some(mut sub) = subscribe(&node, &subject).await else {
+        return;
+    };
+    while let Some(msg) = sub.next().await {
+        let token = msg
+            .subject
+            .rsplit('.')
+            .next()
+            .and_then(|t| t.parse::<u64>().ok());
+        if let (Some(token), Ok(mut p)) = (token, node.pending.lock()) {
+            p.remove(&token);
+        }
+    }
+}
+
+/// Subscribes, retrying while NATS is away.
+async fn subscribe(node: &Node, subject: &str) -> Option<async_nats::Subscriber> {
+    loop {
+        match node.client.subscribe(subject.to_string()).await {
+            Ok(s) => return Some(s),
+            Err(e) => {
+                tracing::warn!("cluster: cannot subscribe to {subject}: {e}");
+                tokio::time::sleep(LIVENESS_REFRESH).await;
             }
         }
     }
@@ -385,14 +511,8 @@ async fn bucket(
 /// code answers when this node is the match's origin (others stay silent).
 async fn answer_snapshot_requests(node: Arc<Node>) {
     let subject = format!("{}.snapshot.>", node.config.prefix);
-    let mut sub = loop {
-        match node.client.subscribe(subject.clone()).await {
-            Ok(s) => break s,
-            Err(e) => {
-                tracing::warn!("cluster: cannot subscribe to {subject}: {e}");
-                tokio::time::sleep(LIVENESS_REFRESH).await;
-            }
-        }
+    let Some(mut sub) = subscribe(&node, &subject).await else {
+        return;
     };
     let skip = node.config.prefix.len() + ".snapshot.".len();
     while let Some(msg) = sub.next().await {

@@ -36,6 +36,10 @@ pub fn dispatch(shard: &Rc<Shard>, msg: ShardMsg) {
         ShardMsg::Remote(RemoteMsg::SnapshotAsk { code, reply }) => {
             crate::registry::snapshot_for_cluster(shard, &code, reply)
         }
+        ShardMsg::Remote(RemoteMsg::Ingest { msg, reply }) => {
+            crate::registry::remote_ingest(shard, msg, reply)
+        }
+        ShardMsg::Remote(RemoteMsg::Unanswered { msg }) => crate::registry::unanswered(shard, msg),
         ShardMsg::Remote(RemoteMsg::Frames { sid, frames }) => shard.deliver(
             shard.id,
             &sid,

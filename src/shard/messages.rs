@@ -69,6 +69,53 @@ pub enum RemoteMsg {
     SnapshotAsk { code: String, reply: String },
     /// The newest frames of a match of another node, for one overlay session of this shard.
     Frames { sid: String, frames: FrameSet },
+    /// A message for the owner of a match, from another node (a spectator's join or leave, an
+    /// HTTP stream's start): handled when the match lives here, then acknowledged to `reply`.
+    Ingest { msg: MatchMsg, reply: String },
+    /// No node has the match this shard forwarded a message for (`Cluster::forward`).
+    Unanswered { msg: MatchMsg },
+}
+
+/// What the owner of a match sends to one connection on another node (cluster mode).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum NodeMsg {
+    /// `ShardMsg::SpectatorDirect` for shard `shard` of that node.
+    SpectatorDirect {
+        shard: usize,
+        conn: u64,
+        texts: Vec<Bytes>,
+        joined: Option<Joined>,
+    },
+    /// `ShardMsg::StreamStart` for shard `shard` of that node.
+    StreamStart {
+        shard: usize,
+        conn: u64,
+        start: Option<StreamStart>,
+    },
+}
+
+impl NodeMsg {
+    /// The message for the receiving node's shard, and which shard.
+    pub fn into_shard_msg(self) -> (usize, ShardMsg) {
+        match self {
+            NodeMsg::SpectatorDirect {
+                shard,
+                conn,
+                texts,
+                joined,
+            } => (
+                shard,
+                ShardMsg::SpectatorDirect {
+                    conn,
+                    texts,
+                    joined,
+                },
+            ),
+            NodeMsg::StreamStart { shard, conn, start } => {
+                (shard, ShardMsg::StreamStart { conn, start })
+            }
+        }
+    }
 }
 
 /// For the owner of a match (the receiving shard).
@@ -117,9 +164,29 @@ pub enum MatchMsg {
         shard: usize,
         conn: u64,
         last_seq: Option<u64>,
+        /// The node of the stream's connection (cluster mode; empty: this node).
+        #[serde(default)]
+        node: String,
     },
     /// An HTTP event stream of the match ended.
     StreamLeave { code: String },
+}
+
+impl MatchMsg {
+    /// The group code the message is about (`None`: a logon or a match-id search).
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            MatchMsg::Create { .. } | MatchMsg::FindMatchId { .. } => None,
+            MatchMsg::Event { code, .. }
+            | MatchMsg::AuxDisconnected { code, .. }
+            | MatchMsg::SnapshotRequest { code, .. }
+            | MatchMsg::PlayerPresence { code, .. }
+            | MatchMsg::SpectatorJoin { code, .. }
+            | MatchMsg::SpectatorLeave { code, .. }
+            | MatchMsg::StreamJoin { code, .. }
+            | MatchMsg::StreamLeave { code } => Some(code),
+        }
+    }
 }
 
 // ---- What the messages carry: plain data. ----
@@ -227,6 +294,9 @@ pub struct SpectatorInfo {
     /// Receives `GameDataDelta` frames (joined with `"delta": true`).
     #[serde(default)]
     pub delta: bool,
+    /// The node of its connection (cluster mode; empty: the match's own node).
+    #[serde(default)]
+    pub node: String,
 }
 
 impl SpectatorInfo {
@@ -388,6 +458,7 @@ mod tests {
             shard: 0,
             conn: 7,
             delta: true,
+            node: "n2".into(),
         };
         let request = RequestRef { shard: 1, id: 9 };
         for msg in [
@@ -431,6 +502,7 @@ mod tests {
                 shard: 1,
                 conn: 4,
                 last_seq: Some(17),
+                node: "n2".into(),
             },
             MatchMsg::StreamLeave { code: "G".into() },
         ] {

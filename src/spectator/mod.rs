@@ -374,6 +374,7 @@ fn join(shard: &Rc<Shard>, conn: u64, queue: &OutQueue, data: Option<&Value>) {
         shard: shard.id,
         conn,
         delta,
+        node: crate::cluster::node_id(shard),
     };
     let owner = shard.owner_of(&code);
     shard.send_to(

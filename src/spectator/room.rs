@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::wire::{self, message};
 use crate::budget::Budget;
 use crate::shard::Shard;
-use crate::shard::messages::{PlayerInfo, ShardMsg, SpectatorInfo, StreamStart};
+use crate::shard::messages::{NodeMsg, PlayerInfo, ShardMsg, SpectatorInfo, StreamStart};
 use crate::shard::messages::{RoomFrame, ViewerFrames, WsFrames};
 use crate::transport::websocket;
 use crate::util::uuid_v4;
@@ -196,24 +196,28 @@ impl Room {
         &mut self,
         shard: &Rc<Shard>,
         code: &str,
-        to: (usize, u64),
+        to: (usize, u64, String),
         last_seq: Option<u64>,
     ) {
         self.streams += 1;
         let (seq, events, resumed) = self.viewers.stream_start(last_seq);
-        let start = StreamStart {
+        let start = Some(StreamStart {
             code: code.to_string(),
             seq,
             events,
             resumed,
-        };
-        shard.send_to(
-            to.0,
-            ShardMsg::StreamStart {
-                conn: to.1,
-                start: Some(start),
-            },
-        );
+        });
+        match crate::cluster::of(shard).filter(|c| c.is_other(&to.2)) {
+            Some(cluster) => cluster.direct(
+                &to.2,
+                NodeMsg::StreamStart {
+                    shard: to.0,
+                    conn: to.1,
+                    start,
+                },
+            ),
+            None => shard.send_to(to.0, ShardMsg::StreamStart { conn: to.1, start }),
+        }
     }
 
     pub fn stream_leave(&mut self) {
@@ -537,6 +541,19 @@ pub fn direct(
     joined: Option<super::Joined>,
 ) {
     let frames: Vec<Bytes> = texts.into_iter().map(Bytes::from).collect();
+    if let Some(cluster) = crate::cluster::of(shard).filter(|c| c.is_other(&s.node)) {
+        // A spectator on another node of the cluster.
+        cluster.direct(
+            &s.node,
+            NodeMsg::SpectatorDirect {
+                shard: s.shard,
+                conn: s.conn,
+                texts: frames,
+                joined,
+            },
+        );
+        return;
+    }
     if s.shard == shard.id {
         super::deliver_local(shard, s.conn, frames, joined);
     } else {

@@ -92,6 +92,7 @@ where
             shard: shard.id,
             conn,
             last_seq,
+            node: crate::cluster::node_id(shard),
         }),
     );
     let started = futures_lite::future::or(async { rx.recv_async().await.ok().flatten() }, async {

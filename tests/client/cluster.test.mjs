@@ -3,9 +3,11 @@
 // ingested on node A reaches overlays on node B; its code is owned cluster-wide.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, startNats, observer, overlay, waitFor, uniqueCode, referenceMatch, sleep } from "./lib/server.mjs";
+import WebSocket from "ws";
+import { startServer, startNats, observer, overlay, once, sendEvent, waitFor, uniqueCode, referenceMatch, sleep } from "./lib/server.mjs";
 
-const { events, logon } = referenceMatch();
+const { events, logon, header: refHeader } = referenceMatch();
+const header = () => refHeader;
 
 /** Sends events [from, to) of the reference match, about one per millisecond. */
 async function send(socket, code, from = 0, to = events.length) {
@@ -120,6 +122,77 @@ test("NATS unreachable: a node serves the matches it has, refuses new codes with
     }, 10000, "a new code accepted again");
     fresh.socket.close();
     view.socket.close();
+    obs.socket.close();
+  } finally {
+    for (const n of nodes) await n.stop();
+    await nats.remove();
+  }
+});
+
+/** A native spectator on `node` that joins `code` and records every message. */
+async function spectator(node, code, name) {
+  const ws = new WebSocket(`ws://127.0.0.1:${node.ports.broadcast}/ws`);
+  ws.messages = [];
+  ws.on("message", (d) => ws.messages.push(JSON.parse(String(d))));
+  await once(ws, "open");
+  ws.send(JSON.stringify({ type: "JoinAsSpectator", data: { game_name: "valorant", room_code: code, spectator_name: name } }));
+  await waitFor(() => ws.messages.some((m) => m.type === "SpectatorJoined" || m.type === "SpectatorJoinFailed"), 5000, `${name}'s join answer`);
+  ws.answer = ws.messages.find((m) => m.type === "SpectatorJoined" || m.type === "SpectatorJoinFailed");
+  return ws;
+}
+
+test("spectators on any node join the origin's room: the limit and spectator_count are cluster-wide; states and HTTP streams reach every node", async () => {
+  const nats = await startNats();
+  const nodes = [];
+  try {
+    const extra = { MAX_SPECTATORS_PER_ROOM: "3" };
+    const a = await startNode(nats, "sa", extra);
+    const b = await startNode(nats, "sb", extra);
+    const c = await startNode(nats, "sc", extra);
+    nodes.push(a, b, c);
+    const code = uniqueCode("SP");
+    const obs = await observer(a, logon(code));
+    assert.equal(obs.ack.value, true, obs.ack.reason);
+    const s1 = await spectator(b, code, "OnB");
+    assert.equal(s1.answer.type, "SpectatorJoined", JSON.stringify(s1.answer));
+    assert.equal(s1.answer.data.spectator_count, 1);
+    assert.equal(s1.answer.data.current_players[0].name, header().obsName);
+    const s2 = await spectator(a, code, "OnA");
+    assert.equal(s2.answer.data.spectator_count, 2);
+    const s3 = await spectator(c, code.toLowerCase(), "OnC");
+    assert.equal(s3.answer.data.spectator_count, 3);
+    // The fourth, on any node, is over the room's limit.
+    const s4 = await spectator(b, code, "Fourth");
+    assert.equal(s4.answer.type, "SpectatorJoinFailed");
+    assert.equal(s4.answer.data.error_code, "TOO_MANY_SPECTATORS");
+    // Presence is the room's: B's spectator hears of the others, with the cluster-wide count.
+    await waitFor(() => s1.messages.some((m) => m.type === "NewSpectatorJoined" && m.data.spectator_count === 3), 5000, "presence on B");
+    // States reach every node's spectators.
+    sendEvent(obs.socket, code, "game_mode", "clustered");
+    for (const s of [s1, s2, s3]) {
+      await waitFor(() => s.messages.some((m) => m.type === "GameData" && m.data.data.matchType === "clustered"), 5000, "the state on every node");
+    }
+    // An HTTP event stream on C.
+    const ctl = new AbortController();
+    const res = await fetch(`${c.rest}/matches/${code}/stream`, { signal: ctl.signal });
+    assert.equal(res.status, 200);
+    const reader = res.body.getReader();
+    let text = "";
+    while (!text.includes("event: snapshot")) text += new TextDecoder().decode((await reader.read()).value);
+    assert.match(text, /"matchType":"clustered"/);
+    ctl.abort();
+    // A leave on C frees a place for B.
+    s3.close();
+    let s5;
+    await waitFor(async () => {
+      s5?.close();
+      s5 = await spectator(b, code, "Fifth");
+      return s5.answer.type === "SpectatorJoined";
+    }, 5000, "a place after a leave on another node");
+    // A code that lives nowhere: ROOM_NOT_FOUND, as on one node.
+    const lost = await spectator(b, uniqueCode("NONE"), "Lost");
+    assert.equal(lost.answer.data.error_code, "ROOM_NOT_FOUND");
+    for (const s of [s1, s2, s4, s5, lost]) s.close();
     obs.socket.close();
   } finally {
     for (const n of nodes) await n.stop();
