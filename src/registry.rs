@@ -152,9 +152,17 @@ fn create_in_cluster(
     glommio::spawn_local(async move {
         let code = logon.group_code.clone();
         let secret = new_secret();
-        let refusal = match cluster.claim(&code, &secret).await {
+        let presented = logon.group_secret.clone();
+        let refusal = match cluster.claim(&code, &secret, Some(&presented)).await {
             Claim::Mine => {
                 create_match_with(&shard, logon, from, owner, secret);
+                if !matches(&shard).borrow().live.contains_key(&code) {
+                    cluster.release(&code);
+                }
+                return;
+            }
+            Claim::Takeover(replay) => {
+                take_over(&shard, logon, from, owner, &replay);
                 if !matches(&shard).borrow().live.contains_key(&code) {
                     cluster.release(&code);
                 }
@@ -174,6 +182,101 @@ fn create_in_cluster(
         logon_result_with(&from, &shard, false, &refusal, None, None);
     })
     .detach();
+}
+
+/// In a cluster: the match's origin stopped and its observer logged on here with the group
+/// secret; the match is rebuilt from its event log (like crash recovery from a replay file)
+/// and continues here with the same secret; the observer gets `reconnected`.
+fn take_over(
+    shard: &Rc<Shard>,
+    logon: ObsLogon,
+    from: SessionRef,
+    owner: crate::limits::MatchOwner,
+    replay: &str,
+) {
+    let code = logon.group_code.clone();
+    let refuse = |reason: &str| {
+        tracing::warn!("match {code}: takeover refused: {reason}");
+        logon_result(&from, shard, false, reason, None);
+    };
+    let file = match crate::replay::parse(replay) {
+        Ok(f) => f,
+        Err(e) => return refuse(&format!("The match's log cannot be read: {e}.")),
+    };
+    let Some((stored, _)) = file.logon() else {
+        return refuse("The match's log has no logon record.");
+    };
+    let mut game = match Match::new(&stored.match_logon()) {
+        Ok(g) => g,
+        Err(e) => return refuse(&format!("Invalid logon data: {e}.")),
+    };
+    if file
+        .events
+        .iter()
+        .any(|event| game.apply(event) == Outcome::GameEnded)
+    {
+        return refuse(&format!("Game with Group Code {code} has ended."));
+    }
+    game.advance(crate::util::now_ms());
+    let started = file
+        .events
+        .iter()
+        .any(|e| e.kind() == Kind::Obs(ObsKind::MatchStart));
+    if shard.backend.is_some() && started && !game.match_id_text().is_empty() {
+        game.set_registered();
+    }
+    let slot = match shard.global.limits.match_slot(owner) {
+        Ok(slot) => slot,
+        Err(refusal) => return refuse(&refusal.message()),
+    };
+    let secret = logon.group_secret.clone();
+    let player = PlayerInfo::new(&logon.obs_name, true);
+    let auth = AuthRecord {
+        name: logon.obs_name.clone(),
+        group_code: code.clone(),
+        is_aux: false,
+        player_id: String::new(),
+        client_id: player.id.clone(),
+    };
+    let mut room = Room::new(shard.config.spectator_delay);
+    room.player_joined(shard, &code, player);
+    let seq = shard.global.match_seq.fetch_add(1, Ordering::Relaxed);
+    let mut entry = Entry::new(game, secret.clone(), seq, room);
+    entry.slot = Some(slot);
+    note_claim(shard, &mut entry);
+    if let Some(dir) = &shard.config.replay_dir {
+        // This node's own replay log of the match: the same header and events.
+        let start = file.start_ms();
+        let path = dir.join(crate::replay::file_name(&code, crate::util::now_ms()));
+        let header = crate::replay::header(&stored, &secret, start);
+        let log = crate::replay::log::ReplayLog::create(path, &header);
+        for event in &file.events {
+            log.append(event.envelope());
+        }
+        entry.log = Some(log);
+    }
+    let events = file.events.len();
+    {
+        let reg_cell = matches(shard);
+        let mut reg = reg_cell.borrow_mut();
+        if reg.live.contains_key(&code) {
+            drop(reg);
+            return refuse(&format!(
+                "Game with Group Code {code} exists and is still live."
+            ));
+        }
+        reg.live.insert(code.clone(), entry);
+        if let (Some(backend), Some(entry)) = (shard.backend.clone(), reg.live.get(&code)) {
+            refresh_playercams(shard, backend, &code, &entry.game);
+        }
+    }
+    shard.global.matches_running.fetch_add(1, Ordering::Relaxed);
+    crate::metrics::gauge(|s| &s.matches, 1);
+    tracing::info!(
+        "match {code}: taken over on shard {} from the cluster's event log ({events} events)",
+        shard.id
+    );
+    logon_result(&from, shard, true, "reconnected", Some(auth));
 }
 
 fn create_match_with(
@@ -243,6 +346,12 @@ fn create_match_with(
                 let path = dir.join(crate::replay::file_name(&code, start));
                 let header = crate::replay::header(&logon, &secret, start);
                 entry.log = Some(crate::replay::log::ReplayLog::create(path, &header));
+            }
+            if let Some(cluster) = crate::cluster::of(shard) {
+                // The cluster's event log of the match (without its secret): what another
+                // node rebuilds it from when this one stops.
+                let header = crate::replay::header(&logon, "", crate::util::now_ms());
+                cluster.log_start(&code, &header);
             }
             reg.live.insert(code.clone(), entry);
             if let (Some(backend), Some(entry)) = (shard.backend.clone(), reg.live.get(&code)) {
@@ -326,7 +435,7 @@ pub fn recover(shard: &Rc<Shard>) {
             // previous id).
             let code = code.clone();
             glommio::spawn_local(async move {
-                let claim = cluster.claim(&code, &secret_for_claim).await;
+                let claim = cluster.claim(&code, &secret_for_claim, None).await;
                 if claim != Claim::Mine {
                     tracing::warn!("match {code}: recovered, but the cluster says {claim:?}");
                 }
@@ -686,6 +795,9 @@ pub fn ingest_event(shard: &Rc<Shard>, code: &str, event: Event) {
         // Logged before it is applied, like the original (ignored events included).
         if let Some(log) = &entry.log {
             log.append(event.envelope());
+        }
+        if let Some(cluster) = crate::cluster::of(shard) {
+            cluster.log_event(code, event.envelope());
         }
         let outcome = entry.game.apply(&event);
         crate::metrics::bump(|s| &s.events);

@@ -30,8 +30,9 @@ use crate::metrics::Metrics;
 use crate::shard::messages::{MatchMsg, NodeMsg, RoomFrame};
 use crate::shard::{Mesh, Shard};
 
-/// How long a logon waits for the cluster's answer on a code's ownership.
-pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a logon waits for the cluster's answer on a code's ownership (a takeover reads the
+/// match's event log within it).
+pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// Who owns a group code in the cluster, as a logon for a code not live on this node asks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +41,10 @@ pub enum Claim {
     Mine,
     /// Another node owns it and serves the match.
     Live(String),
+    /// No node serves the match any more, the logon carried its group secret, and this node
+    /// won the record: the match's log as replay text (header, then one event per line), to be
+    /// rebuilt here.
+    Takeover(String),
     /// The cluster did not answer (NATS unreachable, timeout).
     Unavailable(String),
 }
@@ -50,11 +55,19 @@ enum Command {
     Publish { code: String, payload: Bytes },
     /// A shard's first subscriber of `code` arrived (`true`) or its last left (`false`).
     Interest { code: String, on: bool },
-    /// Who owns `code`; create-only when nobody does.
+    /// Who owns `code`; create-only when nobody does. `presented`: the hash of the secret the
+    /// logon carried (a takeover needs it).
     Claim {
         code: String,
         secret_hash: String,
+        presented: Option<String>,
         reply: flume::Sender<Claim>,
+    },
+    /// The match's event log (`<prefix>.events.<code>`): `first` starts it anew (the header).
+    Log {
+        code: String,
+        payload: Bytes,
+        first: bool,
     },
     /// The match of `code` ended here: its ownership record goes (if it is still this node's).
     Release { code: String },
@@ -124,12 +137,14 @@ impl Cluster {
         });
     }
 
-    /// Who owns `code` (see `Claim`); creates the record when nobody does.
-    pub async fn claim(&self, code: &str, secret: &str) -> Claim {
+    /// Who owns `code` (see `Claim`); creates the record when nobody does. `secret`: the new
+    /// match's; `presented`: the one the logon carried, if any.
+    pub async fn claim(&self, code: &str, secret: &str, presented: Option<&str>) -> Claim {
         let (tx, rx) = flume::bounded(1);
         self.send(Command::Claim {
             code: code.to_string(),
             secret_hash: secret_hash(secret),
+            presented: presented.filter(|p| !p.is_empty()).map(secret_hash),
             reply: tx,
         });
         let answer = futures_lite::future::or(async { rx.recv_async().await.ok() }, async {
@@ -138,6 +153,27 @@ impl Cluster {
         })
         .await;
         answer.unwrap_or_else(|| Claim::Unavailable("the cluster did not answer in time".into()))
+    }
+
+    /// Starts the event log of a match created here (its replay header, without the secret).
+    pub fn log_start(&self, code: &str, header: &serde_json::Value) {
+        self.send(Command::Log {
+            code: code.to_string(),
+            payload: Bytes::from(header.to_string()),
+            first: true,
+        });
+    }
+
+    /// Appends an accepted event (its envelope, as in the replay log) to the match's event log.
+    pub fn log_event(&self, code: &str, envelope: &serde_json::Map<String, serde_json::Value>) {
+        match serde_json::to_vec(envelope) {
+            Ok(bytes) => self.send(Command::Log {
+                code: code.to_string(),
+                payload: Bytes::from(bytes),
+                first: false,
+            }),
+            Err(e) => tracing::error!("cluster: cannot encode an event of {code}: {e}"),
+        }
     }
 
     pub fn release(&self, code: &str) {

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream::kv;
+use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -28,12 +28,20 @@ const LIVENESS_TTL: Duration = Duration::from_secs(10);
 const NODE_HEADER: &str = "Spectra-Node";
 const SENT_HEADER: &str = "Spectra-Sent-Us";
 
-/// The KV buckets, once NATS answered.
+/// The KV buckets and the event log stream, once NATS answered.
 #[derive(Clone)]
 struct Stores {
+    js: jetstream::Context,
     matches: kv::Store,
     nodes: kv::Store,
+    events: jetstream::stream::Stream,
 }
+
+/// How long the event log keeps a match's events (a match is removed after
+/// `MATCH_IDLE_SECONDS` without events; its log is purged when it ends).
+const EVENT_LOG_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// How long a request to another node (a snapshot) waits.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What the thread's tasks share.
 struct Node {
@@ -150,7 +158,7 @@ async fn run(
         .no_echo()
         .retry_on_initial_connect()
         .max_reconnects(None)
-        .request_timeout(Some(CLAIM_TIMEOUT))
+        .request_timeout(Some(REQUEST_TIMEOUT))
         .event_callback(move |event| {
             let metrics = events_metrics.clone();
             let url = url.clone();
@@ -262,19 +270,47 @@ async fn run(
                         .store(edges.len() as i64, std::sync::atomic::Ordering::Relaxed);
                 }
             }
+            Command::Log {
+                code,
+                payload,
+                first,
+            } => {
+                let Some(stores) = node.stores() else {
+                    tracing::debug!("cluster: event log of {code} not written: NATS unavailable");
+                    continue;
+                };
+                let subject = node.subject("events", &code);
+                if first {
+                    // A new match with this code: the log of an earlier one goes.
+                    let _ = stores.events.purge().filter(subject.clone()).await;
+                }
+                match stores.js.publish(subject, payload).await {
+                    Ok(ack) => {
+                        tokio::spawn(async move {
+                            if let Err(e) = ack.await {
+                                tracing::warn!("cluster: an event of {code} not logged: {e}");
+                            }
+                        });
+                    }
+                    Err(e) => tracing::warn!("cluster: an event of {code} not logged: {e}"),
+                }
+            }
             Command::Claim {
                 code,
                 secret_hash,
+                presented,
                 reply,
             } => {
                 let node = node.clone();
                 tokio::spawn(async move {
-                    let answer =
-                        tokio::time::timeout(CLAIM_TIMEOUT, claim(&node, &code, &secret_hash))
-                            .await
-                            .unwrap_or_else(|_| {
-                                Claim::Unavailable("the cluster did not answer in time".into())
-                            });
+                    let answer = tokio::time::timeout(
+                        CLAIM_TIMEOUT,
+                        claim(&node, &code, &secret_hash, presented.as_deref()),
+                    )
+                    .await
+                    .unwrap_or_else(|_| {
+                        Claim::Unavailable("the cluster did not answer in time".into())
+                    });
                     let _ = reply.send(answer);
                 });
             }
@@ -454,10 +490,24 @@ async fn keep_stores_and_liveness(node: Arc<Node>) {
             },
         )
         .await;
-        match (matches, nodes) {
-            (Ok(matches), Ok(nodes)) => {
+        let events = js
+            .get_or_create_stream(jetstream::stream::Config {
+                name: format!("{prefix}_events"),
+                subjects: vec![format!("{prefix}.events.>")],
+                max_age: EVENT_LOG_MAX_AGE,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string());
+        match (matches, nodes, events) {
+            (Ok(matches), Ok(nodes), Ok(events)) => {
                 if let Ok(mut s) = node.stores.lock() {
-                    *s = Some(Stores { matches, nodes });
+                    *s = Some(Stores {
+                        js: js.clone(),
+                        matches,
+                        nodes,
+                        events,
+                    });
                 }
                 node.metrics
                     .cluster
@@ -469,7 +519,7 @@ async fn keep_stores_and_liveness(node: Arc<Node>) {
                 );
                 break;
             }
-            (Err(e), _) | (_, Err(e)) => {
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                 tracing::warn!("cluster: the KV buckets are not available yet: {e}");
                 tokio::time::sleep(LIVENESS_REFRESH).await;
             }
@@ -556,10 +606,13 @@ async fn edge(node: Arc<Node>, code: String) {
 }
 
 /// The ownership record of `code`: created when there is none; see `Claim`.
-async fn claim(node: &Node, code: &str, secret_hash: &str) -> Claim {
+async fn claim(node: &Node, code: &str, secret_hash: &str, presented: Option<&str>) -> Claim {
     let Some(stores) = node.stores() else {
         return Claim::Unavailable("the cluster's NATS is not reachable".into());
     };
+    if node.client.connection_state() != async_nats::connection::State::Connected {
+        return Claim::Unavailable("the cluster's NATS is not reachable".into());
+    }
     let me = &node.config.node_id;
     let record = json!({
         "node": me,
@@ -584,10 +637,12 @@ async fn claim(node: &Node, code: &str, secret_hash: &str) -> Claim {
         }
         Err(e) => return Claim::Unavailable(e.to_string()),
     };
-    let owner = serde_json::from_slice::<Value>(&entry.value)
-        .ok()
-        .and_then(|v| v.get("node").and_then(Value::as_str).map(String::from))
-        .unwrap_or_default();
+    let record_value = serde_json::from_slice::<Value>(&entry.value).unwrap_or(Value::Null);
+    let owner = record_value
+        .get("node")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     if &owner == me {
         // Ours (this node's match ended without its record going, or a restart): take it again.
         let _ = stores
@@ -607,6 +662,42 @@ async fn claim(node: &Node, code: &str, secret_hash: &str) -> Claim {
         return Claim::Live(owner);
     }
     let alive = matches!(stores.nodes.entry(&owner).await, Ok(Some(_)));
+    let recorded_hash = record_value.get("secretHash").and_then(Value::as_str);
+    if presented.is_some() && presented == recorded_hash {
+        // The observer of the match is back, on this node: take the match over with its state
+        // (compare-and-set: of several nodes trying at once, one wins).
+        let epoch = record_value
+            .get("epoch")
+            .and_then(Value::as_u64)
+            .unwrap_or(1)
+            + 1;
+        let taken = json!({
+            "node": me,
+            "epoch": epoch,
+            "secretHash": recorded_hash,
+            "createdAt": record_value.get("createdAt"),
+        })
+        .to_string();
+        if stores
+            .matches
+            .update(code, taken.into(), entry.revision)
+            .await
+            .is_err()
+        {
+            return Claim::Live(owner);
+        }
+        tracing::info!(
+            "cluster: taking {code} over from {owner} ({}), epoch {epoch}",
+            if alive { "alive" } else { "gone" }
+        );
+        return match read_log(node, &stores, code).await {
+            Ok(replay) => Claim::Takeover(replay),
+            Err(e) => {
+                let _ = release_record(&stores, me, code).await;
+                Claim::Unavailable(format!("the match's event log cannot be read: {e}"))
+            }
+        };
+    }
     // No node serves it: the code is free again (compare-and-set: one claimer wins).
     match stores
         .matches
@@ -624,21 +715,72 @@ async fn claim(node: &Node, code: &str, secret_hash: &str) -> Claim {
     }
 }
 
-/// The match of `code` ended on this node: its ownership record goes, if it is still ours.
+/// The match's event log as replay text: the header, then one event per line.
+async fn read_log(node: &Node, stores: &Stores, code: &str) -> Result<String, String> {
+    use jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+    let consumer = stores
+        .events
+        .create_consumer(pull::Config {
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: AckPolicy::None,
+            filter_subject: node.subject("events", code),
+            inactive_threshold: Duration::from_secs(30),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let total = consumer.cached_info().num_pending as usize;
+    let mut lines: Vec<String> = Vec::with_capacity(total);
+    while lines.len() < total {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(500)
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await
+            .map_err(|e| e.to_string())?;
+        let before = lines.len();
+        while let Some(msg) = batch.next().await {
+            let msg = msg.map_err(|e| e.to_string())?;
+            lines.push(String::from_utf8_lossy(&msg.payload).into_owned());
+        }
+        if lines.len() == before {
+            return Err(format!("{} of {total} events read", lines.len()));
+        }
+    }
+    if lines.is_empty() {
+        return Err("the log is empty".into());
+    }
+    Ok(lines.join(",\n"))
+}
+
+/// The match of `code` ended on this node: its ownership record goes, if it is still ours,
+/// and so does its event log.
 async fn release(node: Arc<Node>, code: String) {
     let Some(stores) = node.stores() else {
         return;
     };
-    let Ok(Some(entry)) = stores.matches.entry(&code).await else {
-        return;
+    if release_record(&stores, &node.config.node_id, &code).await {
+        let _ = stores
+            .events
+            .purge()
+            .filter(node.subject("events", &code))
+            .await;
+    }
+}
+
+/// Deletes the ownership record of `code` if `me` holds it; whether it did.
+async fn release_record(stores: &Stores, me: &str, code: &str) -> bool {
+    let Ok(Some(entry)) = stores.matches.entry(code).await else {
+        return false;
     };
     let owner = serde_json::from_slice::<Value>(&entry.value)
         .ok()
         .and_then(|v| v.get("node").and_then(Value::as_str).map(String::from));
-    if owner.as_deref() == Some(node.config.node_id.as_str()) {
-        let _ = stores
+    owner.as_deref() == Some(me)
+        && stores
             .matches
-            .delete_expect_revision(&code, Some(entry.revision))
-            .await;
-    }
+            .delete_expect_revision(code, Some(entry.revision))
+            .await
+            .is_ok()
 }
