@@ -199,3 +199,70 @@ test("spectators on any node join the origin's room: the limit and spectator_cou
     await nats.remove();
   }
 });
+
+/** The two runs differ in their group code and in the server's receipt times of the events. */
+const withoutCode = (snapshot) => ({ ...snapshot, groupCode: "<code>", agentSelectStartTime: "<receipt time>" });
+
+/** The final state of the reference match on one node, never interrupted. */
+async function uninterrupted() {
+  const server = await startServer({ shards: 2 });
+  try {
+    const code = uniqueCode("REF");
+    const view = await overlay(server, code);
+    const obs = await observer(server, logon(code));
+    await send(obs.socket, code);
+    await waitFor(() => view.received.at(-1)?.roundPhase === "game_end", 30000, "the reference game end");
+    obs.socket.close();
+    view.socket.close();
+    return view.received.at(-1);
+  } finally {
+    await server.stop();
+  }
+}
+
+test("kill -9 of the origin: its observer comes back on another node with the secret (one of two takeovers wins); viewers elsewhere stay and end with the uninterrupted final state", async () => {
+  const reference = await uninterrupted();
+  const nats = await startNats();
+  const nodes = [];
+  try {
+    const a = await startNode(nats, "ka");
+    const b = await startNode(nats, "kb");
+    const c = await startNode(nats, "kc");
+    nodes.push(a, b, c);
+    const code = uniqueCode("KL");
+    const obs = await observer(a, logon(code));
+    assert.equal(obs.ack.value, true, obs.ack.reason);
+    const secret = obs.ack.reason;
+    const views = [await overlay(b, code), await overlay(c, code)];
+    const drops = [];
+    for (const v of views) v.socket.on("disconnect", (why) => drops.push(why));
+    const half = 1200;
+    await send(obs.socket, code, 0, half);
+    await waitFor(() => views.every((v) => v.received.length > 5), 5000, "states on B and C");
+    await sleep(500); // the event log has caught up
+    await a.stop("SIGKILL");
+    obs.socket.close();
+    // The observer client reconnects with its secret — here to B and C at once: one wins.
+    const [onB, onC] = await Promise.all([observer(b, logon(code, secret)), observer(c, logon(code, secret))]);
+    const winners = [onB, onC].filter((o) => o.ack.value === true);
+    assert.equal(winners.length, 1, `acks: ${JSON.stringify([onB.ack, onC.ack])}`);
+    assert.equal(winners[0].ack.reason, "reconnected");
+    const loser = [onB, onC].find((o) => o.ack.value !== true);
+    assert.match(loser.ack.reason, /exists and is still live/);
+    loser.socket.close();
+    await send(winners[0].socket, code, half);
+    for (const v of views) {
+      await waitFor(() => v.received.at(-1)?.roundPhase === "game_end", 30000, "the game end after the takeover");
+    }
+    assert.deepEqual(drops, [], "no viewer was disconnected");
+    for (const v of views) {
+      assert.equal(v.socket.connected, true);
+      assert.deepEqual(withoutCode(v.received.at(-1)), withoutCode(reference));
+      v.socket.close();
+    }
+    winners[0].socket.close();
+  } finally {
+    for (const n of nodes) await n.stop();
+    await nats.remove();
+  }
+});
