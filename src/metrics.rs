@@ -88,6 +88,9 @@ pub struct ClusterStats {
     /// Frames published / received over NATS.
     pub frames_published: AtomicU64,
     pub frames_received: AtomicU64,
+    /// Bytes of those frames (NATS payloads).
+    pub bytes_published: AtomicU64,
+    pub bytes_received: AtomicU64,
     /// Sum of received frames' lag (publisher's clock to ours), microseconds.
     pub lag_micros: AtomicU64,
     /// Live matches in the cluster (ownership records), refreshed every 2 s.
@@ -427,6 +430,18 @@ pub fn render(metrics: &Metrics, backend: bool) -> String {
                 "counter",
                 "Room frames this node received from NATS for its local viewers.",
                 count(&c.frames_received),
+            ),
+            (
+                "spectra_cluster_bytes_published_total",
+                "counter",
+                "Bytes of the room frames this node published to NATS.",
+                count(&c.bytes_published),
+            ),
+            (
+                "spectra_cluster_bytes_received_total",
+                "counter",
+                "Bytes of the room frames this node received from NATS.",
+                count(&c.bytes_received),
             ),
             (
                 "spectra_cluster_frame_lag_seconds_total",

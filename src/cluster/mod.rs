@@ -19,6 +19,7 @@ mod nats;
 
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -237,6 +238,32 @@ impl Cluster {
 /// The node id spectators and streams of this shard carry (empty on a single node).
 pub fn node_id(shard: &Shard) -> String {
     of(shard).map(|c| c.node_id.clone()).unwrap_or_default()
+}
+
+/// The cluster's live matches (ownership records, refreshed every 2 s) while this node is
+/// connected and ready; `None` on a single node or while the cluster cannot tell.
+pub fn matches_running(shard: &Shard) -> Option<usize> {
+    of(shard)?;
+    let c = &shard.global.metrics.cluster;
+    let ok = c.connected.load(Ordering::Relaxed) == 1 && c.ready.load(Ordering::Relaxed) == 1;
+    ok.then(|| c.matches.load(Ordering::Relaxed).max(0) as usize)
+}
+
+/// The cluster part of the status page (`null` on a single node).
+pub fn summary(shard: &Shard) -> serde_json::Value {
+    let Some(cluster) = of(shard) else {
+        return serde_json::Value::Null;
+    };
+    let c = &shard.global.metrics.cluster;
+    serde_json::json!({
+        "node": cluster.node_id,
+        "connected": c.connected.load(Ordering::Relaxed) == 1,
+        "ready": c.ready.load(Ordering::Relaxed) == 1,
+        "matches": c.matches.load(Ordering::Relaxed),
+        "subscriptions": c.subscriptions.load(Ordering::Relaxed),
+        "framesPublished": c.frames_published.load(Ordering::Relaxed),
+        "framesReceived": c.frames_received.load(Ordering::Relaxed),
+    })
 }
 
 /// The group secret as the ownership record keeps it (never in the clear): SHA-256, hex.

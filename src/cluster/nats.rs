@@ -86,6 +86,10 @@ impl Node {
         let c = &self.metrics.cluster;
         c.frames_received
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        c.bytes_received.fetch_add(
+            msg.payload.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if let Some(sent) = headers
             .and_then(|h| h.get(SENT_HEADER))
             .and_then(|v| v.as_str().parse::<u64>().ok())
@@ -225,16 +229,18 @@ async fn run(
                 headers.insert(NODE_HEADER, node.config.node_id.as_str());
                 headers.insert(SENT_HEADER, now_us().to_string());
                 let subject = node.subject("frames", &code);
+                let len = payload.len() as u64;
                 if node
                     .client
                     .publish_with_headers(subject, headers, payload)
                     .await
                     .is_ok()
                 {
-                    node.metrics
-                        .cluster
-                        .frames_published
+                    let c = &node.metrics.cluster;
+                    c.frames_published
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    c.bytes_published
+                        .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
                 }
             }
             Command::Interest { code, on: true } => match edges.get_mut(&code) {

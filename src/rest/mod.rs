@@ -71,7 +71,9 @@ async fn route(shard: &Rc<Shard>, req: &Request) -> Response {
     match (method, path) {
         ("GET" | "HEAD", "/status") => Response::json(
             200,
-            json!({ "status": "UP", "matchesRunning": shard.global.matches_running() }).to_string(),
+            json!({ "status": "UP", "matchesRunning": crate::cluster::matches_running(shard)
+                .unwrap_or_else(|| shard.global.matches_running()) })
+            .to_string(),
         ),
         ("PUT", "/createPreview") => create_preview(shard, req).await,
         ("GET" | "HEAD", "/metrics") => Response::new(

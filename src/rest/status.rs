@@ -105,6 +105,7 @@ pub async fn live(shard: &Rc<Shard>) -> Response {
         "rssBytes": crate::metrics::rss_bytes().unwrap_or(0),
         "matches": matches,
         "shards": shards,
+        "cluster": crate::cluster::summary(shard),
     });
     Response::json(200, body.to_string()).with_header("Cache-Control", "no-store")
 }

@@ -52,6 +52,11 @@ test("observer on node A, overlays on node B: B's overlays get every state A's d
     assert.match(rival.ack.reason, /exists and is still live/);
     rival.socket.close();
     const onA = await overlay(a, code);
+    // /status counts the cluster's matches on every node; the status page names the node.
+    await waitFor(async () => (await (await fetch(`${b.rest}/status`)).json()).matchesRunning >= 1, 5000, "B counts A's match");
+    const live = await (await fetch(`${b.rest}/status/live`)).json();
+    assert.equal(live.cluster.node, "node-b");
+    assert.equal(live.cluster.connected, true);
     await send(obs.socket, code, 0, 800);
     // An overlay joining B mid-match gets the current state at once (the edge keeps it).
     await waitFor(() => early.received.length > 0, 5000, "states on B");
@@ -63,13 +68,14 @@ test("observer on node A, overlays on node B: B's overlays get every state A's d
     }
     assert.deepEqual(early.received.at(-1), onA.received.at(-1));
     assert.deepEqual(late.received.at(-1), onA.received.at(-1));
-    // Every state A broadcast, B's overlay got too (the same bytes, encoded once on A). The
-    // first state of A's overlay is its logon answer (the state at that moment, perhaps never
-    // broadcast), so it is left out.
+    // Every frame A published reached B (the same bytes, encoded once on A); B's overlay, like
+    // any overlay, may skip a state that a newer one replaced while it was still queued.
+    await waitFor(async () => (await clusterMetric(b, "spectra_cluster_frames_received_total"))
+      === (await clusterMetric(a, "spectra_cluster_frames_published_total")), 3000, "every published frame received");
     const onB = new Set(early.received.map((s) => JSON.stringify(s)));
     const missing = onA.received.slice(1).filter((s) => !onB.has(JSON.stringify(s)));
     assert.ok(onA.received.length > 20, `states on A: ${onA.received.length}`);
-    assert.equal(missing.length, 0, `${missing.length} of A's ${onA.received.length} states not on B`);
+    assert.ok(missing.length <= onA.received.length / 10, `${missing.length} of A's ${onA.received.length} states not on B`);
     // Metrics: A published, B received and subscribed.
     assert.ok((await clusterMetric(a, "spectra_cluster_frames_published_total")) > 20);
     assert.ok((await clusterMetric(b, "spectra_cluster_frames_received_total")) > 20);
@@ -91,29 +97,45 @@ test("observer on node A, overlays on node B: B's overlays get every state A's d
   }
 });
 
-test("NATS unreachable: a node serves the matches it has, refuses new codes with a clear reason, and recovers", async () => {
+test("nats-server killed and restarted mid-match: the origin's viewers go on, new codes are refused with the reason, edges resume", async () => {
   const nats = await startNats();
   const nodes = [];
   try {
     const a = await startNode(nats, "solo-a");
-    nodes.push(a);
+    const b = await startNode(nats, "solo-b");
+    nodes.push(a, b);
     const code = uniqueCode("NA");
     const obs = await observer(a, logon(code));
     assert.equal(obs.ack.value, true, obs.ack.reason);
-    const view = await overlay(a, code);
+    const onA = await overlay(a, code);
+    const onB = await overlay(b, code);
+    await send(obs.socket, code, 0, 400);
+    await waitFor(() => onB.received.length > 3, 5000, "states on the edge");
     await nats.stop();
-    await waitFor(async () => (await clusterMetric(a, "spectra_cluster_connected")) === 0, 10000, "disconnected");
-    // The local match goes on.
-    const before = view.received.length;
-    await send(obs.socket, code, 0, 300);
-    await waitFor(() => view.received.length >= before + 3, 5000, "states while NATS is down");
+    for (const n of nodes) {
+      await waitFor(async () => (await clusterMetric(n, "spectra_cluster_connected")) === 0, 10000, "disconnected");
+    }
+    // The origin's own viewers go on.
+    const before = onA.received.length;
+    const edgeBefore = onB.received.length;
+    await send(obs.socket, code, 400, 800);
+    await waitFor(() => onA.received.length >= before + 3, 5000, "states at the origin while NATS is down");
     // A new code cannot be checked: refused, saying why.
     const other = await observer(a, logon(uniqueCode("NB")));
     assert.equal(other.ack.value, false);
     assert.match(other.ack.reason, /cluster cannot confirm/);
     other.socket.close();
     await nats.start();
-    await waitFor(async () => (await clusterMetric(a, "spectra_cluster_connected")) === 1, 15000, "reconnected");
+    for (const n of nodes) {
+      await waitFor(async () => (await clusterMetric(n, "spectra_cluster_connected")) === 1, 15000, "reconnected");
+    }
+    // The edge resumes: the rest of the match reaches it.
+    await send(obs.socket, code, 800);
+    for (const v of [onA, onB]) {
+      await waitFor(() => v.received.at(-1)?.roundPhase === "game_end", 30000, "the game end");
+    }
+    assert.ok(onB.received.length > edgeBefore);
+    assert.deepEqual(onB.received.at(-1), onA.received.at(-1));
     let fresh;
     await waitFor(async () => {
       fresh?.socket.close();
@@ -121,7 +143,9 @@ test("NATS unreachable: a node serves the matches it has, refuses new codes with
       return fresh.ack.value === true;
     }, 10000, "a new code accepted again");
     fresh.socket.close();
-    view.socket.close();
+    assert.ok(!a.exited && !b.exited, "no node stopped");
+    onA.socket.close();
+    onB.socket.close();
     obs.socket.close();
   } finally {
     for (const n of nodes) await n.stop();
