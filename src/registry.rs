@@ -1195,6 +1195,9 @@ fn end_match(shard: &Rc<Shard>, code: &str) {
             "isSupporter": entry.game.org_is_supporter(),
         });
         complete_call(shard, entry, true);
+        if let Some(cluster) = crate::cluster::of(shard) {
+            cluster.put(crate::cluster::Shared::TeamInfo, code, body.to_string());
+        }
         // Kept one hour from the game end (QUIRK G1: the original counted from creation).
         reg.finished.insert(
             code.to_string(),

@@ -89,6 +89,26 @@ enum Command {
     },
     /// A message for a connection on another node (`<prefix>.node.<node>`).
     Direct { node: String, msg: NodeMsg },
+    /// REST data every node serves (`<prefix>_previews`, `<prefix>_teaminfo`).
+    Put {
+        shared: Shared,
+        key: String,
+        value: Bytes,
+    },
+    Get {
+        shared: Shared,
+        key: String,
+        reply: flume::Sender<Option<Bytes>>,
+    },
+}
+
+/// REST data kept in the cluster's KV, with the lifetimes a single node gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shared {
+    /// `PUT /createPreview` → `GET /preview/:code` (10 minutes).
+    Previews,
+    /// Finished games' `GET /getTeamInfoForCode` (1 hour from the game end).
+    TeamInfo,
 }
 
 /// The node's handle on the cluster: shared by every shard (a channel to the NATS thread).
@@ -219,6 +239,30 @@ impl Cluster {
             subject,
             payload: Bytes::from_static(b"1"),
         });
+    }
+
+    /// Stores REST data for every node (written in the background).
+    pub fn put(&self, shared: Shared, key: &str, value: String) {
+        self.send(Command::Put {
+            shared,
+            key: key.to_string(),
+            value: Bytes::from(value),
+        });
+    }
+
+    /// REST data another node stored (`None`: none, or the cluster did not answer in 2 s).
+    pub async fn get(&self, shared: Shared, key: &str) -> Option<Bytes> {
+        let (tx, rx) = flume::bounded(1);
+        self.send(Command::Get {
+            shared,
+            key: key.to_string(),
+            reply: tx,
+        });
+        futures_lite::future::or(async { rx.recv_async().await.ok().flatten() }, async {
+            glommio::timer::sleep(Duration::from_secs(2)).await;
+            None
+        })
+        .await
     }
 
     /// Sends a message to a connection on another node.

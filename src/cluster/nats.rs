@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use super::{CLAIM_TIMEOUT, Claim, Command};
+use super::{CLAIM_TIMEOUT, Claim, Command, Shared};
 use crate::config::ClusterConfig;
 use crate::metrics::Metrics;
 use crate::shard::messages::{FrameSet, MatchMsg, NodeMsg, RemoteMsg, RoomFrame, ShardMsg};
@@ -35,6 +35,22 @@ struct Stores {
     matches: kv::Store,
     nodes: kv::Store,
     events: jetstream::stream::Stream,
+    previews: kv::Store,
+    teaminfo: kv::Store,
+}
+
+impl Stores {
+    fn shared(&self, shared: Shared) -> &kv::Store {
+        match shared {
+            Shared::Previews => &self.previews,
+            Shared::TeamInfo => &self.teaminfo,
+        }
+    }
+}
+
+/// A KV key for any client text (group and preview codes): its bytes in hex.
+fn kv_key(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
 /// How long the event log keeps a match's events (a match is removed after
@@ -369,6 +385,26 @@ async fn run(
                     }
                 });
             }
+            Command::Put { shared, key, value } => {
+                if let Some(stores) = node.stores() {
+                    tokio::spawn(async move {
+                        if let Err(e) = stores.shared(shared).put(kv_key(&key), value).await {
+                            tracing::warn!("cluster: {shared:?} {key} not shared: {e}");
+                        }
+                    });
+                }
+            }
+            Command::Get { shared, key, reply } => match node.stores() {
+                Some(stores) => {
+                    tokio::spawn(async move {
+                        let value = stores.shared(shared).get(kv_key(&key)).await.ok().flatten();
+                        let _ = reply.send(value);
+                    });
+                }
+                None => {
+                    let _ = reply.send(None);
+                }
+            },
             Command::Direct { node: to, msg } => {
                 if let Ok(payload) = postcard::to_stdvec(&msg) {
                     let _ = node
@@ -496,6 +532,26 @@ async fn keep_stores_and_liveness(node: Arc<Node>) {
             },
         )
         .await;
+        let previews = bucket(
+            &js,
+            kv::Config {
+                bucket: format!("{prefix}_previews"),
+                history: 1,
+                max_age: Duration::from_secs(600),
+                ..Default::default()
+            },
+        )
+        .await;
+        let teaminfo = bucket(
+            &js,
+            kv::Config {
+                bucket: format!("{prefix}_teaminfo"),
+                history: 1,
+                max_age: Duration::from_secs(3600),
+                ..Default::default()
+            },
+        )
+        .await;
         let events = js
             .get_or_create_stream(jetstream::stream::Config {
                 name: format!("{prefix}_events"),
@@ -505,14 +561,16 @@ async fn keep_stores_and_liveness(node: Arc<Node>) {
             })
             .await
             .map_err(|e| e.to_string());
-        match (matches, nodes, events) {
-            (Ok(matches), Ok(nodes), Ok(events)) => {
+        match (matches, nodes, events, previews, teaminfo) {
+            (Ok(matches), Ok(nodes), Ok(events), Ok(previews), Ok(teaminfo)) => {
                 if let Ok(mut s) = node.stores.lock() {
                     *s = Some(Stores {
                         js: js.clone(),
                         matches,
                         nodes,
                         events,
+                        previews,
+                        teaminfo,
                     });
                 }
                 node.metrics
@@ -525,7 +583,11 @@ async fn keep_stores_and_liveness(node: Arc<Node>) {
                 );
                 break;
             }
-            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            (Err(e), ..)
+            | (_, Err(e), ..)
+            | (_, _, Err(e), ..)
+            | (_, _, _, Err(e), _)
+            | (_, _, _, _, Err(e)) => {
                 tracing::warn!("cluster: the KV buckets are not available yet: {e}");
                 tokio::time::sleep(LIVENESS_REFRESH).await;
             }

@@ -10,6 +10,7 @@ use std::rc::Rc;
 
 use serde_json::{Value, json};
 
+use crate::cluster::Shared;
 use crate::ingest::auth::{KeyCheck, check_key};
 use crate::shard::Shard;
 use crate::shard::messages::{ReplyBody, RestAnswer, RestQuery, ShardMsg};
@@ -93,10 +94,8 @@ async fn route(shard: &Rc<Shard>, req: &Request) -> Response {
             if code.encode_utf16().count() != 6 || code.contains('/') {
                 return json_error(400, "Invalid preview code format");
             }
-            match ask(shard, &code, RestQuery::PreviewGet(code.clone())).await {
-                Some(resp) => resp,
-                None => json_error(500, "Internal server error"),
-            }
+            let resp = ask(shard, &code, RestQuery::PreviewGet(code.clone())).await;
+            or_shared(shard, resp, Shared::Previews, &code).await
         }
         ("GET" | "HEAD", "/getOrgForKey") => {
             let keys = req.query_all("key");
@@ -131,10 +130,8 @@ async fn route(shard: &Rc<Shard>, req: &Request) -> Response {
                 return json_error(400, "Group code is required");
             }
             let code = codes[0].clone();
-            match ask(shard, &code, RestQuery::TeamInfo(code.clone())).await {
-                Some(resp) => resp,
-                None => json_error(500, "Internal server error"),
-            }
+            let resp = ask(shard, &code, RestQuery::TeamInfo(code.clone())).await;
+            or_shared(shard, resp, Shared::TeamInfo, &code).await
         }
         ("GET", "/getSupportPackages") if shard.backend.is_some() => support_packages(shard).await,
         ("GET", "/client/oauth-callback") if shard.backend.is_some() => {
@@ -361,9 +358,35 @@ async fn create_preview(shard: &Rc<Shard>, req: &Request) -> Response {
         }
     };
     let code = preview::preview_code(obj.get("previewCode"));
+    if let Some(cluster) = crate::cluster::of(shard) {
+        cluster.put(Shared::Previews, &code, preview.to_string());
+    }
     match ask(shard, &code, RestQuery::PreviewPut(code.clone(), preview)).await {
         Some(_) => Response::json(200, json!({ "previewCode": code }).to_string()),
         None => json_error(500, "Internal server error"),
+    }
+}
+
+/// A local answer, or — when it is a 404 and the node is in a cluster — what another node
+/// stored under `key`.
+async fn or_shared(
+    shard: &Rc<Shard>,
+    local: Option<Response>,
+    shared: Shared,
+    key: &str,
+) -> Response {
+    let Some(resp) = local else {
+        return json_error(500, "Internal server error");
+    };
+    if resp.status != 404 {
+        return resp;
+    }
+    let Some(cluster) = crate::cluster::of(shard) else {
+        return resp;
+    };
+    match cluster.get(shared, key).await {
+        Some(body) => Response::json(200, body),
+        None => resp,
     }
 }
 

@@ -76,6 +76,24 @@ test("observer on node A, overlays on node B: B's overlays get every state A's d
     const missing = onA.received.slice(1).filter((s) => !onB.has(JSON.stringify(s)));
     assert.ok(onA.received.length > 20, `states on A: ${onA.received.length}`);
     assert.ok(missing.length <= onA.received.length / 10, `${missing.length} of A's ${onA.received.length} states not on B`);
+    // Team info of the finished game and a preview made on A are served by B too.
+    const info = await fetch(`${b.rest}/getTeamInfoForCode?groupCode=${code}`);
+    assert.equal(info.status, 200);
+    assert.equal((await info.json()).leftTeam.name, refHeader.leftTeam.name);
+    const made = await fetch(`${a.rest}/createPreview`, {
+      method: "PUT",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({
+        type: "preview", clientVersion: "1.0.0", key: a.key, previewCode: "",
+        leftTeam: { name: "L", tricode: "LT", url: "l.png" }, rightTeam: { name: "R", tricode: "RT", url: "r.png" },
+      }),
+    });
+    assert.equal(made.status, 200);
+    const { previewCode } = await made.json();
+    const shared = await fetch(`${b.rest}/preview/${previewCode}`);
+    assert.equal(shared.status, 200);
+    assert.equal((await shared.json()).teams[0].teamName, "L");
+    assert.equal((await fetch(`${b.rest}/preview/NOPE42`)).status, 404);
     // Metrics: A published, B received and subscribed.
     assert.ok((await clusterMetric(a, "spectra_cluster_frames_published_total")) > 20);
     assert.ok((await clusterMetric(b, "spectra_cluster_frames_received_total")) > 20);
