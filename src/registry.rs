@@ -790,7 +790,17 @@ pub fn ingest_event(shard: &Rc<Shard>, code: &str, event: Event) {
         let reg_cell = matches(shard);
         let mut reg = reg_cell.borrow_mut();
         let Some(entry) = reg.live.get_mut(code) else {
-            return; // the match ended meanwhile
+            // The match ended meanwhile — or, in a cluster, lives on another node (an aux
+            // client of it logged on here).
+            drop(reg);
+            forward(
+                shard,
+                MatchMsg::Event {
+                    code: code.to_string(),
+                    event,
+                },
+            );
+            return;
         };
         // Logged before it is applied, like the original (ignored events included).
         if let Some(log) = &entry.log {
@@ -801,7 +811,19 @@ pub fn ingest_event(shard: &Rc<Shard>, code: &str, event: Event) {
         }
         let outcome = entry.game.apply(&event);
         crate::metrics::bump(|s| &s.events);
+        let claimed_before = entry.claim.as_ref().map(|c| c.0.clone());
         note_claim(shard, entry);
+        if let Some((id, _)) = &entry.claim
+            && claimed_before.as_ref() != Some(id)
+            && let Some(cluster) = crate::cluster::of(shard)
+        {
+            // Aux clients of this Valorant match may log on at any node.
+            cluster.put(
+                crate::cluster::Shared::MatchIds,
+                id,
+                json!({ "code": code }).to_string(),
+            );
+        }
         if !entry.flush_pending && entry.game.event_number() > entry.last_sent_event {
             entry.flush_pending = true;
             let wait = entry.budget.wait(Instant::now(), shard.config.tick);
@@ -879,8 +901,19 @@ fn flush_match(shard: &Rc<Shard>, code: &str) {
 }
 
 pub fn aux_disconnected(shard: &Rc<Shard>, code: &str, player_id: &str) {
-    if let Some(entry) = matches(shard).borrow_mut().live.get_mut(code) {
+    let reg_cell = matches(shard);
+    let mut reg = reg_cell.borrow_mut();
+    if let Some(entry) = reg.live.get_mut(code) {
         entry.game.aux_disconnected(player_id);
+    } else {
+        drop(reg);
+        forward(
+            shard,
+            MatchMsg::AuxDisconnected {
+                code: code.to_string(),
+                player_id: player_id.to_string(),
+            },
+        );
     }
 }
 
@@ -1023,6 +1056,13 @@ pub fn player_presence(
     let reg_cell = matches(shard);
     let mut reg = reg_cell.borrow_mut();
     let Some(entry) = reg.live.get_mut(code) else {
+        drop(reg);
+        let msg = MatchMsg::PlayerPresence {
+            code: code.to_string(),
+            join,
+            leave,
+        };
+        forward(shard, msg);
         return;
     };
     if let Some(p) = join {

@@ -109,6 +109,8 @@ pub enum Shared {
     Previews,
     /// Finished games' `GET /getTeamInfoForCode` (1 hour from the game end).
     TeamInfo,
+    /// Valorant match id → the group code of the match that reported it (aux logons), 6 hours.
+    MatchIds,
 }
 
 /// The node's handle on the cluster: shared by every shard (a channel to the NATS thread).
@@ -335,4 +337,59 @@ pub fn install(shard: &Shard, cluster: Arc<Cluster>) {
     crate::fanout::subscribers::of(shard)
         .borrow_mut()
         .on_interest(Box::new(move |code, on| cluster.interest(code, on)));
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::shard::messages::{FrameSet, MatchMsg, NodeMsg, RoomFrame};
+    use bytes::Bytes;
+    use serde_json::json;
+
+    /// What crosses NATS reads back as it was sent: frames and node messages in postcard,
+    /// forwarded match messages (which carry arbitrary JSON) in JSON.
+    #[test]
+    fn cluster_payloads_round_trip_in_their_formats() {
+        let frame = RoomFrame::State {
+            overlay: Some(FrameSet {
+                packet: Bytes::from_static(b"42[\"match_data\",\"{}\"]"),
+                ws_plain: Bytes::from_static(b"\x81\x01x"),
+                ws_deflate: Bytes::from_static(b"\xc1\x01y"),
+            }),
+            viewers: None,
+        };
+        let bytes = postcard::to_stdvec(&frame).expect("encode");
+        assert_eq!(
+            postcard::from_bytes::<RoomFrame>(&bytes).expect("decode"),
+            frame
+        );
+        let node = NodeMsg::SpectatorDirect {
+            shard: 1,
+            conn: 9,
+            texts: vec![Bytes::from_static(b"{\"type\":\"x\"}")],
+            joined: None,
+        };
+        let bytes = postcard::to_stdvec(&node).expect("encode");
+        assert_eq!(
+            postcard::from_bytes::<NodeMsg>(&bytes).expect("decode"),
+            node
+        );
+        let mut envelope = serde_json::Map::new();
+        envelope.insert("type".into(), json!("aux_health"));
+        envelope.insert(
+            "data".into(),
+            json!({"health": 80, "nested": [1, {"a": null}]}),
+        );
+        let msg = MatchMsg::Event {
+            code: "G".into(),
+            event: spectra_engine::Event::new(envelope),
+        };
+        let bytes = serde_json::to_vec(&msg).expect("encode");
+        assert_eq!(
+            serde_json::from_slice::<MatchMsg>(&bytes).expect("decode"),
+            msg
+        );
+        // (postcard cannot read arbitrary JSON values back: why forwards are JSON.)
+        let bytes = postcard::to_stdvec(&msg).expect("encode");
+        assert!(postcard::from_bytes::<MatchMsg>(&bytes).is_err());
+    }
 }

@@ -37,6 +37,7 @@ struct Stores {
     events: jetstream::stream::Stream,
     previews: kv::Store,
     teaminfo: kv::Store,
+    matchids: kv::Store,
 }
 
 impl Stores {
@@ -44,6 +45,7 @@ impl Stores {
         match shared {
             Shared::Previews => &self.previews,
             Shared::TeamInfo => &self.teaminfo,
+            Shared::MatchIds => &self.matchids,
         }
     }
 }
@@ -354,7 +356,7 @@ async fn run(
                 let _ = node.client.publish(subject, payload).await;
             }
             Command::Forward { code, msg, from } => {
-                let Ok(payload) = postcard::to_stdvec(&msg) else {
+                let Ok(payload) = serde_json::to_vec(&msg) else {
                     continue;
                 };
                 next_token += 1;
@@ -362,7 +364,9 @@ async fn run(
                 if let Ok(mut p) = node.pending.lock() {
                     p.insert(token, (msg, from));
                 }
-                // Published from this loop, so the origin gets one node's forwards in order.
+                // JSON, not postcard: an event carries arbitrary JSON values (postcard cannot
+                // read those back). Published from this loop, so the origin gets one node's
+                // forwards in order.
                 let reply = format!("{}.ack.{}.{token}", node.config.prefix, node.config.node_id);
                 let sent = node
                     .client
@@ -432,7 +436,7 @@ async fn take_ingest(node: Arc<Node>) {
         let (Some(reply), Some(code)) = (msg.reply.as_ref(), msg.subject.get(skip..)) else {
             continue;
         };
-        let Ok(forwarded) = postcard::from_bytes::<MatchMsg>(&msg.payload) else {
+        let Ok(forwarded) = serde_json::from_slice::<MatchMsg>(&msg.payload) else {
             tracing::warn!("cluster: an undecodable message for {code}");
             continue;
         };
@@ -552,6 +556,16 @@ async fn keep_stores_and_liveness(node: Arc<Node>) {
             },
         )
         .await;
+        let matchids = bucket(
+            &js,
+            kv::Config {
+                bucket: format!("{prefix}_matchids"),
+                history: 1,
+                max_age: Duration::from_secs(6 * 3600),
+                ..Default::default()
+            },
+        )
+        .await;
         let events = js
             .get_or_create_stream(jetstream::stream::Config {
                 name: format!("{prefix}_events"),
@@ -561,8 +575,9 @@ async fn keep_stores_and_liveness(node: Arc<Node>) {
             })
             .await
             .map_err(|e| e.to_string());
-        match (matches, nodes, events, previews, teaminfo) {
-            (Ok(matches), Ok(nodes), Ok(events), Ok(previews), Ok(teaminfo)) => {
+        let shared = (previews, teaminfo, matchids);
+        match (matches, nodes, events, shared) {
+            (Ok(matches), Ok(nodes), Ok(events), (Ok(previews), Ok(teaminfo), Ok(matchids))) => {
                 if let Ok(mut s) = node.stores.lock() {
                     *s = Some(Stores {
                         js: js.clone(),
@@ -571,6 +586,7 @@ async fn keep_stores_and_liveness(node: Arc<Node>) {
                         events,
                         previews,
                         teaminfo,
+                        matchids,
                     });
                 }
                 node.metrics
@@ -585,9 +601,10 @@ async fn keep_stores_and_liveness(node: Arc<Node>) {
             }
             (Err(e), ..)
             | (_, Err(e), ..)
-            | (_, _, Err(e), ..)
-            | (_, _, _, Err(e), _)
-            | (_, _, _, _, Err(e)) => {
+            | (_, _, Err(e), _)
+            | (_, _, _, (Err(e), _, _))
+            | (_, _, _, (_, Err(e), _))
+            | (_, _, _, (_, _, Err(e))) => {
                 tracing::warn!("cluster: the KV buckets are not available yet: {e}");
                 tokio::time::sleep(LIVENESS_REFRESH).await;
             }

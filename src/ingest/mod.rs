@@ -371,6 +371,19 @@ async fn find_match_by_id(shard: &Rc<Shard>, match_id: &str) -> Option<String> {
             claims.extend(more);
         }
     }
+    if claims.is_empty()
+        && let Some(cluster) = crate::cluster::of(shard)
+    {
+        // A match of another node of the cluster (the aux client's events go there).
+        let found = cluster
+            .get(crate::cluster::Shared::MatchIds, match_id)
+            .await
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|v| v.get("code").and_then(Value::as_str).map(String::from));
+        if found.is_some() {
+            return found;
+        }
+    }
     if claims.len() > 1 {
         let codes: Vec<&str> = claims.iter().map(|c| c.group_code.as_str()).collect();
         tracing::warn!("ingest: match id {match_id} is claimed by several matches: {codes:?}");

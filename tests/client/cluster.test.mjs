@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import WebSocket from "ws";
-import { startServer, startNats, observer, overlay, once, sendEvent, waitFor, uniqueCode, referenceMatch, sleep } from "./lib/server.mjs";
+import { startServer, startNats, observer, overlay, once, sendEvent, waitFor, uniqueCode, referenceMatch, sleep, client, metric } from "./lib/server.mjs";
 
 const { events, logon, header: refHeader } = referenceMatch();
 const header = () => refHeader;
@@ -303,6 +303,41 @@ test("kill -9 of the origin: its observer comes back on another node with the se
       v.socket.close();
     }
     winners[0].socket.close();
+  } finally {
+    for (const n of nodes) await n.stop();
+    await nats.remove();
+  }
+});
+
+test("an aux client on another node than the match: its logon finds the match by its Valorant id, its events reach the origin", async () => {
+  const nats = await startNats();
+  const nodes = [];
+  try {
+    const a = await startNode(nats, "xa");
+    const b = await startNode(nats, "xb");
+    nodes.push(a, b);
+    const code = uniqueCode("AX");
+    const obs = await observer(a, logon(code));
+    const watcher = await spectator(a, code, "Watcher");
+    sendEvent(obs.socket, code, "match_start", `mid-${code}`);
+    await sleep(300);
+    const aux = client(b.ingest, { transports: ["websocket"] });
+    let ack;
+    await waitFor(async () => {
+      const ackP = once(aux, "aux_logon_ack");
+      aux.emit("aux_logon", JSON.stringify({ type: "aux_authenticate", clientVersion: "0.3.3", name: "Remote", matchId: `mid-${code}`, playerId: "pa" }));
+      ack = JSON.parse(await ackP);
+      return ack.value === true;
+    }, 5000, "the aux logon on B");
+    // The origin's room hears of the player.
+    await waitFor(() => watcher.messages.some((m) => m.type === "PlayerJoined" && m.data.player.name === "Remote"), 5000, "PlayerJoined at the origin");
+    const applied = await metric(a, "spectra_events_total");
+    aux.emit("aux_data", JSON.stringify({ playerId: "pa", matchId: `mid-${code}`, type: "aux_health", data: { health: 80 } }));
+    await waitFor(async () => (await metric(a, "spectra_events_total")) === applied + 1, 5000, "the aux event applied on A");
+    aux.close();
+    await waitFor(() => watcher.messages.some((m) => m.type === "PlayerLeft"), 5000, "PlayerLeft at the origin");
+    watcher.close();
+    obs.socket.close();
   } finally {
     for (const n of nodes) await n.stop();
     await nats.remove();
