@@ -89,6 +89,9 @@ enum Command {
     },
     /// A message for a connection on another node (`<prefix>.node.<node>`).
     Direct { node: String, msg: NodeMsg },
+    /// NATS dropped messages for this slow node: every edge subscription asks its origin for
+    /// the current frames again.
+    Resnapshot,
     /// REST data every node serves (`<prefix>_previews`, `<prefix>_teaminfo`).
     Put {
         shared: Shared,
@@ -130,7 +133,7 @@ impl Cluster {
         let (tx, rx) = flume::unbounded();
         let _ = metrics.cluster.node.set(config.node_id.clone());
         let node_id = config.node_id.clone();
-        nats::spawn(config, shards, mesh, metrics, rx);
+        nats::spawn(config, shards, mesh, metrics, rx, tx.clone());
         Arc::new(Cluster {
             commands: tx,
             node_id,

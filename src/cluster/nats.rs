@@ -149,6 +149,7 @@ pub(super) fn spawn(
     mesh: Arc<Mesh>,
     metrics: Arc<Metrics>,
     commands: flume::Receiver<Command>,
+    again: flume::Sender<Command>,
 ) {
     let started = std::thread::Builder::new()
         .name("cluster-nats".into())
@@ -157,7 +158,7 @@ pub(super) fn spawn(
                 .enable_all()
                 .build();
             match runtime {
-                Ok(rt) => rt.block_on(run(config, shards, mesh, metrics, commands)),
+                Ok(rt) => rt.block_on(run(config, shards, mesh, metrics, commands, again)),
                 Err(e) => tracing::error!("cluster: cannot start the NATS runtime: {e}"),
             }
         });
@@ -172,6 +173,7 @@ async fn run(
     mesh: Arc<Mesh>,
     metrics: Arc<Metrics>,
     commands: flume::Receiver<Command>,
+    again: flume::Sender<Command>,
 ) {
     let events_metrics = metrics.clone();
     let url = config.url.clone();
@@ -184,6 +186,7 @@ async fn run(
         .event_callback(move |event| {
             let metrics = events_metrics.clone();
             let url = url.clone();
+            let again = again.clone();
             async move {
                 let connected = &metrics.cluster.connected;
                 match event {
@@ -196,6 +199,11 @@ async fn run(
                         tracing::warn!(
                             "cluster: lost NATS; serving this node's own matches until it is back"
                         );
+                    }
+                    async_nats::Event::SlowConsumer(_) => {
+                        // NATS dropped frames for this node: the edges catch up at once.
+                        tracing::warn!("cluster: NATS dropped messages for this slow node");
+                        let _ = again.send(Command::Resnapshot);
                     }
                     other => tracing::info!("cluster: NATS: {other}"),
                 }
@@ -409,6 +417,11 @@ async fn run(
                     let _ = reply.send(None);
                 }
             },
+            Command::Resnapshot => {
+                for code in edges.keys() {
+                    tokio::spawn(ask_snapshot(node.clone(), code.clone()));
+                }
+            }
             Command::Direct { node: to, msg } => {
                 if let Ok(payload) = postcard::to_stdvec(&msg) {
                     let _ = node
@@ -675,17 +688,18 @@ async fn edge(node: Arc<Node>, code: String) {
         }
     };
     // The origin's current frames, for the viewers that arrive before its next broadcast.
-    let asker = node.clone();
-    let ask_code = code.clone();
-    tokio::spawn(async move {
-        let subject = asker.subject("snapshot", &ask_code);
-        if let Ok(msg) = asker.client.request(subject, Bytes::new()).await
-            && !msg.payload.is_empty()
-        {
-            asker.deliver(&ask_code, &msg);
-        }
-    });
+    tokio::spawn(ask_snapshot(node.clone(), code.clone()));
     while let Some(msg) = sub.next().await {
+        node.deliver(&code, &msg);
+    }
+}
+
+/// Asks the origin of `code` for its current frames and delivers them here.
+async fn ask_snapshot(node: Arc<Node>, code: String) {
+    let subject = node.subject("snapshot", &code);
+    if let Ok(msg) = node.client.request(subject, Bytes::new()).await
+        && !msg.payload.is_empty()
+    {
         node.deliver(&code, &msg);
     }
 }

@@ -32,7 +32,15 @@ struct Local {
     changes: crate::budget::Budget,
     /// Joins and leaves refused by that budget.
     refused_changes: u32,
+    /// Full states asked for with `Resync` (see `RESYNC_INTERVAL`).
+    resyncs: crate::budget::Budget,
 }
+
+/// A connection may ask for a full state (`Resync`) on average once per this interval
+/// (`RESYNC_BURST` in quick succession): a client that lost track needs one, and each costs a
+/// whole snapshot of egress. Faster requests get `RATE_LIMITED`.
+const RESYNC_INTERVAL: Duration = Duration::from_secs(1);
+const RESYNC_BURST: f64 = 3.0;
 
 /// A connection may join or leave on average once per this interval (`MEMBERSHIP_BURST` in quick
 /// succession): a real viewer joins once. Faster requests get `RATE_LIMITED`.
@@ -111,6 +119,7 @@ where
                 deflate: neg.deflate,
                 pending: false,
                 changes: crate::budget::Budget::with_burst(Instant::now(), MEMBERSHIP_BURST),
+                resyncs: crate::budget::Budget::with_burst(Instant::now(), RESYNC_BURST),
                 refused_changes: 0,
             },
         );
@@ -250,17 +259,7 @@ fn on_text(shard: &Rc<Shard>, conn: u64, queue: &OutQueue, text: &str) {
         "Ping" => send_text(queue, r#"{"type":"Pong"}"#),
         "JoinAsSpectator" => join(shard, conn, queue, msg.get("data")),
         "LeaveSpectator" => leave(shard, conn, queue),
-        "Resync" => {
-            let spectating = crate::fanout::subscribers::of(shard)
-                .borrow_mut()
-                .resync(conn);
-            if !spectating {
-                send_text(
-                    queue,
-                    &wire::error("INVALID_INPUT", "Not spectating a room."),
-                );
-            }
-        }
+        "Resync" => resync(shard, conn, queue),
         k if PLAYER_ACTIONS.contains(&k) => send_text(
             queue,
             &wire::error(
@@ -272,6 +271,30 @@ fn on_text(shard: &Rc<Shard>, conn: u64, queue: &OutQueue, text: &str) {
             queue,
             &wire::error("INVALID_INPUT", "Invalid client message"),
         ),
+    }
+}
+
+/// `Resync`: the newest full state of the connection's room, within its resync budget.
+fn resync(shard: &Rc<Shard>, conn: u64, queue: &OutQueue) {
+    let allowed = spectators(shard)
+        .borrow_mut()
+        .conns
+        .get_mut(&conn)
+        .is_some_and(|l| l.resyncs.take(Instant::now(), RESYNC_INTERVAL));
+    if !allowed {
+        return send_text(
+            queue,
+            &wire::error("RATE_LIMITED", "Too many Resync requests; wait a second."),
+        );
+    }
+    let spectating = crate::fanout::subscribers::of(shard)
+        .borrow_mut()
+        .resync(conn);
+    if !spectating {
+        send_text(
+            queue,
+            &wire::error("INVALID_INPUT", "Not spectating a room."),
+        );
     }
 }
 

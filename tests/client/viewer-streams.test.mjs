@@ -201,6 +201,13 @@ test("a delta spectator that stalls and resumes keeps applying; Resync answers w
     assert.ok(fulls >= 2, `full states ${fulls}`);
     const last = ws.messages.filter((m) => m.type === "GameData" || m.type === "GameDataDelta").at(-1);
     assert.equal(states.get(last.data.seq).roundPhase, "game_end");
+    // Resync is rate-limited: a burst of them gets a few full states and then RATE_LIMITED.
+    const fullsBefore = ws.messages.filter((m) => m.type === "GameData").length;
+    for (let i = 0; i < 20; i++) ws.send(JSON.stringify({ type: "Resync" }));
+    await waitFor(() => ws.messages.some((m) => m.type === "Error" && m.data.error_code === "RATE_LIMITED"), 3000, "RATE_LIMITED");
+    await sleep(200);
+    const granted = ws.messages.filter((m) => m.type === "GameData").length - fullsBefore;
+    assert.ok(granted <= 4, `full states for 20 Resyncs: ${granted}`);
     // Resync outside a room is an error, not a crash.
     const idle = new WebSocket(`ws://127.0.0.1:${server.ports.broadcast}/ws`);
     await once(idle, "open");
@@ -356,6 +363,16 @@ test("GET /matches/{code}: the snapshot with its seq as ETag, 304 when unchanged
     const current = await (await fetch(`${server.rest}/matches/${code}`)).json();
     assert.deepEqual(doc, current);
     assert.equal(current.matchType, "fourth");
+    // Hostile Last-Event-IDs (the largest u64, beyond it, junk) resume with a snapshot.
+    for (const id of ["18446744073709551615", "18446744073709551616", "-1", "x".repeat(500)]) {
+      const r = await fetch(`${server.rest}/matches/${code}/stream`, { headers: { "Last-Event-ID": id } });
+      assert.equal(r.status, 200, id);
+      const rd = r.body.getReader();
+      let t = "";
+      while (!parseSse(t).length) t += dec.decode((await rd.read()).value);
+      assert.equal(parseSse(t)[0].event, "snapshot", id);
+      await rd.cancel();
+    }
     // An unknown seq resumes with a snapshot.
     const res2 = await fetch(`${server.rest}/matches/${code}/stream`, { headers: { "Last-Event-ID": "999999" } });
     const r2 = res2.body.getReader();
