@@ -702,13 +702,15 @@ fn forward(shard: &Rc<Shard>, msg: MatchMsg) {
 
 /// Another node forwarded a message for the owner of a match: handled (and acknowledged) when
 /// the match lives here; others stay silent (the origin answers).
-pub fn remote_ingest(shard: &Rc<Shard>, msg: MatchMsg, reply: String) {
-    let live = msg
+pub fn remote_ingest(shard: &Rc<Shard>, mut msg: MatchMsg, reply: String) {
+    let key = msg
         .code()
-        .is_some_and(|code| find_code(&matches(shard).borrow(), code).is_some());
-    if !live {
+        .and_then(|code| find_code(&matches(shard).borrow(), code));
+    let (Some(key), Some(code)) = (key, msg.code_mut()) else {
         return;
-    }
+    };
+    // Handled under the match's own spelling of the code: never forwarded again from here.
+    *code = key;
     if let Some(cluster) = crate::cluster::of(shard) {
         cluster.ack(reply);
     }

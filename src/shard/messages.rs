@@ -173,6 +173,21 @@ pub enum MatchMsg {
 }
 
 impl MatchMsg {
+    /// The group code the message is about, to change (`None`: a logon or a match-id search).
+    pub fn code_mut(&mut self) -> Option<&mut String> {
+        match self {
+            MatchMsg::Create { .. } | MatchMsg::FindMatchId { .. } => None,
+            MatchMsg::Event { code, .. }
+            | MatchMsg::AuxDisconnected { code, .. }
+            | MatchMsg::SnapshotRequest { code, .. }
+            | MatchMsg::PlayerPresence { code, .. }
+            | MatchMsg::SpectatorJoin { code, .. }
+            | MatchMsg::SpectatorLeave { code, .. }
+            | MatchMsg::StreamJoin { code, .. }
+            | MatchMsg::StreamLeave { code } => Some(code),
+        }
+    }
+
     /// The group code the message is about (`None`: a logon or a match-id search).
     pub fn code(&self) -> Option<&str> {
         match self {
