@@ -38,13 +38,25 @@ impl Running {
 
 /// Refuses to start when a port is taken by another program (SO_REUSEPORT would otherwise let a
 /// second server silently share the ports with the first).
+/// Two services named on one port would share it the same way (each connection to one of them at
+/// random), so that is refused too; `--port` is the way to serve everything on one port.
 fn check_ports_free(config: &Config, ports: &[(Port, u16)]) -> Result<(), String> {
+    for (i, (name, port)) in ports.iter().enumerate() {
+        if let Some((other, _)) = ports[..i].iter().find(|(_, p)| p == port) {
+            return Err(format!(
+                "the {other} port and the {name} port are both {port}: give each its own port, or use --port (PORT) to serve everything on one"
+            ));
+        }
+    }
+    // The probes stay bound until all are checked.
+    let mut probes = Vec::with_capacity(ports.len());
     for (name, port) in ports {
         let addr = SocketAddr::new(config.bind, *port);
         // SO_REUSEADDR without SO_REUSEPORT: conflicts with a live listener, not with TIME_WAIT.
-        new_socket(addr)
-            .and_then(|s| s.bind(&addr.into()))
+        let probe = new_socket(addr)
+            .and_then(|s| s.bind(&addr.into()).map(|()| s))
             .map_err(|e| format!("cannot listen on {addr} ({name} port): {e}"))?;
+        probes.push(probe);
     }
     Ok(())
 }

@@ -132,3 +132,15 @@ test("a second server on the same ports refuses to start", async () => {
   assert.equal(r.status, 1);
   assert.match(String(r.stderr), /cannot listen on 127\.0\.0\.1:\d+ \(ingest port\)/);
 });
+
+test("two services named on one port refuse to start (the kernel would split their connections)", async () => {
+  const { spawnSync } = await import("node:child_process");
+  const { binary } = await import("./lib/server.mjs");
+  // The port is not listened on: the refusal comes from the settings, before any bind.
+  const port = String(server.ports.ingest + 7);
+  const r = spawnSync(binary, [
+    "--bind", "127.0.0.1", "--ingest-port", "0", "--rest-port", port, "--broadcast-port", port,
+  ], { env: { PATH: process.env.PATH, INSECURE: "true", AUTH_KEY: "x" }, timeout: 10000 });
+  assert.equal(r.status, 1);
+  assert.match(String(r.stderr), new RegExp(`the rest port and the broadcast port are both ${port}: .*--port`));
+});

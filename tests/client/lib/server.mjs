@@ -12,16 +12,28 @@ export const repoRoot = path.resolve(here, "../../..");
 export const binary =
   process.env.SPECTRA_BIN || path.join(repoRoot, "target", "debug", "spectra-server");
 
+/** `n` distinct free loopback ports: all are held open together, then released. */
+async function freePorts(n) {
+  const held = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      held.push(
+        await new Promise((resolve, reject) => {
+          const srv = net.createServer();
+          srv.unref();
+          srv.on("error", reject);
+          srv.listen(0, "127.0.0.1", () => resolve(srv));
+        }),
+      );
+    }
+    return held.map((srv) => srv.address().port);
+  } finally {
+    await Promise.all(held.map((srv) => new Promise((r) => srv.close(r))));
+  }
+}
+
 async function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
+  return (await freePorts(1))[0];
 }
 
 /** Starts a server; resolves once it prints its ready line. */
@@ -31,7 +43,8 @@ export async function startServer({ shards = 2, env = {}, args = [], key = "test
   const ownDir = replayDir === undefined && env.REPLAY_DIR === undefined;
   const replays = ownDir ? fs.mkdtempSync(path.join(os.tmpdir(), "spectra-replays-")) : replayDir;
   for (let attempt = 0; attempt < 5; attempt++) {
-    const ports = { ingest: await freePort(), rest: await freePort(), broadcast: await freePort() };
+    const [ingest, rest, broadcast] = await freePorts(3);
+    const ports = { ingest, rest, broadcast };
     if (single) ports.rest = ports.broadcast = ports.ingest;
     // `shell`: bash commands run before the server replaces the shell (e.g. `ulimit -f 40`).
     const [command, prefix] = shell ? ["bash", ["-c", `${shell}; exec "$0" "$@"`, binary]] : [binary, []];
