@@ -89,13 +89,15 @@ impl Client {
             return Err(format!("upgrade refused: {line}"));
         }
         let deflate = head.contains("permessage-deflate");
+        // Spectra compresses each message alone; the original's `ws` keeps its window.
+        let no_takeover = head.contains("server_no_context_takeover");
         let _ = buf.split_to(head_end);
         let (r, w) = futures_lite::io::split(stream);
         Ok(Client {
             reader: ClientReader {
                 half: r,
                 buf,
-                messages: MessageReader::for_server_frames(deflate, MAX_MESSAGE),
+                messages: MessageReader::for_server_frames(deflate, no_takeover, MAX_MESSAGE),
                 scratch: vec![0u8; 64 * 1024],
                 skip: 0,
             },

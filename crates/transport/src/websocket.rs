@@ -149,13 +149,15 @@ impl MessageReader {
         }
     }
 
-    /// A reader of a server's frames (unmasked; with permessage-deflate, each message compressed
-    /// without context takeover). Used by client tools such as `tools/loadgen`.
-    pub fn for_server_frames(deflate: bool, max_message: usize) -> Self {
+    /// A reader of a server's frames (unmasked); with permessage-deflate, `no_context_takeover`
+    /// says whether the server agreed to `server_no_context_takeover` (each message compressed
+    /// alone, as this crate's server does) or keeps its window across messages (as the `ws`
+    /// library does by default). Used by client tools such as `tools/loadgen`.
+    pub fn for_server_frames(deflate: bool, no_context_takeover: bool, max_message: usize) -> Self {
         MessageReader {
             from_client: false,
             deflate,
-            reset_after_message: true,
+            reset_after_message: no_context_takeover,
             max_message,
             inflater: None,
             partial: None,
@@ -490,6 +492,49 @@ mod tests {
         // The same compressed bytes decode again: no context carried between messages.
         let mut buf = BytesMut::from(&client_frame(1, true, true, &deflated)[..]);
         assert_eq!(r.next(&mut buf), Ok(Some(Incoming::Text(text))));
+    }
+
+    /// Server frames compressed with context takeover (the `ws` library's default): the second
+    /// message refers back into the first, so a reader must keep its window — and must reset it
+    /// when the server agreed to `server_no_context_takeover`.
+    #[test]
+    fn server_frames_with_context_takeover() {
+        let text = "42[\"match_data\",\"{\\\"round\\\":1}\"]".repeat(20);
+        let mut c = new_compressor();
+        let mut messages = Vec::new();
+        for _ in 0..2 {
+            let mut out = Vec::with_capacity(text.len() + 64);
+            let _ = c.compress_vec(text.as_bytes(), &mut out, FlushCompress::Sync);
+            assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+            out.truncate(out.len() - 4);
+            messages.push(out);
+        }
+        assert!(
+            messages[1].len() < messages[0].len(),
+            "the second refers back"
+        );
+        let server_frame = |payload: &[u8]| {
+            let mut f = vec![0xc1u8, 126];
+            f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+            f.extend_from_slice(payload);
+            f
+        };
+        let mut keeping = MessageReader::for_server_frames(true, false, 1_000_000);
+        for m in &messages {
+            let mut buf = BytesMut::from(&server_frame(m)[..]);
+            assert_eq!(
+                keeping.next(&mut buf),
+                Ok(Some(Incoming::Text(text.clone())))
+            );
+        }
+        let mut resetting = MessageReader::for_server_frames(true, true, 1_000_000);
+        let mut buf = BytesMut::from(&server_frame(&messages[0])[..]);
+        assert_eq!(
+            resetting.next(&mut buf),
+            Ok(Some(Incoming::Text(text.clone())))
+        );
+        let mut buf = BytesMut::from(&server_frame(&messages[1])[..]);
+        assert_ne!(resetting.next(&mut buf), Ok(Some(Incoming::Text(text))));
     }
 
     #[test]

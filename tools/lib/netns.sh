@@ -1,0 +1,18 @@
+# Sourced by the tools/bench-*.sh scripts: a private network namespace (loopback only) that is
+# deleted when the script exits, after ending the PIDs the script put in `pids`.
+#
+#   source tools/lib/netns.sh; netns_create NAME   → sets $ns
+#   pids+=("$pid")                                  → ended (SIGTERM) on exit
+ns=""
+pids=()
+netns_cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  if [ -n "$ns" ]; then ip netns del "$ns" 2>/dev/null || true; fi
+}
+netns_create() {
+  ns="$1-$$"
+  ip netns add "$ns"
+  trap netns_cleanup EXIT
+  ip netns exec "$ns" ip link set lo up
+  ulimit -n 20000 2>/dev/null || true
+}
