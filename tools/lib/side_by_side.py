@@ -78,8 +78,9 @@ def run_once(kind, n, args):
         if kind == "spectra":
             cmd += ["--metrics", "http://127.0.0.1:5101/metrics"]
         cmd += args.loadgen
-        # The original's connect phase grows with N² (each logon re-broadcasts to the room).
-        limit = 120 + args.duration + args.warmup + n // 20
+        # The original's connect phase grows with N² (each logon re-broadcasts to the room):
+        # loadgen waits up to 300 s for it to go quiet.
+        limit = 120 + 300 + args.duration + args.warmup + n // 20
         try:
             run = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, cwd=REPO)
         except subprocess.TimeoutExpired:

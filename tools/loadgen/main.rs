@@ -102,6 +102,13 @@ struct Args {
     /// it may run on: beyond it the generator, not the server, may be what limits the figures.
     #[arg(long, default_value_t = 70.0)]
     max_generator_share: f64,
+    /// Longest wait, after every client is connected, for the server to go quiet (no state
+    /// for `--settle-quiet-ms`) before the events start: a server that sends each logon's
+    /// state to the whole room has a backlog to drain first.
+    #[arg(long, default_value_t = 300)]
+    settle_max_s: u64,
+    #[arg(long, default_value_t = 500)]
+    settle_quiet_ms: u64,
     /// The replay file.
     #[arg(long, default_value = "../shared/kit/reference/match.replay")]
     replay: String,
@@ -121,6 +128,9 @@ struct Control {
     clients_ready: AtomicUsize,
     /// Start of the measured window, µs since the epoch (0 until known).
     window_start_us: AtomicU64,
+    /// When a client last received a state while connecting, µs since the epoch: the run starts
+    /// once the server has gone quiet (the original re-broadcasts to the room on every logon).
+    last_connect_rx_us: AtomicU64,
     /// Send time per match and event sequence number, µs since the epoch.
     sent: Vec<Vec<AtomicU64>>,
 }
@@ -197,6 +207,7 @@ fn main() {
         observers_ready: AtomicUsize::new(if args.raw { args.matches } else { 0 }),
         clients_ready: AtomicUsize::new(0),
         window_start_us: AtomicU64::new(0),
+        last_connect_rx_us: AtomicU64::new(0),
         sent: (0..args.matches)
             .map(|_| (0..events.len() + 2).map(|_| AtomicU64::new(0)).collect())
             .collect(),
@@ -249,6 +260,15 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let connect_secs = connect_started.elapsed().as_secs_f64();
+    let settle_started = Instant::now();
+    let quiet_us = args.settle_quiet_ms * 1000;
+    while now_us().saturating_sub(control.last_connect_rx_us.load(Ordering::Relaxed)) < quiet_us
+        && settle_started.elapsed() < Duration::from_secs(args.settle_max_s)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let settle_secs = settle_started.elapsed().as_secs_f64();
+    // Connected, quiet, no events yet: what idle connections cost the server.
     let idle = args.server_pid.and_then(ProcSample::read);
     control.phase.store(RUNNING, Ordering::SeqCst);
     std::thread::sleep(Duration::from_secs(args.warmup));
@@ -287,6 +307,7 @@ fn main() {
             // Mean events per second: period plus half the jitter on average.
             rate: 1.0 / (1.0 / args.rate.max(0.1) + args.jitter_ms / 2000.0),
             connect_secs,
+            settle_secs,
             window_secs,
             baseline,
             idle,
@@ -443,6 +464,7 @@ struct Receipts<'a> {
 
 impl Receipts<'_> {
     fn state(&mut self, text: &str) {
+        note_connecting_rx(self.control);
         let now = now_us();
         let window_start = self.control.window_start_us.load(Ordering::Relaxed);
         let in_window = window_start > 0 && self.control.phase.load(Ordering::Relaxed) == RUNNING;
@@ -478,8 +500,18 @@ impl Receipts<'_> {
     }
 }
 
+/// Notes a state received before the events start (see `Control::last_connect_rx_us`).
+fn note_connecting_rx(control: &Control) {
+    if control.phase.load(Ordering::Relaxed) == CONNECTING {
+        control
+            .last_connect_rx_us
+            .store(now_us(), Ordering::Relaxed);
+    }
+}
+
 /// A state a header-only client received (`len` bytes as sent), counted in the window.
 fn count_state(control: &Control, stats: &std::cell::RefCell<Stats>, len: usize) {
+    note_connecting_rx(control);
     let in_window = control.window_start_us.load(Ordering::Relaxed) > 0
         && control.phase.load(Ordering::Relaxed) == RUNNING;
     if in_window {

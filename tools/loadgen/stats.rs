@@ -70,6 +70,8 @@ pub struct RunFacts {
     pub stalled: usize,
     pub rate: f64,
     pub connect_secs: f64,
+    /// Wait for the server to go quiet after connecting, before the events start.
+    pub settle_secs: f64,
     pub window_secs: f64,
     /// Before any connection was opened.
     pub baseline: Option<ProcSample>,
@@ -136,6 +138,7 @@ pub fn report(stats: &Stats, f: RunFacts) -> Value {
         "stalled": f.stalled,
         "rate": f.rate,
         "connect_s": round(f.connect_secs),
+        "settle_s": round(f.settle_secs),
         "window_s": round(f.window_secs),
         "events_sent": stats.events_sent,
         "deliveries": stats.deliveries,
@@ -169,7 +172,7 @@ pub fn human(r: &Value) -> String {
     let l = |k: &str| r["latency_ms"].get(k).cloned().unwrap_or(Value::Null);
     format!(
         "matches {} × (overlays {} + spectators {}), stalled {}, {} events/s per match\n\
-         connect {} s, window {} s, events sent {}\n\
+         connect {} s, settle {} s, window {} s, events sent {}\n\
          deliveries {} ({} /s, expected {} /s), payload {} MB/s\n\
          latency ms p50 {} p99 {} p999 {} max {} ({} samples)\n\
          drops {}, connect failures {}\n\
@@ -182,6 +185,7 @@ pub fn human(r: &Value) -> String {
         g("stalled"),
         g("rate"),
         g("connect_s"),
+        g("settle_s"),
         g("window_s"),
         g("events_sent"),
         g("deliveries"),

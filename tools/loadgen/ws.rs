@@ -6,8 +6,10 @@
 
 use std::net::SocketAddr;
 
-use bytes::BytesMut;
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use bytes::{Buf, BytesMut};
+use std::task::Poll;
+
+use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use glommio::net::TcpStream;
 use spectra::transport::websocket::{self, Incoming, MessageReader};
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
@@ -25,9 +27,14 @@ pub struct ClientReader {
     half: ReadHalf<TcpStream>,
     buf: BytesMut,
     messages: MessageReader,
-    scratch: Vec<u8>,
     /// Payload bytes of the current frame still to skip (header-only reading).
     skip: usize,
+}
+
+thread_local! {
+    /// Every connection of a generator thread reads through this buffer (`ClientReader::fill`).
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; 64 * 1024].into_boxed_slice());
 }
 
 /// Largest data payload a header-only reader still reads (to see an Engine.IO ping, `2`).
@@ -98,7 +105,6 @@ impl Client {
                 half: r,
                 buf,
                 messages: MessageReader::for_server_frames(deflate, no_takeover, MAX_MESSAGE),
-                scratch: vec![0u8; 64 * 1024],
                 skip: 0,
             },
             writer: ClientWriter { half: w },
@@ -196,23 +202,37 @@ impl ClientReader {
             match self.messages.next(&mut self.buf) {
                 Ok(Some(Incoming::Close(_))) | Err(_) => return None,
                 Ok(Some(m)) => return Some(m),
-                Ok(None) => match self.half.read(&mut self.scratch).await {
-                    Ok(0) | Err(_) => return None,
-                    Ok(n) => self.buf.extend_from_slice(&self.scratch[..n]),
-                },
+                Ok(None) => {
+                    if !self.fill().await {
+                        return None;
+                    }
+                }
             }
         }
     }
 
-    /// Reads more bytes into the buffer; false when the connection ended.
+    /// Reads what arrived (through the thread's buffer: connections hold none while they
+    /// wait); payload bytes still to skip are dropped there, the rest appended to `buf`. False
+    /// when the connection ended.
     async fn fill(&mut self) -> bool {
-        match self.half.read(&mut self.scratch).await {
-            Ok(0) | Err(_) => false,
-            Ok(n) => {
-                self.buf.extend_from_slice(&self.scratch[..n]);
-                true
-            }
-        }
+        let (half, buf, skip) = (&mut self.half, &mut self.buf, &mut self.skip);
+        std::future::poll_fn(|cx| {
+            SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                match std::pin::Pin::new(&mut *half).poll_read(cx, &mut scratch[..]) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(false),
+                    Poll::Ready(Ok(n)) => {
+                        // `skip` counts bytes after what `buf` holds.
+                        let dropped = if buf.is_empty() { (*skip).min(n) } else { 0 };
+                        *skip -= dropped;
+                        buf.extend_from_slice(&scratch[dropped..n]);
+                        Poll::Ready(true)
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+        })
+        .await
     }
 
     /// The next frame by its header: data payloads above `SMALL` bytes (or compressed) are
@@ -224,7 +244,7 @@ impl ClientReader {
                     return None;
                 }
                 let n = self.skip.min(self.buf.len());
-                let _ = self.buf.split_to(n);
+                self.buf.advance(n);
                 self.skip -= n;
             }
             let Some((head, len, opcode, compressed)) = frame_header(&self.buf) else {
@@ -235,7 +255,7 @@ impl ClientReader {
             };
             let whole = opcode >= 0x8 || (len <= SMALL && !compressed);
             if !whole {
-                let _ = self.buf.split_to(head);
+                self.buf.advance(head);
                 self.skip = len;
                 return Some(Raw::Data(Frame::Data { len, small: None }));
             }

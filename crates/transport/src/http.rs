@@ -3,7 +3,7 @@
 //! and `rest/`.
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 /// Marks a chunked body in place of a length.
 const CHUNKED: usize = usize::MAX;
@@ -64,6 +64,12 @@ pub enum ReadError {
     Bad(u16, &'static str),
 }
 
+thread_local! {
+    /// Every connection of a thread reads through this buffer (see `Reader::fill`).
+    static READ_SCRATCH: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; 16 * 1024].into_boxed_slice());
+}
+
 /// The read side of a connection with its carry-over buffer (bytes read past one request stay
 /// here for the next request or for the WebSocket that follows an upgrade).
 pub struct Reader<R> {
@@ -75,20 +81,33 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     pub fn new(io: R) -> Self {
         Reader {
             io,
-            buf: BytesMut::with_capacity(1024),
+            buf: BytesMut::new(),
         }
     }
 
-    /// Reads more bytes into `buf`; `Ok(0)` means the peer closed. An idle connection (nothing
-    /// buffered) waits with a small read, so thousands of idle connections hold little memory; a
-    /// connection in the middle of a message reads in large chunks. (The buffer is on the heap: a stack array would be
-    /// part of every connection's future for as long as it waits.)
+    /// Reads more bytes into `buf`; `Ok(0)` means the peer closed. The read goes through one
+    /// buffer per thread and only what arrived is copied into `buf`, so a connection that waits
+    /// holds no read buffer: an idle connection's `buf` is empty (its storage given back once
+    /// everything in it was consumed).
     pub async fn fill(&mut self) -> std::io::Result<usize> {
-        let want = if self.buf.is_empty() { 1024 } else { 16 * 1024 };
-        let mut chunk = vec![0u8; want];
-        let n = self.io.read(&mut chunk).await?;
-        self.buf.extend_from_slice(&chunk[..n]);
-        Ok(n)
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = BytesMut::new();
+        }
+        let (io, buf) = (&mut self.io, &mut self.buf);
+        std::future::poll_fn(|cx| {
+            READ_SCRATCH.with(|scratch| {
+                // Borrowed only inside this poll: a read never waits while holding it.
+                let mut scratch = scratch.borrow_mut();
+                match std::pin::Pin::new(&mut *io).poll_read(cx, &mut scratch[..]) {
+                    std::task::Poll::Ready(Ok(n)) => {
+                        buf.extend_from_slice(&scratch[..n]);
+                        std::task::Poll::Ready(Ok(n))
+                    }
+                    other => other,
+                }
+            })
+        })
+        .await
     }
 
     /// Reads and drops what the peer still sends, up to `max` bytes or its end (a lingering
@@ -190,6 +209,10 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Request::new(&mut headers);
         let head_len = match parsed.parse(&self.buf) {
+            // (a read may bring more than MAX_HEAD at once: the head itself is measured)
+            Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => {
+                return Err(ReadError::Bad(431, "Request header fields too large"));
+            }
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(httparse::Error::TooManyHeaders) => {

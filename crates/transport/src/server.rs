@@ -115,7 +115,9 @@ async fn connection<S: Site>(site: Rc<S>, tcp: TcpStream, tls: Option<Arc<rustls
         None => Stream::Plain(tcp),
         Some(cfg) => {
             let acceptor = futures_rustls::TlsAcceptor::from(cfg);
-            match with_timeout(TLS_HANDSHAKE, acceptor.accept(tcp)).await {
+            // Boxed: the handshake's state (a whole rustls connection) would otherwise be part
+            // of every connection's task for as long as the connection lives, plain or not.
+            match with_timeout(TLS_HANDSHAKE, Box::pin(acceptor.accept(tcp))).await {
                 Some(Ok(s)) => Stream::Tls(Box::new(s)),
                 _ => return,
             }

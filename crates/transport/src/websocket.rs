@@ -4,7 +4,10 @@
 //! one pre-built frame (`Bytes`) can be written to many connections.
 //!
 //! Server frames are compressed with `server_no_context_takeover`, so every compressed message is
-//! self-contained and one compressed frame serves every recipient.
+//! self-contained and one compressed frame serves every recipient. Clients are asked for
+//! `client_no_context_takeover` too (RFC 7692 §7.1.1.2 lets a server add it to any accepted
+//! offer), so their messages are inflated by one inflater per thread: no connection keeps an
+//! inflater's ~40 KB of state and window while it is idle.
 
 use std::io::Cursor;
 
@@ -68,12 +71,12 @@ pub fn accept(req: &Request) -> Result<(Response, Negotiated), &'static str> {
                 continue;
             }
             let mut ok = true;
-            let mut client_nct = false;
             for p in params {
                 let name = p.split('=').next().unwrap_or("").trim();
                 match name {
-                    "client_no_context_takeover" => client_nct = true,
-                    "server_no_context_takeover" | "client_max_window_bits" => {}
+                    "client_no_context_takeover"
+                    | "server_no_context_takeover"
+                    | "client_max_window_bits" => {}
                     // We always use a 15-bit window; an offer that limits ours is declined.
                     "server_max_window_bits" => {
                         ok = p.split('=').nth(1).map(|v| v.trim().trim_matches('"')) == Some("15")
@@ -82,13 +85,14 @@ pub fn accept(req: &Request) -> Result<(Response, Negotiated), &'static str> {
                 }
             }
             if ok {
+                // Offered or not, the client is asked to compress each message alone.
                 negotiated.deflate = true;
-                negotiated.client_no_context_takeover = client_nct;
-                let mut ext = String::from("permessage-deflate; server_no_context_takeover");
-                if client_nct {
-                    ext.push_str("; client_no_context_takeover");
-                }
-                resp.headers.push(("Sec-WebSocket-Extensions", ext));
+                negotiated.client_no_context_takeover = true;
+                resp.headers.push((
+                    "Sec-WebSocket-Extensions",
+                    "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+                        .into(),
+                ));
                 break;
             }
         }
@@ -267,14 +271,40 @@ impl MessageReader {
     }
 
     fn inflate(&mut self, input: &[u8]) -> Result<Bytes, WsError> {
+        if self.reset_after_message {
+            // Each message stands alone: the thread's inflater serves every connection (a
+            // message is inflated whole, in one call, so no two uses overlap).
+            return SHARED_INFLATER.with(|cell| {
+                let mut inflater = cell.borrow_mut();
+                inflater.reset(false);
+                inflate_message(&mut inflater, input, self.max_message)
+            });
+        }
         let inflater = self.inflater.get_or_insert_with(|| Decompress::new(false));
+        inflate_message(inflater, input, self.max_message)
+    }
+}
+
+thread_local! {
+    static SHARED_INFLATER: std::cell::RefCell<Decompress> =
+        std::cell::RefCell::new(Decompress::new(false));
+}
+
+/// Inflates one permessage-deflate message with `inflater` (its window carries over from the
+/// messages before unless the caller reset it), at most `max_message` bytes.
+fn inflate_message(
+    inflater: &mut Decompress,
+    input: &[u8],
+    max_message: usize,
+) -> Result<Bytes, WsError> {
+    {
         let mut out = Vec::with_capacity(input.len() * 4 + 64);
         let tail = [0u8, 0, 0xff, 0xff];
         for chunk in [input, &tail[..]] {
             let mut pos = 0;
             loop {
                 if out.len() == out.capacity() {
-                    if out.len() >= self.max_message {
+                    if out.len() >= max_message {
                         return Err(err(close_code::TOO_BIG, "message too large"));
                     }
                     out.reserve(out.len().max(4096));
@@ -285,7 +315,7 @@ impl MessageReader {
                     .map_err(|_| err(close_code::INVALID_DATA, "bad deflate data"))?;
                 let consumed = (inflater.total_in() - before_in) as usize;
                 pos += consumed;
-                if out.len() > self.max_message {
+                if out.len() > max_message {
                     return Err(err(close_code::TOO_BIG, "message too large"));
                 }
                 if matches!(status, Status::StreamEnd) {
@@ -299,9 +329,6 @@ impl MessageReader {
                     break;
                 }
             }
-        }
-        if self.reset_after_message {
-            inflater.reset(false);
         }
         Ok(Bytes::from(out))
     }
@@ -492,6 +519,64 @@ mod tests {
         // The same compressed bytes decode again: no context carried between messages.
         let mut buf = BytesMut::from(&client_frame(1, true, true, &deflated)[..]);
         assert_eq!(r.next(&mut buf), Ok(Some(Incoming::Text(text))));
+    }
+
+    /// Every accepted deflate offer is answered with `client_no_context_takeover`, so clients'
+    /// messages stand alone and one inflater per thread serves every connection — even after
+    /// another connection sent data that is not deflate at all.
+    #[test]
+    fn client_messages_share_one_inflater() {
+        let req = Request {
+            method: "GET".into(),
+            path: "/".into(),
+            query: String::new(),
+            body: Bytes::new(),
+            keep_alive: true,
+            peer: None,
+            headers: vec![
+                ("sec-websocket-version".into(), "13".into()),
+                (
+                    "sec-websocket-key".into(),
+                    "dGhlIHNhbXBsZSBub25jZQ==".into(),
+                ),
+                (
+                    "sec-websocket-extensions".into(),
+                    "permessage-deflate; client_max_window_bits".into(),
+                ),
+            ],
+        };
+        let (resp, negotiated) = accept(&req).expect("accepted");
+        let ext = resp
+            .headers
+            .iter()
+            .find(|(n, _)| *n == "Sec-WebSocket-Extensions")
+            .map(|(_, v)| v.as_str());
+        assert_eq!(
+            ext,
+            Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover")
+        );
+        assert!(negotiated.deflate && negotiated.client_no_context_takeover);
+        let (a_text, b_text) = (
+            "42[\"logon\",\"a\"]".repeat(30),
+            "{\"type\":\"b\"}".repeat(30),
+        );
+        let a_msg = deflate_message(&mut new_compressor(), a_text.as_bytes());
+        let b_msg = deflate_message(&mut new_compressor(), b_text.as_bytes());
+        let mut a = MessageReader::new(negotiated, 1_000_000);
+        let mut b = MessageReader::new(negotiated, 1_000_000);
+        let mut bad = MessageReader::new(negotiated, 1_000_000);
+        for _ in 0..3 {
+            let mut buf = BytesMut::from(&client_frame(1, true, true, &a_msg)[..]);
+            assert_eq!(a.next(&mut buf), Ok(Some(Incoming::Text(a_text.clone()))));
+            let mut buf = BytesMut::from(&client_frame(1, true, true, &[0xff; 40])[..]);
+            assert!(bad.next(&mut buf).is_err());
+            let mut buf = BytesMut::from(&client_frame(1, true, true, &b_msg)[..]);
+            assert_eq!(b.next(&mut buf), Ok(Some(Incoming::Text(b_text.clone()))));
+        }
+        assert!(
+            a.inflater.is_none() && b.inflater.is_none(),
+            "no inflater per connection"
+        );
     }
 
     /// Server frames compressed with context takeover (the `ws` library's default): the second
