@@ -184,6 +184,37 @@ fn create_in_cluster(
     .detach();
 }
 
+/// Why a match could not be rebuilt from its log.
+enum Unrebuilt {
+    /// The logon record is not a valid logon (the reason).
+    Invalid(String),
+    /// The game ended within the log.
+    Ended,
+}
+
+/// A match rebuilt from its logon record and its logged events (crash recovery, cluster
+/// takeover): the events applied in order, its clock advanced to now. In backend mode a match
+/// that saw `match_start` was registered then; its updates and completion go on (the
+/// registration itself is not repeated).
+fn rebuild(shard: &Shard, logon: &ObsLogon, events: &[Event]) -> Result<Match, Unrebuilt> {
+    let mut game =
+        Match::new(&logon.match_logon()).map_err(|e| Unrebuilt::Invalid(e.to_string()))?;
+    if events
+        .iter()
+        .any(|event| game.apply(event) == Outcome::GameEnded)
+    {
+        return Err(Unrebuilt::Ended);
+    }
+    game.advance(crate::util::now_ms());
+    let started = events
+        .iter()
+        .any(|e| e.kind() == Kind::Obs(ObsKind::MatchStart));
+    if shard.backend.is_some() && started && !game.match_id_text().is_empty() {
+        game.set_registered();
+    }
+    Ok(game)
+}
+
 /// In a cluster: the match's origin stopped and its observer logged on here with the group
 /// secret; the match is rebuilt from its event log (like crash recovery from a replay file)
 /// and continues here with the same secret; the observer gets `reconnected`.
@@ -206,25 +237,11 @@ fn take_over(
     let Some((stored, _)) = file.logon() else {
         return refuse("The match's log has no logon record.");
     };
-    let mut game = match Match::new(&stored.match_logon()) {
+    let game = match rebuild(shard, &stored, &file.events) {
         Ok(g) => g,
-        Err(e) => return refuse(&format!("Invalid logon data: {e}.")),
+        Err(Unrebuilt::Invalid(e)) => return refuse(&format!("Invalid logon data: {e}.")),
+        Err(Unrebuilt::Ended) => return refuse(&format!("Game with Group Code {code} has ended.")),
     };
-    if file
-        .events
-        .iter()
-        .any(|event| game.apply(event) == Outcome::GameEnded)
-    {
-        return refuse(&format!("Game with Group Code {code} has ended."));
-    }
-    game.advance(crate::util::now_ms());
-    let started = file
-        .events
-        .iter()
-        .any(|e| e.kind() == Kind::Obs(ObsKind::MatchStart));
-    if shard.backend.is_some() && started && !game.match_id_text().is_empty() {
-        game.set_registered();
-    }
     let slot = match shard.global.limits.match_slot(owner) {
         Ok(slot) => slot,
         Err(refusal) => return refuse(&refusal.message()),
@@ -389,32 +406,15 @@ pub fn recover(shard: &Rc<Shard>) {
         };
         let code = logon.group_code.clone();
         let name = candidate.path.display().to_string();
-        let mut game = match Match::new(&logon.match_logon()) {
+        let game = match rebuild(shard, &logon, &candidate.file.events) {
             Ok(game) => game,
-            Err(e) => {
+            Err(Unrebuilt::Invalid(e)) => {
                 tracing::warn!("recovery: {name}: the logon is not valid ({e}); skipped");
                 continue;
             }
+            // The game ended before the stop: nothing to recover.
+            Err(Unrebuilt::Ended) => continue,
         };
-        let ended = candidate
-            .file
-            .events
-            .iter()
-            .any(|event| game.apply(event) == Outcome::GameEnded);
-        if ended {
-            continue; // the game ended before the stop: nothing to recover
-        }
-        game.advance(crate::util::now_ms());
-        // In backend mode a match that saw `match_start` was registered then; its updates and
-        // completion go on (the registration itself is not repeated).
-        let started = candidate
-            .file
-            .events
-            .iter()
-            .any(|e| e.kind() == Kind::Obs(ObsKind::MatchStart));
-        if shard.backend.is_some() && started && !game.match_id_text().is_empty() {
-            game.set_registered();
-        }
         let seq = shard.global.match_seq.fetch_add(1, Ordering::Relaxed);
         let mut entry = Entry::new(game, secret, seq, Room::new(shard.config.spectator_delay));
         note_claim(shard, &mut entry);

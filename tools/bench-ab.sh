@@ -13,11 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 A=$1 B=$2 runs=$3 shards=$4
 shift 4
-ns="spectra-ab-$$"
-ip netns add "$ns"
-trap 'ip netns del "$ns" 2>/dev/null || true' EXIT
-ip netns exec "$ns" ip link set lo up
-ulimit -n 20000 2>/dev/null || true
+source tools/lib/netns.sh
+netns_create spectra-ab
 out=$(mktemp)
 for i in $(seq 1 "$runs"); do
   for which in A B; do

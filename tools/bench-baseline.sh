@@ -10,11 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=$1 runs=$2
-ns="spectra-baseline-$$"
-ip netns add "$ns"
-trap 'ip netns del "$ns" 2>/dev/null || true' EXIT
-ip netns exec "$ns" ip link set lo up
-ulimit -n 20000 2>/dev/null || true
+source tools/lib/netns.sh
+netns_create spectra-baseline
 out=$(mktemp)
 for i in $(seq 1 "$runs"); do
   base_out=$(mktemp)

@@ -17,16 +17,8 @@ cd "$(dirname "$0")/.."
 runs=$1 overlays=$2
 nats_bin=${NATS_SERVER:-target/tools-venv/bin/nats-server}
 bin=target/release/spectra-server
-ns="spectra-cluster-$$"
-ip netns add "$ns"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  ip netns del "$ns" 2>/dev/null || true
-}
-trap cleanup EXIT
-ip netns exec "$ns" ip link set lo up
-ulimit -n 20000 2>/dev/null || true
+source tools/lib/netns.sh
+netns_create spectra-cluster
 out=$(mktemp)
 
 node() { # CPU PORT_BASE [env…]: starts a node, prints its PID

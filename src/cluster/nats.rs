@@ -530,77 +530,30 @@ async fn keep_stores_and_liveness(node: Arc<Node>) {
     let js = async_nats::jetstream::new(node.client.clone());
     let prefix = node.config.prefix.clone();
     loop {
-        let matches = bucket(
-            &js,
-            kv::Config {
-                bucket: format!("{prefix}_matches"),
-                history: 1,
-                ..Default::default()
-            },
-        )
-        .await;
-        let nodes = bucket(
-            &js,
-            kv::Config {
-                bucket: format!("{prefix}_nodes"),
-                history: 1,
-                max_age: LIVENESS_TTL,
-                ..Default::default()
-            },
-        )
-        .await;
-        let previews = bucket(
-            &js,
-            kv::Config {
-                bucket: format!("{prefix}_previews"),
-                history: 1,
-                max_age: Duration::from_secs(600),
-                ..Default::default()
-            },
-        )
-        .await;
-        let teaminfo = bucket(
-            &js,
-            kv::Config {
-                bucket: format!("{prefix}_teaminfo"),
-                history: 1,
-                max_age: Duration::from_secs(3600),
-                ..Default::default()
-            },
-        )
-        .await;
-        let matchids = bucket(
-            &js,
-            kv::Config {
-                bucket: format!("{prefix}_matchids"),
-                history: 1,
-                max_age: Duration::from_secs(6 * 3600),
-                ..Default::default()
-            },
-        )
-        .await;
-        let events = js
-            .get_or_create_stream(jetstream::stream::Config {
-                name: format!("{prefix}_events"),
-                subjects: vec![format!("{prefix}.events.>")],
-                max_age: EVENT_LOG_MAX_AGE,
-                ..Default::default()
+        let opened = async {
+            let (hour, minutes) = (Duration::from_secs(3600), Duration::from_secs(600));
+            Ok::<_, String>(Stores {
+                js: js.clone(),
+                matches: bucket(&js, &prefix, "matches", None).await?,
+                nodes: bucket(&js, &prefix, "nodes", Some(LIVENESS_TTL)).await?,
+                previews: bucket(&js, &prefix, "previews", Some(minutes)).await?,
+                teaminfo: bucket(&js, &prefix, "teaminfo", Some(hour)).await?,
+                matchids: bucket(&js, &prefix, "matchids", Some(6 * hour)).await?,
+                events: js
+                    .get_or_create_stream(jetstream::stream::Config {
+                        name: format!("{prefix}_events"),
+                        subjects: vec![format!("{prefix}.events.>")],
+                        max_age: EVENT_LOG_MAX_AGE,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?,
             })
-            .await
-            .map_err(|e| e.to_string());
-        let shared = (previews, teaminfo, matchids);
-        match (matches, nodes, events, shared) {
-            (Ok(matches), Ok(nodes), Ok(events), (Ok(previews), Ok(teaminfo), Ok(matchids))) => {
+        };
+        match opened.await {
+            Ok(stores) => {
                 if let Ok(mut s) = node.stores.lock() {
-                    *s = Some(Stores {
-                        js: js.clone(),
-                        matches,
-                        nodes,
-                        events,
-                        previews,
-                        teaminfo,
-                        matchids,
-                    });
+                    *s = Some(stores);
                 }
                 node.metrics
                     .cluster
@@ -612,12 +565,7 @@ async fn keep_stores_and_liveness(node: Arc<Node>) {
                 );
                 break;
             }
-            (Err(e), ..)
-            | (_, Err(e), ..)
-            | (_, _, Err(e), _)
-            | (_, _, _, (Err(e), _, _))
-            | (_, _, _, (_, Err(e), _))
-            | (_, _, _, (_, _, Err(e))) => {
+            Err(e) => {
                 tracing::warn!("cluster: the KV buckets are not available yet: {e}");
                 tokio::time::sleep(LIVENESS_REFRESH).await;
             }
@@ -641,11 +589,21 @@ async fn keep_stores_and_liveness(node: Arc<Node>) {
     }
 }
 
+/// The KV bucket `<prefix>_<name>` (one value per key; entries expire after `max_age`), created
+/// if no node made it yet.
 async fn bucket(
     js: &async_nats::jetstream::Context,
-    config: kv::Config,
+    prefix: &str,
+    name: &str,
+    max_age: Option<Duration>,
 ) -> Result<kv::Store, String> {
-    let name = config.bucket.clone();
+    let name = format!("{prefix}_{name}");
+    let config = kv::Config {
+        bucket: name.clone(),
+        history: 1,
+        max_age: max_age.unwrap_or_default(),
+        ..Default::default()
+    };
     match js.create_key_value(config).await {
         Ok(store) => Ok(store),
         Err(create) => js

@@ -172,10 +172,10 @@ pub enum MatchMsg {
     StreamLeave { code: String },
 }
 
-impl MatchMsg {
-    /// The group code the message is about, to change (`None`: a logon or a match-id search).
-    pub fn code_mut(&mut self) -> Option<&mut String> {
-        match self {
+/// The group code field of a `MatchMsg` (by reference or by mutable reference, as `$msg` is).
+macro_rules! code_field {
+    ($msg:expr) => {
+        match $msg {
             MatchMsg::Create { .. } | MatchMsg::FindMatchId { .. } => None,
             MatchMsg::Event { code, .. }
             | MatchMsg::AuxDisconnected { code, .. }
@@ -186,21 +186,18 @@ impl MatchMsg {
             | MatchMsg::StreamJoin { code, .. }
             | MatchMsg::StreamLeave { code } => Some(code),
         }
+    };
+}
+
+impl MatchMsg {
+    /// The group code the message is about, to change (`None`: a logon or a match-id search).
+    pub fn code_mut(&mut self) -> Option<&mut String> {
+        code_field!(self)
     }
 
     /// The group code the message is about (`None`: a logon or a match-id search).
     pub fn code(&self) -> Option<&str> {
-        match self {
-            MatchMsg::Create { .. } | MatchMsg::FindMatchId { .. } => None,
-            MatchMsg::Event { code, .. }
-            | MatchMsg::AuxDisconnected { code, .. }
-            | MatchMsg::SnapshotRequest { code, .. }
-            | MatchMsg::PlayerPresence { code, .. }
-            | MatchMsg::SpectatorJoin { code, .. }
-            | MatchMsg::SpectatorLeave { code, .. }
-            | MatchMsg::StreamJoin { code, .. }
-            | MatchMsg::StreamLeave { code } => Some(code),
-        }
+        code_field!(self).map(String::as_str)
     }
 }
 
