@@ -99,7 +99,8 @@ async fn connection<S: Site>(site: Rc<S>, tcp: TcpStream, tls: Option<Arc<rustls
                 // Read the request first (briefly), so the client gets the answer, not a reset.
                 {
                     let mut reader = Reader::new(&mut tcp);
-                    let _ = with_timeout(Duration::from_secs(2), reader.read_request(0)).await;
+                    let _ = with_timeout(Duration::from_secs(2), Box::pin(reader.read_request(0)))
+                        .await;
                 }
                 let _ = with_timeout(
                     Duration::from_secs(1),
@@ -128,7 +129,9 @@ async fn connection<S: Site>(site: Rc<S>, tcp: TcpStream, tls: Option<Arc<rustls
     let mut writer = Some(w);
     let max_body = site.max_body();
     loop {
-        let mut req = match with_timeout(IDLE, reader.read_request(max_body)).await {
+        // Reading a request takes ~2 KB of future: boxed, so a connection that has moved on
+        // (a WebSocket, for as long as it lives) does not keep that space in its task.
+        let mut req = match with_timeout(IDLE, Box::pin(reader.read_request(max_body))).await {
             Some(Ok(req)) => req,
             Some(Err(ReadError::Bad(status, msg))) => {
                 if let Some(w) = writer.as_mut() {
