@@ -106,6 +106,8 @@ where
         return;
     }
     let queue = OutQueue::new();
+    // (dropped when this returns, before the connection's socket can close)
+    let _direct = req.plain_socket.map(|fd| queue.send_directly(fd));
     glommio::spawn_local(run_writer(queue.clone(), writer)).detach();
     let conn = {
         let sp_cell = spectators(shard);

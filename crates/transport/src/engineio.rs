@@ -732,6 +732,8 @@ async fn run_websocket<A: App, R, W>(
         return;
     }
     let queue = OutQueue::new();
+    // (dropped when this returns, before the connection's socket can close)
+    let _direct = req.plain_socket.map(|fd| queue.send_directly(fd));
     glommio::spawn_local(run_writer(queue.clone(), writer)).detach();
     let mut messages = MessageReader::new(neg, eio.config.max_payload);
     let text = |s: &str| websocket::text_frame(s.as_bytes());

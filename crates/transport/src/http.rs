@@ -24,6 +24,9 @@ pub struct Request {
     pub keep_alive: bool,
     /// The client's address (set by the connection loop).
     pub peer: Option<std::net::IpAddr>,
+    /// The connection's socket when it is plain TCP (set by the connection loop): a WebSocket
+    /// may send on it directly while its writer has nothing to write (`OutQueue::send_directly`).
+    pub plain_socket: Option<std::os::fd::RawFd>,
 }
 
 impl Request {
@@ -258,6 +261,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                 body: Bytes::new(),
                 keep_alive,
                 peer: None,
+                plain_socket: None,
             },
             body_len,
         )))

@@ -55,6 +55,10 @@ struct Inner {
     stop_waker: Option<Waker>,
     /// When the queue first stopped (closing or dead).
     stopped_at: Option<std::time::Instant>,
+    /// The plain TCP socket, while frames may be sent on it directly (see `send_directly`).
+    direct: Option<std::os::fd::RawFd>,
+    /// The writer holds a batch it has not finished writing.
+    busy: bool,
 }
 
 impl Inner {
@@ -97,11 +101,32 @@ impl OutQueue {
 
     /// Queues a frame; returns false when the connection is closing, dead or over budget (it is
     /// then marked closing).
-    pub fn push(&self, frame: Bytes, kind: FrameKind) -> bool {
+    pub fn push(&self, mut frame: Bytes, mut kind: FrameKind) -> bool {
         let mut inner = self.inner.borrow_mut();
         if inner.closing || inner.dead {
             crate::stats::bump(|s| &s.dropped);
             return false;
+        }
+        if let Some(fd) = inner.direct
+            && inner.items.is_empty()
+            && !inner.busy
+        {
+            // Nothing waits and the writer is not writing: the frame goes out now, without a
+            // wake-up of the writer task. What the socket does not take is queued as usual.
+            let sent = send_now(fd, &frame);
+            if sent > 0 {
+                crate::stats::add(|s| &s.bytes_out, sent as u64);
+                if kind == FrameKind::Snapshot {
+                    crate::stats::bump(|s| &s.deliveries);
+                }
+                if sent == frame.len() {
+                    crate::stats::bump(|s| &s.frames_out);
+                    return true;
+                }
+                // Part of it is on the wire: the rest must follow as it is, never replaced.
+                frame = frame.slice(sent..);
+                kind = FrameKind::Normal;
+            }
         }
         if kind == FrameKind::Snapshot
             && let Some(slot) = inner
@@ -210,10 +235,22 @@ impl OutQueue {
         glommio::timer::sleep(CLOSE_GRACE.saturating_sub(since.elapsed())).await;
     }
 
+    /// From now on, a frame pushed while nothing waits and the writer is idle is sent on `fd`
+    /// at once (a non-blocking `send` from the pushing task: one system call, no task wake-up);
+    /// only what the socket does not take goes through the queue and the writer. For plain TCP
+    /// sockets whose writer writes them unchanged (no TLS). The returned guard ends it; it must
+    /// be dropped before the socket can be closed, so a reused descriptor is never written to.
+    pub fn send_directly(self: &Rc<Self>, fd: std::os::fd::RawFd) -> DirectGuard {
+        self.inner.borrow_mut().direct = Some(fd);
+        DirectGuard(self.clone())
+    }
+
     /// Waits for queued frames; `None` once closing with nothing left, or dead.
     async fn next_batch(&self, batch: &mut Vec<Bytes>) -> bool {
         poll_fn(|cx| {
             let mut inner = self.inner.borrow_mut();
+            // (the previous batch, if any, is written: the writer is back here)
+            inner.busy = false;
             if inner.dead {
                 return Poll::Ready(false);
             }
@@ -228,6 +265,7 @@ impl OutQueue {
                         break;
                     }
                 }
+                inner.busy = true;
                 return Poll::Ready(true);
             }
             if inner.closing {
@@ -251,6 +289,31 @@ impl OutQueue {
         })
         .await
     }
+}
+
+/// Ends direct sends on a queue's socket when dropped (see `OutQueue::send_directly`).
+pub struct DirectGuard(Rc<OutQueue>);
+
+impl Drop for DirectGuard {
+    fn drop(&mut self) {
+        self.0.inner.borrow_mut().direct = None;
+    }
+}
+
+/// Sends what a non-blocking `send` takes of `frame` on `fd` now; 0 when it takes nothing (the
+/// socket is full, or failed: the writer then meets the same condition and handles it).
+fn send_now(fd: std::os::fd::RawFd, frame: &[u8]) -> usize {
+    // SAFETY: `fd` is the connection's open socket (the `DirectGuard` ends direct sends before
+    // it can be closed); the buffer is valid for `frame.len()` bytes.
+    let n = unsafe {
+        libc::send(
+            fd,
+            frame.as_ptr().cast(),
+            frame.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    usize::try_from(n).unwrap_or(0)
 }
 
 /// Drains `queue` into `io` until the queue closes or a write fails; then closes `io`. A write
@@ -301,6 +364,63 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(queue: Rc<OutQueue>, mut io: W) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With a socket to send on directly, a frame pushed while nothing waits goes out at once
+    /// (no writer involved); when the socket takes only part of it, the rest waits in the queue
+    /// and is never replaced by a newer snapshot; after the guard, nothing is sent directly.
+    #[test]
+    fn direct_sends_and_what_the_socket_does_not_take() {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let (ours, mut peer) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+        peer.set_nonblocking(true).expect("non-blocking");
+        let q = OutQueue::new();
+        let guard = q.send_directly(ours.as_raw_fd());
+        assert!(q.push(Bytes::from_static(b"hello"), FrameKind::Snapshot));
+        let mut got = [0u8; 16];
+        assert_eq!(peer.read(&mut got).expect("sent at once"), 5);
+        assert_eq!(&got[..5], b"hello");
+        // Fill the socket: the last frame is taken in part or not at all and queued.
+        let big = Bytes::from(vec![7u8; 64 * 1024]);
+        let mut pushes = 0;
+        while q.inner.borrow().items.is_empty() {
+            assert!(q.push(big.clone(), FrameKind::Snapshot));
+            pushes += 1;
+            assert!(pushes < 10_000, "the socket never filled");
+        }
+        let waiting = q.inner.borrow().items.front().map(|(f, k)| (f.len(), *k));
+        let (len, kind) = waiting.expect("queued");
+        assert!(len <= big.len());
+        if len < big.len() {
+            assert_eq!(
+                kind,
+                FrameKind::Normal,
+                "a partly sent frame is never replaced"
+            );
+        }
+        // A newer snapshot queues behind it (or replaces it only when nothing of it was sent).
+        assert!(q.push(Bytes::from_static(b"newer"), FrameKind::Snapshot));
+        let mut batch = Vec::new();
+        assert!(futures_lite::future::block_on(q.next_batch(&mut batch)));
+        assert_eq!(batch.last().map(|b| &b[..]), Some(&b"newer"[..]));
+        if len < big.len() {
+            assert_eq!(batch.len(), 2);
+            assert_eq!(batch[0].len(), len);
+        }
+        // The writer holds a batch: pushes queue, nothing is sent directly.
+        while peer.read(&mut vec![0u8; 1 << 20]).is_ok() {}
+        assert!(q.push(Bytes::from_static(b"queued"), FrameKind::Normal));
+        assert_eq!(q.inner.borrow().items.len(), 1);
+        drop(guard);
+        let mut batch = Vec::new();
+        assert!(futures_lite::future::block_on(q.next_batch(&mut batch)));
+        assert!(q.push(Bytes::from_static(b"after"), FrameKind::Normal));
+        assert_eq!(
+            q.inner.borrow().items.len(),
+            1,
+            "no direct send after the guard"
+        );
+    }
 
     #[test]
     fn snapshots_replace_each_other() {

@@ -112,6 +112,7 @@ async fn connection<S: Site>(site: Rc<S>, tcp: TcpStream, tls: Option<Arc<rustls
         }
     };
     let _ = tcp.set_nodelay(true);
+    let plain_socket = tls.is_none().then(|| std::os::fd::AsRawFd::as_raw_fd(&tcp));
     let stream = match tls {
         None => Stream::Plain(tcp),
         Some(cfg) => {
@@ -149,6 +150,7 @@ async fn connection<S: Site>(site: Rc<S>, tcp: TcpStream, tls: Option<Arc<rustls
             Some(Err(ReadError::Closed)) | None => break,
         };
         req.peer = peer;
+        req.plain_socket = plain_socket;
         let head_only = req.method == "HEAD";
         let wants_keep_alive = req.keep_alive;
         let (mut resp, keep_alive) = match site
