@@ -47,15 +47,5 @@ PY
     sleep 1
   done
 done
-python3 - "$out" <<'PY'
-import json, statistics, sys
-runs = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-for which in ("A", "B"):
-    rs = [r for r in runs if r["binary"] == which]
-    m = lambda f: statistics.median(f(r) for r in rs)
-    print(f"| {which} | {m(lambda r: r['deliveries_per_s']):,.0f} ({rs[0]['expected_per_s']:,.0f}) "
-          f"| {m(lambda r: r['latency_ms']['p50']):.1f} / {m(lambda r: r['latency_ms']['p99']):.1f} "
-          f"| {m(lambda r: r['server_cpu_per_delivery_us'] or 0):.1f} µs "
-          f"| {m(lambda r: r['generator_cpu_pct']):.0f} % | {m(lambda r: r['server_rss_max_mb']):.1f} MB | {len(rs)} |")
-PY
+python3 tools/lib/median_rows.py "$out" binary A B
 rm -f "$out"

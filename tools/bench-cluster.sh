@@ -81,15 +81,5 @@ PY
     sleep 1
   done
 done
-python3 - "$out" <<'PY'
-import json, statistics, sys
-runs = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-for setting in ("origin", "edge"):
-    rs = [r for r in runs if r["setting"] == setting]
-    m = lambda f: statistics.median(f(r) for r in rs)
-    print(f"| {setting} | {m(lambda r: r['deliveries_per_s']):,.0f} ({rs[0]['expected_per_s']:,.0f}) "
-          f"| {m(lambda r: r['latency_ms']['p50']):.1f} / {m(lambda r: r['latency_ms']['p99']):.1f} "
-          f"| {m(lambda r: r['server_cpu_per_delivery_us'] or 0):.1f} µs "
-          f"| {m(lambda r: r['generator_cpu_pct']):.0f} % | {m(lambda r: r['server_rss_max_mb']):.1f} MB | {len(rs)} |")
-PY
+python3 tools/lib/median_rows.py "$out" setting origin edge
 rm -f "$out"
