@@ -87,7 +87,10 @@ test("a polling session that upgrades to WebSocket frees its polling slot", asyn
     const a = client(server.ingest);
     await once(a, "connect");
     await waitFor(() => a.io.engine.transport.name === "websocket", 5000, "the upgrade");
-    const b = client(server.ingest);
+    // The client switches transports as it sends the upgrade packet; the server frees the slot
+    // when it has handled it (on the session's home shard), a moment later. A handshake in
+    // between gets 503, so the second client tries again until the slot is free.
+    const b = client(server.ingest, { reconnection: true, reconnectionDelay: 100, reconnectionDelayMax: 200 });
     await once(b, "connect");
     await waitFor(() => b.io.engine.transport.name === "websocket", 5000, "the second upgrade");
     a.close();
