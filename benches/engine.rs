@@ -72,6 +72,7 @@ fn bench(c: &mut Criterion) {
     let json = m.snapshot_json();
     let mut group = c.benchmark_group("tick");
     group.throughput(Throughput::Bytes(json.len() as u64));
+    group.bench_function("snapshot_value", |b| b.iter(|| m.snapshot()));
     group.bench_function("snapshot_json", |b| b.iter(|| m.snapshot_json()));
     let packet = packets::event_packet("match_data", &json);
     group.bench_function("event_packet", |b| {
@@ -81,6 +82,13 @@ fn bench(c: &mut Criterion) {
         b.iter(|| websocket::text_frame(&packet))
     });
     let mut compressor = websocket::new_compressor();
+    let deflated = websocket::compressed_text_frame(&mut compressor, &packet);
+    eprintln!(
+        "snapshot {} B of JSON, packet {} B, deflated frame {} B",
+        json.len(),
+        packet.len(),
+        deflated.len()
+    );
     group.bench_function("ws_frame_deflate", |b| {
         b.iter(|| websocket::compressed_text_frame(&mut compressor, &packet))
     });

@@ -74,7 +74,7 @@ fn report(states: &[Value]) {
     for (i, s) in states.iter().cycle().take(1800).enumerate() {
         let json: Rc<str> = Rc::from(s.to_string());
         let at = t0 + Duration::from_millis(100 * i as u64);
-        stream.push_state(at, Rc::new(s.clone()), json, Value::Null, false);
+        stream.push_state(at, || Rc::new(s.clone()), json, Value::Null, false);
     }
     let (now, peak) = stream.waiting_bytes();
     println!(

@@ -46,8 +46,8 @@ pub struct Entry {
     budget: Budget,
     /// The last encoded snapshot and the counter it was built at.
     frames: Option<(u64, FrameSet)>,
-    /// The last snapshot (as JSON and as a value) and the counter it was built at.
-    json: Option<(u64, Rc<str>, Rc<Value>)>,
+    /// The last snapshot JSON and the counter it was built at.
+    json: Option<(u64, Rc<str>)>,
     /// The match's spectator room.
     pub room: Room,
     /// The match's replay log (`None` when logs are off).
@@ -750,7 +750,7 @@ pub fn viewer_snapshot(shard: &Rc<Shard>, code: &str) -> RestAnswer {
     }
     if shard.config.spectator_delay.is_zero() {
         // Not broadcast yet: the current state (seq 0).
-        let (_, json) = current_state(entry);
+        let json = current_json(entry);
         return RestAnswer {
             status: 200,
             body: json.to_string(),
@@ -980,23 +980,17 @@ fn current_frames(shard: &Shard, entry: &mut Entry) -> FrameSet {
     frames
 }
 
-/// The current snapshot, built and serialised at most once per counter value.
-fn current_state(entry: &mut Entry) -> (Rc<Value>, Rc<str>) {
+/// The current snapshot JSON, serialised at most once per counter value.
+fn current_json(entry: &mut Entry) -> Rc<str> {
     let n = entry.game.event_number();
     match &entry.json {
-        Some((at, json, value)) if *at == n => (value.clone(), json.clone()),
+        Some((at, json)) if *at == n => json.clone(),
         _ => {
-            let value = Rc::new(entry.game.snapshot());
-            let json: Rc<str> = Rc::from(value.to_string());
-            entry.json = Some((n, json.clone(), value.clone()));
-            (value, json)
+            let json: Rc<str> = Rc::from(entry.game.snapshot_json());
+            entry.json = Some((n, json.clone()));
+            json
         }
     }
-}
-
-/// The current snapshot JSON.
-fn current_json(entry: &mut Entry) -> Rc<str> {
-    current_state(entry).1
 }
 
 /// The spectators' `GameData` message for the current state before the first broadcast (seq 0).
@@ -1122,8 +1116,11 @@ pub fn publish(shard: &Rc<Shard>, code: &str, frames: FrameSet) {
         let mut reg = reg_cell.borrow_mut();
         match reg.live.get_mut(code) {
             Some(entry) => {
-                let (value, json) = current_state(entry);
-                entry.room.push_state(shard, code, value, json)
+                let json = current_json(entry);
+                let game = &entry.game;
+                entry
+                    .room
+                    .push_state(shard, code, || Rc::new(game.snapshot()), json)
             }
             None => None,
         }

@@ -129,7 +129,7 @@ pub fn build(body: &Map<String, Value>) -> Result<Value, String> {
         "teams": [team(left, &t.preview_left), team(right, &t.preview_right)],
         "timeoutState": {"leftTeam": false, "rightTeam": false, "techPause": false, "timeRemaining": 0},
         // The playercam secret is not handed out (QUIRK P2: the original returned it verbatim).
-        "tools": tools::broadcast_view(&tools::merge(body.get("toolsData"))),
+        "tools": tools::BroadcastView(&tools::merge(body.get("toolsData"))),
     }))
 }
 

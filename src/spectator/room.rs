@@ -112,7 +112,7 @@ impl Room {
         &mut self,
         shard: &Rc<Shard>,
         code: &str,
-        value: Rc<Value>,
+        value: impl FnOnce() -> Rc<Value>,
         json: Rc<str>,
     ) -> Option<Box<ViewerFrames>> {
         let now = Instant::now();

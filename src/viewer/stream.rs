@@ -40,8 +40,9 @@ enum Item<M> {
         from_player: Value,
         /// The JSON Patch from the state before (`None`: the first state, sent whole).
         patch: Option<String>,
-        /// The state itself, kept when it is released at once or when there is no patch.
-        full: Option<(Rc<str>, Rc<Value>)>,
+        /// The state itself, kept when it is released at once or when there is no patch (its
+        /// value only when it was built: a delay or a delta listener).
+        full: Option<(Rc<str>, Option<Rc<Value>>)>,
     },
     Message(M),
     Close,
@@ -146,25 +147,29 @@ impl<M> ViewerStream<M> {
     }
 
     /// A new state of the match (after the overlays got it). `wants_patch`: a delta spectator or
-    /// HTTP stream is listening (with a delay every state is kept as a patch anyway).
+    /// HTTP stream is listening (with a delay every state is kept as a patch anyway). `value`
+    /// builds the state as a value; it is called only when a patch is due or the state is kept.
     pub fn push_state(
         &mut self,
         now: Instant,
-        value: Rc<Value>,
+        value: impl FnOnce() -> Rc<Value>,
         json: Rc<str>,
         from_player: Value,
         wants_patch: bool,
     ) {
         self.seq += 1;
         let delayed = !self.delay.is_zero();
-        let patch = match &self.head {
-            Some(head) if delayed || wants_patch => {
-                serde_json::to_string(&json_patch::diff(head, &value)).ok()
-            }
+        let value = (delayed || wants_patch).then(value);
+        if value.is_some() && self.head.is_none() {
+            // The first listener since the last state went out: the patch applies to that state.
+            self.head = self.released_value(self.seq - 1);
+        }
+        let patch = match (&self.head, &value) {
+            (Some(head), Some(value)) => serde_json::to_string(&json_patch::diff(head, value)).ok(),
             _ => None,
         };
         let full = (!delayed || patch.is_none()).then(|| (json, value.clone()));
-        self.head = Some(value);
+        self.head = value;
         self.push(
             now,
             Item::State {
@@ -175,6 +180,12 @@ impl<M> ViewerStream<M> {
             },
             |_| 0,
         );
+    }
+
+    /// The released state of `seq` as a value, read back from its JSON.
+    fn released_value(&self, seq: u64) -> Option<Rc<Value>> {
+        let r = self.released.as_ref().filter(|r| r.seq == seq)?;
+        serde_json::from_str(&r.json).ok().map(Rc::new)
     }
 
     /// A message derived from the match (`message_bytes`: its size, for the bound).
@@ -244,7 +255,7 @@ impl<M> ViewerStream<M> {
         seq: u64,
         from_player: Value,
         patch: Option<String>,
-        full: Option<(Rc<str>, Rc<Value>)>,
+        full: Option<(Rc<str>, Option<Rc<Value>>)>,
         audience: Audience,
         encode: &mut dyn FnMut(&[u8]) -> WsFrames,
     ) -> Option<Box<ViewerFrames>> {
@@ -252,7 +263,7 @@ impl<M> ViewerStream<M> {
         let base = self.released.as_ref().map(|r| r.seq);
         let json: Rc<str> = match full {
             Some((json, value)) => {
-                let kept = delayed.then(|| (*value).clone());
+                let kept = value.filter(|_| delayed).map(|v| (*v).clone());
                 self.released = Some(Released {
                     seq,
                     json: json.clone(),
@@ -428,7 +439,7 @@ mod tests {
         let mut applied: Option<Value> = None;
         for n in 1..=9 {
             let (v, j) = state(n);
-            s.push_state(now, v.clone(), j, json!("p"), true);
+            s.push_state(now, || v.clone(), j, json!("p"), true);
             let frames = released_states(s.release_due(now, all(), |_| 0, &mut plain));
             assert_eq!(frames.len(), 1);
             let f = &frames[0];
@@ -453,6 +464,41 @@ mod tests {
     }
 
     #[test]
+    fn the_value_is_built_only_for_listeners_and_the_first_patch_applies_to_the_last_state() {
+        let mut s: ViewerStream<()> = ViewerStream::new(Duration::ZERO);
+        let now = Instant::now();
+        let built = std::cell::Cell::new(0);
+        let push = |s: &mut ViewerStream<()>, n: i64, wants_patch: bool| {
+            let (v, j) = state(n);
+            let value = || {
+                built.set(built.get() + 1);
+                v.clone()
+            };
+            s.push_state(now, value, j, json!("p"), wants_patch);
+            released_states(s.release_due(now, all(), |_| 0, &mut plain))
+        };
+        for n in 1..=3 {
+            let frames = push(&mut s, n, false);
+            assert!(frames[0].delta.is_none(), "no listener, no patch");
+        }
+        assert_eq!(built.get(), 0, "nobody wanted a patch: no value built");
+        // A delta listener arrives after state 3 went out: state 4 comes as a patch on 3.
+        let frames = push(&mut s, 4, true);
+        assert_eq!(built.get(), 1);
+        let d = data_of(
+            frames[0]
+                .delta
+                .as_ref()
+                .expect("a patch on the released state"),
+        );
+        assert_eq!(d["base_seq"], json!(3));
+        let mut doc = (*state(3).0).clone();
+        let ops: json_patch::Patch = serde_json::from_value(d["patch"].clone()).expect("patch");
+        json_patch::patch(&mut doc, &ops).expect("applies");
+        assert_eq!(doc, *state(4).0);
+    }
+
+    #[test]
     fn a_delay_holds_states_and_messages_in_order_and_rebuilds_them_from_patches() {
         let delay = Duration::from_secs(2);
         let mut s: ViewerStream<&'static str> = ViewerStream::new(delay);
@@ -461,7 +507,7 @@ mod tests {
             let (v, j) = state(n);
             s.push_state(
                 t0 + Duration::from_millis(100 * n as u64),
-                v,
+                || v,
                 j,
                 json!(null),
                 false,
@@ -520,7 +566,7 @@ mod tests {
         for n in 0..400 {
             let v = json!({"n": n, "blob": format!("{big}{n}")});
             let j: Rc<str> = Rc::from(v.to_string());
-            s.push_state(t0, Rc::new(v), j, json!(null), false);
+            s.push_state(t0, || Rc::new(v), j, json!(null), false);
             s.release_due(t0, all(), |_| 0, &mut plain);
         }
         let (now, _) = s.waiting_bytes();

@@ -1,6 +1,7 @@
 //! JavaScript value semantics the original relies on: truthiness, loose equality, number
 //! formatting (integers without `.0`, NaN/Infinity as `null`) and string interpolation.
 
+use serde::{Serialize, Serializer, ser::SerializeMap};
 use serde_json::{Number, Value};
 
 /// `Boolean(v)` in JavaScript (`None` = undefined).
@@ -63,6 +64,20 @@ pub fn num(f: f64) -> Value {
         return Value::from(f as i64);
     }
     Number::from_f64(f).map_or(Value::Null, Value::Number)
+}
+
+/// A small JSON object of named flags, in order (`{"planted":false,…}`), serialised as it
+/// stands (no `Map` built for it).
+pub struct Flags<'a>(pub &'a [(&'a str, bool)]);
+
+impl Serialize for Flags<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
 }
 
 /// Longest string (in characters) a client can store in one field of the match state.

@@ -14,10 +14,11 @@ pub mod tables;
 pub mod team;
 pub mod tools;
 
+use serde::{Serialize, Serializer, ser::SerializeMap};
 use serde_json::{Map, Value, json};
 
 pub use event::{AuxKind, Event, Kind, ObsKind};
-use js::{field, gt, loose_eq, num, text, to_num, truthy};
+use js::{Flags, field, gt, loose_eq, num, text, to_num, truthy};
 use player::Player;
 use tables::tables;
 use team::Team;
@@ -868,68 +869,79 @@ impl Match {
 
     /// The broadcast snapshot as a JSON value (sensitive fields are never part of it).
     pub fn snapshot(&self) -> Value {
-        let mut m = Map::new();
-        m.insert("matchId".into(), self.match_id.clone());
-        m.insert("matchType".into(), self.match_type.clone());
-        m.insert("switchRound".into(), json!(self.switch_round));
-        m.insert("firstOtRound".into(), json!(self.first_ot_round));
-        m.insert("groupCode".into(), Value::String(self.group_code.clone()));
-        m.insert("isRunning".into(), Value::Bool(self.is_running));
-        if let Some(t) = self.agent_select_start_time {
-            m.insert("agentSelectStartTime".into(), json!(t));
-        }
-        m.insert("roundNumber".into(), self.round_number.clone());
-        m.insert("roundPhase".into(), self.round_phase.clone());
-        if let Some(t) = self.round_timeout_time {
-            m.insert("roundTimeoutTime".into(), json!(t));
-        }
-        m.insert("wasTimeout".into(), Value::Bool(self.was_timeout));
-        if let Some(t) = self.spike_detonation_time {
-            m.insert("spikeDetonationTime".into(), json!(t));
-        }
-        m.insert(
-            "teams".into(),
-            Value::Array(self.teams.iter().map(Team::to_json).collect()),
-        );
-        m.insert("map".into(), Value::String(self.map.clone()));
-        m.insert(
-            "spikeState".into(),
-            json!({"planted": self.planted, "detonated": self.detonated, "defused": self.defused}),
-        );
-        if let Some(a) = &self.attackers_won {
-            m.insert("attackersWon".into(), a.clone());
-        }
-        m.insert("showAliveKDA".into(), Value::Bool(self.show_alive_kda));
-        m.insert(
-            "timeoutState".into(),
-            json!({
-                "techPause": self.tech_pause,
-                "leftTeam": self.timeout_left,
-                "rightTeam": self.timeout_right,
-                "timeRemaining": num(self.time_remaining),
-            }),
-        );
-        m.insert(
-            "timeoutGracePeriodPassed".into(),
-            Value::Bool(self.grace_period_passed),
-        );
-        m.insert("toastInfo".into(), Value::Object(self.toast_info.clone()));
-        m.insert(
-            "hasEnteredOvertime".into(),
-            Value::Bool(self.has_entered_overtime),
-        );
-        m.insert("tools".into(), tools::broadcast_view(&self.tools));
-        m.insert(
-            "organizationId".into(),
-            Value::String(self.organization_id.clone()),
-        );
-        m.insert("isRegistered".into(), Value::Bool(self.is_registered));
-        m.insert("orgIsSupporter".into(), Value::Bool(self.org_is_supporter));
-        Value::Object(m)
+        serde_json::to_value(Snapshot(self)).unwrap_or(Value::Null)
     }
 
+    /// The snapshot's JSON text, written straight from the match (no intermediate `Value`):
+    /// the same JSON as `snapshot()`.
     pub fn snapshot_json(&self) -> String {
-        self.snapshot().to_string()
+        serde_json::to_string(&Snapshot(self)).unwrap_or_else(|_| "null".into())
+    }
+}
+
+/// The broadcast snapshot of a match (snapshot-schema §2, key order as the original's).
+struct Snapshot<'a>(&'a Match);
+
+impl Serialize for Snapshot<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let g = self.0;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("matchId", &g.match_id)?;
+        m.serialize_entry("matchType", &g.match_type)?;
+        m.serialize_entry("switchRound", &g.switch_round)?;
+        m.serialize_entry("firstOtRound", &g.first_ot_round)?;
+        m.serialize_entry("groupCode", &g.group_code)?;
+        m.serialize_entry("isRunning", &g.is_running)?;
+        if let Some(t) = g.agent_select_start_time {
+            m.serialize_entry("agentSelectStartTime", &t)?;
+        }
+        m.serialize_entry("roundNumber", &g.round_number)?;
+        m.serialize_entry("roundPhase", &g.round_phase)?;
+        if let Some(t) = g.round_timeout_time {
+            m.serialize_entry("roundTimeoutTime", &t)?;
+        }
+        m.serialize_entry("wasTimeout", &g.was_timeout)?;
+        if let Some(t) = g.spike_detonation_time {
+            m.serialize_entry("spikeDetonationTime", &t)?;
+        }
+        m.serialize_entry("teams", &g.teams)?;
+        m.serialize_entry("map", &g.map)?;
+        m.serialize_entry(
+            "spikeState",
+            &Flags(&[
+                ("planted", g.planted),
+                ("detonated", g.detonated),
+                ("defused", g.defused),
+            ]),
+        )?;
+        if let Some(a) = &g.attackers_won {
+            m.serialize_entry("attackersWon", a)?;
+        }
+        m.serialize_entry("showAliveKDA", &g.show_alive_kda)?;
+        m.serialize_entry("timeoutState", &TimeoutState(g))?;
+        m.serialize_entry("timeoutGracePeriodPassed", &g.grace_period_passed)?;
+        m.serialize_entry("toastInfo", &g.toast_info)?;
+        m.serialize_entry("hasEnteredOvertime", &g.has_entered_overtime)?;
+        m.serialize_entry("tools", &tools::BroadcastView(&g.tools))?;
+        m.serialize_entry("organizationId", &g.organization_id)?;
+        m.serialize_entry("isRegistered", &g.is_registered)?;
+        m.serialize_entry("orgIsSupporter", &g.org_is_supporter)?;
+        m.end()
+    }
+}
+
+/// `timeoutState` of the snapshot.
+struct TimeoutState<'a>(&'a Match);
+
+impl Serialize for TimeoutState<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let g = self.0;
+        let mut m = s.serialize_map(Some(4))?;
+        m.serialize_entry("techPause", &g.tech_pause)?;
+        m.serialize_entry("leftTeam", &g.timeout_left)?;
+        m.serialize_entry("rightTeam", &g.timeout_right)?;
+        m.serialize_entry("timeRemaining", &num(g.time_remaining))?;
+        m.end()
     }
 }
 

@@ -1,9 +1,10 @@
 //! One player: creation from a roster line, the shared scoreboard update, killfeed fallbacks,
 //! agent icon suffixes, round reset, and its snapshot JSON (key order of snapshot-schema §4).
 
+use serde::{Serialize, Serializer, ser::SerializeMap};
 use serde_json::{Map, Value, json};
 
-use super::js::{MAX_FIELD_CHARS, field, gt, loose_eq, num, short, text, to_num, truthy};
+use super::js::{Flags, MAX_FIELD_CHARS, field, gt, loose_eq, num, short, text, to_num, truthy};
 use super::tables::tables;
 
 #[derive(Debug, Clone)]
@@ -350,89 +351,68 @@ impl Player {
             self.icon_suffix = if on { suffix.into() } else { String::new() };
         }
     }
-
-    pub fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        m.insert("name".into(), Value::String(self.name.clone()));
-        m.insert("tagline".into(), Value::String(self.tagline.clone()));
-        m.insert("riotId".into(), Value::String(self.riot_id.clone()));
-        m.insert("searchName".into(), Value::String(self.search_name.clone()));
-        m.insert("fullName".into(), Value::String(self.full_name.clone()));
-        put(&mut m, "position", &self.position);
-        put(&mut m, "locked", &self.locked);
-        put(&mut m, "agentInternal", &self.agent_internal);
-        m.insert(
-            "agentProper".into(),
-            Value::String(self.agent_proper.clone()),
-        );
-        put(&mut m, "isAlive", &self.is_alive);
-        put(&mut m, "hasSpike", &self.has_spike);
-        m.insert("isObserved".into(), Value::Bool(self.is_observed));
-        put(&mut m, "health", &self.health);
-        m.insert("abilities".into(), self.abilities.clone());
-        put(&mut m, "kills", &self.kills);
-        put(&mut m, "deaths", &self.deaths);
-        put(&mut m, "assists", &self.assists);
-        m.insert("kdRatio".into(), self.kd_ratio.clone());
-        m.insert("killsThisRound".into(), num(self.kills_this_round));
-        m.insert("deathsThisRound".into(), num(self.deaths_this_round));
-        m.insert(
-            "killedPlayerNames".into(),
-            Value::Array(self.killed_player_names.clone()),
-        );
-        put(&mut m, "currUltPoints", &self.curr_ult_points);
-        put(&mut m, "maxUltPoints", &self.max_ult_points);
-        m.insert("ultReady".into(), Value::Bool(self.ult_ready));
-        put(&mut m, "money", &self.money);
-        m.insert("moneySpent".into(), num(self.money_spent));
-        m.insert(
-            "spentMoneyThisRound".into(),
-            Value::Bool(self.spent_money_this_round),
-        );
-        if let Some(a) = &self.armor_name {
-            m.insert("armorName".into(), Value::String(a.clone()));
-        }
-        if let Some(w) = &self.highest_weapon {
-            m.insert("highestWeapon".into(), Value::String(w.clone()));
-        }
-        m.insert("currentMMRTier".into(), self.current_mmr_tier.clone());
-        m.insert("peakMMRTier".into(), self.peak_mmr_tier.clone());
-        m.insert("teamKills".into(), num(self.team_kills));
-        m.insert("headshotKills".into(), num(self.headshot_kills));
-        m.insert("headshotRatio".into(), self.headshot_ratio.clone());
-        m.insert(
-            "killsByWeaponsAndAbilities".into(),
-            Value::Object(self.kills_by_weapons.clone()),
-        );
-        m.insert(
-            "killsOnEnemyPlayer".into(),
-            Value::Object(self.kills_on_enemy.clone()),
-        );
-        m.insert(
-            "killsOnTeammatePlayer".into(),
-            Value::Object(self.kills_on_teammate.clone()),
-        );
-        m.insert("assistsFromTeammate".into(), Value::Object(Map::new()));
-        m.insert(
-            "scoreboardAvailable".into(),
-            Value::Bool(self.scoreboard_available),
-        );
-        m.insert(
-            "auxiliaryAvailable".into(),
-            json!({"health": self.aux_health, "abilities": self.aux_abilities, "scoreboard": self.aux_scoreboard}),
-        );
-        m.insert(
-            "iconNameSuffix".into(),
-            Value::String(self.icon_suffix.clone()),
-        );
-        Value::Object(m)
-    }
 }
 
-/// Inserts a pass-through value; `Null` stands for "absent" only where the client omitted a key,
-/// which `Value::Null` cannot tell apart, so pass-through keys are always present.
-fn put(m: &mut Map<String, Value>, key: &str, v: &Value) {
-    m.insert(key.into(), v.clone());
+/// The player's snapshot JSON, written straight to the output (no intermediate `Value`); key
+/// order of snapshot-schema §4. Pass-through keys are always present (`Null` cannot tell an
+/// omitted key apart).
+impl Serialize for Player {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("name", &self.name)?;
+        m.serialize_entry("tagline", &self.tagline)?;
+        m.serialize_entry("riotId", &self.riot_id)?;
+        m.serialize_entry("searchName", &self.search_name)?;
+        m.serialize_entry("fullName", &self.full_name)?;
+        m.serialize_entry("position", &self.position)?;
+        m.serialize_entry("locked", &self.locked)?;
+        m.serialize_entry("agentInternal", &self.agent_internal)?;
+        m.serialize_entry("agentProper", &self.agent_proper)?;
+        m.serialize_entry("isAlive", &self.is_alive)?;
+        m.serialize_entry("hasSpike", &self.has_spike)?;
+        m.serialize_entry("isObserved", &self.is_observed)?;
+        m.serialize_entry("health", &self.health)?;
+        m.serialize_entry("abilities", &self.abilities)?;
+        m.serialize_entry("kills", &self.kills)?;
+        m.serialize_entry("deaths", &self.deaths)?;
+        m.serialize_entry("assists", &self.assists)?;
+        m.serialize_entry("kdRatio", &self.kd_ratio)?;
+        m.serialize_entry("killsThisRound", &num(self.kills_this_round))?;
+        m.serialize_entry("deathsThisRound", &num(self.deaths_this_round))?;
+        m.serialize_entry("killedPlayerNames", &self.killed_player_names)?;
+        m.serialize_entry("currUltPoints", &self.curr_ult_points)?;
+        m.serialize_entry("maxUltPoints", &self.max_ult_points)?;
+        m.serialize_entry("ultReady", &self.ult_ready)?;
+        m.serialize_entry("money", &self.money)?;
+        m.serialize_entry("moneySpent", &num(self.money_spent))?;
+        m.serialize_entry("spentMoneyThisRound", &self.spent_money_this_round)?;
+        if let Some(a) = &self.armor_name {
+            m.serialize_entry("armorName", a)?;
+        }
+        if let Some(w) = &self.highest_weapon {
+            m.serialize_entry("highestWeapon", w)?;
+        }
+        m.serialize_entry("currentMMRTier", &self.current_mmr_tier)?;
+        m.serialize_entry("peakMMRTier", &self.peak_mmr_tier)?;
+        m.serialize_entry("teamKills", &num(self.team_kills))?;
+        m.serialize_entry("headshotKills", &num(self.headshot_kills))?;
+        m.serialize_entry("headshotRatio", &self.headshot_ratio)?;
+        m.serialize_entry("killsByWeaponsAndAbilities", &self.kills_by_weapons)?;
+        m.serialize_entry("killsOnEnemyPlayer", &self.kills_on_enemy)?;
+        m.serialize_entry("killsOnTeammatePlayer", &self.kills_on_teammate)?;
+        m.serialize_entry("assistsFromTeammate", &Map::new())?;
+        m.serialize_entry("scoreboardAvailable", &self.scoreboard_available)?;
+        m.serialize_entry(
+            "auxiliaryAvailable",
+            &Flags(&[
+                ("health", self.aux_health),
+                ("abilities", self.aux_abilities),
+                ("scoreboard", self.aux_scoreboard),
+            ]),
+        )?;
+        m.serialize_entry("iconNameSuffix", &self.icon_suffix)?;
+        m.end()
+    }
 }
 
 /// `a / b` with IEEE semantics, as JSON (`null` for NaN/Infinity).

@@ -1,5 +1,6 @@
 //! One team: identity from the logon, its players, score and round record (snapshot-schema §3).
 
+use serde::{Serialize, Serializer, ser::SerializeMap};
 use serde_json::{Map, Value, json};
 
 use super::js::truthy;
@@ -17,15 +18,15 @@ pub struct Record {
     pub round: i64,
 }
 
-impl Record {
-    fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        m.insert("type".into(), Value::String(self.kind.clone()));
+impl Serialize for Record {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("type", &self.kind)?;
         if let Some(w) = &self.was_attack {
-            m.insert("wasAttack".into(), w.clone());
+            m.serialize_entry("wasAttack", w)?;
         }
-        m.insert("round".into(), json!(self.round));
-        Value::Object(m)
+        m.serialize_entry("round", &self.round)?;
+        m.end()
     }
 }
 
@@ -134,39 +135,37 @@ impl Team {
     pub fn recompute_spent(&mut self) {
         self.spent_this_round = self.players.iter().map(Player::money_spent).sum();
     }
+}
 
-    pub fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        let opt = |m: &mut Map<String, Value>, k: &str, v: &Option<Value>| {
-            if let Some(v) = v {
-                m.insert(k.into(), v.clone());
-            }
-        };
-        opt(&mut m, "teamName", &self.team_name);
-        opt(&mut m, "teamTricode", &self.team_tricode);
-        opt(&mut m, "teamUrl", &self.team_url);
-        m.insert("ingameTeamId".into(), json!(self.ingame_team_id));
-        opt(&mut m, "isAttacking", &self.is_attacking);
-        m.insert("hasHandledTeam".into(), Value::Bool(false));
-        opt(&mut m, "roundsWon", &self.rounds_won);
-        m.insert(
-            "spentThisRound".into(),
-            super::js::num(self.spent_this_round),
-        );
-        m.insert(
-            "roundRecord".into(),
-            Value::Array(self.round_record.iter().map(Record::to_json).collect()),
-        );
-        opt(&mut m, "removeTricode", &self.remove_tricode);
-        m.insert(
-            "players".into(),
-            Value::Array(self.players.iter().map(Player::to_json).collect()),
-        );
-        m.insert("playerCount".into(), json!(self.players.len()));
-        m.insert(
-            "hasDuplicateAgents".into(),
-            Value::Bool(self.has_duplicate_agents),
-        );
-        Value::Object(m)
+/// The team's snapshot JSON, written straight to the output (key order of snapshot-schema §3).
+impl Serialize for Team {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        if let Some(v) = &self.team_name {
+            m.serialize_entry("teamName", v)?;
+        }
+        if let Some(v) = &self.team_tricode {
+            m.serialize_entry("teamTricode", v)?;
+        }
+        if let Some(v) = &self.team_url {
+            m.serialize_entry("teamUrl", v)?;
+        }
+        m.serialize_entry("ingameTeamId", &self.ingame_team_id)?;
+        if let Some(v) = &self.is_attacking {
+            m.serialize_entry("isAttacking", v)?;
+        }
+        m.serialize_entry("hasHandledTeam", &false)?;
+        if let Some(v) = &self.rounds_won {
+            m.serialize_entry("roundsWon", v)?;
+        }
+        m.serialize_entry("spentThisRound", &super::js::num(self.spent_this_round))?;
+        m.serialize_entry("roundRecord", &self.round_record)?;
+        if let Some(v) = &self.remove_tricode {
+            m.serialize_entry("removeTricode", v)?;
+        }
+        m.serialize_entry("players", &self.players)?;
+        m.serialize_entry("playerCount", &self.players.len())?;
+        m.serialize_entry("hasDuplicateAgents", &self.has_duplicate_agents)?;
+        m.end()
     }
 }

@@ -1,6 +1,7 @@
 //! The match's `tools` object: defaults merged with the observer's `toolsData` (engine §2.2) and
 //! the supporter rules (engine §2.3).
 
+use serde::{Serialize, Serializer, ser::SerializeMap};
 use serde_json::{Map, Value, json};
 
 use super::js::{loose_eq, truthy};
@@ -85,12 +86,39 @@ pub fn supporter_rules(tools: &mut Map<String, Value>, supporter: bool) -> Resul
     Ok(())
 }
 
-/// `tools` as broadcast: the playercam secret and end time are never sent.
-pub fn broadcast_view(tools: &Map<String, Value>) -> Value {
-    let mut t = tools.clone();
-    if let Some(Value::Object(p)) = t.get_mut("playercamsInfo") {
-        p.shift_remove("secret");
-        p.shift_remove("endTime");
+/// `tools` as broadcast: the playercam secret and end time are never sent (serialised from the
+/// stored map; nothing copied).
+pub struct BroadcastView<'a>(pub &'a Map<String, Value>);
+
+/// Keys of `playercamsInfo` that stay on the server.
+const PLAYERCAM_PRIVATE: [&str; 2] = ["secret", "endTime"];
+
+impl Serialize for BroadcastView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            match v {
+                Value::Object(p) if k == "playercamsInfo" => {
+                    m.serialize_entry(k, &Public(p))?;
+                }
+                _ => m.serialize_entry(k, v)?,
+            }
+        }
+        m.end()
     }
-    Value::Object(t)
+}
+
+/// `playercamsInfo` without its private keys.
+struct Public<'a>(&'a Map<String, Value>);
+
+impl Serialize for Public<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        for (k, v) in self.0 {
+            if !PLAYERCAM_PRIVATE.contains(&k.as_str()) {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        m.end()
+    }
 }

@@ -236,17 +236,24 @@ pub fn event_packet_with_offset(name: &str, payload: &str, offset: &str) -> Byte
 
 fn event_text(name: &str, payload: &str, offset: Option<&str>) -> Bytes {
     let extra = offset.map_or(0, |o| o.len() + 4);
-    let mut out = String::with_capacity(payload.len() + name.len() + 16 + extra);
-    out.push_str("42[");
-    out.push_str(&Value::String(name.to_string()).to_string());
-    out.push(',');
-    out.push_str(&Value::String(payload.to_string()).to_string());
+    // Escaping grows a JSON payload by its quotes; an eighth more avoids most regrowth.
+    let mut out = Vec::with_capacity(payload.len() + payload.len() / 8 + name.len() + 16 + extra);
+    out.extend_from_slice(b"42[");
+    push_json_string(&mut out, name);
+    out.push(b',');
+    push_json_string(&mut out, payload);
     if let Some(offset) = offset {
-        out.push(',');
-        out.push_str(&Value::String(offset.to_string()).to_string());
+        out.push(b',');
+        push_json_string(&mut out, offset);
     }
-    out.push(']');
+    out.push(b']');
     Bytes::from(out)
+}
+
+/// Appends `s` as a JSON string literal, escaped straight into `out` (no intermediate copy).
+fn push_json_string(out: &mut Vec<u8>, s: &str) {
+    // Writing a `str` into a `Vec` cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 #[cfg(test)]
