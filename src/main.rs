@@ -1,11 +1,6 @@
 //! Entry point: load the configuration, start the shards, say where we listen, and shut down
 //! gracefully on SIGTERM/SIGINT.
 
-use mimalloc::MiMalloc;
-
-#[global_allocator]
-static GLOBAL: MiMalloc = MiMalloc;
-
 use spectra::config::{Config, TlsMode};
 use spectra::node::signals::{Signal, Signals};
 
