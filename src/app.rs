@@ -71,9 +71,8 @@ impl IngestState {
 #[derive(Debug, Clone, Default)]
 pub struct OverlayState {
     pub logon_used: bool,
+    /// Its room; a recovered socket's next logon is answered with the same `logon_success`.
     pub room: Option<String>,
-    /// The `logon_success` text this overlay got (sent again to a recovered socket's logon).
-    pub logon_reply: Option<String>,
     /// Recovered by connection state recovery: its next `logon` is answered again.
     pub recovered: bool,
 }

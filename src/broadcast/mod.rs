@@ -29,7 +29,7 @@ fn logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
             // A recovered overlay logs on again (clients do on every connect): the same
             // answer, idempotently; it already has its room and got the newest state.
             state.recovered = false;
-            Err(state.logon_reply.clone())
+            Err(state.room.as_deref().map(|code| logon_reply(Some(code))))
         }
         _ => Err(None),
     });
@@ -48,18 +48,7 @@ fn logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
         Some(Value::Null) | None => None,
         Some(other) => Some(other.to_string()),
     };
-    let mut reply = Map::new();
-    if let Some(code) = &code {
-        reply.insert("groupCode".into(), Value::String(code.clone()));
-    }
-    reply.insert(
-        "msg".into(),
-        Value::String(format!(
-            "Logon succeeded for group code {}",
-            code.as_deref().unwrap_or("undefined")
-        )),
-    );
-    let reply = Value::Object(reply).to_string();
+    let reply = logon_reply(code.as_deref());
     emit(&shard.eio, sid, "logon_success", &reply);
     // A code no match can have (over the group code limit) is answered as the original does,
     // but subscribes to nothing and is not kept: what a session holds stays small.
@@ -70,13 +59,28 @@ fn logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
     shard.eio.with_data(sid, |data, _| {
         if let AppState::Broadcast(state) = data {
             state.room = Some(code.clone());
-            state.logon_reply = Some(reply);
         }
     });
     crate::fanout::subscribers::of(shard)
         .borrow_mut()
         .add_overlay(&code, sid);
     request_snapshot(shard, sid, code);
+}
+
+/// The `logon_success` text for `code` (rebuilt for a recovered overlay's logon, not kept).
+fn logon_reply(code: Option<&str>) -> String {
+    let mut reply = Map::new();
+    if let Some(code) = code {
+        reply.insert("groupCode".into(), Value::String(code.to_string()));
+    }
+    reply.insert(
+        "msg".into(),
+        Value::String(format!(
+            "Logon succeeded for group code {}",
+            code.unwrap_or("undefined")
+        )),
+    );
+    Value::Object(reply).to_string()
 }
 
 /// Asks the match owner for the current snapshot of `code`, for this overlay only.

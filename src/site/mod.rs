@@ -194,7 +194,7 @@ impl Site for SpectraSite {
             _ if req.method == "OPTIONS" => preflight(&req),
             Route::Spectators => {
                 if let Some(w) = writer.take() {
-                    crate::spectator::run(shard, &req, reader, w).await;
+                    crate::spectator::run(shard, req, reader, w).await;
                 }
                 return Reply::Taken;
             }

@@ -88,26 +88,32 @@ fn send_text(queue: &OutQueue, text: &str) {
 }
 
 /// Serves one spectator WebSocket until it closes.
-pub async fn run<R, W>(shard: &Rc<Shard>, req: &Request, reader: &mut Reader<R>, mut writer: W)
+pub async fn run<R, W>(shard: &Rc<Shard>, req: Request, reader: &mut Reader<R>, mut writer: W)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + 'static,
 {
-    let (resp, neg) = match websocket::accept(req) {
-        Ok(v) => v,
-        Err(msg) => {
-            let _ = write_response(&mut writer, &Response::text(400, msg), false).await;
+    let plain_socket = req.plain_socket;
+    let neg = {
+        // The request and the 101 answer are let go once answered: a spectator stays long.
+        let (resp, neg) = match websocket::accept(&req) {
+            Ok(v) => v,
+            Err(msg) => {
+                let _ = write_response(&mut writer, &Response::text(400, msg), false).await;
+                return;
+            }
+        };
+        drop(req);
+        // Which shard serves this spectator (for operators and tests).
+        let resp = resp.with_header("X-Spectra-Shard", shard.id.to_string());
+        if write_response(&mut writer, &resp, true).await.is_err() {
             return;
         }
+        neg
     };
-    // Which shard serves this spectator (for operators and tests).
-    let resp = resp.with_header("X-Spectra-Shard", shard.id.to_string());
-    if write_response(&mut writer, &resp, true).await.is_err() {
-        return;
-    }
     let queue = OutQueue::new();
     // (dropped when this returns, before the connection's socket can close)
-    let _direct = req.plain_socket.map(|fd| queue.send_directly(fd));
+    let _direct = plain_socket.map(|fd| queue.send_directly(fd));
     glommio::spawn_local(run_writer(queue.clone(), writer)).detach();
     let conn = {
         let sp_cell = spectators(shard);

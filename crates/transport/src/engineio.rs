@@ -416,7 +416,7 @@ where
         let Some(w) = writer.take() else {
             return Some(error_response(3, "Bad request"));
         };
-        run_websocket(eio, kind, &req, reader, w, sid).await;
+        run_websocket(eio, kind, req, reader, w, sid).await;
         return None;
     }
     Some(match (req.method.as_str(), sid) {
@@ -502,10 +502,8 @@ fn insert_session<A: App>(eio: &Rc<Eio<A>>, session: Session<A>) {
     };
     eio.sessions.borrow_mut().map.insert(sid.clone(), cell);
     crate::stats::gauge(|s| &s.sessions, 1);
-    if socketio && !connected {
-        glommio::spawn_local(connect_deadline(eio.clone(), sid.clone(), weak.clone())).detach();
-    }
-    glommio::spawn_local(keepalive(eio.clone(), sid, weak)).detach();
+    let connect_by = (socketio && !connected).then(|| Instant::now() + eio.config.connect_timeout);
+    glommio::spawn_local(keepalive(eio.clone(), sid, weak, connect_by)).detach();
 }
 
 async fn forward_poll<A: App>(eio: &Rc<Eio<A>>, sid: String, post: Option<Bytes>) -> Response {
@@ -713,7 +711,7 @@ pub fn detach_local<A: App>(eio: &Rc<Eio<A>>, sid: &str, to: usize) -> Option<Se
 async fn run_websocket<A: App, R, W>(
     eio: &Rc<Eio<A>>,
     kind: A::Kind,
-    req: &Request,
+    req: Request,
     reader: &mut Reader<R>,
     mut writer: W,
     sid: Option<String>,
@@ -721,19 +719,25 @@ async fn run_websocket<A: App, R, W>(
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + 'static,
 {
-    let (resp, neg) = match websocket::accept(req) {
-        Ok(v) => v,
-        Err(msg) => {
-            let _ = write_response(&mut writer, &error_response(3, msg), false).await;
+    let (peer, plain_socket) = (req.peer, req.plain_socket);
+    let neg = {
+        // The request and the 101 answer are let go once answered: a WebSocket lives long.
+        let (resp, neg) = match websocket::accept(&req) {
+            Ok(v) => v,
+            Err(msg) => {
+                let _ = write_response(&mut writer, &error_response(3, msg), false).await;
+                return;
+            }
+        };
+        drop(req);
+        if write_response(&mut writer, &resp, true).await.is_err() {
             return;
         }
+        neg
     };
-    if write_response(&mut writer, &resp, true).await.is_err() {
-        return;
-    }
     let queue = OutQueue::new();
     // (dropped when this returns, before the connection's socket can close)
-    let _direct = req.plain_socket.map(|fd| queue.send_directly(fd));
+    let _direct = plain_socket.map(|fd| queue.send_directly(fd));
     glommio::spawn_local(run_writer(queue.clone(), writer)).detach();
     let mut messages = MessageReader::new(neg, eio.config.max_payload);
     let text = |s: &str| websocket::text_frame(s.as_bytes());
@@ -760,7 +764,7 @@ async fn run_websocket<A: App, R, W>(
                         queue: queue.clone(),
                         deflate: neg.deflate,
                     },
-                    peer: req.peer,
+                    peer,
                     ever_connected: false,
                     upgrading: false,
                     pong_pending: false,
@@ -1348,29 +1352,33 @@ pub fn held_len<A: App>(eio: &Eio<A>) -> usize {
     eio.sessions.borrow().held.len()
 }
 
-/// Closes a session that has not joined a namespace within the connect timeout.
-async fn connect_deadline<A: App>(
+/// Heartbeat of one session and, until it joins a namespace, its Socket.IO connect deadline
+/// (`connect_by`): one task per session for both; ends when the session ends or moves.
+async fn keepalive<A: App>(
     eio: Rc<Eio<A>>,
     sid: String,
     session: Weak<RefCell<Session<A>>>,
+    mut connect_by: Option<Instant>,
 ) {
-    glommio::timer::sleep(eio.config.connect_timeout).await;
-    let Some(cell) = session.upgrade() else {
-        return;
-    };
-    let never_connected = cell.borrow().sio_sid.is_none() && !cell.borrow().ever_connected;
-    drop(cell);
-    if never_connected {
-        close_session(&eio, &sid, "connect timeout");
-    }
-}
-
-/// Heartbeat of one session; ends when the session ends or moves.
-async fn keepalive<A: App>(eio: Rc<Eio<A>>, sid: String, session: Weak<RefCell<Session<A>>>) {
     let interval = eio.config.ping_interval;
     let timeout = eio.config.ping_timeout;
     loop {
-        glommio::timer::sleep(interval).await;
+        let ping_at = Instant::now() + interval;
+        // A deadline that passed while a pong was awaited is checked at once.
+        if let Some(at) = connect_by.filter(|at| *at < ping_at) {
+            glommio::timer::sleep(at.saturating_duration_since(Instant::now())).await;
+            connect_by = None;
+            let Some(cell) = session.upgrade() else {
+                return;
+            };
+            let never_connected = cell.borrow().sio_sid.is_none() && !cell.borrow().ever_connected;
+            drop(cell);
+            if never_connected {
+                close_session(&eio, &sid, "connect timeout");
+                return;
+            }
+        }
+        glommio::timer::sleep(ping_at.saturating_duration_since(Instant::now())).await;
         let Some(cell) = session.upgrade() else {
             return;
         };
