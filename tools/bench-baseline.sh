@@ -6,10 +6,11 @@
 # row of the medians. Needs root (ip netns) and
 # `cargo build --release --bin fanout-baseline --bin loadgen`.
 #
-#   tools/bench-baseline.sh CONNECTIONS RUNS
+#   tools/bench-baseline.sh CONNECTIONS RUNS [loadgen flags…, e.g. --count-pace-ms 300]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=$1 runs=$2
+shift 2
 source tools/lib/netns.sh
 netns_create spectra-baseline
 out=$(mktemp)
@@ -20,7 +21,7 @@ for i in $(seq 1 "$runs"); do
   baseline=$!
   sleep 0.5
   gen=$(ip netns exec "$ns" taskset -c 1 target/release/loadgen --raw --broadcast 127.0.0.1:5300 \
-    --overlays "$n" --duration 12 --warmup 0 --json 2>/dev/null | tail -n 1)
+    --overlays "$n" --duration 12 --warmup 0 --json "$@" 2>/dev/null | tail -n 1)
   wait "$baseline" || true
   python3 - "$base_out" "$gen" >>"$out" <<'PY'
 import json, sys

@@ -72,6 +72,23 @@ test("loadgen: header-only counting agrees with probes and with the server; thre
   }
 });
 
+test("loadgen --count-pace-ms: counting connections that read at most every 300 ms still count what the server sent", async () => {
+  const server = await startServer({ shards: 1, key: "LGKEY" });
+  try {
+    const paced = await loadgen([...baseArgs(server, 60, 20), "--count-pace-ms", "300"]);
+    assert.equal(paced.code, 0);
+    assert.equal(paced.report.probes, 20);
+    assert.ok(paced.report.latency_samples > 0, "probes (never paced) measure latency");
+    // A paced read takes up to three ticks at once: the window's edges move by as much
+    // (80 clients); a connection that stopped reading would be 30 deliveries short each.
+    assert.ok(Math.abs(paced.report.server_deliveries - paced.report.deliveries) <= 4 * 80,
+      `server ${paced.report.server_deliveries} vs generator ${paced.report.deliveries}`);
+    assert.equal(paced.report.drops, 0);
+  } finally {
+    await server.stop();
+  }
+});
+
 test("loadgen --delta-share: delta spectators are probed like the others and cost fewer bytes", async () => {
   const server = await startServer({ shards: 1, key: "LGKEY" });
   try {

@@ -73,6 +73,11 @@ struct Args {
     /// Decline permessage-deflate on overlays and spectators.
     #[arg(long)]
     no_deflate: bool,
+    /// Connections that only count (not probes) read at most once per this many ms, taking
+    /// what arrived meanwhile in one read (0: as data arrives). Fewer reads and wake-ups per
+    /// delivery for the generator; latency is measured on probes, which are never paced.
+    #[arg(long, default_value_t = 0)]
+    count_pace_ms: u64,
     /// Executor threads of the load generator.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -604,6 +609,7 @@ async fn client(
     // Raw clients (against `fanout-baseline`) only count: by frame headers, as non-probes do.
     let probe = !args.raw && i.is_multiple_of(probe_stride(&args));
     if !probe {
+        ws.pace_reads((args.count_pace_ms > 0).then(|| Duration::from_millis(args.count_pace_ms)));
         let count = async {
             while let Some(ws::Frame::Data { len, small }) = ws.next_frame().await {
                 match small {

@@ -5,6 +5,7 @@
 //! nothing about Socket.IO.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use std::task::Poll;
@@ -29,6 +30,8 @@ pub struct ClientReader {
     messages: MessageReader,
     /// Payload bytes of the current frame still to skip (header-only reading).
     skip: usize,
+    /// Wait this long before each read (counting connections: fewer, larger reads).
+    pace: Option<Duration>,
 }
 
 thread_local! {
@@ -106,6 +109,7 @@ impl Client {
                 buf,
                 messages: MessageReader::for_server_frames(deflate, no_takeover, MAX_MESSAGE),
                 skip: 0,
+                pace: None,
             },
             writer: ClientWriter { half: w },
         })
@@ -131,6 +135,11 @@ impl Client {
             }
         }
         Err("the connection closed before the logon ack".into())
+    }
+
+    /// Reads at most once per `pace` from now on (`None`: as data arrives).
+    pub fn pace_reads(&mut self, pace: Option<Duration>) {
+        self.reader.pace = pace;
     }
 
     pub fn split(self) -> (ClientReader, ClientWriter) {
@@ -215,6 +224,9 @@ impl ClientReader {
     /// wait); payload bytes still to skip are dropped there, the rest appended to `buf`. False
     /// when the connection ended.
     async fn fill(&mut self) -> bool {
+        if let Some(pace) = self.pace {
+            glommio::timer::sleep(pace).await;
+        }
         let (half, buf, skip) = (&mut self.half, &mut self.buf, &mut self.skip);
         std::future::poll_fn(|cx| {
             SCRATCH.with(|scratch| {
