@@ -89,6 +89,25 @@ test("loadgen --count-pace-ms: counting connections that read at most every 300 
   }
 });
 
+test("loadgen --probe-thread: probes and observers on a thread of their own still measure, counts agree", async () => {
+  const server = await startServer({ shards: 1, key: "LGKEY" });
+  try {
+    const r = await loadgen([...baseArgs(server, 60, 20), "--probe-thread", "--count-pace-ms", "300"]);
+    assert.equal(r.code, 0, r.err);
+    assert.equal(r.report.generator_threads, 2);
+    assert.equal(r.report.probes, 20);
+    assert.ok(r.report.latency_samples > 0, "probes on their own thread measure latency");
+    assert.ok(Math.abs(r.report.server_deliveries - r.report.deliveries) <= 4 * 80,
+      `server ${r.report.server_deliveries} vs generator ${r.report.deliveries}`);
+    assert.equal(r.report.drops, 0);
+    // The server's CPU split: its kernel part is reported beside the total.
+    assert.equal(typeof r.report.server_system_per_delivery_us, "number");
+    assert.ok(r.report.server_system_per_delivery_us <= r.report.server_cpu_per_delivery_us);
+  } finally {
+    await server.stop();
+  }
+});
+
 test("loadgen --delta-share: delta spectators are probed like the others and cost fewer bytes", async () => {
   const server = await startServer({ shards: 1, key: "LGKEY" });
   try {

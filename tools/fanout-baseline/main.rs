@@ -87,10 +87,11 @@ fn upgrade(mut s: TcpStream) -> Option<(TcpStream, bool)> {
     Some((s, deflate))
 }
 
-fn cpu_secs() -> f64 {
+/// This process's CPU seconds so far: (user, system).
+fn cpu_secs() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let Some(end) = stat.rfind(')') else {
-        return 0.0;
+        return (0.0, 0.0);
     };
     let fields: Vec<&str> = stat[end + 2..].split_whitespace().collect();
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
@@ -100,7 +101,7 @@ fn cpu_secs() -> f64 {
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    (get(11) + get(12)) / ticks
+    (get(11) / ticks, get(12) / ticks)
 }
 
 fn main() {
@@ -163,16 +164,23 @@ fn main() {
             std::thread::sleep(wait);
         }
     }
-    let cpu = cpu_secs() - cpu0;
+    let cpu1 = cpu_secs();
+    let (user, sys) = (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1);
+    let cpu = user + sys;
     let secs = start.elapsed().as_secs_f64();
-    println!(
-        "{{\"connections\":{},\"deliveries\":{deliveries},\"deliveries_per_s\":{:.1},\"blocked\":{blocked},\"cpu_s\":{cpu:.3},\"cpu_per_delivery_us\":{:.3}}}",
-        conns.len(),
-        deliveries as f64 / secs,
+    let per = |s: f64| {
         if deliveries > 0 {
-            cpu * 1e6 / deliveries as f64
+            s * 1e6 / deliveries as f64
         } else {
             0.0
         }
+    };
+    println!(
+        "{{\"connections\":{},\"deliveries\":{deliveries},\"deliveries_per_s\":{:.1},\"blocked\":{blocked},\"cpu_s\":{cpu:.3},\"cpu_per_delivery_us\":{:.3},\"user_per_delivery_us\":{:.3},\"system_per_delivery_us\":{:.3}}}",
+        conns.len(),
+        deliveries as f64 / secs,
+        per(cpu),
+        per(user),
+        per(sys)
     );
 }

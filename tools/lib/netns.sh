@@ -14,5 +14,10 @@ netns_create() {
   ip netns add "$ns"
   trap netns_cleanup EXIT
   ip netns exec "$ns" ip link set lo up
+  # RPS_CPUS=MASK (hex CPU mask, e.g. 2 for CPU 1): the receiving side of loopback TCP runs on
+  # those CPUs instead of on the sender's (see BENCHMARKS.md, "Who pays for the receiver").
+  if [ -n "${RPS_CPUS:-}" ]; then
+    ip netns exec "$ns" sh -c "echo $RPS_CPUS > /sys/class/net/lo/queues/rx-0/rps_cpus"
+  fi
   ulimit -n 20000 2>/dev/null || true
 }

@@ -81,6 +81,12 @@ struct Args {
     /// Executor threads of the load generator.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// One more executor thread that runs only the observers and the probes, so that a probe's
+    /// latency never includes the time its thread spends reading the counting connections'
+    /// burst after each broadcast (queueing inside the generator, not the server's). It is
+    /// pinned like the others (to the next CPU of `--cpus`, round robin).
+    #[arg(long)]
+    probe_thread: bool,
     /// Pin the generator's threads to these CPUs (comma-separated; thread t on the t-th, round
     /// robin); the generator's CPU share is then taken over these cores.
     #[arg(long, value_delimiter = ',')]
@@ -218,12 +224,13 @@ fn main() {
             .collect(),
     });
     let threads = args.threads.max(1);
+    let executors = threads + usize::from(args.probe_thread);
     let baseline = args.server_pid.and_then(ProcSample::read);
     let header = Arc::new(header);
     let events = Arc::new(events);
     let codes = Arc::new(codes);
     let mut handles = Vec::new();
-    for t in 0..threads {
+    for t in 0..executors {
         let (args, control, header, events, codes) = (
             args.clone(),
             control.clone(),
@@ -333,6 +340,7 @@ fn main() {
                     .collect::<std::collections::HashSet<_>>()
                     .len(),
             },
+            generator_threads: executors,
             probes: probe_count(&args),
             max_generator_share: args.max_generator_share,
             server_deliveries: match (server_deliveries_before, server_deliveries_after) {
@@ -365,9 +373,12 @@ async fn run_thread(
 ) -> Stats {
     let stats = Rc::new(std::cell::RefCell::new(Stats::default()));
     glommio::spawn_local(watch_stop(control.clone())).detach();
-    // Observers live on thread 0: they create the matches before anyone joins.
+    // Observers live on the probe thread, else on thread 0: they create the matches before
+    // anyone joins.
+    let probe_thread = args.probe_thread && t == threads;
+    let observer_thread = if args.probe_thread { threads } else { 0 };
     let mut observers = Vec::new();
-    if t == 0 && !args.raw {
+    if t == observer_thread && !args.raw {
         for (m, code) in codes.iter().enumerate() {
             let task = glommio::spawn_local(observer(
                 args.clone(),
@@ -392,7 +403,13 @@ async fn run_thread(
     let per_match = args.overlays + args.spectators;
     let delta_per_match =
         (args.spectators as f64 * args.delta_share.clamp(0.0, 1.0)).round() as usize;
-    for i in (0..args.matches * per_match).filter(|i| i % threads == t) {
+    let stride = probe_stride(&args);
+    let mine = |i: &usize| match (args.probe_thread, is_probe(&args, *i, stride)) {
+        (false, _) => i % threads == t,
+        (true, true) => probe_thread,
+        (true, false) => !probe_thread && i % threads == t,
+    };
+    for i in (0..args.matches * per_match).filter(mine) {
         let (m, k) = (i / per_match, i % per_match);
         let polling_per_match = ((args.overlays - stalled_per_match) as f64
             * args.polling_share.clamp(0.0, 1.0))
@@ -437,6 +454,12 @@ fn probe_stride(args: &Args) -> usize {
         .max(args.min_probes)
         .clamp(1, total.max(1));
     (total / wanted).max(1)
+}
+
+/// Whether client `i` is a probe (inflates, parses, measures latency); `stride` is
+/// `probe_stride(args)`.
+fn is_probe(args: &Args, i: usize, stride: usize) -> bool {
+    !args.raw && i.is_multiple_of(stride)
 }
 
 /// How many clients are probes.
@@ -607,8 +630,7 @@ async fn client(
         return;
     }
     // Raw clients (against `fanout-baseline`) only count: by frame headers, as non-probes do.
-    let probe = !args.raw && i.is_multiple_of(probe_stride(&args));
-    if !probe {
+    if !is_probe(&args, i, probe_stride(&args)) {
         ws.pace_reads((args.count_pace_ms > 0).then(|| Duration::from_millis(args.count_pace_ms)));
         let count = async {
             while let Some(ws::Frame::Data { len, small }) = ws.next_frame().await {

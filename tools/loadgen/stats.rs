@@ -37,6 +37,8 @@ pub fn stalled_count(overlays: usize, share: f64) -> usize {
 #[derive(Clone, Copy, Debug)]
 pub struct ProcSample {
     pub cpu_secs: f64,
+    /// The part of `cpu_secs` spent in the kernel.
+    pub sys_secs: f64,
     pub rss_kb: u64,
 }
 
@@ -58,6 +60,7 @@ impl ProcSample {
             .and_then(|v| v.parse().ok())?;
         Some(ProcSample {
             cpu_secs: (utime + stime) / ticks,
+            sys_secs: stime / ticks,
             rss_kb,
         })
     }
@@ -84,6 +87,8 @@ pub struct RunFacts {
     pub generator_cpu_secs: Option<f64>,
     /// Cores the generator may run on.
     pub generator_cores: usize,
+    /// Executor threads of the generator (with the probe thread, if any).
+    pub generator_threads: usize,
     /// Above this share (%) of its cores, the run is invalid.
     pub max_generator_share: f64,
     /// The server's own count of deliveries during the window (`/metrics`).
@@ -110,9 +115,15 @@ pub fn report(stats: &Stats, f: RunFacts) -> Value {
         (Some(b), Some(a)) => Some(a.cpu_secs - b.cpu_secs),
         _ => None,
     };
-    let cpu_per_delivery_us = cpu
-        .filter(|_| stats.deliveries > 0)
-        .map(|c| c * 1e6 / stats.deliveries as f64);
+    let sys = match (f.before, f.after) {
+        (Some(b), Some(a)) => Some(a.sys_secs - b.sys_secs),
+        _ => None,
+    };
+    let per_delivery = |s: Option<f64>| {
+        s.filter(|_| stats.deliveries > 0)
+            .map(|c| c * 1e6 / stats.deliveries as f64)
+    };
+    let cpu_per_delivery_us = per_delivery(cpu);
     let connections = f.matches * (f.overlays + f.spectators + 1);
     // Growth of the server's RSS from before the first connection to all connections open and
     // idle (no match traffic yet), per connection.
@@ -129,6 +140,7 @@ pub fn report(stats: &Stats, f: RunFacts) -> Value {
         "valid": generator_pct.map(|p| p <= f.max_generator_share),
         "generator_cpu_s": f.generator_cpu_secs.map(round),
         "generator_cores": f.generator_cores,
+        "generator_threads": f.generator_threads,
         "generator_cpu_pct": generator_pct.map(round),
         "server_deliveries": f.server_deliveries,
         "probes": f.probes,
@@ -155,6 +167,8 @@ pub fn report(stats: &Stats, f: RunFacts) -> Value {
         "connect_failures": stats.connect_failures,
         "server_cpu_s": cpu.map(round),
         "server_cpu_per_delivery_us": cpu_per_delivery_us.map(round),
+        // Of which in the kernel (the rest is the server's own code).
+        "server_system_per_delivery_us": per_delivery(sys).map(round),
         "server_rss_mb": f.after.map(|a| round(a.rss_kb as f64 / 1024.0)),
         "server_rss_idle_connected_mb": f.idle.map(|a| round(a.rss_kb as f64 / 1024.0)),
         "server_rss_max_mb": round(f.rss_max_kb as f64 / 1024.0),
