@@ -117,6 +117,8 @@ pub struct SpectraApp {
 /// The session layer of Spectra's shards.
 pub type Sessions = Eio<SpectraApp>;
 pub type SessionAction = engineio::SessionAction<SpectraApp>;
+/// A session as the fan-out holds it (no lookup by id per delivery).
+pub type SessionLink = engineio::SessionLink<SpectraApp>;
 
 impl SpectraApp {
     pub fn new(services: Box<dyn Services>, limits: Arc<crate::limits::Limits>) -> Self {

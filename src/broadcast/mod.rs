@@ -63,7 +63,7 @@ fn logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
     });
     crate::fanout::subscribers::of(shard)
         .borrow_mut()
-        .add_overlay(&code, sid);
+        .add_overlay(shard, &code, sid);
     request_snapshot(shard, sid, code);
 }
 

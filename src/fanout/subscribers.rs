@@ -7,11 +7,12 @@
 //! encode anything; what a subscriber gets was built by the match owner.
 
 use std::cell::Cell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use bytes::Bytes;
 
+use crate::app::SessionLink;
 use crate::shard::Shard;
 use crate::shard::messages::{RoomFrame, ViewerFrames, WsFrames};
 use crate::transport::outbound::{FrameKind, OutQueue};
@@ -36,8 +37,8 @@ pub struct StreamSink {
 
 #[derive(Default)]
 struct Room {
-    /// Overlay sessions by Engine.IO id.
-    overlays: HashSet<String>,
+    /// Overlay sessions by Engine.IO id, each with its link (delivery needs no lookup).
+    overlays: HashMap<String, SessionLink>,
     /// Spectator connections by their shard-local number.
     spectators: HashMap<u64, SpectatorSink>,
     /// HTTP event streams by their shard-local number.
@@ -99,8 +100,15 @@ pub fn of(shard: &Shard) -> Rc<std::cell::RefCell<Subscribers>> {
 }
 
 impl Subscribers {
-    pub fn add_overlay(&mut self, room: &str, sid: &str) {
-        self.room(room).overlays.insert(sid.to_string());
+    /// The overlay session `sid` of this shard subscribes to `room`; nothing when the session is
+    /// not (or no longer) here.
+    pub fn add_overlay(&mut self, shard: &Shard, room: &str, sid: &str) {
+        match shard.eio.link(sid) {
+            Some(link) => {
+                self.room(room).overlays.insert(sid.to_string(), link);
+            }
+            None => tracing::debug!("overlay {sid} is not on this shard: not subscribed to {room}"),
+        }
     }
 
     pub fn remove_overlay(&mut self, room: &str, sid: &str) {
@@ -220,7 +228,9 @@ pub fn deliver(shard: &Rc<Shard>, code: &str, frame: &RoomFrame) {
             // Writing to a session or a queue only queues bytes (no shard state is touched), so
             // the registry stays borrowed while every subscriber gets the same frames.
             if let Some(overlay) = overlay {
-                shard.eio.send_frames_to(room.overlays.iter(), overlay);
+                for link in room.overlays.values() {
+                    link.send_frames(overlay);
+                }
             }
             if let Some(v) = viewers {
                 deliver_viewers(room, v);

@@ -56,7 +56,7 @@ impl Services for ShardServices {
         let subscribers = crate::fanout::subscribers::of(&shard);
         let mut subscribers = subscribers.borrow_mut();
         if here {
-            subscribers.add_overlay(room, sid);
+            subscribers.add_overlay(&shard, room, sid);
         } else {
             subscribers.remove_overlay(room, sid);
         }

@@ -185,6 +185,43 @@ test("a client's messages over maxPayload close its connection only", async () =
   assert.equal(status.status, 200);
 });
 
+test("overlays that log on over long-polling and then upgrade (onto either shard) get every later change", async () => {
+  const group = code("UPG");
+  const obs = await observer(server, { groupCode: group });
+  const base = `${server.broadcast}/socket.io/?EIO=4&transport=polling`;
+  const overlays = [];
+  // 8 overlays: each WebSocket lands on a shard of the kernel's choosing (SO_REUSEPORT), so
+  // some of them move their logged-on session to the other shard (all stay: 1 in 256).
+  for (let i = 0; i < 8; i++) {
+    const sid = JSON.parse((await (await fetch(base)).text()).slice(1)).sid;
+    const post = (body) => fetch(`${base}&sid=${sid}`, { method: "POST", body }).then((r) => r.text());
+    const poll = () => fetch(`${base}&sid=${sid}`).then((r) => r.text());
+    assert.equal(await post("40"), "ok");
+    assert.match(await poll(), /^40\{"sid":/);
+    assert.equal(await post(`42${JSON.stringify(["logon", JSON.stringify({ groupCode: group })])}`), "ok");
+    let polled = "";
+    while (!polled.includes("logon_success")) polled += await poll();
+    const ws = new WebSocket(`${server.broadcast.replace("http", "ws")}/socket.io/?EIO=4&transport=websocket&sid=${sid}`);
+    const states = [];
+    ws.on("message", (d) => {
+      const m = String(d);
+      if (m === "3probe") ws.send("5");
+      else if (m === "2") ws.send("3");
+      else if (m.startsWith('42["match_data"')) states.push(JSON.parse(JSON.parse(m.slice(2))[1]));
+    });
+    await once(ws, "open");
+    ws.send("2probe");
+    overlays.push({ ws, states });
+  }
+  // The upgrades are done once a state sent now reaches every WebSocket.
+  for (let r = 1; r <= 3; r++) {
+    sendEvent(obs.socket, group, "round_info", { roundNumber: r, roundPhase: "combat" });
+    await waitFor(() => overlays.every((o) => o.states.at(-1)?.roundNumber === r), 3000, `round ${r} on every upgraded overlay`);
+  }
+  for (const o of overlays) o.ws.close();
+  obs.socket.close();
+});
+
 test("a long-polling overlay that does not poll for a while gets only the newest state, after what else was queued", async () => {
   const group = code("LATEST");
   const obs = await observer(server, { groupCode: group });

@@ -318,19 +318,32 @@ impl<A: App> Eio<A> {
         Some(kind)
     }
 
-    /// Sends one state to these sessions of this shard (the broadcast hot path: the frames were
-    /// encoded once, no session is looked up twice).
-    pub fn send_frames_to<'a>(&self, sids: impl Iterator<Item = &'a String>, frames: &FrameSet) {
+    /// A link to a session of this shard, for the broadcast hot path (see `SessionLink`).
+    pub fn link(&self, sid: &str) -> Option<SessionLink<A>> {
         let sessions = self.sessions.borrow();
-        for sid in sids {
-            if let Some(cell) = sessions.map.get(sid) {
-                send_frames(cell, frames);
-            }
-        }
+        sessions
+            .map
+            .get(sid)
+            .map(|cell| SessionLink(Rc::downgrade(cell)))
     }
 
     pub(crate) fn get(&self, sid: &str) -> Option<Rc<RefCell<Session<A>>>> {
         self.sessions.borrow().map.get(sid).cloned()
+    }
+}
+
+/// A session as a subscriber holds it, for the broadcast hot path: a delivery through it reaches
+/// the session without looking its id up among the shard's sessions (one hash of the id and two
+/// cache misses fewer per delivery). It does not keep the session alive: once the session is gone
+/// (closed, or moved to another shard), deliveries through it do nothing.
+pub struct SessionLink<A: App>(Weak<RefCell<Session<A>>>);
+
+impl<A: App> SessionLink<A> {
+    /// Sends one state (encoded once for every session) to the session, if it still exists.
+    pub fn send_frames(&self, frames: &FrameSet) {
+        if let Some(cell) = self.0.upgrade() {
+            send_frames(&cell, frames);
+        }
     }
 }
 
@@ -489,7 +502,7 @@ async fn unused_handshake<A: App>(eio: Rc<Eio<A>>, sid: String) {
     }
 }
 
-fn insert_session<A: App>(eio: &Rc<Eio<A>>, session: Session<A>) {
+fn insert_session<A: App>(eio: &Rc<Eio<A>>, session: Session<A>) -> Rc<RefCell<Session<A>>> {
     let sid = session.sid.clone();
     let cell = Rc::new(RefCell::new(session));
     let weak = Rc::downgrade(&cell);
@@ -500,10 +513,14 @@ fn insert_session<A: App>(eio: &Rc<Eio<A>>, session: Session<A>) {
             eio.app.socketio(s.kind),
         )
     };
-    eio.sessions.borrow_mut().map.insert(sid.clone(), cell);
+    eio.sessions
+        .borrow_mut()
+        .map
+        .insert(sid.clone(), cell.clone());
     crate::stats::gauge(|s| &s.sessions, 1);
     let connect_by = (socketio && !connected).then(|| Instant::now() + eio.config.connect_timeout);
     glommio::spawn_local(keepalive(eio.clone(), sid, weak, connect_by)).detach();
+    cell
 }
 
 async fn forward_poll<A: App>(eio: &Rc<Eio<A>>, sid: String, post: Option<Bytes>) -> Response {
@@ -940,8 +957,10 @@ fn install<A: App>(eio: &Rc<Eio<A>>, state: SessionState<A>, queue: Rc<OutQueue>
         pong_pending: false,
         pong_waker: None,
     };
-    eio.app.on_attach(&session.sid, &session.data);
-    insert_session(eio, session);
+    // In the shard's sessions first: what `on_attach` restores may link to the session.
+    let cell = insert_session(eio, session);
+    let s = cell.borrow();
+    eio.app.on_attach(&s.sid, &s.data);
 }
 
 /// The WebSocket frame of a packet buffered for polling (`b<base64>` becomes a binary frame).
