@@ -228,9 +228,7 @@ pub fn deliver(shard: &Rc<Shard>, code: &str, frame: &RoomFrame) {
             // Writing to a session or a queue only queues bytes (no shard state is touched), so
             // the registry stays borrowed while every subscriber gets the same frames.
             if let Some(overlay) = overlay {
-                for link in room.overlays.values() {
-                    link.send_frames(overlay);
-                }
+                crate::transport::engineio::send_frames_to_links(room.overlays.values(), overlay);
             }
             if let Some(v) = viewers {
                 deliver_viewers(room, v);

@@ -549,6 +549,77 @@ test("overlays that stop reading are closed and release their sockets (4)", asyn
   }
 });
 
+/** Splits what a server sent on a WebSocket (unmasked frames) into frames; `rest` is an
+ * incomplete frame at the end. Throws on anything that is not a whole, final text or control
+ * frame (a frame sent twice in part, or cut short, shows up as garbage here). */
+function serverFrames(buf) {
+  const frames = [];
+  let at = 0;
+  while (at + 2 <= buf.length) {
+    const fin = buf[at] & 0x80, opcode = buf[at] & 0x0f;
+    let len = buf[at + 1] & 0x7f, head = 2;
+    if (buf[at + 1] & 0x80) throw new Error(`masked frame from the server at ${at}`);
+    if (len === 126) { if (at + 4 > buf.length) break; len = buf.readUInt16BE(at + 2); head = 4; }
+    else if (len === 127) { if (at + 10 > buf.length) break; len = Number(buf.readBigUInt64BE(at + 2)); head = 10; }
+    if (at + head + len > buf.length) break;
+    if (!fin || ![1, 8, 9, 10].includes(opcode)) throw new Error(`unexpected frame (fin ${fin}, opcode ${opcode}) at ${at}`);
+    frames.push({ opcode, text: buf.subarray(at + head, at + head + len).toString() });
+    at += head + len;
+  }
+  return { frames, rest: buf.length - at };
+}
+
+test("an overlay that stops reading for a while gets whole frames when it reads again, the newest state last", async () => {
+  const server = await startServer({
+    shards: 1,
+    env: { PING_INTERVAL_MS: "30000", PING_TIMEOUT_MS: "20000", BROADCAST_INTERVAL_MS: "20" },
+  });
+  try {
+    const code = uniqueCode("PAUSE");
+    const o = await observer(server, { groupCode: code });
+    for (let i = 0; i < 10; i++) {
+      sendEvent(o.socket, code, "roster", { ...rosterLine(`${i}${"n".repeat(300)}`, `p${i}${"i".repeat(300)}`, i < 5 ? 0 : 1),
+        position: ["p".repeat(900)], locked: ["l".repeat(900)], agentInternal: ["a".repeat(900)] });
+    }
+    const s = await stuckOverlay(server, code); // paused after logon
+    const chunks = [];
+    s.on("data", (d) => chunks.push(d));
+    const skippedBefore = await metric(server, "spectra_skipped_frames_total");
+    // Snapshots of ~40 KB, uncompressed, 50 a second: the socket's buffers fill, the server's
+    // sends are taken in part, the rest waits in the connection's queue.
+    const pump = setInterval(() => sendEvent(o.socket, code, "observing", `x${Date.now()}`), 20);
+    try {
+      await waitFor(async () => (await metric(server, "spectra_skipped_frames_total")) > skippedBefore,
+        20000, "the overlay's socket full (snapshots replaced in its queue)");
+      await sleep(500);
+    } finally {
+      clearInterval(pump);
+    }
+    sendEvent(o.socket, code, "map", "Ascent");
+    s.resume();
+    let seen;
+    await waitFor(() => {
+      const { frames } = serverFrames(Buffer.concat(chunks));
+      const states = frames.filter((f) => f.text.startsWith('42["match_data"'));
+      seen = states.length;
+      return states.length > 0 && JSON.parse(JSON.parse(states[states.length - 1].text.slice(2))[1]).map === "Ascent";
+    }, 15000, "the newest state after reading again");
+    // Every frame is whole: each state parses as the packet it was sent as.
+    const { frames, rest } = serverFrames(Buffer.concat(chunks));
+    assert.equal(rest, 0);
+    for (const f of frames.filter((f) => f.opcode === 1 && f.text.startsWith("42"))) {
+      const [event, data] = JSON.parse(f.text.slice(2));
+      assert.equal(event, "match_data");
+      assert.equal(typeof JSON.parse(data), "object");
+    }
+    assert.ok(seen > 1, `states received: ${seen}`);
+    s.destroy();
+    o.socket.close();
+  } finally {
+    await server.stop();
+  }
+});
+
 test("what a session keeps (and a recovery holds) is bounded: aux logon size and player id, overlay group codes", async () => {
   const server = await startServer();
   try {

@@ -34,6 +34,11 @@ struct Args {
     duration: u64,
     #[arg(long, default_value = "../shared/kit/reference/match.replay")]
     replay: PathBuf,
+    /// Cache lines of per-connection memory (a separate allocation per connection) to write
+    /// before each send, standing in for a server's own per-delivery state: shows what cold
+    /// user-side memory per delivery costs, in user time and in the kernel's sends after it.
+    #[arg(long, default_value_t = 0)]
+    touch_lines: usize,
 }
 
 fn snapshot_frames(path: &PathBuf) -> Result<(Vec<u8>, Vec<u8>), String> {
@@ -146,13 +151,25 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let mut conns = std::mem::take(&mut *sockets.lock().unwrap_or_else(|e| e.into_inner()));
+    // One allocation per connection, made in between other allocations so they do not sit
+    // next to each other (like sessions created over time).
+    let mut spacers = Vec::new();
+    let mut state: Vec<Vec<u8>> = (0..conns.len())
+        .map(|_| {
+            spacers.push(vec![0u8; 256]);
+            vec![0u8; args.touch_lines * 64]
+        })
+        .collect();
     let period = Duration::from_secs_f64(1.0 / args.rate.max(0.1));
     let start = Instant::now();
     let cpu0 = cpu_secs();
     let (mut deliveries, mut blocked) = (0u64, 0u64);
     let mut next = start;
     while start.elapsed() < Duration::from_secs(args.duration) {
-        for (s, deflate) in conns.iter_mut() {
+        for ((s, deflate), mine) in conns.iter_mut().zip(state.iter_mut()) {
+            for line in mine.chunks_mut(64) {
+                line[0] = line[0].wrapping_add(1);
+            }
             let frame = if *deflate { &deflated } else { &plain };
             match s.write(frame) {
                 Ok(n) if n == frame.len() => deliveries += 1,
@@ -175,6 +192,7 @@ fn main() {
             0.0
         }
     };
+    drop(spacers);
     println!(
         "{{\"connections\":{},\"deliveries\":{deliveries},\"deliveries_per_s\":{:.1},\"blocked\":{blocked},\"cpu_s\":{cpu:.3},\"cpu_per_delivery_us\":{:.3},\"user_per_delivery_us\":{:.3},\"system_per_delivery_us\":{:.3}}}",
         conns.len(),

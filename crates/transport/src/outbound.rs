@@ -245,6 +245,28 @@ impl OutQueue {
         DirectGuard(self.clone())
     }
 
+    /// The socket a frame may be sent on at once (see `send_directly`): set, and nothing queued,
+    /// being written or stopping. Valid until the caller next yields to the executor.
+    pub(crate) fn direct_target(&self) -> Option<std::os::fd::RawFd> {
+        let inner = self.inner.borrow();
+        if inner.closing || inner.dead || inner.busy || !inner.items.is_empty() {
+            return None;
+        }
+        inner.direct
+    }
+
+    /// After a `send_now` of a snapshot on `direct_target()` took only `sent` bytes of `frame`:
+    /// a started frame's rest follows as it is (never replaced); one not started is queued as a
+    /// snapshot. Counts what `push` would have counted for the part sent.
+    pub(crate) fn after_direct_send(&self, frame: Bytes, sent: usize) {
+        if sent == 0 {
+            self.push(frame, FrameKind::Snapshot);
+            return;
+        }
+        crate::stats::bump(|s| &s.deliveries);
+        self.push(frame.slice(sent.min(frame.len())..), FrameKind::Normal);
+    }
+
     /// Waits for queued frames; `None` once closing with nothing left, or dead.
     async fn next_batch(&self, batch: &mut Vec<Bytes>) -> bool {
         poll_fn(|cx| {
@@ -302,9 +324,10 @@ impl Drop for DirectGuard {
 
 /// Sends what a non-blocking `send` takes of `frame` on `fd` now; 0 when it takes nothing (the
 /// socket is full, or failed: the writer then meets the same condition and handles it).
-fn send_now(fd: std::os::fd::RawFd, frame: &[u8]) -> usize {
+pub(crate) fn send_now(fd: std::os::fd::RawFd, frame: &[u8]) -> usize {
     // SAFETY: `fd` is the connection's open socket (the `DirectGuard` ends direct sends before
-    // it can be closed); the buffer is valid for `frame.len()` bytes.
+    // it can be closed, and callers send before yielding to the executor); the buffer is valid
+    // for `frame.len()` bytes.
     let n = unsafe {
         libc::send(
             fd,
