@@ -13,7 +13,8 @@
 #   SERVER_FLAGS="--probe-thread" adds loadgen flags for the server's runs only;
 #   BASELINE_FLAGS="--touch-lines 4" adds flags to fanout-baseline.
 #
-# Prints one JSON line per run and a Markdown table of the medians.
+# Prints one JSON line per run and a Markdown table of the medians of the valid runs (a run is
+# valid when the generator stayed below its share and received ≥ 95 % of what was sent).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=$1 runs=$2
@@ -59,7 +60,11 @@ print(json.dumps({"who": "baseline", "cpu_us": base["cpu_per_delivery_us"],
                   "deliveries_per_s": base["deliveries_per_s"], "cal1": cal / per,
                   "res0": res0 / per, "res1": res1 / per,
                   "generator_deliveries_per_s": gen.get("deliveries_per_s"),
-                  "generator_cpu_pct": gen.get("generator_cpu_pct"), "valid": gen.get("valid")}))
+                  "generator_connect_s": gen.get("connect_s"),
+                  "generator_cpu_pct": gen.get("generator_cpu_pct"),
+                  # valid: the generator below its share, and it received what was sent
+                  "valid": bool(gen.get("valid")) and
+                           (gen.get("deliveries_per_s") or 0) >= 0.95 * base["deliveries_per_s"]}))
 PY
   tail -n 1 "$out"
   rm -f "$base_out" "$irq_out"
@@ -102,12 +107,12 @@ python3 - "$out" "$n" <<'PY'
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 rows = {}
-print(f"\n{int(sys.argv[2]):,} sockets/overlays, medians of {len(runs) // 2} runs each "
-      f"(valid: {sum(1 for r in runs if r['valid'])} of {len(runs)})\n")
+print(f"\n{int(sys.argv[2]):,} sockets/overlays, {len(runs) // 2} runs each, medians of the valid "
+      f"ones (valid: {sum(1 for r in runs if r['valid'])} of {len(runs)})\n")
 print("| | CPU per delivery | user | system | CAL IPIs to CPU 1 per delivery | RES per delivery (CPU 0 / 1) | generator CPU |")
 print("|---|---|---|---|---|---|---|")
 for who in ("baseline", "server"):
-    rs = [r for r in runs if r["who"] == who]
+    rs = [r for r in runs if r["who"] == who and r["valid"]] or [r for r in runs if r["who"] == who]
     m = lambda k: statistics.median(r[k] or 0 for r in rs)
     rows[who] = m("cpu_us")
     print(f"| {who} | {m('cpu_us'):.2f} µs | {m('user_us'):.2f} µs | {m('system_us'):.2f} µs "

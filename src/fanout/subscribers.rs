@@ -15,7 +15,7 @@ use bytes::Bytes;
 use crate::app::SessionLink;
 use crate::shard::Shard;
 use crate::shard::messages::{RoomFrame, ViewerFrames, WsFrames};
-use crate::transport::outbound::{FrameKind, OutQueue};
+use crate::transport::outbound::{DirectSends, FrameKind, OutQueue};
 
 /// Where a spectator subscribed to a room receives its frames.
 pub struct SpectatorSink {
@@ -63,7 +63,7 @@ fn queue_state(
     full: &Bytes,
 ) {
     match delta {
-        Some(d) if seq.get() + 1 == new_seq && seq.get() > 0 => {
+        Some(d) if applies(seq, new_seq) => {
             queue.push_delta(d.clone(), full.clone());
         }
         _ => {
@@ -71,6 +71,11 @@ fn queue_state(
         }
     }
     seq.set(new_seq);
+}
+
+/// A delta to `new_seq` applies for a sink given `seq` last (and something before it).
+fn applies(seq: &Cell<u64>, new_seq: u64) -> bool {
+    seq.get() + 1 == new_seq && seq.get() > 0
 }
 
 fn pick(frames: &WsFrames, deflate: bool) -> &Bytes {
@@ -275,24 +280,36 @@ pub fn deliver(shard: &Rc<Shard>, code: &str, frame: &RoomFrame) {
 }
 
 fn deliver_viewers(room: &mut Room, v: &ViewerFrames) {
+    // Two passes (see `DirectSends`): every sink is looked at first, the sockets that can take
+    // the frame at once are noted, then those get it in a tight loop of sends.
+    let mut direct = DirectSends::with_capacity(room.spectators.len());
     for sink in room.spectators.values() {
         let delta = v
             .delta
             .as_ref()
             .filter(|_| sink.delta)
             .map(|d| pick(d, sink.deflate));
-        queue_state(
-            &sink.queue,
-            &sink.seq,
-            v.seq,
-            delta,
-            pick(&v.full, sink.deflate),
-        );
+        let full = pick(&v.full, sink.deflate);
+        match sink.queue.direct_target() {
+            // Nothing waits in its queue: the delta applies when it was given the state before.
+            Some(fd) => {
+                let frame = match delta {
+                    Some(d) if applies(&sink.seq, v.seq) => d,
+                    _ => full,
+                };
+                sink.seq.set(v.seq);
+                direct.add(fd, frame, &sink.queue);
+            }
+            None => queue_state(&sink.queue, &sink.seq, v.seq, delta, full),
+        }
     }
     if let Some(full) = &v.sse_full {
         for sink in room.streams.values() {
             queue_state(&sink.queue, &sink.seq, v.seq, v.sse_delta.as_ref(), full);
         }
+    }
+    for (queue, frame, sent) in direct.send() {
+        queue.after_direct_send(frame.clone(), sent);
     }
     if !room.spectators.is_empty() {
         room.latest = Some((v.seq, v.full.clone()));

@@ -40,6 +40,13 @@ test("loadgen: its own CPU, validity, and the server's own delivery count beside
     assert.equal(typeof report.generator_cpu_pct, "number");
     assert.ok(report.generator_cores >= 1);
     assert.equal(report.valid, report.generator_cpu_pct <= 70);
+    // Its cores' whole occupancy (the generator's work and the kernel's receive processing
+    // charged to no process), from /proc/stat.
+    assert.equal(typeof report.generator_cores_busy_pct, "number");
+    assert.ok(report.generator_cores_busy_pct > 0 && report.generator_cores_busy_pct <= 100,
+      `busy ${report.generator_cores_busy_pct}`);
+    assert.ok(report.generator_cores_softirq_pct >= 0 &&
+      report.generator_cores_softirq_pct <= report.generator_cores_busy_pct);
     // A limit below what it used marks the run invalid and says so.
     const strict = await loadgen([...base, "--max-generator-share", "0.001"]);
     assert.equal(strict.report.valid, false);

@@ -287,6 +287,11 @@ fn main() {
     control.window_start_us.store(now_us(), Ordering::SeqCst);
     let before = args.server_pid.and_then(ProcSample::read);
     let generator_before = ProcSample::read(std::process::id());
+    let generator_cpus = match args.cpus.len() {
+        0 => stats::allowed_cpus(),
+        _ => args.cpus.clone(),
+    };
+    let cores_before = stats::CoreSample::read(&generator_cpus);
     let server_deliveries_before = args.metrics.as_deref().and_then(server_deliveries);
     let window = Instant::now();
     let mut rss_max_kb = 0;
@@ -298,6 +303,7 @@ fn main() {
     }
     let after = args.server_pid.and_then(ProcSample::read);
     let generator_after = ProcSample::read(std::process::id());
+    let cores_after = stats::CoreSample::read(&generator_cpus);
     let server_deliveries_after = args.metrics.as_deref().and_then(server_deliveries);
     let window_secs = window.elapsed().as_secs_f64();
     control.phase.store(STOPPED, Ordering::SeqCst);
@@ -339,6 +345,10 @@ fn main() {
                     .iter()
                     .collect::<std::collections::HashSet<_>>()
                     .len(),
+            },
+            generator_cores_busy: match (cores_before, cores_after) {
+                (Some(b), Some(a)) => stats::CoreSample::shares(b, a),
+                _ => None,
             },
             generator_threads: executors,
             probes: probe_count(&args),

@@ -33,6 +33,74 @@ pub fn stalled_count(overlays: usize, share: f64) -> usize {
     ((overlays as f64) * share.clamp(0.0, 1.0)).round() as usize
 }
 
+/// What some CPUs did, in clock ticks, from /proc/stat: everything but idle and I/O wait, and the
+/// part of it in softirqs (receive processing: on loopback with receive packet steering it runs on
+/// the generator's cores, and with tick-based accounting it is charged to no process, so the
+/// generator's own CPU figure does not include it).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CoreSample {
+    pub busy: u64,
+    pub softirq: u64,
+    pub total: u64,
+}
+
+impl CoreSample {
+    pub fn read(cpus: &[usize]) -> Option<CoreSample> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let mut sample = CoreSample::default();
+        for line in stat.lines() {
+            let mut fields = line.split_whitespace();
+            let Some(cpu) = fields.next().and_then(|n| n.strip_prefix("cpu")) else {
+                continue;
+            };
+            if !cpu.parse::<usize>().is_ok_and(|c| cpus.contains(&c)) {
+                continue;
+            }
+            // user nice system idle iowait irq softirq steal …
+            let v: Vec<u64> = fields.take(8).filter_map(|f| f.parse().ok()).collect();
+            if v.len() < 8 {
+                return None;
+            }
+            let total: u64 = v.iter().sum();
+            sample.total += total;
+            sample.busy += total - v[3] - v[4];
+            sample.softirq += v[6];
+        }
+        (sample.total > 0).then_some(sample)
+    }
+
+    /// Busy and softirq shares (%) between two samples.
+    pub fn shares(before: CoreSample, after: CoreSample) -> Option<(f64, f64)> {
+        let total = after.total.checked_sub(before.total).filter(|t| *t > 0)? as f64;
+        let busy = after.busy.saturating_sub(before.busy) as f64;
+        let softirq = after.softirq.saturating_sub(before.softirq) as f64;
+        Some((busy * 100.0 / total, softirq * 100.0 / total))
+    }
+}
+
+/// The CPUs this process may run on (`Cpus_allowed_list` in /proc/self/status, e.g. `1` or
+/// `0-1,4`).
+pub fn allowed_cpus() -> Vec<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap_or("")
+        .trim();
+    let mut cpus = Vec::new();
+    for part in list.split(',').filter(|p| !p.is_empty()) {
+        let mut ends = part
+            .split('-')
+            .filter_map(|n| n.trim().parse::<usize>().ok());
+        match (ends.next(), ends.next()) {
+            (Some(a), Some(b)) if b >= a && b - a < 4096 => cpus.extend(a..=b),
+            (Some(a), None) => cpus.push(a),
+            _ => {}
+        }
+    }
+    cpus
+}
+
 /// CPU time and RSS of a process, from /proc.
 #[derive(Clone, Copy, Debug)]
 pub struct ProcSample {
@@ -87,6 +155,8 @@ pub struct RunFacts {
     pub generator_cpu_secs: Option<f64>,
     /// Cores the generator may run on.
     pub generator_cores: usize,
+    /// Busy and softirq shares (%) of those cores during the window, whoever used them.
+    pub generator_cores_busy: Option<(f64, f64)>,
     /// Executor threads of the generator (with the probe thread, if any).
     pub generator_threads: usize,
     /// Above this share (%) of its cores, the run is invalid.
@@ -142,6 +212,8 @@ pub fn report(stats: &Stats, f: RunFacts) -> Value {
         "generator_cores": f.generator_cores,
         "generator_threads": f.generator_threads,
         "generator_cpu_pct": generator_pct.map(round),
+        "generator_cores_busy_pct": f.generator_cores_busy.map(|b| round(b.0)),
+        "generator_cores_softirq_pct": f.generator_cores_busy.map(|b| round(b.1)),
         "server_deliveries": f.server_deliveries,
         "probes": f.probes,
         "matches": f.matches,
@@ -192,7 +264,8 @@ pub fn human(r: &Value) -> String {
          drops {}, connect failures {}\n\
          server CPU {} s ({} µs per delivery), RSS {} MB (max {} MB, {} KB per idle connection)\n\
          server's own deliveries count {}\n\
-         generator CPU {} s = {} % of its {} core(s): valid {}",
+         generator CPU {} s = {} % of its {} core(s): valid {}\n\
+         generator's core(s) busy {} % (softirq {} %), whoever used them",
         g("matches"),
         g("overlays_per_match"),
         g("spectators_per_match"),
@@ -223,5 +296,7 @@ pub fn human(r: &Value) -> String {
         g("generator_cpu_pct"),
         g("generator_cores"),
         g("valid"),
+        g("generator_cores_busy_pct"),
+        g("generator_cores_softirq_pct"),
     )
 }

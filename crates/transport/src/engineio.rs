@@ -22,7 +22,7 @@ use futures_lite::io::{AsyncRead, AsyncWrite};
 use serde_json::{Value, json};
 
 use crate::http::{Reader, Request, Response, write_response};
-use crate::outbound::{FrameKind, FrameSet, OutQueue, run_writer};
+use crate::outbound::{DirectSends, FrameKind, FrameSet, OutQueue, run_writer};
 use crate::packets::{EioPacket, SEPARATOR, binary_payload_packet, decode_binary_payload};
 use crate::polling::PollBuffer;
 use crate::socketio::{self, SioEvent};
@@ -1104,8 +1104,7 @@ pub fn send_frames_to_links<'a, A: App + 'a>(
     frames: &FrameSet,
 ) {
     let links = links.into_iter();
-    let mut direct: Vec<(std::os::fd::RawFd, bool, &SessionLink<A>)> =
-        Vec::with_capacity(links.size_hint().0);
+    let mut direct = DirectSends::with_capacity(links.size_hint().0);
     for link in links {
         let Some(cell) = link.0.upgrade() else {
             continue;
@@ -1117,40 +1116,17 @@ pub fn send_frames_to_links<'a, A: App + 'a>(
             Transport::Polling { .. } => None,
         };
         match target {
-            Some((fd, deflate)) => direct.push((fd, deflate, link)),
+            Some((fd, true)) => direct.add(fd, &frames.ws_deflate, link),
+            Some((fd, false)) => direct.add(fd, &frames.ws_plain, link),
             None => send_frames(&cell, frames),
         }
     }
-    let (mut whole, mut bytes) = (0u64, 0u64);
-    let mut short = Vec::new();
-    for &(fd, deflate, link) in &direct {
-        let frame = if deflate {
-            &frames.ws_deflate
-        } else {
-            &frames.ws_plain
-        };
-        let sent = crate::outbound::send_now(fd, frame);
-        bytes += sent as u64;
-        if sent == frame.len() {
-            whole += 1;
-        } else {
-            short.push((link, deflate, sent));
-        }
-    }
-    crate::stats::add(|s| &s.deliveries, whole);
-    crate::stats::add(|s| &s.frames_out, whole);
-    crate::stats::add(|s| &s.bytes_out, bytes);
-    for (link, deflate, sent) in short {
+    for (link, frame, sent) in direct.send() {
         let Some(cell) = link.0.upgrade() else {
             continue;
         };
         if let Transport::WebSocket { queue, .. } = &cell.borrow().transport {
-            let frame = if deflate {
-                frames.ws_deflate.clone()
-            } else {
-                frames.ws_plain.clone()
-            };
-            queue.after_direct_send(frame, sent);
+            queue.after_direct_send(frame.clone(), sent);
         }
     }
 }

@@ -247,7 +247,7 @@ impl OutQueue {
 
     /// The socket a frame may be sent on at once (see `send_directly`): set, and nothing queued,
     /// being written or stopping. Valid until the caller next yields to the executor.
-    pub(crate) fn direct_target(&self) -> Option<std::os::fd::RawFd> {
+    pub fn direct_target(&self) -> Option<std::os::fd::RawFd> {
         let inner = self.inner.borrow();
         if inner.closing || inner.dead || inner.busy || !inner.items.is_empty() {
             return None;
@@ -258,7 +258,7 @@ impl OutQueue {
     /// After a `send_now` of a snapshot on `direct_target()` took only `sent` bytes of `frame`:
     /// a started frame's rest follows as it is (never replaced); one not started is queued as a
     /// snapshot. Counts what `push` would have counted for the part sent.
-    pub(crate) fn after_direct_send(&self, frame: Bytes, sent: usize) {
+    pub fn after_direct_send(&self, frame: Bytes, sent: usize) {
         if sent == 0 {
             self.push(frame, FrameKind::Snapshot);
             return;
@@ -313,6 +313,50 @@ impl OutQueue {
     }
 }
 
+/// One broadcast's frames for many connections, sent in a tight loop of `send`s after the caller
+/// has looked at every connection (`OutQueue::direct_target`): no system call between the
+/// lookups, so the memory of thousands of connections is fetched back to back and the code stays
+/// in cache; then the sends run like the bare fan-out baseline. `H` is how the caller finds a
+/// connection again when its socket did not take the whole frame. Nothing may yield to the
+/// executor between `add` and `send` (a noted socket must still be the connection's open one).
+pub struct DirectSends<'a, H> {
+    items: Vec<(std::os::fd::RawFd, &'a Bytes, H)>,
+}
+
+impl<'a, H> DirectSends<'a, H> {
+    pub fn with_capacity(n: usize) -> Self {
+        DirectSends {
+            items: Vec::with_capacity(n),
+        }
+    }
+
+    /// Notes `frame` for the socket `fd` (from `OutQueue::direct_target`, just now).
+    pub fn add(&mut self, fd: std::os::fd::RawFd, frame: &'a Bytes, handle: H) {
+        self.items.push((fd, frame, handle));
+    }
+
+    /// Sends every noted frame (each a snapshot); returns the connections whose socket took
+    /// less than the whole frame, with how much it took: the caller hands each to its queue's
+    /// `after_direct_send`.
+    pub fn send(self) -> Vec<(H, &'a Bytes, usize)> {
+        let (mut whole, mut bytes) = (0u64, 0u64);
+        let mut short = Vec::new();
+        for (fd, frame, handle) in self.items {
+            let sent = send_now(fd, frame);
+            bytes += sent as u64;
+            if sent == frame.len() {
+                whole += 1;
+            } else {
+                short.push((handle, frame, sent));
+            }
+        }
+        crate::stats::add(|s| &s.deliveries, whole);
+        crate::stats::add(|s| &s.frames_out, whole);
+        crate::stats::add(|s| &s.bytes_out, bytes);
+        short
+    }
+}
+
 /// Ends direct sends on a queue's socket when dropped (see `OutQueue::send_directly`).
 pub struct DirectGuard(Rc<OutQueue>);
 
@@ -324,7 +368,7 @@ impl Drop for DirectGuard {
 
 /// Sends what a non-blocking `send` takes of `frame` on `fd` now; 0 when it takes nothing (the
 /// socket is full, or failed: the writer then meets the same condition and handles it).
-pub(crate) fn send_now(fd: std::os::fd::RawFd, frame: &[u8]) -> usize {
+fn send_now(fd: std::os::fd::RawFd, frame: &[u8]) -> usize {
     // SAFETY: `fd` is the connection's open socket (the `DirectGuard` ends direct sends before
     // it can be closed, and callers send before yielding to the executor); the buffer is valid
     // for `frame.len()` bytes.
