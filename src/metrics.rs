@@ -41,22 +41,45 @@ pub struct ShardStats {
     pub replay_incomplete: AtomicU64,
     /// The shard thread's kernel id (for CPU time from `/proc/self/task`).
     pub tid: AtomicI64,
+    /// Time from the start of handing a room state to this shard's subscribers to the last send.
+    pub fanout: Histogram<FanoutBounds>,
 }
 
-/// Upper bounds (seconds) of the backend latency histogram.
-pub const LATENCY_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+/// The upper bounds (seconds) of a histogram's buckets.
+pub trait Bounds: Default {
+    const BOUNDS: [f64; 10];
+}
 
-/// A fixed-bucket latency histogram (backend requests, from the worker threads).
+/// Backend requests: milliseconds to seconds.
 #[derive(Default)]
-pub struct Histogram {
-    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+pub struct BackendBounds;
+
+impl Bounds for BackendBounds {
+    const BOUNDS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+}
+
+/// One shard handing one room state to its subscribers: microseconds to a tenth of a second.
+#[derive(Default)]
+pub struct FanoutBounds;
+
+impl Bounds for FanoutBounds {
+    const BOUNDS: [f64; 10] = [
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+    ];
+}
+
+/// A fixed-bucket latency histogram (relaxed atomics: written by one thread, read by scrapes).
+#[derive(Default)]
+pub struct Histogram<B: Bounds> {
+    buckets: [AtomicU64; 10],
     count: AtomicU64,
     sum_micros: AtomicU64,
+    _bounds: std::marker::PhantomData<B>,
 }
 
-impl Histogram {
+impl<B: Bounds> Histogram<B> {
     pub fn observe(&self, seconds: f64) {
-        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
+        for (bound, bucket) in B::BOUNDS.iter().zip(&self.buckets) {
             if seconds <= *bound {
                 bucket.fetch_add(1, Ordering::Relaxed);
             }
@@ -70,7 +93,7 @@ impl Histogram {
 /// Every shard's stats plus process-wide ones.
 pub struct Metrics {
     pub shards: Vec<Arc<ShardStats>>,
-    pub backend_latency: Histogram,
+    pub backend_latency: Histogram<BackendBounds>,
     /// Cluster mode (written by the NATS thread; `node` set once at start).
     pub cluster: ClusterStats,
 }
@@ -186,6 +209,30 @@ impl Family<'_> {
         for (i, s) in metrics.shards.iter().enumerate() {
             let _ = writeln!(self.out, "{name}{{shard=\"{i}\"}} {}", value(s));
         }
+    }
+
+    /// One histogram: the sum of `parts` (e.g. every shard's).
+    fn histogram<'h, B: Bounds + 'h>(
+        &mut self,
+        name: &str,
+        help: &str,
+        parts: impl Iterator<Item = &'h Histogram<B>>,
+    ) {
+        let (mut buckets, mut count, mut sum_micros) = ([0u64; 10], 0u64, 0u64);
+        for h in parts {
+            for (total, bucket) in buckets.iter_mut().zip(&h.buckets) {
+                *total += bucket.load(Ordering::Relaxed);
+            }
+            count += h.count.load(Ordering::Relaxed);
+            sum_micros += h.sum_micros.load(Ordering::Relaxed);
+        }
+        self.header(name, "histogram", help);
+        for (bound, n) in B::BOUNDS.iter().zip(buckets) {
+            let _ = writeln!(self.out, "{name}_bucket{{le=\"{bound}\"}} {n}");
+        }
+        let _ = writeln!(self.out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(self.out, "{name}_sum {}", sum_micros as f64 / 1e6);
+        let _ = writeln!(self.out, "{name}_count {count}");
     }
 }
 
@@ -363,31 +410,17 @@ pub fn render(metrics: &Metrics, backend: bool) -> String {
         "spectra_resident_memory_bytes {}",
         rss_bytes().unwrap_or(0)
     );
+    f.histogram(
+        "spectra_fanout_seconds",
+        "Time a shard takes to hand one room state to its subscribers on that shard (overlays, spectators, streams): from the first to the last send or queue push. Latency a viewer sees beyond this is the network's and the viewer's.",
+        metrics.shards.iter().map(|s| &s.fanout),
+    );
     if backend {
-        let h = &metrics.backend_latency;
-        f.header(
+        f.histogram(
             "spectra_backend_request_seconds",
-            "histogram",
             "Latency of backend HTTP requests (backend mode).",
+            std::iter::once(&metrics.backend_latency),
         );
-        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&h.buckets) {
-            let _ = writeln!(
-                f.out,
-                "spectra_backend_request_seconds_bucket{{le=\"{bound}\"}} {}",
-                bucket.load(Ordering::Relaxed)
-            );
-        }
-        let count = h.count.load(Ordering::Relaxed);
-        let _ = writeln!(
-            f.out,
-            "spectra_backend_request_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(
-            f.out,
-            "spectra_backend_request_seconds_sum {}",
-            h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(f.out, "spectra_backend_request_seconds_count {count}");
     }
     if let Some(node) = metrics.cluster.node.get() {
         let c = &metrics.cluster;

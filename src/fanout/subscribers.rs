@@ -232,12 +232,15 @@ pub fn deliver(shard: &Rc<Shard>, code: &str, frame: &RoomFrame) {
         RoomFrame::State { overlay, viewers } => {
             // Writing to a session or a queue only queues bytes (no shard state is touched), so
             // the registry stays borrowed while every subscriber gets the same frames.
+            let started = std::time::Instant::now();
             if let Some(overlay) = overlay {
                 crate::transport::engineio::send_frames_to_links(room.overlays.values(), overlay);
             }
             if let Some(v) = viewers {
                 deliver_viewers(room, v);
             }
+            let took = started.elapsed().as_secs_f64();
+            crate::metrics::local(|s| s.fanout.observe(took));
         }
         RoomFrame::Message {
             frames,

@@ -37,6 +37,11 @@ test("loadgen: its own CPU, validity, and the server's own delivery count beside
     // equal up to the frames in flight at the window's two edges (one tick of 25 receivers).
     assert.ok(Math.abs(report.server_deliveries - report.deliveries) <= 60,
       `server ${report.server_deliveries} vs generator ${report.deliveries}`);
+    // The server's own time per state handed to its subscribers, from its /metrics histogram.
+    // (3 s at 10 states a second)
+    assert.ok(report.server_fanout_ms.states >= 20, JSON.stringify(report.server_fanout_ms));
+    assert.ok(report.server_fanout_ms.mean > 0 && report.server_fanout_ms.mean < 100);
+    assert.ok(report.server_fanout_ms.p99_at_most >= report.server_fanout_ms.mean);
     assert.equal(typeof report.generator_cpu_pct, "number");
     assert.ok(report.generator_cores >= 1);
     assert.equal(report.valid, report.generator_cpu_pct <= 70);

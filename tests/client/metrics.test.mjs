@@ -74,6 +74,7 @@ test("/metrics is Prometheus text that counts what happened", async () => {
     spectra_events: "counter", spectra_deliveries: "counter", spectra_bytes_sent: "counter",
     spectra_skipped_frames: "counter", spectra_dropped_frames: "counter", spectra_slow_consumer_disconnects: "counter",
     spectra_replay_bytes: "counter", spectra_shard_cpu_seconds: "counter", spectra_resident_memory_bytes: "gauge",
+    spectra_fanout_seconds: "histogram",
   })) {
     assert.equal(types[name], type, `${name} is a ${type}`);
   }
@@ -91,6 +92,13 @@ test("/metrics is Prometheus text that counts what happened", async () => {
   assert.ok(sum(families.spectra_replay_bytes) > 0, "the replay log was written");
   assert.ok(families.spectra_resident_memory_bytes.samples[0].value > 1e6);
   assert.equal(families.spectra_backend_request_seconds, undefined, "no backend histogram without backend mode");
+  // Each state handed to this room's subscribers on a shard is one observation; a handful of
+  // subscribers on loopback take well under a tenth of a second.
+  const fanout = families.spectra_fanout_seconds.samples;
+  const count = fanout.find((s) => s.name === "spectra_fanout_seconds_count").value;
+  assert.ok(count >= 1, `fan-out observations: ${count}`);
+  assert.equal(fanout.find((s) => s.name === "spectra_fanout_seconds_bucket" && s.labels.le === "0.1").value, count);
+  assert.ok(fanout.find((s) => s.name === "spectra_fanout_seconds_sum").value > 0);
 });
 
 test("/status/live gathers matches from the owner and overlays from every shard", async () => {

@@ -179,8 +179,9 @@ fn marker_seq(text: &str) -> Option<usize> {
     digits.parse().ok()
 }
 
-/// The server's `spectra_deliveries_total`, summed over its shards, from its `/metrics`.
-fn server_deliveries(url: &str) -> Option<u64> {
+/// From the server's `/metrics`: `spectra_deliveries_total` summed over its shards, and its
+/// `spectra_fanout_seconds` histogram (time per state handed to a shard's subscribers).
+fn server_metrics(url: &str) -> Option<stats::ServerMetrics> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(5)))
         .build()
@@ -192,12 +193,7 @@ fn server_deliveries(url: &str) -> Option<u64> {
             return None;
         }
     };
-    let total = text
-        .lines()
-        .filter(|l| l.starts_with("spectra_deliveries_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>();
-    Some(total as u64)
+    Some(stats::ServerMetrics::parse(&text))
 }
 
 fn main() {
@@ -292,7 +288,7 @@ fn main() {
         _ => args.cpus.clone(),
     };
     let cores_before = stats::CoreSample::read(&generator_cpus);
-    let server_deliveries_before = args.metrics.as_deref().and_then(server_deliveries);
+    let server_metrics_before = args.metrics.as_deref().and_then(server_metrics);
     let window = Instant::now();
     let mut rss_max_kb = 0;
     while window.elapsed() < Duration::from_secs(args.duration) {
@@ -304,7 +300,7 @@ fn main() {
     let after = args.server_pid.and_then(ProcSample::read);
     let generator_after = ProcSample::read(std::process::id());
     let cores_after = stats::CoreSample::read(&generator_cpus);
-    let server_deliveries_after = args.metrics.as_deref().and_then(server_deliveries);
+    let server_metrics_after = args.metrics.as_deref().and_then(server_metrics);
     let window_secs = window.elapsed().as_secs_f64();
     control.phase.store(STOPPED, Ordering::SeqCst);
 
@@ -353,8 +349,12 @@ fn main() {
             generator_threads: executors,
             probes: probe_count(&args),
             max_generator_share: args.max_generator_share,
-            server_deliveries: match (server_deliveries_before, server_deliveries_after) {
-                (Some(b), Some(a)) => Some(a.saturating_sub(b)),
+            server_deliveries: match (&server_metrics_before, &server_metrics_after) {
+                (Some(b), Some(a)) => Some(a.deliveries.saturating_sub(b.deliveries)),
+                _ => None,
+            },
+            server_fanout: match (&server_metrics_before, &server_metrics_after) {
+                (Some(b), Some(a)) => a.fanout_since(b),
                 _ => None,
             },
         },

@@ -101,6 +101,67 @@ pub fn allowed_cpus() -> Vec<usize> {
     cpus
 }
 
+/// What the server's `/metrics` says (the parts the report uses).
+#[derive(Clone, Debug, Default)]
+pub struct ServerMetrics {
+    pub deliveries: u64,
+    /// `spectra_fanout_seconds`: (upper bound in seconds, cumulative count) per bucket, summed
+    /// over the server's shards; then its sum (seconds) and count.
+    pub fanout_buckets: Vec<(f64, f64)>,
+    pub fanout_sum: f64,
+    pub fanout_count: f64,
+}
+
+/// The server's fan-out time per state during the window: mean, and the bucket bound the 99th
+/// percentile lies under (milliseconds), over `count` states.
+#[derive(Clone, Copy, Debug)]
+pub struct Fanout {
+    pub mean_ms: f64,
+    pub p99_at_most_ms: Option<f64>,
+    pub count: f64,
+}
+
+impl ServerMetrics {
+    pub fn parse(text: &str) -> ServerMetrics {
+        let mut m = ServerMetrics::default();
+        let value = |l: &str| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+        for line in text.lines() {
+            if line.starts_with("spectra_deliveries_total") {
+                m.deliveries += value(line).unwrap_or(0.0) as u64;
+            } else if let Some(rest) = line.strip_prefix("spectra_fanout_seconds_bucket{le=\"") {
+                let bound = rest.split('"').next().and_then(|b| b.parse::<f64>().ok());
+                if let (Some(bound), Some(n)) = (bound, value(line)) {
+                    m.fanout_buckets.push((bound, n));
+                }
+            } else if line.starts_with("spectra_fanout_seconds_sum") {
+                m.fanout_sum = value(line).unwrap_or(0.0);
+            } else if line.starts_with("spectra_fanout_seconds_count") {
+                m.fanout_count = value(line).unwrap_or(0.0);
+            }
+        }
+        m
+    }
+
+    /// The fan-out figures between `before` and this sample.
+    pub fn fanout_since(&self, before: &ServerMetrics) -> Option<Fanout> {
+        let count = self.fanout_count - before.fanout_count;
+        if count <= 0.0 {
+            return None;
+        }
+        let p99_at_most_ms = self
+            .fanout_buckets
+            .iter()
+            .zip(&before.fanout_buckets)
+            .find(|((_, after), (_, earlier))| after - earlier >= 0.99 * count)
+            .map(|((bound, _), _)| bound * 1e3);
+        Some(Fanout {
+            mean_ms: (self.fanout_sum - before.fanout_sum) * 1e3 / count,
+            p99_at_most_ms,
+            count,
+        })
+    }
+}
+
 /// CPU time and RSS of a process, from /proc.
 #[derive(Clone, Copy, Debug)]
 pub struct ProcSample {
@@ -163,6 +224,8 @@ pub struct RunFacts {
     pub max_generator_share: f64,
     /// The server's own count of deliveries during the window (`/metrics`).
     pub server_deliveries: Option<u64>,
+    /// The server's own time per state handed to a shard's subscribers, in the window.
+    pub server_fanout: Option<Fanout>,
     /// Clients that inflate, parse and measure latency (the rest count by frame headers).
     pub probes: usize,
 }
@@ -215,6 +278,11 @@ pub fn report(stats: &Stats, f: RunFacts) -> Value {
         "generator_cores_busy_pct": f.generator_cores_busy.map(|b| round(b.0)),
         "generator_cores_softirq_pct": f.generator_cores_busy.map(|b| round(b.1)),
         "server_deliveries": f.server_deliveries,
+        "server_fanout_ms": f.server_fanout.map(|x| json!({
+            "mean": round(x.mean_ms),
+            "p99_at_most": x.p99_at_most_ms,
+            "states": x.count,
+        })),
         "probes": f.probes,
         "matches": f.matches,
         "overlays_per_match": f.overlays,
@@ -263,7 +331,7 @@ pub fn human(r: &Value) -> String {
          latency ms p50 {} p99 {} p999 {} max {} ({} samples)\n\
          drops {}, connect failures {}\n\
          server CPU {} s ({} µs per delivery), RSS {} MB (max {} MB, {} KB per idle connection)\n\
-         server's own deliveries count {}\n\
+         server's own deliveries count {}, fan-out per state {} ms\n\
          generator CPU {} s = {} % of its {} core(s): valid {}\n\
          generator's core(s) busy {} % (softirq {} %), whoever used them",
         g("matches"),
@@ -292,6 +360,7 @@ pub fn human(r: &Value) -> String {
         g("server_rss_max_mb"),
         g("server_rss_per_idle_connection_kb"),
         g("server_deliveries"),
+        g("server_fanout_ms"),
         g("generator_cpu_s"),
         g("generator_cpu_pct"),
         g("generator_cores"),
