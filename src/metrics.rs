@@ -58,13 +58,14 @@ impl Bounds for BackendBounds {
     const BOUNDS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 }
 
-/// One shard handing one room state to its subscribers: microseconds to a tenth of a second.
+/// One shard handing one room state to its subscribers: half a millisecond to a tenth of a second
+/// (thousands of subscribers take tens of milliseconds).
 #[derive(Default)]
 pub struct FanoutBounds;
 
 impl Bounds for FanoutBounds {
     const BOUNDS: [f64; 10] = [
-        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1,
     ];
 }
 
