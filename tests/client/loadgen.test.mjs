@@ -5,7 +5,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
-import { startServer, runProgram, repoRoot } from "./lib/server.mjs";
+import { spawn } from "node:child_process";
+import { startServer, runProgram, repoRoot, waitFor } from "./lib/server.mjs";
 
 const tool = path.join(repoRoot, "target", "debug", "loadgen");
 const kitReplay = path.resolve(repoRoot, "..", "shared", "kit", "reference", "match.replay");
@@ -136,5 +137,31 @@ test("loadgen --delta-share: delta spectators are probed like the others and cos
     assert.ok(per(delta) < per(full) / 3, `delta ${per(delta)} vs full ${per(full)} MB per delivery`);
   } finally {
     await server.stop();
+  }
+});
+
+test("loadgen --raw measures the bare baseline from its first broadcast (no waiting for quiet)", async () => {
+  // fanout-baseline broadcasts without pause once its connections are there; the generator
+  // must not wait for the quiet an Engine.IO server leaves after logons, or its window would
+  // open only after the baseline stopped.
+  const baseline = path.join(repoRoot, "target", "debug", "fanout-baseline");
+  const source = spawn(baseline, ["--port", "0", "--connections", "30", "--duration", "6", "--replay", kitReplay],
+    { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  source.stdout.on("data", (d) => (out += d));
+  const exited = new Promise((resolve) => source.on("exit", resolve));
+  try {
+    await waitFor(() => out.includes("ready"), 10000, "fanout-baseline listening");
+    const port = /ready on 127\.0\.0\.1:(\d+)/.exec(out)[1];
+    const r = await loadgen(["--raw", "--broadcast", `127.0.0.1:${port}`, "--overlays", "30", "--duration", "3",
+      "--warmup", "0", "--replay", kitReplay, "--json"]);
+    assert.equal(r.code, 0);
+    assert.equal(r.report.settle_s, 0);
+    // 30 sockets × 10 states/s × 3 s, less what the window's edges cut.
+    assert.ok(r.report.deliveries >= 800, `deliveries ${r.report.deliveries}`);
+    assert.equal(r.report.drops, 0);
+  } finally {
+    if (source.exitCode === null) process.kill(source.pid, "SIGTERM");
+    await exited;
   }
 });

@@ -21,6 +21,7 @@ use spectra::transport::{packets, websocket};
 #[derive(Parser)]
 #[command(about = "Bare fan-out baseline: one frame to N sockets, nothing else")]
 struct Args {
+    /// Port to listen on (0: any free one; the "ready" line names it).
     #[arg(long, default_value_t = 5300)]
     port: u16,
     /// Connections to wait for before broadcasting.
@@ -127,7 +128,7 @@ fn main() {
     };
     println!(
         "fanout-baseline ready on 127.0.0.1:{} (frame {} bytes, {} deflated)",
-        args.port,
+        listener.local_addr().map_or(args.port, |a| a.port()),
         plain.len(),
         deflated.len()
     );

@@ -270,7 +270,10 @@ fn main() {
     let connect_secs = connect_started.elapsed().as_secs_f64();
     let settle_started = Instant::now();
     let quiet_us = args.settle_quiet_ms * 1000;
-    while now_us().saturating_sub(control.last_connect_rx_us.load(Ordering::Relaxed)) < quiet_us
+    // A raw source (`fanout-baseline`) broadcasts without pause from its last connection on:
+    // waiting for quiet would wait until it stopped and measure an empty window.
+    while !args.raw
+        && now_us().saturating_sub(control.last_connect_rx_us.load(Ordering::Relaxed)) < quiet_us
         && settle_started.elapsed() < Duration::from_secs(args.settle_max_s)
     {
         std::thread::sleep(Duration::from_millis(20));
