@@ -833,7 +833,11 @@ pub fn ingest_event(shard: &Rc<Shard>, code: &str, event: Event) {
         }
         let lobby = entry.game.lobby_state();
         let match_id = entry.game.match_id_text();
-        entry.room.lobby_state(shard, code, lobby, &match_id);
+        // With a publication scheduled, a lobby change goes out with that state.
+        let state_follows = entry.flush_pending;
+        entry
+            .room
+            .lobby_state(shard, code, lobby, &match_id, state_follows);
         if let Some(backend) = shard.backend.clone() {
             backend_hooks(shard, backend, code, entry, &event);
         }
@@ -883,6 +887,8 @@ fn flush_match(shard: &Rc<Shard>, code: &str) {
         entry.game.advance(crate::util::now_ms());
         let n = entry.game.event_number();
         if n <= entry.last_sent_event {
+            // Published meanwhile; room messages held for this publication go now.
+            entry.room.release(shard, code);
             return;
         }
         let now = Instant::now();
@@ -1181,12 +1187,14 @@ pub fn tick(shard: &Rc<Shard>) {
         let now_ms = crate::util::now_ms();
         for (code, entry) in reg.live.iter_mut() {
             entry.room.flush_presence(shard, code);
+            if entry.flush_pending {
+                // Its early publication is scheduled; it also releases what the room holds
+                // (room messages waiting to go out with that state).
+                continue;
+            }
             entry.room.release(shard, code);
             entry.game.advance(now_ms);
             let n = entry.game.event_number();
-            if entry.flush_pending {
-                continue; // its early publication is scheduled
-            }
             if n > entry.last_sent_event && entry.budget.take(now, shard.config.tick) {
                 let frames = current_frames(shard, entry);
                 entry.last_sent_event = n;

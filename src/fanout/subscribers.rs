@@ -283,6 +283,9 @@ pub fn deliver(shard: &Rc<Shard>, code: &str, frame: &RoomFrame) {
 }
 
 fn deliver_viewers(room: &mut Room, v: &ViewerFrames) {
+    // Messages released with this state go before it in the same write: each variant of the
+    // state (full or delta, plain or deflated) is joined to them once here, not per spectator.
+    let joined = v.lead.as_ref().map(|lead| Joined::new(lead, v));
     // Two passes (see `DirectSends`): every sink is looked at first, the sockets that can take
     // the frame at once are noted, then those get it in a tight loop of sends.
     let mut direct = DirectSends::with_capacity(room.spectators.len());
@@ -296,14 +299,24 @@ fn deliver_viewers(room: &mut Room, v: &ViewerFrames) {
         match sink.queue.direct_target() {
             // Nothing waits in its queue: the delta applies when it was given the state before.
             Some(fd) => {
-                let frame = match delta {
-                    Some(d) if applies(&sink.seq, v.seq) => d,
+                let use_delta = delta.is_some() && applies(&sink.seq, v.seq);
+                let state = match delta {
+                    Some(d) if use_delta => d,
                     _ => full,
                 };
                 sink.seq.set(v.seq);
-                direct.add(fd, frame, &sink.queue);
+                let frame = match &joined {
+                    Some(j) => j.pick(use_delta, sink.deflate),
+                    None => state,
+                };
+                direct.add(fd, frame, (&sink.queue, state));
             }
-            None => queue_state(&sink.queue, &sink.seq, v.seq, delta, full),
+            None => {
+                if let Some(lead) = &v.lead {
+                    sink.queue.push(lead.clone(), FrameKind::Normal);
+                }
+                queue_state(&sink.queue, &sink.seq, v.seq, delta, full)
+            }
         }
     }
     if let Some(full) = &v.sse_full {
@@ -311,11 +324,61 @@ fn deliver_viewers(room: &mut Room, v: &ViewerFrames) {
             queue_state(&sink.queue, &sink.seq, v.seq, v.sse_delta.as_ref(), full);
         }
     }
-    for (queue, frame, sent) in direct.send() {
-        queue.after_direct_send(frame.clone(), sent);
+    let lead_len = v.lead.as_ref().map_or(0, Bytes::len);
+    for ((queue, state), _, sent) in direct.send() {
+        if sent < lead_len {
+            // Not even the messages went whole: their rest, then the state, through the queue.
+            if let Some(lead) = &v.lead {
+                queue.push(lead.slice(sent..), FrameKind::Normal);
+            }
+            queue.push(state.clone(), FrameKind::Snapshot);
+        } else {
+            queue.after_direct_send(state.clone(), sent - lead_len);
+        }
     }
     if !room.spectators.is_empty() {
         room.latest = Some((v.seq, v.full.clone()));
+    }
+}
+
+/// A state's frames, each joined once to the messages that go before it.
+struct Joined {
+    full_plain: Bytes,
+    full_deflate: Option<Bytes>,
+    delta_plain: Option<Bytes>,
+    delta_deflate: Option<Bytes>,
+}
+
+impl Joined {
+    fn new(lead: &Bytes, v: &ViewerFrames) -> Joined {
+        let join = |frame: &Bytes| {
+            let mut b = Vec::with_capacity(lead.len() + frame.len());
+            b.extend_from_slice(lead);
+            b.extend_from_slice(frame);
+            Bytes::from(b)
+        };
+        Joined {
+            full_plain: join(&v.full.plain),
+            full_deflate: v.full.deflate.as_ref().map(join),
+            delta_plain: v.delta.as_ref().map(|d| join(&d.plain)),
+            delta_deflate: v.delta.as_ref().and_then(|d| d.deflate.as_ref()).map(join),
+        }
+    }
+
+    /// The joined frame `pick` would choose for a sink (the delta only when it applies).
+    fn pick(&self, delta: bool, deflate: bool) -> &Bytes {
+        let (plain, deflated) = if delta {
+            match &self.delta_plain {
+                Some(p) => (p, &self.delta_deflate),
+                None => (&self.full_plain, &self.full_deflate),
+            }
+        } else {
+            (&self.full_plain, &self.full_deflate)
+        };
+        match deflated {
+            Some(d) if deflate => d,
+            _ => plain,
+        }
     }
 }
 
@@ -345,5 +408,79 @@ mod tests {
         let s0 = Cell::new(0);
         queue_state(&fresh, &s0, 1, Some(&b("d1")), &b("f1"));
         assert_eq!(s0.get(), 1);
+    }
+
+    /// Room messages released with a state reach a spectator whole and right before it,
+    /// whatever part of the joined frame its socket takes at once: all of it, part of the state,
+    /// part of the messages, or nothing (its queue was busy).
+    #[test]
+    fn messages_go_whole_before_their_state_whatever_the_socket_takes() {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        const BIG: usize = 4 << 20; // more than a socket buffer holds
+        for (lead_len, state_len, busy) in [
+            (40, 300, false),
+            (40, BIG, false),
+            (BIG, 300, false),
+            (40, 300, true),
+        ] {
+            let (ours, peer) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+            let queue = OutQueue::new();
+            let guard = queue.send_directly(ours.as_raw_fd());
+            let mut expected = Vec::new();
+            if busy {
+                // Taken in part: its rest waits in the queue, so the state cannot go directly.
+                let before = Bytes::from(vec![1u8; BIG]);
+                queue.push(before.clone(), FrameKind::Normal);
+                assert!(queue.direct_target().is_none(), "the socket took it all");
+                expected.extend_from_slice(&before);
+            }
+            let lead = Bytes::from(vec![2u8; lead_len]);
+            let state = Bytes::from(vec![3u8; state_len]);
+            expected.extend_from_slice(&lead);
+            expected.extend_from_slice(&state);
+            let mut room = Room::default();
+            room.spectators.insert(
+                1,
+                SpectatorSink {
+                    queue: queue.clone(),
+                    deflate: false,
+                    spectator_id: "s".into(),
+                    delta: false,
+                    seq: Cell::new(0),
+                },
+            );
+            let frames = ViewerFrames {
+                seq: 1,
+                lead: Some(lead),
+                full: WsFrames {
+                    plain: state,
+                    deflate: None,
+                },
+                delta: None,
+                sse_full: None,
+                sse_delta: None,
+            };
+            deliver_viewers(&mut room, &frames);
+            // Only now does the peer read; the writer sends whatever was queued.
+            let reader = std::thread::spawn(move || {
+                let mut got = Vec::new();
+                (&peer).read_to_end(&mut got).map(|_| got)
+            });
+            drop(guard);
+            queue.close_with(None);
+            let io = futures_lite::io::AssertAsync::new(ours);
+            futures_lite::future::block_on(crate::transport::outbound::run_writer(queue, io));
+            let got = reader.join().expect("reader").expect("read");
+            assert_eq!(
+                got.len(),
+                expected.len(),
+                "lead {lead_len}, state {state_len}"
+            );
+            assert!(
+                got == expected,
+                "lead {lead_len}, state {state_len}, busy {busy}: bytes out of order"
+            );
+        }
     }
 }

@@ -218,6 +218,10 @@ pub struct WsFrames {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ViewerFrames {
     pub seq: u64,
+    /// Room messages released just before this state (plain WebSocket text frames back to
+    /// back, e.g. `LobbyStateChanged` and `GameStarting`): every spectator gets them right
+    /// before the state, in the same write. Not part of the state (a `Resync` repeats none).
+    pub lead: Option<Bytes>,
     pub full: WsFrames,
     pub delta: Option<WsFrames>,
     pub sse_full: Option<Bytes>,
@@ -532,6 +536,7 @@ mod tests {
             }),
             viewers: Some(Box::new(ViewerFrames {
                 seq: 3,
+                lead: Some(Bytes::from_static(b"\x81\x02{}")),
                 full: frames.clone(),
                 delta: Some(frames.clone()),
                 sse_full: Some(Bytes::from_static(b"id: 3\n")),

@@ -131,10 +131,8 @@ impl Room {
         let out = self
             .viewers
             .release_due(now, audience, |n| n.text.len(), &mut |b| encode(shard, b));
-        out.into_iter().find_map(|o| match o {
-            Out::State(frames) => frames,
-            _ => None,
-        })
+        // This state is the last item released: it goes out with the overlays' state.
+        self.emit(shard, code, out)
     }
 
     /// Publishes what the viewer stream has due (called on every change and every tick).
@@ -148,26 +146,55 @@ impl Room {
             .release_due(Instant::now(), audience, |n| n.text.len(), &mut |b| {
                 encode(shard, b)
             });
+        if let Some(frames) = self.emit(shard, code, out) {
+            publish_viewers(shard, code, frames);
+        }
+    }
+
+    /// Publishes what the viewer stream released, in order, but the last state, which is
+    /// returned (the caller publishes it). Messages released together go out as one frame
+    /// sequence: before the state that follows them, in the same write to each spectator
+    /// (`ViewerFrames::lead`), else on their own.
+    fn emit(
+        &mut self,
+        shard: &Rc<Shard>,
+        code: &str,
+        out: Vec<Out<Note>>,
+    ) -> Option<Box<ViewerFrames>> {
+        let mut lead: Vec<u8> = Vec::new();
+        let mut held: Option<Box<ViewerFrames>> = None;
         for o in out {
+            if let Some(frames) = held.take() {
+                publish_viewers(shard, code, frames);
+            }
             match o {
-                Out::State(Some(frames)) => shard.fanout.publish(
-                    shard,
-                    code,
-                    RoomFrame::State {
-                        overlay: None,
-                        viewers: Some(frames),
-                    },
-                ),
-                Out::State(None) => {}
+                Out::State(Some(mut frames)) => {
+                    if !lead.is_empty() {
+                        frames.lead = Some(Bytes::from(std::mem::take(&mut lead)));
+                    }
+                    held = Some(frames);
+                }
+                Out::State(None) => self.send_lead(shard, code, &mut lead),
                 Out::Message(note) => {
                     self.view = note.view;
                     if !self.spectators.is_empty() {
-                        let frame = websocket::text_frame(note.text.as_bytes());
-                        broadcast(shard, code, frame, None, false);
+                        lead.extend_from_slice(&websocket::text_frame(note.text.as_bytes()));
                     }
                 }
-                Out::Close => self.close_now(shard, code),
+                Out::Close => {
+                    self.send_lead(shard, code, &mut lead);
+                    self.close_now(shard, code);
+                }
             }
+        }
+        self.send_lead(shard, code, &mut lead);
+        held
+    }
+
+    /// Sends released messages that no state follows, as one room message.
+    fn send_lead(&self, shard: &Rc<Shard>, code: &str, lead: &mut Vec<u8>) {
+        if !lead.is_empty() {
+            broadcast(shard, code, Bytes::from(std::mem::take(lead)), None, false);
         }
     }
 
@@ -259,13 +286,19 @@ impl Room {
     /// through the viewer stream (it waits out the delay); the players and lobby it tells of
     /// become what joining spectators are told when it is released.
     fn send_all(&mut self, shard: &Rc<Shard>, code: &str, text: String) {
+        self.hold_for_state(text);
+        self.release(shard, code);
+    }
+
+    /// Like `send_all`, but the message waits in the viewer stream for the match's next state
+    /// (its owner has one scheduled), to go out in the same write as that state.
+    fn hold_for_state(&mut self, text: String) {
         let note = Note {
             text,
             view: self.live_view(),
         };
         self.viewers
             .push_message(Instant::now(), note, |n| n.text.len());
-        self.release(shard, code);
     }
 
     /// Sends a presence notice to the spectators now (never delayed).
@@ -314,30 +347,38 @@ impl Room {
     }
 
     /// The match's lobby state after an event; announces a change (and the game start).
+    /// The match's lobby state after an event. `state_follows`: the owner has a publication of
+    /// the match scheduled, and the messages go out with it (one write per spectator for the
+    /// messages and the state, instead of one more round of writes before it).
     pub fn lobby_state(
         &mut self,
         shard: &Rc<Shard>,
         code: &str,
         state: &'static str,
         match_id: &str,
+        state_follows: bool,
     ) {
         if state == self.lobby {
             return;
         }
         self.lobby = state;
-        let text = message("LobbyStateChanged", json!({ "lobby_state": state }));
-        self.send_all(shard, code, text);
+        self.hold_for_state(message(
+            "LobbyStateChanged",
+            json!({ "lobby_state": state }),
+        ));
         if state == "finalized" {
             let peers: Vec<Value> = self
                 .players
                 .iter()
                 .map(|p| json!({"player_id": p.id, "player_name": p.name, "is_authority": p.is_authority}))
                 .collect();
-            let text = message(
+            self.hold_for_state(message(
                 "GameStarting",
                 json!({"match_id": match_id, "peer_connections": peers}),
-            );
-            self.send_all(shard, code, text);
+            ));
+        }
+        if !state_follows {
+            self.release(shard, code);
         }
     }
 
@@ -513,6 +554,18 @@ fn encode(shard: &Shard, text: &[u8]) -> WsFrames {
             text,
         )),
     }
+}
+
+/// Publishes a released state to the room's viewers on every shard (through the fan-out).
+fn publish_viewers(shard: &Rc<Shard>, code: &str, frames: Box<ViewerFrames>) {
+    shard.fanout.publish(
+        shard,
+        code,
+        RoomFrame::State {
+            overlay: None,
+            viewers: Some(frames),
+        },
+    );
 }
 
 /// Publishes a message to the room's spectators on every shard (through the fan-out); the one

@@ -307,6 +307,7 @@ impl<M> ViewerStream<M> {
         let full_text = game_data(&from_player, &json, seq);
         let frames = ViewerFrames {
             seq,
+            lead: None,
             full: encode(&full_text),
             delta: delta
                 .as_ref()

@@ -5,6 +5,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
+import fs from "node:fs";
+import os from "node:os";
 import { spawn } from "node:child_process";
 import { startServer, runProgram, repoRoot, waitFor } from "./lib/server.mjs";
 
@@ -30,9 +32,21 @@ test("loadgen: its own CPU, validity, and the server's own delivery count beside
   const server = await startServer({ shards: 1, key: "LGKEY" });
   try {
     const base = baseArgs(server, 20, 5);
-    const { code, report } = await loadgen(base);
+    const logFile = path.join(os.tmpdir(), `loadgen-latency-${process.pid}.log`);
+    const { code, report } = await loadgen([...base, "--latency-log", logFile]);
     assert.equal(code, 0);
     assert.ok(report.deliveries > 400, `deliveries ${report.deliveries}`);
+    // Every latency sample, with its event, client, send and receipt time (µs since the epoch).
+    const samples = fs.readFileSync(logFile, "utf8").trim().split("\n").map((l) => l.split(" ").map(Number));
+    fs.rmSync(logFile);
+    assert.equal(samples.length, report.latency_samples);
+    for (const [event, client, sent, got] of samples) {
+      assert.ok(event >= 1 && client >= 0 && got >= sent && sent > 1.7e15, `${event} ${client} ${sent} ${got}`);
+    }
+    const slowest = Math.max(...samples.map(([, , sent, got]) => (got - sent) / 1000));
+    assert.ok(Math.abs(slowest - report.latency_ms.max) < 0.01, `${slowest} vs ${report.latency_ms.max}`);
+    // States the server replaced in a queue by a newer one: none for 25 readers at 10 a second.
+    assert.equal(report.server_skipped, 0);
     assert.equal(typeof report.server_deliveries, "number");
     // The server counts what it handed to writers in the window, the generator what arrived:
     // equal up to the frames in flight at the window's two edges (one tick of 25 receivers).

@@ -21,7 +21,12 @@ const TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 async function spectator(srv = server, path = "/ws", opts = {}) {
   const ws = new WebSocket(`ws://127.0.0.1:${srv.ports.broadcast}${path}`, opts);
   ws.messages = [];
-  ws.on("message", (d, isBinary) => ws.messages.push(isBinary ? { binary: true } : JSON.parse(String(d))));
+  ws.arrived = new WeakMap(); // message → performance.now() when it was received
+  ws.on("message", (d, isBinary) => {
+    const m = isBinary ? { binary: true } : JSON.parse(String(d));
+    ws.arrived.set(m, performance.now());
+    ws.messages.push(m);
+  });
   ws.closed = new Promise((r) => ws.on("close", (c) => r(c)));
   const upgrade = once(ws, "upgrade");
   await once(ws, "open");
@@ -148,11 +153,25 @@ test("room events: lobby states, game start, players joining and leaving, author
   const observerId = joined.current_players[0].id;
   sendEvent(obs.socket, group, "roster", { name: "A", tagline: "1", startTeam: 0, agentInternal: "Wushu", playerId: "pa", position: 0, locked: true, rank: 0 });
   assert.deepEqual((await ws.next("LobbyStateChanged")).data, { lobby_state: "lobby" });
+  await sleep(300); // the roster's state is out
+  const seenBefore = ws.messages.length;
   sendEvent(obs.socket, group, "match_start", `mid-${group}`);
   assert.deepEqual((await ws.next("LobbyStateChanged")).data, { lobby_state: "finalized" });
   const starting = (await ws.next("GameStarting")).data;
   assert.equal(starting.match_id, `mid-${group}`);
   assert.deepEqual(starting.peer_connections, [{ player_id: observerId, player_name: "Main", is_authority: true }]);
+  // The two messages go out with the state of the match start, in the same write right before
+  // it (one round of sends to the room instead of two): nothing between them, and they arrive
+  // together — a separate publication of the messages would come 5 ms (the coalescing wait)
+  // or more before the state.
+  await waitFor(() => ws.messages.slice(seenBefore).some((m) => m.type === "GameData"), 3000, "GameData");
+  const burst = ws.messages.slice(seenBefore);
+  const started = burst.find((m) => m.type === "GameData");
+  assert.equal(started.data.data.matchId, `mid-${group}`);
+  assert.equal(started.data.data.isRunning, true);
+  assert.deepEqual(burst.map((m) => m.type), ["LobbyStateChanged", "GameStarting", "GameData"]);
+  const apart = ws.arrived.get(started) - ws.arrived.get(burst[0]);
+  assert.ok(apart < 3, `the lobby change came ${apart.toFixed(1)} ms before its state`);
   // An aux client joins and leaves.
   const auxSock = client(server.ingest);
   const ackP = once(auxSock, "aux_logon_ack");

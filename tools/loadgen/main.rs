@@ -13,6 +13,7 @@ mod stats;
 mod ws;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -130,6 +131,10 @@ struct Args {
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Write every latency sample to this file, one line each: event number, client number,
+    /// send and receipt time (µs since the epoch) — to see which states make a tail.
+    #[arg(long)]
+    latency_log: Option<PathBuf>,
 }
 
 /// State shared by all load-generator threads (atomics only).
@@ -314,6 +319,15 @@ fn main() {
             Err(e) => eprintln!("loadgen: a thread failed: {e}"),
         }
     }
+    if let Some(path) = &args.latency_log {
+        let mut lines = String::new();
+        for (e, c, sent, got) in &total.latency_log {
+            lines.push_str(&format!("{e} {c} {sent} {got}\n"));
+        }
+        if let Err(e) = std::fs::write(path, lines) {
+            eprintln!("loadgen: cannot write {}: {e}", path.display());
+        }
+    }
     let report = stats::report(
         &total,
         stats::RunFacts {
@@ -354,6 +368,10 @@ fn main() {
             max_generator_share: args.max_generator_share,
             server_deliveries: match (&server_metrics_before, &server_metrics_after) {
                 (Some(b), Some(a)) => Some(a.deliveries.saturating_sub(b.deliveries)),
+                _ => None,
+            },
+            server_skipped: match (&server_metrics_before, &server_metrics_after) {
+                (Some(b), Some(a)) => Some(a.skipped.saturating_sub(b.skipped)),
                 _ => None,
             },
             server_fanout: match (&server_metrics_before, &server_metrics_after) {
@@ -501,6 +519,9 @@ struct Receipts<'a> {
     raw: bool,
     stats: &'a std::cell::RefCell<Stats>,
     last_seq: usize,
+    /// Keep each sample's event, client and times (`--latency-log`).
+    log: bool,
+    client: usize,
 }
 
 impl Receipts<'_> {
@@ -534,6 +555,10 @@ impl Receipts<'_> {
                 if in_window && sent >= window_start {
                     s.latencies_us
                         .push(now.saturating_sub(sent).min(u32::MAX as u64) as u32);
+                    if self.log {
+                        s.latency_log
+                            .push((e as u32, self.client as u32, sent, now));
+                    }
                 }
             }
             self.last_seq = seq;
@@ -671,6 +696,8 @@ async fn client(
             raw: args.raw,
             stats: &stats,
             last_seq: 0,
+            log: args.latency_log.is_some(),
+            client: i,
         };
         while let Some(msg) = ws.next().await {
             let text = match msg {
@@ -755,6 +782,8 @@ async fn polling_overlay(
             raw: false,
             stats,
             last_seq: 0,
+            log: args.latency_log.is_some(),
+            client: usize::MAX,
         };
         loop {
             let packets = match client.poll().await {
@@ -913,12 +942,15 @@ async fn observer(
             "obsName": format!("LoadObserver{m}"), "groupCode": code, "type": "game_mode",
             "data": format!("{game_mode}#kit:{seq}:{:.3}", sent as f64 / 1000.0),
         });
-        for payload in [event, marker] {
-            let packet = format!("42[\"obs_data\",{}]", Value::String(payload.to_string()));
-            if ws.send_text(&packet).await.is_err() {
-                stats.borrow_mut().drops += 1;
-                return;
-            }
+        // One write, as the kit's client sends them together: a generator thread busy with
+        // probes between two writes must not split an event from its marker.
+        let packets: Vec<String> = [event, marker]
+            .iter()
+            .map(|p| format!("42[\"obs_data\",{}]", Value::String(p.to_string())))
+            .collect();
+        if ws.send_texts(&packets).await.is_err() {
+            stats.borrow_mut().drops += 1;
+            return;
         }
         stats.borrow_mut().events_sent += 1;
         next += period;

@@ -11,6 +11,9 @@ pub struct Stats {
     pub bytes: u64,
     /// Event send → first receipt of a state that contains it, per event and client (µs).
     pub latencies_us: Vec<u32>,
+    /// With `--latency-log`: each latency sample's event, client, send and receipt time (µs
+    /// since the epoch).
+    pub latency_log: Vec<(u32, u32, u64, u64)>,
     /// Connections the server ended during the run.
     pub drops: u64,
     pub connect_failures: u64,
@@ -22,6 +25,7 @@ impl Stats {
         self.deliveries += other.deliveries;
         self.bytes += other.bytes;
         self.latencies_us.extend(other.latencies_us);
+        self.latency_log.extend(other.latency_log);
         self.drops += other.drops;
         self.connect_failures += other.connect_failures;
         self.events_sent += other.events_sent;
@@ -105,6 +109,8 @@ pub fn allowed_cpus() -> Vec<usize> {
 #[derive(Clone, Debug, Default)]
 pub struct ServerMetrics {
     pub deliveries: u64,
+    /// `spectra_skipped_frames_total`: states replaced in a queue by a newer one.
+    pub skipped: u64,
     /// `spectra_fanout_seconds`: (upper bound in seconds, cumulative count) per bucket, summed
     /// over the server's shards; then its sum (seconds) and count.
     pub fanout_buckets: Vec<(f64, f64)>,
@@ -128,6 +134,8 @@ impl ServerMetrics {
         for line in text.lines() {
             if line.starts_with("spectra_deliveries_total") {
                 m.deliveries += value(line).unwrap_or(0.0) as u64;
+            } else if line.starts_with("spectra_skipped_frames_total") {
+                m.skipped += value(line).unwrap_or(0.0) as u64;
             } else if let Some(rest) = line.strip_prefix("spectra_fanout_seconds_bucket{le=\"") {
                 let bound = rest.split('"').next().and_then(|b| b.parse::<f64>().ok());
                 if let (Some(bound), Some(n)) = (bound, value(line)) {
@@ -224,6 +232,8 @@ pub struct RunFacts {
     pub max_generator_share: f64,
     /// The server's own count of deliveries during the window (`/metrics`).
     pub server_deliveries: Option<u64>,
+    /// States the server replaced in a queue by a newer one during the window.
+    pub server_skipped: Option<u64>,
     /// The server's own time per state handed to a shard's subscribers, in the window.
     pub server_fanout: Option<Fanout>,
     /// Clients that inflate, parse and measure latency (the rest count by frame headers).
@@ -278,6 +288,7 @@ pub fn report(stats: &Stats, f: RunFacts) -> Value {
         "generator_cores_busy_pct": f.generator_cores_busy.map(|b| round(b.0)),
         "generator_cores_softirq_pct": f.generator_cores_busy.map(|b| round(b.1)),
         "server_deliveries": f.server_deliveries,
+        "server_skipped": f.server_skipped,
         "server_fanout_ms": f.server_fanout.map(|x| json!({
             "mean": round(x.mean_ms),
             "p99_at_most": x.p99_at_most_ms,
@@ -331,7 +342,7 @@ pub fn human(r: &Value) -> String {
          latency ms p50 {} p99 {} p999 {} max {} ({} samples)\n\
          drops {}, connect failures {}\n\
          server CPU {} s ({} µs per delivery), RSS {} MB (max {} MB, {} KB per idle connection)\n\
-         server's own deliveries count {}, fan-out per state {} ms\n\
+         server's own deliveries count {}, states skipped in queues {}, fan-out per state {} ms\n\
          generator CPU {} s = {} % of its {} core(s): valid {}\n\
          generator's core(s) busy {} % (softirq {} %), whoever used them",
         g("matches"),
@@ -360,6 +371,7 @@ pub fn human(r: &Value) -> String {
         g("server_rss_max_mb"),
         g("server_rss_per_idle_connection_kb"),
         g("server_deliveries"),
+        g("server_skipped"),
         g("server_fanout_ms"),
         g("generator_cpu_s"),
         g("generator_cpu_pct"),

@@ -198,6 +198,23 @@ impl ClientWriter {
         self.send(OpCode::Data(Data::Text), text.as_bytes()).await
     }
 
+    /// Sends several text messages in one write (they reach the server together).
+    pub async fn send_texts(&mut self, texts: &[String]) -> Result<(), String> {
+        let mut frames = Vec::new();
+        for text in texts {
+            let mask: [u8; 4] = rand::random();
+            frames.extend_from_slice(&websocket::client_frame(
+                OpCode::Data(Data::Text),
+                text.as_bytes(),
+                mask,
+            ));
+        }
+        self.half
+            .write_all(&frames)
+            .await
+            .map_err(|e| format!("write: {e}"))
+    }
+
     /// Answers a server ping.
     async fn pong(&mut self, payload: &[u8]) -> Result<(), String> {
         self.send(OpCode::Control(Control::Pong), payload).await
