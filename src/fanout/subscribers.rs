@@ -248,16 +248,7 @@ pub fn deliver(shard: &Rc<Shard>, code: &str, frame: &RoomFrame) {
             close_room,
             stream,
         } => {
-            for sink in room.spectators.values() {
-                if except.as_deref() == Some(sink.spectator_id.as_str()) {
-                    continue;
-                }
-                let frame = match &frames.deflate {
-                    Some(d) if sink.deflate => d.clone(),
-                    _ => frames.plain.clone(),
-                };
-                sink.queue.push(frame, FrameKind::Normal);
-            }
+            send_message(room, frames, except.as_deref());
             if *close_room {
                 // The room ended: its spectators are in no room any more; its streams end.
                 for sink in room.streams.values() {
@@ -279,6 +270,28 @@ pub fn deliver(shard: &Rc<Shard>, code: &str, frame: &RoomFrame) {
                 }
             }
         }
+    }
+}
+
+/// A room message to every spectator but `except`, in two passes like a state (see
+/// `DirectSends`); never replaced in a queue.
+fn send_message(room: &Room, frames: &WsFrames, except: Option<&str>) {
+    let mut direct = DirectSends::messages(room.spectators.len());
+    for sink in room.spectators.values() {
+        if except == Some(sink.spectator_id.as_str()) {
+            continue;
+        }
+        let frame = pick(frames, sink.deflate);
+        match sink.queue.direct_target() {
+            Some(fd) => direct.add(fd, frame, &sink.queue),
+            None => {
+                sink.queue.push(frame.clone(), FrameKind::Normal);
+            }
+        }
+    }
+    let kind = direct.kind();
+    for (queue, frame, sent) in direct.send() {
+        queue.after_direct_send(frame.clone(), sent, kind);
     }
 }
 
@@ -333,7 +346,7 @@ fn deliver_viewers(room: &mut Room, v: &ViewerFrames) {
             }
             queue.push(state.clone(), FrameKind::Snapshot);
         } else {
-            queue.after_direct_send(state.clone(), sent - lead_len);
+            queue.after_direct_send(state.clone(), sent - lead_len, FrameKind::Snapshot);
         }
     }
     if !room.spectators.is_empty() {
@@ -410,6 +423,95 @@ mod tests {
         assert_eq!(s0.get(), 1);
     }
 
+    /// A spectator in a room, on one end of a socket pair (the other end is returned).
+    fn sink_on_socket(
+        room: &mut Room,
+        conn: u64,
+        id: &str,
+    ) -> (
+        Rc<OutQueue>,
+        std::os::unix::net::UnixStream,
+        std::os::unix::net::UnixStream,
+    ) {
+        let (ours, peer) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+        let queue = OutQueue::new();
+        room.spectators.insert(
+            conn,
+            SpectatorSink {
+                queue: queue.clone(),
+                deflate: false,
+                spectator_id: id.into(),
+                delta: false,
+                seq: Cell::new(0),
+            },
+        );
+        (queue, ours, peer)
+    }
+
+    /// Drains `queue` into `ours` with its writer while a thread reads `peer` to its end.
+    fn written(
+        queue: Rc<OutQueue>,
+        ours: std::os::unix::net::UnixStream,
+        peer: std::os::unix::net::UnixStream,
+    ) -> Vec<u8> {
+        use std::io::Read;
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            (&peer).read_to_end(&mut got).map(|_| got)
+        });
+        queue.close_with(None);
+        let io = futures_lite::io::AssertAsync::new(ours);
+        futures_lite::future::block_on(crate::transport::outbound::run_writer(queue, io));
+        reader.join().expect("reader").expect("read")
+    }
+
+    /// A room message reaches every spectator but the one left out, whole, even when a socket
+    /// takes only part of it at once — and a state after it neither replaces nor overtakes it.
+    #[test]
+    fn a_room_message_is_sent_whole_and_never_replaced() {
+        use std::os::fd::AsRawFd;
+        let mut room = Room::default();
+        let (q1, ours1, peer1) = sink_on_socket(&mut room, 1, "a");
+        let (q2, ours2, peer2) = sink_on_socket(&mut room, 2, "b");
+        let (q3, ours3, peer3) = sink_on_socket(&mut room, 3, "c");
+        let _g1 = q1.send_directly(ours1.as_raw_fd());
+        let _g2 = q2.send_directly(ours2.as_raw_fd());
+        let _g3 = q3.send_directly(ours3.as_raw_fd());
+        // The third one's socket is full already (its queue empty): it takes nothing at once.
+        let mut filler = Vec::new();
+        ours3.set_nonblocking(true).expect("non-blocking");
+        while let Ok(n) = std::io::Write::write(&mut &ours3, &[9u8; 4096]) {
+            filler.extend_from_slice(&[9u8; 4096][..n]);
+        }
+        ours3.set_nonblocking(false).expect("blocking");
+        // More than a socket buffer holds, less than a queue's byte budget.
+        let message = Bytes::from(vec![5u8; 1 << 20]);
+        let frames = WsFrames {
+            plain: message.clone(),
+            deflate: None,
+        };
+        send_message(&room, &frames, Some("b"));
+        let state = b("state");
+        queue_state(&q1, &Cell::new(0), 1, None, &state);
+        queue_state(&q3, &Cell::new(0), 1, None, &state);
+        let mut expected = message.to_vec();
+        expected.extend_from_slice(&state);
+        drop((_g1, _g2, _g3));
+        assert!(
+            written(q1, ours1, peer1) == expected,
+            "message whole, then the state"
+        );
+        assert!(
+            written(q2, ours2, peer2).is_empty(),
+            "the one left out gets nothing"
+        );
+        filler.extend_from_slice(&expected);
+        assert!(
+            written(q3, ours3, peer3) == filler,
+            "queued whole, not replaced"
+        );
+    }
+
     /// Room messages released with a state reach a spectator whole and right before it,
     /// whatever part of the joined frame its socket takes at once: all of it, part of the state,
     /// part of the messages, or nothing (its queue was busy).
@@ -417,7 +519,7 @@ mod tests {
     fn messages_go_whole_before_their_state_whatever_the_socket_takes() {
         use std::io::Read;
         use std::os::fd::AsRawFd;
-        const BIG: usize = 4 << 20; // more than a socket buffer holds
+        const BIG: usize = 1 << 20; // more than a socket buffer holds, within a queue's budget
         for (lead_len, state_len, busy) in [
             (40, 300, false),
             (40, BIG, false),

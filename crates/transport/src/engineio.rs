@@ -1126,7 +1126,7 @@ pub fn send_frames_to_links<'a, A: App + 'a>(
             continue;
         };
         if let Transport::WebSocket { queue, .. } = &cell.borrow().transport {
-            queue.after_direct_send(frame.clone(), sent);
+            queue.after_direct_send(frame.clone(), sent, FrameKind::Snapshot);
         }
     }
 }

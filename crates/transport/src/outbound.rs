@@ -255,15 +255,17 @@ impl OutQueue {
         inner.direct
     }
 
-    /// After a `send_now` of a snapshot on `direct_target()` took only `sent` bytes of `frame`:
-    /// a started frame's rest follows as it is (never replaced); one not started is queued as a
-    /// snapshot. Counts what `push` would have counted for the part sent.
-    pub fn after_direct_send(&self, frame: Bytes, sent: usize) {
+    /// After a `send_now` of a `kind` frame on `direct_target()` took only `sent` bytes of
+    /// `frame`: a started frame's rest follows as it is (never replaced); one not started is
+    /// queued as it would have been. Counts what `push` would have counted for the part sent.
+    pub fn after_direct_send(&self, frame: Bytes, sent: usize, kind: FrameKind) {
         if sent == 0 {
-            self.push(frame, FrameKind::Snapshot);
+            self.push(frame, kind);
             return;
         }
-        crate::stats::bump(|s| &s.deliveries);
+        if kind == FrameKind::Snapshot {
+            crate::stats::bump(|s| &s.deliveries);
+        }
         self.push(frame.slice(sent.min(frame.len())..), FrameKind::Normal);
     }
 
@@ -321,13 +323,29 @@ impl OutQueue {
 /// executor between `add` and `send` (a noted socket must still be the connection's open one).
 pub struct DirectSends<'a, H> {
     items: Vec<(std::os::fd::RawFd, &'a Bytes, H)>,
+    kind: FrameKind,
 }
 
 impl<'a, H> DirectSends<'a, H> {
+    /// For snapshots (each counted as a delivery).
     pub fn with_capacity(n: usize) -> Self {
         DirectSends {
             items: Vec::with_capacity(n),
+            kind: FrameKind::Snapshot,
         }
+    }
+
+    /// For other frames (room messages: never replaced, not counted as deliveries).
+    pub fn messages(n: usize) -> Self {
+        DirectSends {
+            items: Vec::with_capacity(n),
+            kind: FrameKind::Normal,
+        }
+    }
+
+    /// What the noted frames are (for `OutQueue::after_direct_send`).
+    pub fn kind(&self) -> FrameKind {
+        self.kind
     }
 
     /// Notes `frame` for the socket `fd` (from `OutQueue::direct_target`, just now).
@@ -335,9 +353,8 @@ impl<'a, H> DirectSends<'a, H> {
         self.items.push((fd, frame, handle));
     }
 
-    /// Sends every noted frame (each a snapshot); returns the connections whose socket took
-    /// less than the whole frame, with how much it took: the caller hands each to its queue's
-    /// `after_direct_send`.
+    /// Sends every noted frame; returns the connections whose socket took less than the whole
+    /// frame, with how much it took: the caller hands each to its queue's `after_direct_send`.
     pub fn send(self) -> Vec<(H, &'a Bytes, usize)> {
         let (mut whole, mut bytes) = (0u64, 0u64);
         let mut short = Vec::new();
@@ -350,7 +367,9 @@ impl<'a, H> DirectSends<'a, H> {
                 short.push((handle, frame, sent));
             }
         }
-        crate::stats::add(|s| &s.deliveries, whole);
+        if self.kind == FrameKind::Snapshot {
+            crate::stats::add(|s| &s.deliveries, whole);
+        }
         crate::stats::add(|s| &s.frames_out, whole);
         crate::stats::add(|s| &s.bytes_out, bytes);
         short
