@@ -47,6 +47,9 @@ test("loadgen: its own CPU, validity, and the server's own delivery count beside
     assert.ok(Math.abs(slowest - report.latency_ms.max) < 0.01, `${slowest} vs ${report.latency_ms.max}`);
     // States the server replaced in a queue by a newer one: none for 25 readers at 10 a second.
     assert.equal(report.server_skipped, 0);
+    // Packet loss on the way (retransmitted segments in this namespace, full-backlog drops).
+    assert.ok(Number.isInteger(report.tcp_retransmits) && report.tcp_retransmits >= 0);
+    assert.ok(Number.isInteger(report.backlog_drops) && report.backlog_drops >= 0);
     assert.equal(typeof report.server_deliveries, "number");
     // The server counts what it handed to writers in the window, the generator what arrived:
     // equal up to the frames in flight at the window's two edges (one tick of 25 receivers).

@@ -296,6 +296,7 @@ fn main() {
         _ => args.cpus.clone(),
     };
     let cores_before = stats::CoreSample::read(&generator_cpus);
+    let loss_before = stats::LossSample::read();
     let server_metrics_before = args.metrics.as_deref().and_then(server_metrics);
     let window = Instant::now();
     let mut rss_max_kb = 0;
@@ -308,6 +309,7 @@ fn main() {
     let after = args.server_pid.and_then(ProcSample::read);
     let generator_after = ProcSample::read(std::process::id());
     let cores_after = stats::CoreSample::read(&generator_cpus);
+    let loss = stats::LossSample::read().since(loss_before);
     let server_metrics_after = args.metrics.as_deref().and_then(server_metrics);
     let window_secs = window.elapsed().as_secs_f64();
     control.phase.store(STOPPED, Ordering::SeqCst);
@@ -370,6 +372,7 @@ fn main() {
                 (Some(b), Some(a)) => Some(a.deliveries.saturating_sub(b.deliveries)),
                 _ => None,
             },
+            loss,
             server_skipped: match (&server_metrics_before, &server_metrics_after) {
                 (Some(b), Some(a)) => Some(a.skipped.saturating_sub(b.skipped)),
                 _ => None,

@@ -82,6 +82,55 @@ impl CoreSample {
     }
 }
 
+/// Packet loss on the way: TCP segments retransmitted in this network namespace
+/// (`RetransSegs` in /proc/net/snmp) and packets the kernel dropped because a CPU's input
+/// backlog was full (`netdev_max_backlog`; second column of /proc/net/softnet_stat, all CPUs,
+/// machine-wide). On loopback with receive packet steering a burst of sends to thousands of
+/// sockets can overflow the receiving CPU's backlog; each drop costs a retransmission and delays
+/// that connection's frame by the retransmission timer — the network's latency, not the
+/// server's.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LossSample {
+    pub retransmits: u64,
+    pub backlog_drops: u64,
+}
+
+impl LossSample {
+    pub fn read() -> LossSample {
+        LossSample {
+            retransmits: std::fs::read_to_string("/proc/net/snmp")
+                .ok()
+                .and_then(|t| snmp_field(&t, "Tcp:", "RetransSegs"))
+                .unwrap_or(0),
+            backlog_drops: std::fs::read_to_string("/proc/net/softnet_stat")
+                .map(|t| {
+                    t.lines()
+                        .filter_map(|l| l.split_whitespace().nth(1))
+                        .filter_map(|h| u64::from_str_radix(h, 16).ok())
+                        .sum()
+                })
+                .unwrap_or(0),
+        }
+    }
+
+    pub fn since(self, before: LossSample) -> LossSample {
+        LossSample {
+            retransmits: self.retransmits.saturating_sub(before.retransmits),
+            backlog_drops: self.backlog_drops.saturating_sub(before.backlog_drops),
+        }
+    }
+}
+
+/// A counter of /proc/net/snmp: the header line of `section` names the fields, the next line
+/// of that section holds the values.
+fn snmp_field(text: &str, section: &str, name: &str) -> Option<u64> {
+    let mut lines = text.lines().filter(|l| l.starts_with(section));
+    let names = lines.next()?;
+    let values = lines.next()?;
+    let at = names.split_whitespace().position(|n| n == name)?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
+
 /// The CPUs this process may run on (`Cpus_allowed_list` in /proc/self/status, e.g. `1` or
 /// `0-1,4`).
 pub fn allowed_cpus() -> Vec<usize> {
@@ -232,6 +281,8 @@ pub struct RunFacts {
     pub max_generator_share: f64,
     /// The server's own count of deliveries during the window (`/metrics`).
     pub server_deliveries: Option<u64>,
+    /// Retransmitted segments and full-backlog drops during the window.
+    pub loss: LossSample,
     /// States the server replaced in a queue by a newer one during the window.
     pub server_skipped: Option<u64>,
     /// The server's own time per state handed to a shard's subscribers, in the window.
@@ -288,6 +339,8 @@ pub fn report(stats: &Stats, f: RunFacts) -> Value {
         "generator_cores_busy_pct": f.generator_cores_busy.map(|b| round(b.0)),
         "generator_cores_softirq_pct": f.generator_cores_busy.map(|b| round(b.1)),
         "server_deliveries": f.server_deliveries,
+        "tcp_retransmits": f.loss.retransmits,
+        "backlog_drops": f.loss.backlog_drops,
         "server_skipped": f.server_skipped,
         "server_fanout_ms": f.server_fanout.map(|x| json!({
             "mean": round(x.mean_ms),
@@ -343,6 +396,7 @@ pub fn human(r: &Value) -> String {
          drops {}, connect failures {}\n\
          server CPU {} s ({} µs per delivery), RSS {} MB (max {} MB, {} KB per idle connection)\n\
          server's own deliveries count {}, states skipped in queues {}, fan-out per state {} ms\n\
+         TCP retransmits {}, packets dropped at a full CPU backlog {}\n\
          generator CPU {} s = {} % of its {} core(s): valid {}\n\
          generator's core(s) busy {} % (softirq {} %), whoever used them",
         g("matches"),
@@ -373,6 +427,8 @@ pub fn human(r: &Value) -> String {
         g("server_deliveries"),
         g("server_skipped"),
         g("server_fanout_ms"),
+        g("tcp_retransmits"),
+        g("backlog_drops"),
         g("generator_cpu_s"),
         g("generator_cpu_pct"),
         g("generator_cores"),
