@@ -347,9 +347,9 @@ impl Room {
     }
 
     /// The match's lobby state after an event; announces a change (and the game start).
-    /// The match's lobby state after an event. `state_follows`: the owner has a publication of
-    /// the match scheduled, and the messages go out with it (one write per spectator for the
-    /// messages and the state, instead of one more round of writes before it).
+    /// `state_follows`: the owner has a publication of the match scheduled, and the messages go
+    /// out with it (one write per spectator for the messages and the state, instead of one more
+    /// round of writes before it).
     pub fn lobby_state(
         &mut self,
         shard: &Rc<Shard>,
