@@ -517,7 +517,6 @@ mod tests {
     /// part of the messages, or nothing (its queue was busy).
     #[test]
     fn messages_go_whole_before_their_state_whatever_the_socket_takes() {
-        use std::io::Read;
         use std::os::fd::AsRawFd;
         const BIG: usize = 1 << 20; // more than a socket buffer holds, within a queue's budget
         for (lead_len, state_len, busy) in [
@@ -526,8 +525,8 @@ mod tests {
             (BIG, 300, false),
             (40, 300, true),
         ] {
-            let (ours, peer) = std::os::unix::net::UnixStream::pair().expect("socket pair");
-            let queue = OutQueue::new();
+            let mut room = Room::default();
+            let (queue, ours, peer) = sink_on_socket(&mut room, 1, "s");
             let guard = queue.send_directly(ours.as_raw_fd());
             let mut expected = Vec::new();
             if busy {
@@ -541,17 +540,6 @@ mod tests {
             let state = Bytes::from(vec![3u8; state_len]);
             expected.extend_from_slice(&lead);
             expected.extend_from_slice(&state);
-            let mut room = Room::default();
-            room.spectators.insert(
-                1,
-                SpectatorSink {
-                    queue: queue.clone(),
-                    deflate: false,
-                    spectator_id: "s".into(),
-                    delta: false,
-                    seq: Cell::new(0),
-                },
-            );
             let frames = ViewerFrames {
                 seq: 1,
                 lead: Some(lead),
@@ -565,15 +553,8 @@ mod tests {
             };
             deliver_viewers(&mut room, &frames);
             // Only now does the peer read; the writer sends whatever was queued.
-            let reader = std::thread::spawn(move || {
-                let mut got = Vec::new();
-                (&peer).read_to_end(&mut got).map(|_| got)
-            });
             drop(guard);
-            queue.close_with(None);
-            let io = futures_lite::io::AssertAsync::new(ours);
-            futures_lite::future::block_on(crate::transport::outbound::run_writer(queue, io));
-            let got = reader.join().expect("reader").expect("read");
+            let got = written(queue, ours, peer);
             assert_eq!(
                 got.len(),
                 expected.len(),
