@@ -4,7 +4,7 @@
 //! `node` (starts and wires the shards) → `site` (what the listeners serve) → services (`rest`,
 //! `broadcast`, `ingest`, `registry`: matches on their owner shard, `spectator`, `viewer`:
 //! seq/deltas/delay and HTTP event streams, `replay`, `fanout`) → `shard` (what every service gets, typed cross-shard messages) → `app` (Spectra's
-//! sessions) → `config`, `backend`, `metrics`, `limits`, `budget`, `parse`, `util`. The transport
+//! sessions) → `config`, `backend`, `metrics`, `limits`, `budget`, `parse`, `code` (the group-code rule), `util`. The transport
 //! (HTTP, WebSocket, Engine.IO, Socket.IO) and the match engine are crates of their own
 //! (`crates/transport`, `crates/engine`, re-exported as `transport` and `engine`); they know
 //! nothing of the server.
@@ -14,6 +14,7 @@ pub mod backend;
 pub mod broadcast;
 pub mod budget;
 pub mod cluster;
+pub mod code;
 pub mod config;
 pub mod fanout;
 pub mod ingest;

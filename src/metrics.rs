@@ -119,6 +119,11 @@ pub struct ClusterStats {
     pub lag_micros: AtomicU64,
     /// Live matches in the cluster (ownership records), refreshed every 2 s.
     pub matches: AtomicI64,
+    /// Messages dropped because they did not come from a node of the cluster as nodes send
+    /// them (no node header, undecodable, an invalid code, a kind nodes do not forward).
+    pub untrusted_dropped: AtomicU64,
+    /// The second (Unix time) of the last log line about such a message.
+    pub untrusted_logged_at: AtomicU64,
 }
 
 impl Metrics {
@@ -476,6 +481,12 @@ pub fn render(metrics: &Metrics, backend: bool) -> String {
                 "counter",
                 "Bytes of the room frames this node received from NATS.",
                 count(&c.bytes_received),
+            ),
+            (
+                "spectra_cluster_untrusted_dropped_total",
+                "counter",
+                "Messages from NATS dropped as not sent by a node of this cluster (no node header, undecodable, an invalid code, a kind nodes do not forward).",
+                count(&c.untrusted_dropped),
             ),
             (
                 "spectra_cluster_frame_lag_seconds_total",

@@ -48,12 +48,18 @@ fn logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
         Some(Value::Null) | None => None,
         Some(other) => Some(other.to_string()),
     };
+    // A code no match can have is refused with the words every door uses (`logon_failure`,
+    // no `logon_success`): it subscribes to nothing, is not kept and reaches no map, log line
+    // or NATS subject. No code at all is answered as the original does ("undefined").
+    if let Some(c) = &code
+        && !crate::code::valid_group_code(c)
+    {
+        let reply = serde_json::json!({ "error": crate::code::INVALID_GROUP_CODE }).to_string();
+        return emit(&shard.eio, sid, "logon_failure", &reply);
+    }
     let reply = logon_reply(code.as_deref());
     emit(&shard.eio, sid, "logon_success", &reply);
-    // A code no match can have (over the group code limit) is answered as the original does,
-    // but subscribes to nothing and is not kept: what a session holds stays small.
-    let Some(code) = code.filter(|c| c.chars().count() <= crate::ingest::MAX_GROUP_CODE_CHARS)
-    else {
+    let Some(code) = code else {
         return;
     };
     shard.eio.with_data(sid, |data, _| {

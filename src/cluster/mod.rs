@@ -16,6 +16,7 @@
 
 mod fanout;
 mod nats;
+pub mod subjects;
 
 use std::rc::Rc;
 use std::sync::Arc;

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
+use super::subjects::{Kind, NODE_HEADER, SENT_HEADER, Subjects};
 use super::{CLAIM_TIMEOUT, Claim, Command, Shared};
 use crate::config::ClusterConfig;
 use crate::metrics::Metrics;
@@ -24,9 +25,6 @@ use crate::shard::{Mesh, owner_of};
 /// How often a node refreshes its liveness record, and when it expires.
 const LIVENESS_REFRESH: Duration = Duration::from_secs(2);
 const LIVENESS_TTL: Duration = Duration::from_secs(10);
-/// The header naming the publishing node, and the one with its clock at publication (µs).
-const NODE_HEADER: &str = "Spectra-Node";
-const SENT_HEADER: &str = "Spectra-Sent-Us";
 
 /// The KV buckets and the event log stream, once NATS answered.
 #[derive(Clone)]
@@ -50,11 +48,6 @@ impl Stores {
     }
 }
 
-/// A KV key for any client text (group and preview codes): its bytes in hex.
-fn kv_key(text: &str) -> String {
-    text.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
 /// How long the event log keeps a match's events (a match is removed after
 /// `MATCH_IDLE_SECONDS` without events; its log is purged when it ends).
 const EVENT_LOG_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
@@ -64,6 +57,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// What the thread's tasks share.
 struct Node {
     config: ClusterConfig,
+    /// Every subject, key and header name (client text never reaches NATS as is).
+    subjects: Subjects,
     shards: usize,
     mesh: Arc<Mesh>,
     metrics: Arc<Metrics>,
@@ -76,10 +71,6 @@ struct Node {
 }
 
 impl Node {
-    fn subject(&self, kind: &str, code: &str) -> String {
-        format!("{}.{kind}.{code}", self.config.prefix)
-    }
-
     fn stores(&self) -> Option<Stores> {
         self.stores.lock().ok().and_then(|s| s.clone())
     }
@@ -88,16 +79,20 @@ impl Node {
     /// and its overlay frames kept for overlays that arrive later.
     fn deliver(&self, code: &str, msg: &async_nats::Message) {
         let headers = msg.headers.as_ref();
-        if headers
-            .and_then(|h| h.get(NODE_HEADER))
-            .is_some_and(|n| n.as_str() == self.config.node_id)
-        {
-            return;
+        // Only frames another node of this cluster published: they name it. Anything else (a
+        // client that reached NATS, a tool) is dropped and counted.
+        match headers.and_then(|h| h.get(NODE_HEADER)) {
+            Some(n) if n.as_str() == self.config.node_id => return,
+            Some(n) if !n.as_str().is_empty() => {}
+            _ => {
+                self.untrusted(code, "a frame without its node");
+                return;
+            }
         }
         let frame: RoomFrame = match postcard::from_bytes(&msg.payload) {
             Ok(f) => f,
-            Err(e) => {
-                tracing::warn!("cluster: an undecodable frame for {code}: {e}");
+            Err(_) => {
+                self.untrusted(code, "an undecodable frame");
                 return;
             }
         };
@@ -132,6 +127,27 @@ impl Node {
                     code: code.to_string(),
                     frame: frame.clone(),
                 },
+            );
+        }
+    }
+}
+
+impl Node {
+    /// A message that did not come from a node of this cluster as nodes send them: dropped,
+    /// counted (`spectra_cluster_untrusted_dropped_total`), logged at most once a second.
+    fn untrusted(&self, code: &str, what: &str) {
+        let c = &self.metrics.cluster;
+        let n = c
+            .untrusted_dropped
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let now = now_us() / 1_000_000;
+        let last = c
+            .untrusted_logged_at
+            .swap(now, std::sync::atomic::Ordering::Relaxed);
+        if last != now {
+            tracing::warn!(
+                "cluster: dropped {what} for {code} ({} dropped so far)",
+                n + 1
             );
         }
     }
@@ -232,6 +248,7 @@ async fn run(
         }
     };
     let node = Arc::new(Node {
+        subjects: Subjects::new(&config.prefix, &config.node_id),
         config,
         shards,
         mesh,
@@ -254,7 +271,7 @@ async fn run(
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert(NODE_HEADER, node.config.node_id.as_str());
                 headers.insert(SENT_HEADER, now_us().to_string());
-                let subject = node.subject("frames", &code);
+                let subject = node.subjects.of(Kind::Frames, &code);
                 let len = payload.len() as u64;
                 if node
                     .client
@@ -311,7 +328,7 @@ async fn run(
                     tracing::debug!("cluster: event log of {code} not written: NATS unavailable");
                     continue;
                 };
-                let subject = node.subject("events", &code);
+                let subject = node.subjects.of(Kind::Events, &code);
                 if first {
                     // A new match with this code: the log of an earlier one goes.
                     let _ = stores.events.purge().filter(subject.clone()).await;
@@ -361,7 +378,13 @@ async fn run(
                 }
             }
             Command::Reply { subject, payload } => {
-                let _ = node.client.publish(subject, payload).await;
+                // Snapshot replies are frames: they name their node like every published one.
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(NODE_HEADER, node.config.node_id.as_str());
+                let _ = node
+                    .client
+                    .publish_with_headers(subject, headers, payload)
+                    .await;
             }
             Command::Forward { code, msg, from } => {
                 let Ok(payload) = serde_json::to_vec(&msg) else {
@@ -375,10 +398,14 @@ async fn run(
                 // JSON, not postcard: an event carries arbitrary JSON values (postcard cannot
                 // read those back). Published from this loop, so the origin gets one node's
                 // forwards in order.
-                let reply = format!("{}.ack.{}.{token}", node.config.prefix, node.config.node_id);
+                let reply = node.subjects.ack(token);
                 let sent = node
                     .client
-                    .publish_with_reply(node.subject("ingest", &code), reply, payload.into())
+                    .publish_with_reply(
+                        node.subjects.of(Kind::Ingest, &code),
+                        reply,
+                        payload.into(),
+                    )
                     .await;
                 let waiter = node.clone();
                 tokio::spawn(async move {
@@ -400,8 +427,9 @@ async fn run(
             Command::Put { shared, key, value } => {
                 if let Some(stores) = node.stores() {
                     tokio::spawn(async move {
-                        if let Err(e) = stores.shared(shared).put(kv_key(&key), value).await {
-                            tracing::warn!("cluster: {shared:?} {key} not shared: {e}");
+                        if let Err(e) = stores.shared(shared).put(Subjects::key(&key), value).await
+                        {
+                            tracing::warn!("cluster: {shared:?} {key:?} not shared: {e}");
                         }
                     });
                 }
@@ -409,7 +437,12 @@ async fn run(
             Command::Get { shared, key, reply } => match node.stores() {
                 Some(stores) => {
                     tokio::spawn(async move {
-                        let value = stores.shared(shared).get(kv_key(&key)).await.ok().flatten();
+                        let value = stores
+                            .shared(shared)
+                            .get(Subjects::key(&key))
+                            .await
+                            .ok()
+                            .flatten();
                         let _ = reply.send(value);
                     });
                 }
@@ -426,7 +459,7 @@ async fn run(
                 if let Ok(payload) = postcard::to_stdvec(&msg) {
                     let _ = node
                         .client
-                        .publish(node.subject("node", &to), payload.into())
+                        .publish(node.subjects.node(&to), payload.into())
                         .await;
                 }
             }
@@ -440,21 +473,31 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
 /// Messages other nodes forward to the owner of a match (`<prefix>.ingest.<code>`): to the
 /// owner shard of the code here, which handles and acknowledges them when the match lives here.
 async fn take_ingest(node: Arc<Node>) {
-    let subject = format!("{}.ingest.>", node.config.prefix);
-    let Some(mut sub) = subscribe(&node, &subject).await else {
+    let Some(mut sub) = subscribe(&node, &node.subjects.every(Kind::Ingest)).await else {
         return;
     };
-    let skip = node.config.prefix.len() + ".ingest.".len();
     while let Some(msg) = sub.next().await {
-        let (Some(reply), Some(code)) = (msg.reply.as_ref(), msg.subject.get(skip..)) else {
+        let Some(code) = node.subjects.code_of(Kind::Ingest, &msg.subject) else {
+            node.untrusted("an invalid code", "a forwarded message");
             continue;
         };
-        let Ok(forwarded) = serde_json::from_slice::<MatchMsg>(&msg.payload) else {
-            tracing::warn!("cluster: an undecodable message for {code}");
+        let Some(reply) = msg.reply.as_ref() else {
+            node.untrusted(&code, "a forwarded message without a reply subject");
             continue;
+        };
+        let forwarded = match serde_json::from_slice::<MatchMsg>(&msg.payload) {
+            Ok(m) if forwardable(&m, &code) => m,
+            Ok(_) => {
+                node.untrusted(&code, "a message of a kind nodes do not forward");
+                continue;
+            }
+            Err(_) => {
+                node.untrusted(&code, "an undecodable forwarded message");
+                continue;
+            }
         };
         node.mesh.send(
-            owner_of(code, node.shards),
+            owner_of(&code, node.shards),
             ShardMsg::Remote(RemoteMsg::Ingest {
                 msg: forwarded,
                 reply: reply.to_string(),
@@ -463,9 +506,26 @@ async fn take_ingest(node: Arc<Node>) {
     }
 }
 
+/// Whether a message arriving on `<prefix>.ingest.<code>` is one a node forwards there: a kind
+/// that `registry` forwards to an origin, about the subject's own code (a logon, a match-id
+/// search or a snapshot request for a session never travel between nodes).
+fn forwardable(msg: &MatchMsg, code: &str) -> bool {
+    let kind_ok = matches!(
+        msg,
+        MatchMsg::Event { .. }
+            | MatchMsg::AuxDisconnected { .. }
+            | MatchMsg::PlayerPresence { .. }
+            | MatchMsg::SpectatorJoin { .. }
+            | MatchMsg::SpectatorLeave { .. }
+            | MatchMsg::StreamJoin { .. }
+            | MatchMsg::StreamLeave { .. }
+    );
+    kind_ok && msg.code() == Some(code)
+}
+
 /// Messages for connections of this node from the owners of their matches elsewhere.
 async fn take_node_messages(node: Arc<Node>) {
-    let subject = node.subject("node", &node.config.node_id);
+    let subject = node.subjects.own_node();
     let Some(mut sub) = subscribe(&node, &subject).await else {
         return;
     };
@@ -484,16 +544,11 @@ async fn take_node_messages(node: Arc<Node>) {
 
 /// The origins' acknowledgements of this node's forwarded messages.
 async fn take_acks(node: Arc<Node>) {
-    let subject = format!("{}.ack.{}.*", node.config.prefix, node.config.node_id);
-    let Some(mut sub) = subscribe(&node, &subject).await else {
+    let Some(mut sub) = subscribe(&node, &node.subjects.acks()).await else {
         return;
     };
     while let Some(msg) = sub.next().await {
-        let token = msg
-            .subject
-            .rsplit('.')
-            .next()
-            .and_then(|t| t.parse::<u64>().ok());
+        let token = node.subjects.ack_number(&msg.subject);
         if let (Some(token), Ok(mut p)) = (token, node.pending.lock()) {
             p.remove(&token);
         }
@@ -528,7 +583,7 @@ fn redact(url: &str) -> String {
 /// the cluster's live matches every 2 s.
 async fn keep_stores_and_liveness(node: Arc<Node>) {
     let js = async_nats::jetstream::new(node.client.clone());
-    let prefix = node.config.prefix.clone();
+    let prefix = node.subjects.prefix().to_string();
     loop {
         let opened = async {
             let (hour, minutes) = (Duration::from_secs(3600), Duration::from_secs(600));
@@ -542,7 +597,7 @@ async fn keep_stores_and_liveness(node: Arc<Node>) {
                 events: js
                     .get_or_create_stream(jetstream::stream::Config {
                         name: format!("{prefix}_events"),
-                        subjects: vec![format!("{prefix}.events.>")],
+                        subjects: vec![node.subjects.every(Kind::Events)],
                         max_age: EVENT_LOG_MAX_AGE,
                         ..Default::default()
                     })
@@ -574,7 +629,11 @@ async fn keep_stores_and_liveness(node: Arc<Node>) {
     loop {
         if let Some(stores) = node.stores() {
             let record = json!({ "node": node.config.node_id, "at": now_us() / 1000 }).to_string();
-            if let Err(e) = stores.nodes.put(&node.config.node_id, record.into()).await {
+            if let Err(e) = stores
+                .nodes
+                .put(Subjects::key(&node.config.node_id), record.into())
+                .await
+            {
                 tracing::debug!("cluster: liveness not refreshed: {e}");
             }
             if let Ok(keys) = stores.matches.keys().await {
@@ -616,19 +675,21 @@ async fn bucket(
 /// Other nodes ask `<prefix>.snapshot.<code>` for the current frames: the owner shard of the
 /// code answers when this node is the match's origin (others stay silent).
 async fn answer_snapshot_requests(node: Arc<Node>) {
-    let subject = format!("{}.snapshot.>", node.config.prefix);
-    let Some(mut sub) = subscribe(&node, &subject).await else {
+    let Some(mut sub) = subscribe(&node, &node.subjects.every(Kind::Snapshot)).await else {
         return;
     };
-    let skip = node.config.prefix.len() + ".snapshot.".len();
     while let Some(msg) = sub.next().await {
-        let (Some(reply), Some(code)) = (msg.reply.as_ref(), msg.subject.get(skip..)) else {
+        let (Some(reply), Some(code)) = (
+            msg.reply.as_ref(),
+            node.subjects.code_of(Kind::Snapshot, &msg.subject),
+        ) else {
+            node.untrusted("an invalid code", "a snapshot request");
             continue;
         };
         node.mesh.send(
-            owner_of(code, node.shards),
+            owner_of(&code, node.shards),
             ShardMsg::Remote(RemoteMsg::SnapshotAsk {
-                code: code.to_string(),
+                code,
                 reply: reply.to_string(),
             }),
         );
@@ -637,7 +698,7 @@ async fn answer_snapshot_requests(node: Arc<Node>) {
 
 /// This node has viewers of a match of another node: its frames, and at first the current ones.
 async fn edge(node: Arc<Node>, code: String) {
-    let subject = node.subject("frames", &code);
+    let subject = node.subjects.of(Kind::Frames, &code);
     let mut sub = match node.client.subscribe(subject.clone()).await {
         Ok(s) => s,
         Err(e) => {
@@ -654,7 +715,7 @@ async fn edge(node: Arc<Node>, code: String) {
 
 /// Asks the origin of `code` for its current frames and delivers them here.
 async fn ask_snapshot(node: Arc<Node>, code: String) {
-    let subject = node.subject("snapshot", &code);
+    let subject = node.subjects.of(Kind::Snapshot, &code);
     if let Ok(msg) = node.client.request(subject, Bytes::new()).await
         && !msg.payload.is_empty()
     {
@@ -678,16 +739,17 @@ async fn claim(node: &Node, code: &str, secret_hash: &str, presented: Option<&st
         "createdAt": now_us() / 1000,
     })
     .to_string();
-    match stores.matches.create(code, record.clone().into()).await {
+    let key = Subjects::key(code);
+    match stores.matches.create(&key, record.clone().into()).await {
         Ok(_) => return Claim::Mine,
         Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
         Err(e) => return Claim::Unavailable(e.to_string()),
     }
-    let entry = match stores.matches.entry(code).await {
+    let entry = match stores.matches.entry(&key).await {
         Ok(Some(entry)) => entry,
         // Deleted meanwhile: try once more.
         Ok(None) => {
-            return match stores.matches.create(code, record.into()).await {
+            return match stores.matches.create(&key, record.into()).await {
                 Ok(_) => Claim::Mine,
                 Err(e) => Claim::Unavailable(e.to_string()),
             };
@@ -704,13 +766,13 @@ async fn claim(node: &Node, code: &str, secret_hash: &str, presented: Option<&st
         // Ours (this node's match ended without its record going, or a restart): take it again.
         let _ = stores
             .matches
-            .update(code, record.into(), entry.revision)
+            .update(&key, record.into(), entry.revision)
             .await;
         return Claim::Mine;
     }
     // Another node's record: is the match live there? (A record outlives its match when its
     // node stopped, or when NATS was away as the match ended.)
-    let subject = node.subject("snapshot", code);
+    let subject = node.subjects.of(Kind::Snapshot, code);
     let live = matches!(
         tokio::time::timeout(Duration::from_secs(1), node.client.request(subject, Bytes::new())).await,
         Ok(Ok(msg)) if !msg.payload.is_empty()
@@ -718,7 +780,7 @@ async fn claim(node: &Node, code: &str, secret_hash: &str, presented: Option<&st
     if live {
         return Claim::Live(owner);
     }
-    let alive = matches!(stores.nodes.entry(&owner).await, Ok(Some(_)));
+    let alive = matches!(stores.nodes.entry(Subjects::key(&owner)).await, Ok(Some(_)));
     let recorded_hash = record_value.get("secretHash").and_then(Value::as_str);
     if presented.is_some() && presented == recorded_hash {
         // The observer of the match is back, on this node: take the match over with its state
@@ -737,7 +799,7 @@ async fn claim(node: &Node, code: &str, secret_hash: &str, presented: Option<&st
         .to_string();
         if stores
             .matches
-            .update(code, taken.into(), entry.revision)
+            .update(&key, taken.into(), entry.revision)
             .await
             .is_err()
         {
@@ -758,7 +820,7 @@ async fn claim(node: &Node, code: &str, secret_hash: &str, presented: Option<&st
     // No node serves it: the code is free again (compare-and-set: one claimer wins).
     match stores
         .matches
-        .update(code, record.into(), entry.revision)
+        .update(&key, record.into(), entry.revision)
         .await
     {
         Ok(_) => {
@@ -780,7 +842,7 @@ async fn read_log(node: &Node, stores: &Stores, code: &str) -> Result<String, St
         .create_consumer(pull::Config {
             deliver_policy: DeliverPolicy::All,
             ack_policy: AckPolicy::None,
-            filter_subject: node.subject("events", code),
+            filter_subject: node.subjects.of(Kind::Events, code),
             inactive_threshold: Duration::from_secs(30),
             ..Default::default()
         })
@@ -821,14 +883,15 @@ async fn release(node: Arc<Node>, code: String) {
         let _ = stores
             .events
             .purge()
-            .filter(node.subject("events", &code))
+            .filter(node.subjects.of(Kind::Events, &code))
             .await;
     }
 }
 
 /// Deletes the ownership record of `code` if `me` holds it; whether it did.
 async fn release_record(stores: &Stores, me: &str, code: &str) -> bool {
-    let Ok(Some(entry)) = stores.matches.entry(code).await else {
+    let key = Subjects::key(code);
+    let Ok(Some(entry)) = stores.matches.entry(&key).await else {
         return false;
     };
     let owner = serde_json::from_slice::<Value>(&entry.value)
@@ -837,7 +900,7 @@ async fn release_record(stores: &Stores, me: &str, code: &str) -> bool {
     owner.as_deref() == Some(me)
         && stores
             .matches
-            .delete_expect_revision(code, Some(entry.revision))
+            .delete_expect_revision(&key, Some(entry.revision))
             .await
             .is_ok()
 }

@@ -127,24 +127,14 @@ fn version_failure(client_version: Option<&Value>) -> Option<String> {
     })
 }
 
-/// Longest group code (characters). Real codes are short words the client upper-cases.
-pub const MAX_GROUP_CODE_CHARS: usize = 64;
+pub use crate::code::{MAX_GROUP_CODE_CHARS, valid_group_code};
+
 /// Longest observer / aux client name kept (it is shown to every spectator of the room).
 pub const MAX_NAME_CHARS: usize = 64;
 /// Longest player id an aux client may log on with (Valorant's are 36-character UUIDs).
 pub const MAX_ID_CHARS: usize = 128;
 /// Largest logon object (JSON text). The kit's logon with full tools data is 1.6 KB.
 pub const MAX_LOGON_BYTES: usize = 64 * 1024;
-
-/// A group code names a match, a room, a replay file and log lines: letters and digits (any
-/// script), `-`, `_` and `.`, at most `MAX_GROUP_CODE_CHARS` — no spaces, no control characters.
-pub fn valid_group_code(code: &str) -> bool {
-    let n = code.chars().count();
-    (1..=MAX_GROUP_CODE_CHARS).contains(&n)
-        && code
-            .chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
 
 fn obs_logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
     const ACK: &str = "obs_logon_ack";
@@ -228,9 +218,7 @@ fn finish_obs_logon(
             sid,
             "obs_logon_ack",
             "authenticate",
-            &format!(
-                "Invalid group code: use 1 to {MAX_GROUP_CODE_CHARS} letters, digits, '-', '_' or '.'."
-            ),
+            crate::code::INVALID_GROUP_CODE,
         );
     }
     let owner =

@@ -130,6 +130,9 @@ async fn route(shard: &Rc<Shard>, req: &Request) -> Response {
                 return json_error(400, "Group code is required");
             }
             let code = codes[0].clone();
+            if !crate::code::valid_group_code(&code) {
+                return json_error(400, crate::code::INVALID_GROUP_CODE);
+            }
             let resp = ask(shard, &code, RestQuery::TeamInfo(code.clone())).await;
             or_shared(shard, resp, Shared::TeamInfo, &code).await
         }
@@ -423,8 +426,8 @@ async fn match_snapshot(shard: &Rc<Shard>, req: &Request, raw_code: &str) -> Res
     let code = crate::transport::http::percent_decode(raw_code)
         .trim()
         .to_uppercase();
-    if code.is_empty() || code.chars().count() > 64 || code.contains('/') {
-        return json_error(404, &format!("Cannot {} {}", req.method, req.path));
+    if !crate::code::valid_group_code(&code) {
+        return json_error(400, crate::code::INVALID_GROUP_CODE);
     }
     let Some(answer) = ask_answer(shard, shard.owner_of(&code), RestQuery::Snapshot(code)).await
     else {

@@ -363,6 +363,10 @@ fn join(shard: &Rc<Shard>, conn: u64, queue: &OutQueue, data: Option<&Value>) {
             "game_name, room_code and spectator_name must be valid.",
         );
     }
+    let code = code.trim().to_uppercase();
+    if !crate::code::valid_group_code(&code) {
+        return fail("INVALID_INPUT", crate::code::INVALID_GROUP_CODE);
+    }
     if !shard.config.allow_spectators {
         return fail(
             "SPECTATOR_NOT_ALLOWED",
@@ -396,7 +400,6 @@ fn join(shard: &Rc<Shard>, conn: u64, queue: &OutQueue, data: Option<&Value>) {
         }
         local.pending = true;
     }
-    let code = code.trim().to_uppercase();
     let delta = data.and_then(|d| d.get("delta")).and_then(Value::as_bool) == Some(true);
     let spectator = SpectatorInfo {
         id: crate::util::uuid_v4(),

@@ -18,14 +18,12 @@ use crate::fanout::subscribers::{self, StreamSink};
 use crate::shard::Shard;
 use crate::shard::messages::{MatchMsg, ShardMsg, StreamStart};
 use crate::transport::http::{Reader, Request, Response, percent_decode, write_response};
-use crate::transport::outbound::{CLOSE_GRACE, FrameKind, OutQueue, run_writer};
+use crate::transport::outbound::{CLOSE_GRACE, FrameKind, OutQueue, peer_progress, run_writer};
 
 /// How long a stream waits for the match's owner to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes a stream client may send after its request (it has nothing to say) before it is closed.
 const MAX_CLIENT_BYTES: usize = 64 * 1024;
-/// Longest group code a stream may ask for.
-const MAX_CODE_CHARS: usize = 64;
 
 struct Local {
     queue: Rc<OutQueue>,
@@ -59,8 +57,8 @@ where
         .map(percent_decode)
         .map(|c| c.trim().to_uppercase())
         .unwrap_or_default();
-    if code.is_empty() || code.chars().count() > MAX_CODE_CHARS || code.contains('/') {
-        let resp = error(400, "Invalid group code");
+    if !crate::code::valid_group_code(&code) {
+        let resp = error(400, crate::code::INVALID_GROUP_CODE);
         let _ = write_response(&mut writer, &resp, false).await;
         return;
     }
@@ -116,7 +114,7 @@ where
         retry: 2000\n\n";
     if writer.write_all(head.as_bytes()).await.is_ok() && writer.flush().await.is_ok() {
         let mut writer_task = glommio::spawn_local(run_writer(queue.clone(), writer));
-        serve(shard, reader, &queue).await;
+        serve(shard, reader, &queue, req.tcp_socket).await;
         // What is queued (the `end` of a finished match) goes out, unless the peer takes no more.
         queue.close_with(None);
         let finished = futures_lite::future::or(
@@ -147,9 +145,26 @@ where
     );
 }
 
-/// Keeps a started stream: heartbeats while idle, until the peer goes or the queue stops.
-async fn serve<R: AsyncRead + Unpin>(shard: &Rc<Shard>, reader: &mut Reader<R>, queue: &OutQueue) {
+/// Keeps a started stream: heartbeats while idle, until the peer goes, the queue stops or the
+/// peer has read nothing for ping interval + ping timeout — a stream that stopped reading is
+/// closed like a spectator that stopped answering pings. An event stream's client never sends,
+/// so "read nothing" is asked of the kernel (`peer_progress`: bytes held for the peer while
+/// its acknowledged count stands still) and of the queue (frames waiting on a blocked writer).
+async fn serve<R: AsyncRead + Unpin>(
+    shard: &Rc<Shard>,
+    reader: &mut Reader<R>,
+    queue: &OutQueue,
+    socket: Option<std::os::fd::RawFd>,
+) {
     let heartbeat = shard.config.stream_heartbeat;
+    let stall_limit = shard.config.ping_interval + shard.config.ping_timeout;
+    // Checked at least four times within the limit, whatever the heartbeat.
+    let tick = heartbeat
+        .min(stall_limit / 4)
+        .max(Duration::from_millis(10));
+    let mut last_beat = std::time::Instant::now();
+    // The peer's acknowledged bytes when they last moved (or nothing was held for it).
+    let mut progress = (0u64, std::time::Instant::now());
     let mut received = 0usize;
     loop {
         enum Step {
@@ -161,7 +176,7 @@ async fn serve<R: AsyncRead + Unpin>(shard: &Rc<Shard>, reader: &mut Reader<R>, 
             async { Step::Read(reader.fill().await) },
             futures_lite::future::or(
                 async {
-                    glommio::timer::sleep(heartbeat).await;
+                    glommio::timer::sleep(tick).await;
                     Step::Beat
                 },
                 async {
@@ -184,7 +199,23 @@ async fn serve<R: AsyncRead + Unpin>(shard: &Rc<Shard>, reader: &mut Reader<R>, 
                 if queue.is_finished() {
                     return;
                 }
-                queue.push(Bytes::from_static(b": keep-alive\n\n"), FrameKind::Normal);
+                let now = std::time::Instant::now();
+                match socket.and_then(peer_progress) {
+                    Some(p) if p.held > 0 && p.acked == progress.0 => {}
+                    Some(p) => progress = (p.acked, now),
+                    None => progress.1 = now,
+                }
+                if now.duration_since(progress.1) >= stall_limit
+                    || queue.stalled_for() >= stall_limit
+                {
+                    tracing::info!("stream: closed, the client read nothing for {stall_limit:?}");
+                    queue.mark_dead();
+                    return;
+                }
+                if last_beat.elapsed() >= heartbeat {
+                    last_beat = std::time::Instant::now();
+                    queue.push(Bytes::from_static(b": keep-alive\n\n"), FrameKind::Normal);
+                }
             }
         }
     }

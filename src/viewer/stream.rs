@@ -94,8 +94,9 @@ pub struct ViewerStream<M> {
     released: Option<Released>,
     waiting: VecDeque<(Instant, Item<M>)>,
     waiting_bytes: usize,
-    /// Released deltas (`{"seq","base_seq","patch"}`) by seq, oldest first.
-    history: VecDeque<(u64, Rc<str>)>,
+    /// Released deltas as the HTTP streams' `delta` records, by seq, oldest first: built once,
+    /// shared by every stream that gets them live or resumes from them (no copy per request).
+    history: VecDeque<(u64, Bytes)>,
     history_bytes: usize,
     /// Peak of `waiting_bytes` (for measurements).
     peak_waiting_bytes: usize,
@@ -290,10 +291,10 @@ impl<M> ViewerStream<M> {
         };
         let delta = match (&patch, base) {
             (Some(ops), Some(b)) if b + 1 == seq => {
-                let text: Rc<str> =
-                    Rc::from(format!(r#"{{"seq":{seq},"base_seq":{b},"patch":{ops}}}"#));
-                self.remember(seq, text.clone());
-                Some(text)
+                let text = format!(r#"{{"seq":{seq},"base_seq":{b},"patch":{ops}}}"#);
+                let record = sse_delta(seq, &text);
+                self.remember(seq, record.clone());
+                Some((text, record))
             }
             _ => {
                 self.history.clear();
@@ -312,19 +313,16 @@ impl<M> ViewerStream<M> {
             delta: delta
                 .as_ref()
                 .filter(|_| audience.delta_spectators)
-                .map(|d| encode(delta_message(d).as_bytes())),
+                .map(|(d, _)| encode(delta_message(d).as_bytes())),
             sse_full: audience.streams.then(|| sse_snapshot(seq, &json)),
-            sse_delta: delta
-                .as_ref()
-                .filter(|_| audience.streams)
-                .map(|d| sse_delta(seq, d)),
+            sse_delta: delta.filter(|_| audience.streams).map(|(_, record)| record),
         };
         Some(Box::new(frames))
     }
 
-    fn remember(&mut self, seq: u64, delta: Rc<str>) {
-        self.history_bytes += delta.len();
-        self.history.push_back((seq, delta));
+    fn remember(&mut self, seq: u64, record: Bytes) {
+        self.history_bytes += record.len();
+        self.history.push_back((seq, record));
         while self.history.len() > HISTORY_ENTRIES || self.history_bytes > HISTORY_BYTES {
             match self.history.pop_front() {
                 Some((_, d)) => self.history_bytes -= d.len(),
@@ -350,7 +348,7 @@ impl<M> ViewerStream<M> {
                     .history
                     .iter()
                     .filter(|(s, _)| *s > last)
-                    .map(|(s, d)| sse_delta(*s, d))
+                    .map(|(_, record)| record.clone())
                     .collect();
                 return (r.seq, events, true);
             }
@@ -554,6 +552,16 @@ mod tests {
         let (seq, events, deltas) = s.stream_start(Some(2));
         assert_eq!((seq, events.len(), deltas), (5, 3, true));
         assert!(events[0].starts_with(b"id: 3\nevent: delta\n"));
+        // Every resume (and the live stream) shares the history's bytes: no copy per request.
+        let (_, again, _) = s.stream_start(Some(2));
+        assert!(
+            events
+                .iter()
+                .zip(&again)
+                .all(|(a, b)| a.as_ptr() == b.as_ptr())
+        );
+        let live = states[1].sse_delta.as_ref().expect("live delta record");
+        assert_eq!(live.as_ptr(), events[2].as_ptr());
         // From an unknown seq: the snapshot.
         let (_, events, deltas) = s.stream_start(Some(99));
         assert_eq!((events.len(), deltas), (1, false));

@@ -633,11 +633,13 @@ test("what a session keeps (and a recovery holds) is bounded: aux logon size and
     };
     assert.deepEqual(await aux({ playerId: "p" }, "x".repeat(70_000)), { type: "aux_authenticate", value: false, reason: "Invalid packet: logon data over 64 KB." });
     assert.equal((await aux({ playerId: "p".repeat(129) })).reason, "Invalid packet: playerId over 128 characters.");
-    // An overlay logon with a code no match can have is answered as before, and holds nothing.
+    // An overlay logon with a code no match can have is refused, and holds nothing.
     const long = "G".repeat(50_000);
-    const ov = await overlay(server, long);
-    assert.equal(ov.ok.groupCode, long);
-    ov.socket.close();
+    const ov = client(server.broadcast);
+    const refused = once(ov, "logon_failure");
+    ov.emit("logon", JSON.stringify({ groupCode: long }));
+    assert.match(JSON.parse(await refused).error, /^Invalid group code/);
+    ov.close();
     const status = await fetch(`${server.rest}/status`).then((r) => r.json());
     assert.equal(status.status, "UP");
   } finally {

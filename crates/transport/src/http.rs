@@ -27,6 +27,9 @@ pub struct Request {
     /// The connection's socket when it is plain TCP (set by the connection loop): a WebSocket
     /// may send on it directly while its writer has nothing to write (`OutQueue::send_directly`).
     pub plain_socket: Option<std::os::fd::RawFd>,
+    /// The connection's TCP socket, plain or under TLS (set by the connection loop): only to
+    /// ask the kernel how far the peer has read (`outbound::peer_progress`), never to write.
+    pub tcp_socket: Option<std::os::fd::RawFd>,
 }
 
 impl Request {
@@ -262,6 +265,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                 keep_alive,
                 peer: None,
                 plain_socket: None,
+                tcp_socket: None,
             },
             body_len,
         )))

@@ -59,6 +59,9 @@ struct Inner {
     direct: Option<std::os::fd::RawFd>,
     /// The writer holds a batch it has not finished writing.
     busy: bool,
+    /// Since when what is queued or being written has waited without the writer finishing a
+    /// batch (meaningful while `items` is not empty or `busy`; see `stalled_for`).
+    waiting_since: Option<std::time::Instant>,
 }
 
 impl Inner {
@@ -154,6 +157,9 @@ impl OutQueue {
             inner.wake_all();
             return false;
         }
+        if inner.items.is_empty() && !inner.busy {
+            inner.waiting_since = Some(std::time::Instant::now());
+        }
         inner.bytes += frame.len();
         inner.items.push_back((frame, kind));
         if let Some(w) = inner.waker.take() {
@@ -204,6 +210,17 @@ impl OutQueue {
     /// The writer has written everything (or given up) and closed the socket.
     pub fn is_finished(&self) -> bool {
         self.inner.borrow().finished
+    }
+
+    /// How long the peer has taken nothing: the time since the writer last finished a batch
+    /// (or since the first frame was queued for an idle writer) while frames wait or are being
+    /// written; zero when nothing waits. A peer that stopped reading shows it growing.
+    pub fn stalled_for(&self) -> Duration {
+        let inner = self.inner.borrow();
+        match inner.waiting_since {
+            Some(at) if !inner.items.is_empty() || inner.busy => at.elapsed(),
+            _ => Duration::ZERO,
+        }
     }
 
     pub fn skipped(&self) -> u64 {
@@ -274,6 +291,9 @@ impl OutQueue {
         poll_fn(|cx| {
             let mut inner = self.inner.borrow_mut();
             // (the previous batch, if any, is written: the writer is back here)
+            if inner.busy {
+                inner.waiting_since = Some(std::time::Instant::now());
+            }
             inner.busy = false;
             if inner.dead {
                 return Poll::Ready(false);
@@ -400,6 +420,40 @@ fn send_now(fd: std::os::fd::RawFd, frame: &[u8]) -> usize {
         )
     };
     usize::try_from(n).unwrap_or(0)
+}
+
+/// How far the peer of a TCP socket has read: the bytes it acknowledged so far and the bytes
+/// the kernel still holds for it (sent and not acknowledged, or not sent yet). `None` when the
+/// kernel does not say (not a TCP socket). A peer that stopped reading shows bytes held and an
+/// acknowledged count that no longer moves, however small the kernel's buffers fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerProgress {
+    pub acked: u64,
+    pub held: u64,
+}
+
+pub fn peer_progress(fd: std::os::fd::RawFd) -> Option<PeerProgress> {
+    // SAFETY: `tcp_info` is plain data (zeroed is valid); `getsockopt` writes at most `len`
+    // bytes into it and `ioctl(SIOCOUTQ)` one int; `fd` is the caller's open socket.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let got = libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        );
+        let mut held: libc::c_int = 0;
+        if got != 0 || libc::ioctl(fd, libc::TIOCOUTQ, &mut held) != 0 {
+            return None;
+        }
+        Some(PeerProgress {
+            acked: info.tcpi_bytes_acked,
+            held: u64::try_from(held).unwrap_or(0),
+        })
+    }
 }
 
 /// Drains `queue` into `io` until the queue closes or a write fails; then closes `io`. A write

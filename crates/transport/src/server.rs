@@ -112,7 +112,8 @@ async fn connection<S: Site>(site: Rc<S>, tcp: TcpStream, tls: Option<Arc<rustls
         }
     };
     let _ = tcp.set_nodelay(true);
-    let plain_socket = tls.is_none().then(|| std::os::fd::AsRawFd::as_raw_fd(&tcp));
+    let tcp_socket = std::os::fd::AsRawFd::as_raw_fd(&tcp);
+    let plain_socket = tls.is_none().then_some(tcp_socket);
     let stream = match tls {
         None => Stream::Plain(tcp),
         Some(cfg) => {
@@ -151,6 +152,7 @@ async fn connection<S: Site>(site: Rc<S>, tcp: TcpStream, tls: Option<Arc<rustls
         };
         req.peer = peer;
         req.plain_socket = plain_socket;
+        req.tcp_socket = Some(tcp_socket);
         let head_only = req.method == "HEAD";
         let wants_keep_alive = req.keep_alive;
         let (mut resp, keep_alive) = match site

@@ -534,6 +534,7 @@ mod tests {
             keep_alive: true,
             peer: None,
             plain_socket: None,
+            tcp_socket: None,
             headers: vec![
                 ("sec-websocket-version".into(), "13".into()),
                 (

@@ -1,0 +1,212 @@
+// Group codes are hostile text (issue "Hardening, second round", defects 1, 2, 3, 6): one rule
+// at every door that names a match (overlay logon, spectator join, REST paths and queries), the
+// same refusal everywhere, and in cluster mode nothing a client sends reaches the NATS protocol
+// as is; an edge takes frames only from a node of its cluster. Real nats-server, real nodes,
+// the real socket.io-client and ws; the forged NATS traffic comes from a raw NATS connection.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import net from "node:net";
+import WebSocket from "ws";
+import { startServer, startNats, observer, overlay, client, once, sendEvent, waitFor, uniqueCode, sleep } from "./lib/server.mjs";
+
+const REFUSAL = "Invalid group code: use 1 to 64 letters, digits, '-', '_' or '.'.";
+/** Codes no door may take: NATS protocol injection, wildcards, whitespace, too long. */
+const HOSTILE = [
+  "X\r\nPUB t.frames.ANY 2\r\nhi\r\nUNSUB 1\r\n",
+  ">",
+  "*",
+  "A B",
+  "A\tB",
+  "G".repeat(65),
+  "A/B",
+];
+
+/** An overlay logon's answer: `{ok}` (logon_success) or `{refused}` (logon_failure). */
+async function overlayLogon(node, groupCode) {
+  const socket = client(node.broadcast);
+  const received = [];
+  socket.on("match_data", (d) => received.push(JSON.parse(d)));
+  const answer = new Promise((resolve) => {
+    socket.once("logon_success", (d) => resolve({ ok: JSON.parse(d) }));
+    socket.once("logon_failure", (d) => resolve({ refused: JSON.parse(d) }));
+  });
+  socket.emit("logon", JSON.stringify({ groupCode }));
+  const timeout = sleep(5000).then(() => ({ timeout: true }));
+  return { socket, received, ...(await Promise.race([answer, timeout])) };
+}
+
+/** A native spectator's join answer. */
+async function spectatorJoin(node, code, name = "Viewer") {
+  const ws = new WebSocket(`ws://127.0.0.1:${node.ports.broadcast}/ws`);
+  ws.messages = [];
+  ws.on("message", (d) => ws.messages.push(JSON.parse(String(d))));
+  await once(ws, "open");
+  ws.send(JSON.stringify({ type: "JoinAsSpectator", data: { game_name: "valorant", room_code: code, spectator_name: name } }));
+  await waitFor(() => ws.messages.some((m) => m.type === "SpectatorJoined" || m.type === "SpectatorJoinFailed"), 5000, "the join answer");
+  ws.answer = ws.messages.find((m) => m.type === "SpectatorJoined" || m.type === "SpectatorJoinFailed");
+  return ws;
+}
+
+/** Every door refuses `code` with the same words. */
+async function assertRefusedEverywhere(node, code) {
+  const label = JSON.stringify(code);
+  const ov = await overlayLogon(node, code);
+  assert.deepEqual(ov.refused, { error: REFUSAL }, `overlay ${label}`);
+  ov.socket.close();
+  const sp = await spectatorJoin(node, code);
+  assert.equal(sp.answer.type, "SpectatorJoinFailed", label);
+  assert.deepEqual(sp.answer.data, { reason: REFUSAL, error_code: "INVALID_INPUT" }, label);
+  sp.close();
+  const enc = encodeURIComponent(code);
+  for (const url of [`${node.rest}/matches/${enc}`, `${node.rest}/matches/${enc}/stream`, `${node.rest}/getTeamInfoForCode?groupCode=${enc}`]) {
+    const r = await fetch(url);
+    assert.equal(r.status, 400, `${url}`);
+    assert.deepEqual(await r.json(), { error: REFUSAL }, url);
+  }
+}
+
+test("one group-code rule at every door: overlays, spectators, /matches, streams and team info refuse the same codes with the same words", async () => {
+  const server = await startServer();
+  try {
+    for (const code of HOSTILE) await assertRefusedEverywhere(server, code);
+    // Valid codes still pass every door (no match: the usual answers).
+    const code = uniqueCode("OK.code_-");
+    const ov = await overlayLogon(server, code);
+    assert.equal(ov.ok.groupCode, code);
+    ov.socket.close();
+    const sp = await spectatorJoin(server, code);
+    assert.equal(sp.answer.data.error_code, "ROOM_NOT_FOUND");
+    sp.close();
+    assert.equal((await fetch(`${server.rest}/matches/${code}`)).status, 404);
+    assert.equal((await fetch(`${server.rest}/getTeamInfoForCode?groupCode=${code}`)).status, 404);
+  } finally {
+    await server.stop();
+  }
+});
+
+/** A raw NATS connection (the protocol by hand): publishes anything, records what it gets. */
+async function natsRaw(url) {
+  const { port } = new URL(url);
+  const sock = net.connect(Number(port), "127.0.0.1");
+  let buf = Buffer.alloc(0);
+  const msgs = [];
+  let pongs = 0;
+  sock.on("data", (d) => {
+    buf = Buffer.concat([buf, d]);
+    for (;;) {
+      const end = buf.indexOf("\r\n");
+      if (end < 0) return;
+      const line = buf.subarray(0, end).toString();
+      const parts = line.split(" ");
+      if (parts[0] === "MSG" || parts[0] === "HMSG") {
+        const total = Number(parts.at(-1));
+        const headerLen = parts[0] === "HMSG" ? Number(parts.at(-2)) : 0;
+        if (buf.length < end + 2 + total + 2) return;
+        const body = buf.subarray(end + 2, end + 2 + total);
+        msgs.push({ subject: parts[1], headers: body.subarray(0, headerLen).toString(), payload: Buffer.from(body.subarray(headerLen)) });
+        buf = buf.subarray(end + 2 + total + 2);
+      } else {
+        if (parts[0] === "PING") sock.write("PONG\r\n");
+        if (parts[0] === "PONG") pongs++;
+        buf = buf.subarray(end + 2);
+      }
+    }
+  });
+  await once(sock, "connect");
+  sock.write('CONNECT {"verbose":false,"pedantic":false,"headers":true,"protocol":1}\r\n');
+  const flush = async () => {
+    const want = pongs + 1;
+    sock.write("PING\r\n");
+    await waitFor(() => pongs >= want, 3000, "PONG");
+  };
+  await flush();
+  let sid = 0;
+  return {
+    msgs,
+    flush,
+    sub: async (subject) => { sock.write(`SUB ${subject} ${++sid}\r\n`); await flush(); },
+    pub: async (subject, payload, reply = "") => {
+      const p = Buffer.from(payload);
+      sock.write(Buffer.concat([Buffer.from(`PUB ${subject}${reply ? ` ${reply}` : ""} ${p.length}\r\n`), p, Buffer.from("\r\n")]));
+      await flush();
+    },
+    close: () => sock.destroy(),
+  };
+}
+
+async function clusterMetric(node, name) {
+  const line = (await (await fetch(`${node.rest}/metrics`)).text()).split("\n").find((l) => l.startsWith(`${name}{`));
+  return line === undefined ? undefined : Number(line.split(" ").at(-1));
+}
+
+async function startNode(nats, id) {
+  const node = await startServer({ shards: 2, env: { CLUSTER_NATS_URL: nats.url, NODE_ID: id, CLUSTER_PREFIX: "t" } });
+  await waitFor(async () => (await clusterMetric(node, "spectra_cluster_ready")) === 1, 10000, `node ${id} ready`);
+  return node;
+}
+
+const hex = (code) => Buffer.from(code).toString("hex");
+
+test("cluster: hostile codes on an edge reach no NATS protocol; frames without a node and foreign message kinds are dropped and counted", async () => {
+  const nats = await startNats();
+  const nodes = [];
+  try {
+    const a = await startNode(nats, "ha");
+    const b = await startNode(nats, "hb");
+    nodes.push(a, b);
+    const code = uniqueCode("HC");
+    const obs = await observer(a, { groupCode: code });
+    assert.equal(obs.ack.value, true, obs.ack.reason);
+    const onA = await overlay(a, code);
+    const onB = await overlay(b, code);
+    const watcher = await natsRaw(nats.url);
+    // The origin publishes under the code's token, with its node header.
+    await watcher.sub(`t.frames.${hex(code)}`);
+    sendEvent(obs.socket, code, "game_mode", "before");
+    await waitFor(() => onB.received.at(-1)?.matchType === "before", 5000, "the first state on B");
+    await waitFor(() => watcher.msgs.length > 0, 3000, "a frame seen on NATS");
+    assert.match(watcher.msgs[0].headers, /Spectra-Node: ha/);
+    const captured = watcher.msgs[0].payload;
+
+    // The attack of defects 1, 2, 3 and 6, on edge B: every hostile code at every door.
+    for (const bad of HOSTILE) await assertRefusedEverywhere(b, bad);
+
+    // B kept its NATS connection and its subscriptions: states still reach B's overlay, a
+    // spectator on B still joins A's room (its join travels to A through NATS).
+    sendEvent(obs.socket, code, "game_mode", "after");
+    for (const v of [onA, onB]) await waitFor(() => v.received.at(-1)?.matchType === "after", 5000, "the next state");
+    const sp = await spectatorJoin(b, code);
+    assert.equal(sp.answer.type, "SpectatorJoined", JSON.stringify(sp.answer));
+    sp.close();
+    assert.equal(await clusterMetric(b, "spectra_cluster_connected"), 1);
+    assert.doesNotMatch(b.log(), /lost NATS/);
+
+    // A frame without the node header (an old, real frame replayed by someone on NATS) is not
+    // shown to B's viewers; it is counted (on A too, which listens for its own room's frames).
+    for (const n of [a, b]) assert.equal(await clusterMetric(n, "spectra_cluster_untrusted_dropped_total"), 0);
+    const before = onB.received.length;
+    await watcher.pub(`t.frames.${hex(code)}`, captured);
+    await waitFor(async () => (await clusterMetric(b, "spectra_cluster_untrusted_dropped_total")) === 1, 3000, "the forged frame counted on B");
+    await sleep(300);
+    assert.equal(onB.received.length, before, "the forged frame reached B's overlay");
+    assert.equal(onB.received.at(-1).matchType, "after");
+    // A message on the ingest subject of a kind nodes never forward (a snapshot request for
+    // a session) or about another code than its subject's is dropped by the origin, counted.
+    const session = { shard: 0, sid: "forged" };
+    await watcher.pub(`t.ingest.${hex(code)}`, JSON.stringify({ SnapshotRequest: { code, from: session } }), "t.forged.reply");
+    await watcher.pub(`t.ingest.${hex(code)}`, JSON.stringify({ StreamLeave: { code: `${code}X` } }), "t.forged.reply");
+    await watcher.pub(`t.ingest.${hex("A B")}`, JSON.stringify({ StreamLeave: { code: "A B" } }), "t.forged.reply");
+    // (Every node listens on the ingest subjects: A and B both count them.)
+    for (const n of [a, b]) {
+      await waitFor(async () => (await clusterMetric(n, "spectra_cluster_untrusted_dropped_total")) === 4, 3000, "three foreign messages counted");
+    }
+    // And the match goes on everywhere.
+    sendEvent(obs.socket, code, "game_mode", "end");
+    for (const v of [onA, onB]) await waitFor(() => v.received.at(-1)?.matchType === "end", 5000, "the last state");
+    watcher.close();
+    for (const s of [obs.socket, onA.socket, onB.socket]) s.close();
+  } finally {
+    for (const n of nodes) await n.stop();
+    await nats.remove();
+  }
+});
