@@ -36,10 +36,18 @@ enum Presence {
     Left { id: String, reason: String },
 }
 
-/// What spectators are told of the players and the lobby (as of the released messages).
+/// Players a room lists (observer and aux clients of one match: ten players and their
+/// observers fit many times over). Ingest clients beyond it stay connected and are not listed:
+/// what a delayed room holds per message stays small however many aux clients churn.
+pub const MAX_ROOM_PLAYERS: usize = 32;
+
+/// What spectators are told of the players and the lobby (as of the released messages). The
+/// player list is shared by every message that tells of the same list (one copy per change).
 #[derive(Debug, Clone)]
 struct RoomView {
-    players: Vec<Value>,
+    players: Rc<[Value]>,
+    /// Bytes of `players` as JSON (what a waiting message counts against the delay's bound).
+    bytes: usize,
     lobby: &'static str,
 }
 
@@ -49,9 +57,19 @@ struct Note {
     view: RoomView,
 }
 
+impl Note {
+    /// What the note holds: its text and the player list it carries (counted whole even when
+    /// shared with the note before it, so the delay's byte bound errs on the safe side).
+    fn bytes(&self) -> usize {
+        self.text.len() + self.view.bytes
+    }
+}
+
 pub struct Room {
     pub id: String,
     players: Vec<PlayerInfo>,
+    /// The players as spectators are told of them, built once per change of `players`.
+    players_view: Option<(Rc<[Value]>, usize)>,
     spectators: Vec<SpectatorInfo>,
     lobby: &'static str,
     presence_budget: Budget,
@@ -83,13 +101,15 @@ impl Room {
         Room {
             id: uuid_v4(),
             players: Vec::new(),
+            players_view: None,
             spectators: Vec::new(),
             lobby: "waiting",
             presence_budget: Budget::with_burst(Instant::now(), PRESENCE_BURST),
             pending_presence: None,
             viewers: ViewerStream::new(delay),
             view: RoomView {
-                players: Vec::new(),
+                players: Rc::from(Vec::new()),
+                bytes: 0,
                 lobby: "waiting",
             },
             delta_spectators: 0,
@@ -130,7 +150,7 @@ impl Room {
         let audience = self.audience();
         let out = self
             .viewers
-            .release_due(now, audience, |n| n.text.len(), &mut |b| encode(shard, b));
+            .release_due(now, audience, Note::bytes, &mut |b| encode(shard, b));
         // This state is the last item released: it goes out with the overlays' state.
         self.emit(shard, code, out)
     }
@@ -143,7 +163,7 @@ impl Room {
         let audience = self.audience();
         let out = self
             .viewers
-            .release_due(Instant::now(), audience, |n| n.text.len(), &mut |b| {
+            .release_due(Instant::now(), audience, Note::bytes, &mut |b| {
                 encode(shard, b)
             });
         if let Some(frames) = self.emit(shard, code, out) {
@@ -254,9 +274,18 @@ impl Room {
         }
     }
 
-    fn live_view(&self) -> RoomView {
+    fn live_view(&mut self) -> RoomView {
+        let (players, bytes) = self
+            .players_view
+            .get_or_insert_with(|| {
+                let list: Vec<Value> = self.players.iter().map(PlayerInfo::json).collect();
+                let bytes = list.iter().map(|v| v.to_string().len() + 1).sum();
+                (Rc::from(list), bytes)
+            })
+            .clone();
         RoomView {
-            players: self.players.iter().map(PlayerInfo::json).collect(),
+            players,
+            bytes,
             lobby: self.lobby,
         }
     }
@@ -297,8 +326,7 @@ impl Room {
             text,
             view: self.live_view(),
         };
-        self.viewers
-            .push_message(Instant::now(), note, |n| n.text.len());
+        self.viewers.push_message(Instant::now(), note, Note::bytes);
     }
 
     /// Sends a presence notice to the spectators now (never delayed).
@@ -311,6 +339,13 @@ impl Room {
     }
 
     pub fn player_joined(&mut self, shard: &Rc<Shard>, code: &str, player: PlayerInfo) {
+        if self.players.len() >= MAX_ROOM_PLAYERS {
+            tracing::debug!(
+                "match {code}: ingest client not listed to spectators (over {MAX_ROOM_PLAYERS})"
+            );
+            return;
+        }
+        self.players_view = None;
         let authority = player.is_authority;
         if authority {
             for p in &mut self.players {
@@ -335,6 +370,7 @@ impl Room {
             return;
         };
         let player = self.players.remove(pos);
+        self.players_view = None;
         let text = message("PlayerLeft", json!({ "player_id": player.id }));
         self.send_all(shard, code, text);
         if player.is_authority {
@@ -418,7 +454,7 @@ impl Room {
                 "room_code": code,
                 "spectator_id": s.id,
                 "game_name": cfg.game_name,
-                "current_players": self.view.players,
+                "current_players": &*self.view.players,
                 "current_spectators": self.spectator_list(limit),
                 "spectator_count": self.spectators.len(),
                 "lobby_state": self.view.lobby,

@@ -646,3 +646,30 @@ test("what a session keeps (and a recovery holds) is bounded: aux logon size and
     await server.stop();
   }
 });
+
+test("with a spectator delay, aux clients that churn hold bounded memory: a room lists at most 32 ingest clients and its waiting messages share one player list per change (5)", async (t) => {
+  const server = await startServer({ shards: 1, env: { SPECTATOR_DELAY_MS: "30000" } });
+  try {
+    const { code, o, ov } = await startedMatch(server, "CHURN", "mid-churn");
+    const before = rssMb(server);
+    const kept = [];
+    for (let i = 0; i < 200; i++) kept.push(await auxClient(server, "mid-churn", `p-${i}`));
+    // Churn: one leaves, one arrives, 400 times (every join and leave is a delayed message).
+    for (let i = 0; i < 400; i++) {
+      kept.shift().close();
+      kept.push(await auxClient(server, "mid-churn", `q-${i}`));
+    }
+    await sleep(500);
+    const grown = rssMb(server) - before;
+    t.diagnostic(`RSS +${grown.toFixed(1)} MB after 200 aux clients and 400 churns with a 30 s delay`);
+    assert.ok(grown < 40, `RSS grew ${grown.toFixed(1)} MB`);
+    // The match goes on for its overlays.
+    sendEvent(o.socket, code, "game_mode", "after-churn");
+    await waitFor(() => last(ov)?.matchType === "after-churn", 5000, "the state after the churn");
+    for (const s of kept) s.close();
+    o.socket.close();
+    ov.socket.close();
+  } finally {
+    await server.stop();
+  }
+});
