@@ -117,6 +117,12 @@ pub struct Args {
           value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub spectator_delay_ms: u64,
 
+    /// With a spectator delay: the key public codes are derived with (HMAC-SHA256 of the group
+    /// code). Unset: kept in `REPLAY_DIR/public-code.key` (made on first use), or new at every
+    /// start when replay logs are off. Give every node of a cluster the same key.
+    #[arg(long, env = "PUBLIC_CODE_KEY", hide_env_values = true)]
+    pub public_code_key: Option<String>,
+
     /// Milliseconds between the comment lines an idle HTTP event stream gets (keeps proxies
     /// from closing it).
     #[arg(long, env = "STREAM_HEARTBEAT_MS", default_value_t = 15_000)]
@@ -333,6 +339,8 @@ pub struct Config {
     pub spectator_max_message: usize,
     /// See `Args::spectator_delay_ms`.
     pub spectator_delay: Duration,
+    /// With a spectator delay, the key of the public codes (`crate::code::public_code`).
+    pub public_code_key: Option<String>,
     pub stream_heartbeat: Duration,
     pub game_name: String,
     pub backend: crate::backend::BackendConfig,
@@ -352,6 +360,9 @@ impl Config {
     }
 
     pub fn from_args(args: Args) -> Config {
+        let replay_dir = (!args.replay_dir.as_os_str().is_empty()
+            && args.replay_dir.as_os_str() != "off")
+            .then(|| args.replay_dir.clone());
         let shards = args
             .shards
             .filter(|n| *n > 0)
@@ -399,9 +410,7 @@ impl Config {
             recovery_max_held: args.recovery_max_held.max(1),
             match_idle: Duration::from_secs(args.match_idle_seconds.max(1)),
             tick: Duration::from_millis(args.broadcast_interval_ms.clamp(5, 10_000)),
-            replay_dir: (!args.replay_dir.as_os_str().is_empty()
-                && args.replay_dir.as_os_str() != "off")
-                .then_some(args.replay_dir),
+            replay_dir: replay_dir.clone(),
             recover_matches: args.recover_matches != "false",
             shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms.max(1)),
             limits: crate::limits::LimitConfig {
@@ -420,6 +429,8 @@ impl Config {
             spectator_presence_limit: args.spectator_presence_limit,
             allow_spectators: args.allow_spectators != "false",
             spectator_max_message: args.spectator_max_message.max(1024),
+            public_code_key: (args.spectator_delay_ms > 0)
+                .then(|| public_code_key(args.public_code_key.as_deref(), replay_dir.as_deref())),
             spectator_delay: Duration::from_millis(args.spectator_delay_ms),
             stream_heartbeat: Duration::from_millis(args.stream_heartbeat_ms.max(100)),
             game_name: args.game_name,
@@ -472,6 +483,37 @@ impl Config {
             },
         }
     }
+}
+
+/// The public-code key: given, else kept beside the replay logs (stable across restarts), else
+/// new for this run.
+fn public_code_key(given: Option<&str>, replay_dir: Option<&std::path::Path>) -> String {
+    if let Some(key) = given.filter(|k| !k.is_empty()) {
+        return key.to_string();
+    }
+    let fresh = || crate::random::random_string(b"abcdefghijklmnopqrstuvwxyz0123456789", 40);
+    let Some(dir) = replay_dir else {
+        return fresh();
+    };
+    let path = dir.join("public-code.key");
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && !text.trim().is_empty()
+    {
+        return text.trim().to_string();
+    }
+    let key = fresh();
+    // Only the server's user reads it. (Not kept: the node warns at start, see `node::runtime`.)
+    let _ = std::fs::create_dir_all(dir).and_then(|()| {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        f.write_all(key.as_bytes())
+    });
+    key
 }
 
 /// A random 24-character access key from an unambiguous alphabet.

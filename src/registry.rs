@@ -87,6 +87,21 @@ pub struct TeamInfo {
 pub struct Registry {
     pub live: HashMap<String, Entry>,
     pub finished: HashMap<String, TeamInfo>,
+    /// With a spectator delay: the public codes this shard keeps (it owns them by hash), each
+    /// with its match's group code and room id.
+    aliases: HashMap<String, (String, String)>,
+    /// Rooms of ended matches that still hold delayed states, by room id: until their viewers
+    /// reach the end, the result stays unpublished (`Closing::team_info`) and `GET /matches`
+    /// answers from them.
+    closing: HashMap<String, Closing>,
+}
+
+/// The room of an ended match while its delayed viewers catch up.
+struct Closing {
+    code: String,
+    room: Room,
+    /// The finished game's team info, published when the room closes (`None`: expired).
+    team_info: Option<Value>,
 }
 
 /// This shard's live matches (the registry's shard-local state).
@@ -96,6 +111,65 @@ pub fn matches(shard: &Shard) -> Rc<RefCell<Registry>> {
 
 fn new_secret() -> String {
     crate::random::random_string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 12)
+}
+
+/// A new match's spectator room: with a spectator delay it has a public code, which the shard
+/// that keeps that code is told of.
+fn new_room(shard: &Rc<Shard>, code: &str) -> Room {
+    let mut room = Room::new(shard.config.spectator_delay);
+    if let Some(key) = &shard.config.public_code_key {
+        let public = crate::code::public_code(key, code);
+        // Through the inbox even to this shard: the caller may hold the registry.
+        shard.mesh.send(
+            shard.owner_of(&public),
+            ShardMsg::Match(MatchMsg::Alias {
+                public: public.clone(),
+                group: Some(code.to_string()),
+                room: room.id.clone(),
+            }),
+        );
+        room.set_public(public);
+    }
+    room
+}
+
+/// The room is gone for good: its public code goes too.
+fn forget_public(shard: &Rc<Shard>, room: &Room) {
+    if let Some(public) = room.public() {
+        shard.mesh.send(
+            shard.owner_of(public),
+            ShardMsg::Match(MatchMsg::Alias {
+                public: public.to_string(),
+                group: None,
+                room: room.id.clone(),
+            }),
+        );
+    }
+}
+
+/// An accepted observer logon; with a spectator delay the acknowledgement also carries the
+/// match's public code (`publicCode`) for the operator to hand to the public.
+fn logon_accepted(
+    from: &SessionRef,
+    shard: &Rc<Shard>,
+    reason: &str,
+    auth: AuthRecord,
+    public: Option<&str>,
+) {
+    let mut ack = json!({ "type": "authenticate", "value": true, "reason": reason });
+    if let Some(public) = public {
+        ack["publicCode"] = Value::String(public.to_string());
+    }
+    shard.deliver(
+        from.shard,
+        &from.sid,
+        SessionAction::App(crate::app::SpectraAction::LogonResult {
+            ack: event_packet("obs_logon_ack", &ack.to_string()),
+            auth: Some(auth),
+            disconnect: false,
+            credential_failure: None,
+        }),
+    );
 }
 
 fn logon_result(
@@ -255,8 +329,9 @@ fn take_over(
         player_id: String::new(),
         client_id: player.id.clone(),
     };
-    let mut room = Room::new(shard.config.spectator_delay);
+    let mut room = new_room(shard, &code);
     room.player_joined(shard, &code, player);
+    let public = room.public().map(String::from);
     let seq = shard.global.match_seq.fetch_add(1, Ordering::Relaxed);
     let mut entry = Entry::new(game, secret.clone(), seq, room);
     entry.slot = Some(slot);
@@ -293,7 +368,7 @@ fn take_over(
         "match {code}: taken over on shard {} from the cluster's event log ({events} events)",
         shard.id
     );
-    logon_result(&from, shard, true, "reconnected", Some(auth));
+    logon_accepted(&from, shard, "reconnected", auth, public.as_deref());
 }
 
 fn create_match_with(
@@ -323,12 +398,13 @@ fn create_match_with(
         if same {
             entry.room.player_joined(shard, &code, player);
         }
+        let public = entry.room.public().map(String::from);
         drop(reg);
         if same {
             tracing::info!(
                 "match {code}: observer logon accepted (reconnected with the group secret)"
             );
-            logon_result(&from, shard, true, "reconnected", Some(auth));
+            logon_accepted(&from, shard, "reconnected", auth, public.as_deref());
         } else {
             // A wrong secret (not a missing one) counts as a guess.
             let guessed = (!logon.group_secret.is_empty()).then_some(owner.key);
@@ -353,8 +429,9 @@ fn create_match_with(
     };
     match Match::new(&logon.match_logon()) {
         Ok(game) => {
-            let mut room = Room::new(shard.config.spectator_delay);
+            let mut room = new_room(shard, &code);
             room.player_joined(shard, &code, player);
+            let public = room.public().map(String::from);
             let seq = shard.global.match_seq.fetch_add(1, Ordering::Relaxed);
             let mut entry = Entry::new(game, secret.clone(), seq, room);
             entry.slot = Some(slot);
@@ -381,7 +458,7 @@ fn create_match_with(
                 "match {code}: created on shard {} (observer logon accepted)",
                 shard.id
             );
-            logon_result(&from, shard, true, &secret, Some(auth));
+            logon_accepted(&from, shard, &secret, auth, public.as_deref());
         }
         Err(cause) => {
             drop(reg);
@@ -416,7 +493,7 @@ pub fn recover(shard: &Rc<Shard>) {
             Err(Unrebuilt::Ended) => continue,
         };
         let seq = shard.global.match_seq.fetch_add(1, Ordering::Relaxed);
-        let mut entry = Entry::new(game, secret, seq, Room::new(shard.config.spectator_delay));
+        let mut entry = Entry::new(game, secret, seq, new_room(shard, &code));
         note_claim(shard, &mut entry);
         entry.log = Some(crate::replay::log::ReplayLog::resume(
             candidate.path.clone(),
@@ -630,7 +707,37 @@ pub fn on_shard_msg(shard: &Rc<Shard>, msg: MatchMsg) {
         MatchMsg::PlayerPresence { code, join, leave } => {
             player_presence(shard, &code, join, leave)
         }
-        MatchMsg::SpectatorJoin { code, spectator } => spectator_join(shard, &code, spectator),
+        MatchMsg::SpectatorJoin {
+            code,
+            spectator,
+            via_public,
+        } => match public_viewer(shard, &code, via_public) {
+            Viewer::Match(code) => spectator_join(shard, &code, spectator),
+            Viewer::Elsewhere(group) => shard.send_to(
+                shard.owner_of(&group),
+                ShardMsg::Match(MatchMsg::SpectatorJoin {
+                    code: group,
+                    spectator,
+                    via_public: true,
+                }),
+            ),
+            Viewer::Unknown => not_here(
+                shard,
+                MatchMsg::SpectatorJoin {
+                    code,
+                    spectator,
+                    via_public,
+                },
+            ),
+            Viewer::Refused => unanswered(
+                shard,
+                MatchMsg::SpectatorJoin {
+                    code,
+                    spectator,
+                    via_public,
+                },
+            ),
+        },
         MatchMsg::SpectatorLeave {
             code,
             spectator_id,
@@ -642,7 +749,42 @@ pub fn on_shard_msg(shard: &Rc<Shard>, msg: MatchMsg) {
             conn,
             last_seq,
             node,
-        } => stream_join(shard, &code, (to, conn, node), last_seq),
+            via_public,
+        } => {
+            let msg = |code, via_public| MatchMsg::StreamJoin {
+                code,
+                shard: to,
+                conn,
+                last_seq,
+                node: node.clone(),
+                via_public,
+            };
+            match public_viewer(shard, &code, via_public) {
+                Viewer::Match(code) => stream_join(shard, &code, (to, conn, node), last_seq),
+                Viewer::Elsewhere(group) => {
+                    shard.send_to(shard.owner_of(&group), ShardMsg::Match(msg(group, true)))
+                }
+                Viewer::Unknown => not_here(shard, msg(code, via_public)),
+                Viewer::Refused => unanswered(shard, msg(code, via_public)),
+            }
+        }
+        MatchMsg::Alias {
+            public,
+            group,
+            room,
+        } => {
+            let reg_cell = matches(shard);
+            let mut reg = reg_cell.borrow_mut();
+            match group {
+                Some(group) => {
+                    reg.aliases.insert(public, (group, room));
+                }
+                None if reg.aliases.get(&public).is_some_and(|(_, r)| *r == room) => {
+                    reg.aliases.remove(&public);
+                }
+                None => {}
+            }
+        }
         MatchMsg::StreamLeave { code } => {
             let reg_cell = matches(shard);
             let mut reg = reg_cell.borrow_mut();
@@ -653,6 +795,50 @@ pub fn on_shard_msg(shard: &Rc<Shard>, msg: MatchMsg) {
                 forward(shard, MatchMsg::StreamLeave { code });
             }
         }
+    }
+}
+
+/// Where a public viewer's code (a spectator's room code, an HTTP stream's code) leads.
+enum Viewer {
+    /// Handle it here with this code (no delay, or the group code a public code named).
+    Match(String),
+    /// A public code of this shard's: the match is this group code, on its owner shard.
+    Elsewhere(String),
+    /// A public code this shard does not know (perhaps another node's).
+    Unknown,
+    /// With a delay, a code that is not a public code: refused like an unknown room.
+    Refused,
+}
+
+/// With a spectator delay, public viewers name a match only by its public code (never by its
+/// group code, which would show them the match before the delay); without one, by its code.
+fn public_viewer(shard: &Rc<Shard>, code: &str, via_public: bool) -> Viewer {
+    if via_public || shard.config.public_code_key.is_none() {
+        return Viewer::Match(code.to_string());
+    }
+    if !crate::code::is_public_form(code) {
+        return Viewer::Refused;
+    }
+    let reg_cell = matches(shard);
+    let reg = reg_cell.borrow();
+    let found = reg
+        .aliases
+        .iter()
+        .find(|(p, _)| p.eq_ignore_ascii_case(code))
+        .map(|(_, (group, _))| group.clone());
+    match found {
+        Some(group) if shard.owner_of(&group) == shard.id => Viewer::Match(group),
+        Some(group) => Viewer::Elsewhere(group),
+        None => Viewer::Unknown,
+    }
+}
+
+/// A viewer's message for a code no match here has: to the cluster (perhaps another node's
+/// match), else answered as for no such match.
+fn not_here(shard: &Rc<Shard>, msg: MatchMsg) {
+    match crate::cluster::of(shard) {
+        Some(cluster) => cluster.forward(msg, shard.id),
+        None => unanswered(shard, msg),
     }
 }
 
@@ -676,18 +862,16 @@ fn stream_join(shard: &Rc<Shard>, code: &str, to: (usize, u64, String), last_seq
         Some((key, entry)) => entry.room.stream_join(shard, &key, to, last_seq),
         None => {
             drop(reg);
+            // Perhaps another node's match: its origin answers the stream.
             let msg = MatchMsg::StreamJoin {
                 code: code.to_string(),
                 shard: to.0,
                 conn: to.1,
                 last_seq,
                 node: to.2,
+                via_public: shard.config.public_code_key.is_some(),
             };
-            match crate::cluster::of(shard) {
-                // Perhaps another node's match: its origin answers the stream.
-                Some(cluster) => cluster.forward(msg, shard.id),
-                None => unanswered(shard, msg),
-            }
+            not_here(shard, msg);
         }
     }
 }
@@ -703,6 +887,23 @@ fn forward(shard: &Rc<Shard>, msg: MatchMsg) {
 /// Another node forwarded a message for the owner of a match: handled (and acknowledged) when
 /// the match lives here; others stay silent (the origin answers).
 pub fn remote_ingest(shard: &Rc<Shard>, mut msg: MatchMsg, reply: String) {
+    // A viewer's public code this shard keeps: handled (resolved) here.
+    let public = matches!(
+        &msg,
+        MatchMsg::SpectatorJoin {
+            via_public: false,
+            ..
+        } | MatchMsg::StreamJoin {
+            via_public: false,
+            ..
+        }
+    ) && msg.code().is_some_and(|c| public_group(shard, c).is_some());
+    if public {
+        if let Some(cluster) = crate::cluster::of(shard) {
+            cluster.ack(reply);
+        }
+        return on_shard_msg(shard, msg);
+    }
     let key = msg
         .code()
         .and_then(|code| find_code(&matches(shard).borrow(), code));
@@ -734,12 +935,34 @@ pub fn unanswered(shard: &Rc<Shard>, msg: MatchMsg) {
     }
 }
 
-/// `GET /matches/{code}`: the state viewers see now, versioned by its seq.
+/// The group code of a public code this shard keeps (`None` without a spectator delay).
+pub fn public_group(shard: &Rc<Shard>, code: &str) -> Option<String> {
+    shard.config.public_code_key.as_ref()?;
+    match public_viewer(shard, code, false) {
+        Viewer::Match(group) | Viewer::Elsewhere(group) => Some(group),
+        Viewer::Unknown | Viewer::Refused => None,
+    }
+}
+
+/// `GET /matches/{code}`: the state viewers see now, versioned by its seq (also of an ended
+/// match whose delayed viewers have not reached its end yet).
 pub fn viewer_snapshot(shard: &Rc<Shard>, code: &str) -> RestAnswer {
     let reg_cell = matches(shard);
     let mut reg = reg_cell.borrow_mut();
     let Some(entry) = find_code(&reg, code).and_then(|k| reg.live.get_mut(&k)) else {
-        return RestAnswer::error(404, "No live match has this group code");
+        let closing = reg
+            .closing
+            .values()
+            .find(|c| c.code.eq_ignore_ascii_case(code))
+            .and_then(|c| c.room.released());
+        return match closing {
+            Some((seq, json)) => RestAnswer {
+                status: 200,
+                body: json.to_string(),
+                etag: Some(seq),
+            },
+            None => RestAnswer::error(404, crate::code::NO_LIVE_MATCH),
+        };
     };
     if let Some((seq, json)) = entry.room.released() {
         return RestAnswer {
@@ -773,6 +996,7 @@ pub fn live_list(shard: &Rc<Shard>) -> Vec<Value> {
             let summary = e.game.summary();
             json!({
                 "code": code,
+                "publicCode": e.room.public(),
                 "score": summary["score"],
                 "teams": summary["teams"],
                 "map": summary["map"],
@@ -1012,16 +1236,16 @@ pub fn spectator_join(shard: &Rc<Shard>, code: &str, spectator: SpectatorInfo) {
     let key = find_code(&reg, code);
     let Some(entry) = key.as_ref().and_then(|k| reg.live.get_mut(k)) else {
         drop(reg);
-        let msg = MatchMsg::SpectatorJoin {
-            code: code.to_string(),
-            spectator,
-        };
-        match crate::cluster::of(shard) {
-            // Perhaps another node's match: its origin keeps the room.
-            Some(cluster) => cluster.forward(msg, shard.id),
-            None => unanswered(shard, msg),
-        }
-        return;
+        // Perhaps another node's match: its origin keeps the room.
+        let via_public = shard.config.public_code_key.is_some();
+        return not_here(
+            shard,
+            MatchMsg::SpectatorJoin {
+                code: code.to_string(),
+                spectator,
+                via_public,
+            },
+        );
     };
     let data = game_data_text(entry);
     let code = key.unwrap_or_default();
@@ -1242,46 +1466,84 @@ fn end_match(shard: &Rc<Shard>, code: &str) {
             "isSupporter": entry.game.org_is_supporter(),
         });
         complete_call(shard, entry, true);
-        if let Some(cluster) = crate::cluster::of(shard) {
-            cluster.put(crate::cluster::Shared::TeamInfo, code, body.to_string());
-        }
-        // Kept one hour from the game end (QUIRK G1: the original counted from creation).
-        reg.finished.insert(
-            code.to_string(),
-            TeamInfo {
-                body,
-                expires: Instant::now() + TEAM_INFO_TTL,
-            },
-        );
-        frames
+        (frames, body)
     };
-    publish(shard, code, frames);
+    publish(shard, code, frames.0);
     tracing::info!("match {code}: game ended");
-    remove_match(shard, code);
+    remove_match_with(shard, code, Some(frames.1));
+}
+
+/// Publishes a finished game's team info (`/getTeamInfoForCode`, and to the cluster).
+fn publish_team_info(shard: &Rc<Shard>, code: &str, body: Value) {
+    if let Some(cluster) = crate::cluster::of(shard) {
+        cluster.put(crate::cluster::Shared::TeamInfo, code, body.to_string());
+    }
+    // Kept one hour from its publication (QUIRK G1: the original counted from creation).
+    matches(shard).borrow_mut().finished.insert(
+        code.to_string(),
+        TeamInfo {
+            body,
+            expires: Instant::now() + TEAM_INFO_TTL,
+        },
+    );
 }
 
 /// Removes a match and disconnects its ingest clients on every shard.
 pub fn remove_match(shard: &Rc<Shard>, code: &str) {
+    remove_match_with(shard, code, None);
+}
+
+/// Removes a match (`team_info`: its finished game's). With a spectator delay its room stays
+/// until the delayed viewers reach the end; only then are the result (team info), the match's
+/// leaving the counts and its public code published or dropped (the public sees the end when
+/// the delayed viewers do, not before).
+fn remove_match_with(shard: &Rc<Shard>, code: &str, team_info: Option<Value>) {
     let Some(mut entry) = matches(shard).borrow_mut().live.remove(code) else {
         return;
     };
     if let Some(cluster) = crate::cluster::of(shard) {
         cluster.release(code);
     }
-    if entry.room.close(shard, code) {
-        // Spectators still get what the delay holds, then the room closes.
-        let (shard, code, mut room) = (shard.clone(), code.to_string(), entry.room);
+    let mut room = std::mem::replace(&mut entry.room, Room::new(Duration::ZERO));
+    if room.close(shard, code) {
+        let id = room.id.clone();
+        matches(shard).borrow_mut().closing.insert(
+            id.clone(),
+            Closing {
+                code: code.to_string(),
+                room,
+                team_info,
+            },
+        );
+        let shard = shard.clone();
         glommio::spawn_local(async move {
-            while let Some(at) = room.next_due() {
+            loop {
+                let due = matches(&shard)
+                    .borrow()
+                    .closing
+                    .get(&id)
+                    .and_then(|c| c.room.next_due());
+                let Some(at) = due else { break };
                 glommio::timer::sleep(at.saturating_duration_since(Instant::now())).await;
-                room.release(&shard, &code);
+                // Out of the registry while it publishes (nothing it calls borrows it).
+                let taken = matches(&shard).borrow_mut().closing.remove(&id);
+                if let Some(mut closing) = taken {
+                    closing.room.release(&shard, &closing.code);
+                    matches(&shard)
+                        .borrow_mut()
+                        .closing
+                        .insert(id.clone(), closing);
+                }
+            }
+            let done = matches(&shard).borrow_mut().closing.remove(&id);
+            if let Some(closing) = done {
+                closed(&shard, &closing.code, &closing.room, closing.team_info);
             }
         })
         .detach();
-        entry.room = Room::new(Duration::ZERO);
+    } else {
+        closed(shard, code, &room, team_info);
     }
-    shard.global.matches_running.fetch_sub(1, Ordering::Relaxed);
-    crate::metrics::gauge(|s| &s.matches, -1);
     shard.mesh.send_to_others(shard.id, || ShardMsg::KickGroup {
         code: code.to_string(),
     });
@@ -1291,6 +1553,17 @@ pub fn remove_match(shard: &Rc<Shard>, code: &str) {
             code: code.to_string(),
         },
     );
+}
+
+/// A removed match's room is closed for its viewers too: the result is published, the match
+/// leaves the counts, its public code is forgotten.
+fn closed(shard: &Rc<Shard>, code: &str, room: &Room, team_info: Option<Value>) {
+    if let Some(body) = team_info {
+        publish_team_info(shard, code, body);
+    }
+    forget_public(shard, room);
+    shard.global.matches_running.fetch_sub(1, Ordering::Relaxed);
+    crate::metrics::gauge(|s| &s.matches, -1);
 }
 
 /// How long finished-game team info stays available.

@@ -17,6 +17,10 @@ pub fn on_event(shard: &Rc<Shard>, sid: &str, name: &str, arg: Option<&str>) {
     }
 }
 
+/// The refusal of an overlay logon with a public code.
+const PUBLIC_CODE_REFUSAL: &str =
+    "This is a public code for spectators: overlays log on with the match's group code.";
+
 /// `logon` → join the room, `logon_success` to this overlay, then the current snapshot to this
 /// overlay only (the original re-sent it to the whole room).
 fn logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
@@ -55,6 +59,15 @@ fn logon(shard: &Rc<Shard>, sid: &str, arg: Option<&str>) {
         && !crate::code::valid_group_code(c)
     {
         let reply = serde_json::json!({ "error": crate::code::INVALID_GROUP_CODE }).to_string();
+        return emit(&shard.eio, sid, "logon_failure", &reply);
+    }
+    // With a spectator delay the public code is for public viewers only: an overlay gets
+    // everything live, so it must know the group code.
+    if let Some(c) = &code
+        && shard.config.public_code_key.is_some()
+        && crate::code::is_public_form(c)
+    {
+        let reply = serde_json::json!({ "error": PUBLIC_CODE_REFUSAL }).to_string();
         return emit(&shard.eio, sid, "logon_failure", &reply);
     }
     let reply = logon_reply(code.as_deref());

@@ -221,6 +221,15 @@ fn finish_obs_logon(
             crate::code::INVALID_GROUP_CODE,
         );
     }
+    if shard.config.public_code_key.is_some() && crate::code::is_public_form(&group_code) {
+        return failure(
+            shard,
+            sid,
+            "obs_logon_ack",
+            "authenticate",
+            "Invalid group code: codes starting with PUB- are the public codes of delayed matches.",
+        );
+    }
     let owner =
         crate::limits::MatchOwner::new(obj.get("key").and_then(Value::as_str), peer_of(shard, sid));
     let logon = ObsLogon {

@@ -118,6 +118,20 @@ fn start_with(config: Config, ports: Vec<(Port, u16)>) -> Result<Running, String
         .backend
         .enabled
         .then(|| crate::backend::Backend::start(config.backend.clone(), global.metrics.clone()));
+    if config.public_code_key.is_some() {
+        match &config.replay_dir {
+            Some(dir) if !dir.join("public-code.key").exists() => tracing::warn!(
+                "spectator delay: the public-code key could not be kept in {}; public codes change \
+                 at the next start (set PUBLIC_CODE_KEY)",
+                dir.display()
+            ),
+            None => tracing::warn!(
+                "spectator delay: replay logs are off, so public codes change at the next start \
+                 (set PUBLIC_CODE_KEY)"
+            ),
+            _ => {}
+        }
+    }
     let config = Arc::new(config);
     let (mesh, inboxes) = Mesh::new(shards);
     let cluster = config.cluster.clone().map(|c| {

@@ -429,6 +429,20 @@ async fn match_snapshot(shard: &Rc<Shard>, req: &Request, raw_code: &str) -> Res
     if !crate::code::valid_group_code(&code) {
         return json_error(400, crate::code::INVALID_GROUP_CODE);
     }
+    // With a spectator delay the public knows a match by its public code only: the group code
+    // is answered like an unknown code; the public code is looked up where it is kept.
+    let code = if shard.config.public_code_key.is_some() {
+        if !crate::code::is_public_form(&code) {
+            return json_error(404, crate::code::NO_LIVE_MATCH);
+        }
+        match ask_answer(shard, shard.owner_of(&code), RestQuery::Public(code)).await {
+            Some(found) if found.status == 200 => found.body,
+            Some(_) => return json_error(404, crate::code::NO_LIVE_MATCH),
+            None => return json_error(500, "Internal server error"),
+        }
+    } else {
+        code
+    };
     let Some(answer) = ask_answer(shard, shard.owner_of(&code), RestQuery::Snapshot(code)).await
     else {
         return json_error(500, "Internal server error");
@@ -520,6 +534,10 @@ pub fn answer(shard: &Rc<Shard>, query: RestQuery) -> RestAnswer {
         }
         RestQuery::Live => RestAnswer::ok(status::shard_part(shard).to_string()),
         RestQuery::Snapshot(code) => crate::registry::viewer_snapshot(shard, &code),
+        RestQuery::Public(code) => match crate::registry::public_group(shard, &code) {
+            Some(group) => RestAnswer::ok(group),
+            None => RestAnswer::error(404, crate::code::NO_LIVE_MATCH),
+        },
         RestQuery::Matches => {
             let overlays: serde_json::Map<String, Value> = crate::fanout::subscribers::of(shard)
                 .borrow()

@@ -27,6 +27,10 @@ pub fn shard_part(shard: &Rc<Shard>) -> Value {
                 _ => Map::new(),
             };
             m.insert("groupCode".into(), json!(code));
+            if let Some(public) = entry.room.public() {
+                // For the operator to hand to the public (a spectator delay is on).
+                m.insert("publicCode".into(), json!(public));
+            }
             m.insert("shard".into(), json!(shard.id));
             m.insert("spectators".into(), json!(entry.room.spectator_count()));
             Value::Object(m)

@@ -145,10 +145,14 @@ pub enum MatchMsg {
         join: Option<PlayerInfo>,
         leave: Option<String>,
     },
-    /// A spectator asks to join the room of the match.
+    /// A spectator asks to join the room of the match. `via_public`: `code` is the group code
+    /// the match's public code named (resolved by the shard that keeps the public code); a
+    /// viewer's own code never is (with a spectator delay it must be a public code).
     SpectatorJoin {
         code: String,
         spectator: SpectatorInfo,
+        #[serde(default)]
+        via_public: bool,
     },
     /// A spectator left (voluntarily or by disconnecting).
     SpectatorLeave {
@@ -167,16 +171,27 @@ pub enum MatchMsg {
         /// The node of the stream's connection (cluster mode; empty: this node).
         #[serde(default)]
         node: String,
+        /// As `SpectatorJoin::via_public`.
+        #[serde(default)]
+        via_public: bool,
     },
     /// An HTTP event stream of the match ended.
     StreamLeave { code: String },
+    /// With a spectator delay: the match `group` (whose room is `room`) has the public code
+    /// `public`, for the shard that keeps public codes (the owner of `public`); `group: None`
+    /// forgets it (only if it still names `room`).
+    Alias {
+        public: String,
+        group: Option<String>,
+        room: String,
+    },
 }
 
 /// The group code field of a `MatchMsg` (by reference or by mutable reference, as `$msg` is).
 macro_rules! code_field {
     ($msg:expr) => {
         match $msg {
-            MatchMsg::Create { .. } | MatchMsg::FindMatchId { .. } => None,
+            MatchMsg::Create { .. } | MatchMsg::FindMatchId { .. } | MatchMsg::Alias { .. } => None,
             MatchMsg::Event { code, .. }
             | MatchMsg::AuxDisconnected { code, .. }
             | MatchMsg::SnapshotRequest { code, .. }
@@ -358,6 +373,9 @@ pub enum RestQuery {
     Live,
     /// The state viewers see now of a live match (`GET /matches/{code}`).
     Snapshot(String),
+    /// With a spectator delay: the group code a public code names (200 with the code as the
+    /// body, or 404), asked of the shard that keeps it.
+    Public(String),
     /// The receiving shard's live matches and viewers (`GET /matches`).
     Matches,
 }
@@ -507,6 +525,7 @@ mod tests {
             MatchMsg::SpectatorJoin {
                 code: "G".into(),
                 spectator,
+                via_public: true,
             },
             MatchMsg::SpectatorLeave {
                 code: "G".into(),
@@ -519,8 +538,14 @@ mod tests {
                 conn: 4,
                 last_seq: Some(17),
                 node: "n2".into(),
+                via_public: false,
             },
             MatchMsg::StreamLeave { code: "G".into() },
+            MatchMsg::Alias {
+                public: "PUB-0A".into(),
+                group: Some("G".into()),
+                room: "r".into(),
+            },
         ] {
             round_trip(msg);
         }

@@ -413,7 +413,11 @@ fn join(shard: &Rc<Shard>, conn: u64, queue: &OutQueue, data: Option<&Value>) {
     let owner = shard.owner_of(&code);
     shard.send_to(
         owner,
-        ShardMsg::Match(MatchMsg::SpectatorJoin { code, spectator }),
+        ShardMsg::Match(MatchMsg::SpectatorJoin {
+            code,
+            spectator,
+            via_public: false,
+        }),
     );
 }
 

@@ -67,6 +67,9 @@ impl Note {
 
 pub struct Room {
     pub id: String,
+    /// With a spectator delay, the match's public code (`crate::code::public_code`): the only
+    /// code public viewers see, in the room's messages and as the states' `groupCode`.
+    public: Option<String>,
     players: Vec<PlayerInfo>,
     /// The players as spectators are told of them, built once per change of `players`.
     players_view: Option<(Rc<[Value]>, usize)>,
@@ -100,6 +103,7 @@ impl Room {
     pub fn new(delay: Duration) -> Room {
         Room {
             id: uuid_v4(),
+            public: None,
             players: Vec::new(),
             players_view: None,
             spectators: Vec::new(),
@@ -116,6 +120,20 @@ impl Room {
             streams: 0,
             stream_left: None,
         }
+    }
+
+    /// Gives the room its public code (with a spectator delay).
+    pub fn set_public(&mut self, public: String) {
+        self.public = Some(public);
+    }
+
+    pub fn public(&self) -> Option<&str> {
+        self.public.as_deref()
+    }
+
+    /// The code viewers are shown for the match `code`: its public code when it has one.
+    fn shown<'a>(&'a self, code: &'a str) -> &'a str {
+        self.public.as_deref().unwrap_or(code)
     }
 
     fn audience(&self) -> Audience {
@@ -142,7 +160,22 @@ impl Room {
                 .stream_left
                 .is_some_and(|at| now.duration_since(at) < RESUME_WINDOW);
         let from = self.authority();
-        self.viewers.push_state(now, value, json, from, wants_patch);
+        match &self.public {
+            // Public viewers never see the group code: their states carry the public code (one
+            // more serialisation per broadcast, only for delayed matches, which build the value
+            // anyway).
+            Some(public) => {
+                let mut v = Rc::try_unwrap(value()).unwrap_or_else(|rc| (*rc).clone());
+                if let Some(obj) = v.as_object_mut() {
+                    obj.insert("groupCode".into(), Value::String(public.clone()));
+                }
+                let json: Rc<str> = Rc::from(v.to_string());
+                let v = Rc::new(v);
+                self.viewers
+                    .push_state(now, move || v, json, from, wants_patch);
+            }
+            None => self.viewers.push_state(now, value, json, from, wants_patch),
+        }
         if !self.viewers.delay().is_zero() {
             self.release(shard, code);
             return None;
@@ -451,7 +484,7 @@ impl Room {
             "SpectatorJoined",
             json!({
                 "room_id": self.id,
-                "room_code": code,
+                "room_code": self.shown(code),
                 "spectator_id": s.id,
                 "game_name": cfg.game_name,
                 "current_players": &*self.view.players,
@@ -543,7 +576,7 @@ impl Room {
         if reason == "voluntary_leave" {
             let text = message(
                 "SpectatorLeft",
-                json!({"room_id": self.id, "room_code": code, "reason": reason,
+                json!({"room_id": self.id, "room_code": self.shown(code), "reason": reason,
                        "current_spectators": [], "spectator_count": self.spectators.len()}),
             );
             direct(shard, &s, vec![text], None);
@@ -570,7 +603,7 @@ impl Room {
         }
         let text = message(
             "SpectatorLeft",
-            json!({"room_id": self.id, "room_code": code, "reason": "room_closed",
+            json!({"room_id": self.id, "room_code": self.shown(code), "reason": "room_closed",
                    "current_spectators": [], "spectator_count": 0}),
         );
         let frame = websocket::text_frame(text.as_bytes());

@@ -91,6 +91,7 @@ where
             conn,
             last_seq,
             node: crate::cluster::node_id(shard),
+            via_public: false,
         }),
     );
     let started = futures_lite::future::or(async { rx.recv_async().await.ok().flatten() }, async {
@@ -100,7 +101,7 @@ where
     .await;
     let Some(room) = started else {
         streams(shard).borrow_mut().conns.remove(&conn);
-        let resp = error(404, "No live match has this group code");
+        let resp = error(404, crate::code::NO_LIVE_MATCH);
         let _ = write_response(&mut writer, &resp, false).await;
         return;
     };

@@ -200,7 +200,7 @@ test("spectators on any node join the origin's room: the limit and spectator_cou
     assert.equal(s1.answer.data.spectator_count, 1);
     assert.equal(s1.answer.data.current_players[0].name, header().obsName);
     const s2 = await spectator(a, code, "OnA");
-    assert.equal(s2.answer.data.spectator_count, 2);
+    assert.equal(s2.answer.data.spectator_count, 2, JSON.stringify(s2.answer));
     const s3 = await spectator(c, code.toLowerCase(), "OnC");
     assert.equal(s3.answer.data.spectator_count, 3);
     // The fourth, on any node, is over the room's limit.

@@ -227,6 +227,9 @@ test("SPECTATOR_DELAY_MS=2000: states reach spectators 2-2.5 s after the overlay
   try {
     const code = uniqueCode("DY");
     const obs = await observer(server, logonFields(code));
+    // Public viewers know the match by its public code only (see the anti-ghosting tests).
+    const pub = obs.ack.publicCode;
+    assert.match(pub, /^PUB-[0-9A-F]{24}$/);
     const view = await overlay(server, code);
     const seenByOverlay = new Map();
     view.socket.on("match_data", (d) => {
@@ -234,7 +237,7 @@ test("SPECTATOR_DELAY_MS=2000: states reach spectators 2-2.5 s after the overlay
       if (!seenByOverlay.has(t)) seenByOverlay.set(t, Date.now());
     });
     await sleep(2200); // the match's first state is public
-    const ws = await spectator(server, code, { delta: true });
+    const ws = await spectator(server, pub, { delta: true });
     assert.equal(ws.joined.delay_ms, 2000);
     const modes = ["m1", "m2", "m3", "m4", "m5"];
     for (const m of modes) {
@@ -242,13 +245,13 @@ test("SPECTATOR_DELAY_MS=2000: states reach spectators 2-2.5 s after the overlay
       await sleep(300);
     }
     // A spectator joining now sees the state of two seconds ago, not m5.
-    const late = await spectator(server, code, { name: "Late" });
+    const late = await spectator(server, pub, { name: "Late" });
     await waitFor(() => late.messages.some((m) => m.type === "GameData"), 3000, "the late joiner's state");
     assert.notEqual(late.messages.find((m) => m.type === "GameData").data.data.matchType, "m5");
     // Presence is not delayed: the first spectator hears of the late one at once.
     await waitFor(() => ws.messages.some((m) => m.type === "NewSpectatorJoined"), 1000, "presence at once");
     // The first HTTP answer is delayed too.
-    const early = await (await fetch(`${server.rest}/matches/${code}`)).json();
+    const early = await (await fetch(`${server.rest}/matches/${pub}`)).json();
     assert.notEqual(early.matchType, "m5");
     await waitFor(() => {
       const { states } = rebuild(ws.messages);
@@ -266,7 +269,7 @@ test("SPECTATOR_DELAY_MS=2000: states reach spectators 2-2.5 s after the overlay
       const lag = seqAt.get(m) - seenByOverlay.get(m);
       assert.ok(lag >= 1950 && lag < 2500, `${m}: spectator ${lag} ms after the overlay`);
     }
-    const now = await (await fetch(`${server.rest}/matches/${code}`)).json();
+    const now = await (await fetch(`${server.rest}/matches/${pub}`)).json();
     assert.equal(now.matchType, "m5");
     // The game ends: the overlays get the final state at once; spectators still get the last two
     // seconds — the final state — and only then room_closed.
