@@ -81,10 +81,10 @@ impl Node {
         let headers = msg.headers.as_ref();
         // Only frames another node of this cluster published: they name it. Anything else (a
         // client that reached NATS, a tool) is dropped and counted.
-        match headers.and_then(|h| h.get(NODE_HEADER)) {
-            Some(n) if n.as_str() == self.config.node_id => return,
-            Some(n) if !n.as_str().is_empty() => {}
-            _ => {
+        match sender(msg) {
+            Some(n) if n == self.config.node_id => return,
+            Some(_) => {}
+            None => {
                 self.untrusted(code, "a frame without its node");
                 return;
             }
@@ -132,7 +132,23 @@ impl Node {
     }
 }
 
+/// The node that sent a message (its `Spectra-Node` header; `None`: none, or empty).
+fn sender(msg: &async_nats::Message) -> Option<&str> {
+    msg.headers
+        .as_ref()?
+        .get(NODE_HEADER)
+        .map(|v| v.as_str())
+        .filter(|n| !n.is_empty())
+}
+
 impl Node {
+    /// The headers every message this node publishes carries: its id.
+    fn headers(&self) -> async_nats::HeaderMap {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(NODE_HEADER, self.config.node_id.as_str());
+        headers
+    }
+
     /// A message that did not come from a node of this cluster as nodes send them: dropped,
     /// counted (`spectra_cluster_untrusted_dropped_total`), logged at most once a second.
     fn untrusted(&self, code: &str, what: &str) {
@@ -268,8 +284,7 @@ async fn run(
     while let Ok(command) = commands.recv_async().await {
         match command {
             Command::Publish { code, payload } => {
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert(NODE_HEADER, node.config.node_id.as_str());
+                let mut headers = node.headers();
                 headers.insert(SENT_HEADER, now_us().to_string());
                 let subject = node.subjects.of(Kind::Frames, &code);
                 let len = payload.len() as u64;
@@ -379,11 +394,9 @@ async fn run(
             }
             Command::Reply { subject, payload } => {
                 // Snapshot replies are frames: they name their node like every published one.
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert(NODE_HEADER, node.config.node_id.as_str());
                 let _ = node
                     .client
-                    .publish_with_headers(subject, headers, payload)
+                    .publish_with_headers(subject, node.headers(), payload)
                     .await;
             }
             Command::Forward { code, msg, from } => {
@@ -401,9 +414,10 @@ async fn run(
                 let reply = node.subjects.ack(token);
                 let sent = node
                     .client
-                    .publish_with_reply(
+                    .publish_with_reply_and_headers(
                         node.subjects.of(Kind::Ingest, &code),
                         reply,
+                        node.headers(),
                         payload.into(),
                     )
                     .await;
@@ -459,7 +473,11 @@ async fn run(
                 if let Ok(payload) = postcard::to_stdvec(&msg) {
                     let _ = node
                         .client
-                        .publish(node.subjects.node(&to), payload.into())
+                        .publish_with_headers(
+                            node.subjects.node(&to),
+                            node.headers(),
+                            payload.into(),
+                        )
                         .await;
                 }
             }
@@ -485,6 +503,10 @@ async fn take_ingest(node: Arc<Node>) {
             node.untrusted(&code, "a forwarded message without a reply subject");
             continue;
         };
+        if sender(&msg).is_none() {
+            node.untrusted(&code, "a forwarded message without its node");
+            continue;
+        }
         let forwarded = match serde_json::from_slice::<MatchMsg>(&msg.payload) {
             Ok(m) if forwardable(&m, &code) => m,
             Ok(_) => {
@@ -530,6 +552,10 @@ async fn take_node_messages(node: Arc<Node>) {
         return;
     };
     while let Some(msg) = sub.next().await {
+        if sender(&msg).is_none() {
+            node.untrusted("this node", "a message without its node");
+            continue;
+        }
         match postcard::from_bytes::<NodeMsg>(&msg.payload) {
             Ok(m) => {
                 let (shard, msg) = m.into_shard_msg();

@@ -125,9 +125,15 @@ async function natsRaw(url) {
     msgs,
     flush,
     sub: async (subject) => { sock.write(`SUB ${subject} ${++sid}\r\n`); await flush(); },
-    pub: async (subject, payload, reply = "") => {
+    pub: async (subject, payload, reply = "", headers = null) => {
       const p = Buffer.from(payload);
-      sock.write(Buffer.concat([Buffer.from(`PUB ${subject}${reply ? ` ${reply}` : ""} ${p.length}\r\n`), p, Buffer.from("\r\n")]));
+      const r = reply ? ` ${reply}` : "";
+      if (headers) {
+        const h = Buffer.from(`NATS/1.0\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join("")}\r\n`);
+        sock.write(Buffer.concat([Buffer.from(`HPUB ${subject}${r} ${h.length} ${h.length + p.length}\r\n`), h, p, Buffer.from("\r\n")]));
+      } else {
+        sock.write(Buffer.concat([Buffer.from(`PUB ${subject}${r} ${p.length}\r\n`), p, Buffer.from("\r\n")]));
+      }
       await flush();
     },
     close: () => sock.destroy(),
@@ -190,15 +196,18 @@ test("cluster: hostile codes on an edge reach no NATS protocol; frames without a
     await sleep(300);
     assert.equal(onB.received.length, before, "the forged frame reached B's overlay");
     assert.equal(onB.received.at(-1).matchType, "after");
-    // A message on the ingest subject of a kind nodes never forward (a snapshot request for
-    // a session) or about another code than its subject's is dropped by the origin, counted.
+    // On the ingest subject, a message of a kind nodes never forward (a snapshot request for
+    // a session), about another code than its subject's, for an invalid code, or without the
+    // sending node is dropped, counted.
     const session = { shard: 0, sid: "forged" };
-    await watcher.pub(`t.ingest.${hex(code)}`, JSON.stringify({ SnapshotRequest: { code, from: session } }), "t.forged.reply");
-    await watcher.pub(`t.ingest.${hex(code)}`, JSON.stringify({ StreamLeave: { code: `${code}X` } }), "t.forged.reply");
-    await watcher.pub(`t.ingest.${hex("A B")}`, JSON.stringify({ StreamLeave: { code: "A B" } }), "t.forged.reply");
+    const node = { "Spectra-Node": "forger" };
+    await watcher.pub(`t.ingest.${hex(code)}`, JSON.stringify({ SnapshotRequest: { code, from: session } }), "t.forged.reply", node);
+    await watcher.pub(`t.ingest.${hex(code)}`, JSON.stringify({ StreamLeave: { code: `${code}X` } }), "t.forged.reply", node);
+    await watcher.pub(`t.ingest.${hex("A B")}`, JSON.stringify({ StreamLeave: { code: "A B" } }), "t.forged.reply", node);
+    await watcher.pub(`t.ingest.${hex(code)}`, JSON.stringify({ StreamLeave: { code } }), "t.forged.reply");
     // (Every node listens on the ingest subjects: A and B both count them.)
     for (const n of [a, b]) {
-      await waitFor(async () => (await clusterMetric(n, "spectra_cluster_untrusted_dropped_total")) === 4, 3000, "three foreign messages counted");
+      await waitFor(async () => (await clusterMetric(n, "spectra_cluster_untrusted_dropped_total")) === 5, 3000, "four foreign messages counted");
     }
     // And the match goes on everywhere.
     sendEvent(obs.socket, code, "game_mode", "end");
