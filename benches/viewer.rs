@@ -1,7 +1,8 @@
 //! Viewer-stream benchmarks over the reference match (`../shared/kit/reference/match.replay`,
 //! one state after every event, as when each event gets its own broadcast):
 //! - the CPU per broadcast to build the JSON Patch from the previous state (`json_patch::diff`
-//!   and its serialisation), beside building the full snapshot it is compared with;
+//!   and its serialisation), beside building the full snapshot it is compared with, and what a
+//!   delayed match's public code adds (its `groupCode` replaced, the viewers' JSON written);
 //! - printed before the timings: bytes per delivery of a full `GameData` and of a
 //!   `GameDataDelta`, plain and permessage-deflated, summed over the match, and the memory the
 //!   spectator-delay buffer holds after 180 s at 10 broadcasts per second (1,800 states).
@@ -101,6 +102,26 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("snapshot_json_whole_match", |b| {
         b.iter(|| states.iter().map(|s| s.to_string().len()).sum::<usize>())
+    });
+    // What a public code adds per broadcast of a delayed match (`Room::push_state`): the
+    // state's `groupCode` replaced in the value the delay builds anyway, and that value
+    // serialised for the viewers (the overlays' JSON carries the group code).
+    group.bench_function("public_code_per_broadcast_whole_match", |b| {
+        b.iter_batched(
+            || states.clone(),
+            |mut owned| {
+                owned
+                    .iter_mut()
+                    .map(|s| {
+                        if let Some(obj) = s.as_object_mut() {
+                            obj.insert("groupCode".into(), Value::String("PUB-0123".into()));
+                        }
+                        s.to_string().len()
+                    })
+                    .sum::<usize>()
+            },
+            criterion::BatchSize::LargeInput,
+        )
     });
     group.finish();
 }

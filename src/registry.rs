@@ -821,11 +821,11 @@ fn public_viewer(shard: &Rc<Shard>, code: &str, via_public: bool) -> Viewer {
     }
     let reg_cell = matches(shard);
     let reg = reg_cell.borrow();
+    // (Public codes are upper-case: `code::public_code`.)
     let found = reg
         .aliases
-        .iter()
-        .find(|(p, _)| p.eq_ignore_ascii_case(code))
-        .map(|(_, (group, _))| group.clone());
+        .get(&code.to_ascii_uppercase())
+        .map(|(group, _)| group.clone());
     match found {
         Some(group) if shard.owner_of(&group) == shard.id => Viewer::Match(group),
         Some(group) => Viewer::Elsewhere(group),
