@@ -124,6 +124,8 @@ pub struct ClusterStats {
     pub untrusted_dropped: AtomicU64,
     /// The second (Unix time) of the last log line about such a message.
     pub untrusted_logged_at: AtomicU64,
+    /// Frames dropped because an edge had seen a newer epoch of their match (a fenced origin).
+    pub stale_frames_dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -487,6 +489,12 @@ pub fn render(metrics: &Metrics, backend: bool) -> String {
                 "counter",
                 "Messages from NATS dropped as not sent by a node of this cluster (no node header, undecodable, an invalid code, a kind nodes do not forward).",
                 count(&c.untrusted_dropped),
+            ),
+            (
+                "spectra_cluster_stale_frames_dropped_total",
+                "counter",
+                "Frames from NATS dropped because a newer ownership epoch of their match was seen (an origin that was taken over).",
+                count(&c.stale_frames_dropped),
             ),
             (
                 "spectra_cluster_frame_lag_seconds_total",

@@ -1335,7 +1335,7 @@ pub fn snapshot_for_cluster(shard: &Rc<Shard>, code: &str, reply: String) {
         overlay: Some(frames),
         viewers: None,
     };
-    cluster.reply(reply, Some(&frame));
+    cluster.reply(code, reply, Some(&frame));
 }
 
 /// Publishes a new state to the room's subscribers on every shard: the overlays' frames, and

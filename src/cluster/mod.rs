@@ -79,8 +79,13 @@ enum Command {
         shard: usize,
         sid: String,
     },
-    /// The answer to a snapshot request (empty payload: no such match here).
-    Reply { subject: String, payload: Bytes },
+    /// The answer to a snapshot request (`code`: the match whose frames it carries, stamped
+    /// with its epoch) or an acknowledgement (`code: None`).
+    Reply {
+        subject: String,
+        payload: Bytes,
+        code: Option<String>,
+    },
     /// A message for the owner of `code`, which is not on this node (`<prefix>.ingest.<code>`);
     /// unanswered, it comes back to shard `from`.
     Forward {
@@ -219,12 +224,16 @@ impl Cluster {
     }
 
     /// Answers a snapshot request with a room frame (`None`: this node has no such match).
-    pub fn reply(&self, subject: String, frame: Option<&RoomFrame>) {
+    pub fn reply(&self, code: &str, subject: String, frame: Option<&RoomFrame>) {
         let payload = frame
             .and_then(|f| postcard::to_stdvec(f).ok())
             .map(Bytes::from)
             .unwrap_or_default();
-        self.send(Command::Reply { subject, payload });
+        self.send(Command::Reply {
+            subject,
+            payload,
+            code: Some(code.to_string()),
+        });
     }
 }
 
@@ -244,6 +253,7 @@ impl Cluster {
         self.send(Command::Reply {
             subject,
             payload: Bytes::from_static(b"1"),
+            code: None,
         });
     }
 

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use super::subjects::{Kind, NODE_HEADER, SENT_HEADER, Subjects};
+use super::subjects::{EPOCH_HEADER, Kind, NODE_HEADER, SENT_HEADER, Subjects};
 use super::{CLAIM_TIMEOUT, Claim, Command, Shared};
 use crate::config::ClusterConfig;
 use crate::metrics::Metrics;
@@ -66,6 +66,11 @@ struct Node {
     stores: Mutex<Option<Stores>>,
     /// The newest overlay frames of each remote match this node subscribes to.
     latest: Mutex<HashMap<String, Option<FrameSet>>>,
+    /// The epoch of each match this node owns, from its claim (stamped on what it publishes).
+    owned: Mutex<HashMap<String, u64>>,
+    /// The highest epoch seen per remote match this node subscribes to (older frames are
+    /// dropped: a fenced origin never reaches a viewer).
+    seen_epochs: Mutex<HashMap<String, u64>>,
     /// Forwarded messages waiting for the origin's acknowledgement, by reply token.
     pending: Mutex<HashMap<u64, (MatchMsg, usize)>>,
 }
@@ -88,6 +93,39 @@ impl Node {
                 self.untrusted(code, "a frame without its node");
                 return;
             }
+        }
+        let Some(epoch) = headers
+            .and_then(|h| h.get(EPOCH_HEADER))
+            .and_then(|v| v.as_str().parse::<u64>().ok())
+        else {
+            self.untrusted(code, "a frame without its epoch");
+            return;
+        };
+        // A match this node owns under epoch E: another node's frame of E or older is stale
+        // (or forged); a newer one means the match was taken over.
+        let own = self
+            .owned
+            .lock()
+            .ok()
+            .and_then(|o| o.get(code).copied().map(|e| e + 1));
+        if let Ok(mut seen) = self.seen_epochs.lock() {
+            let newest = seen.entry(code.to_string()).or_insert(epoch);
+            *newest = (*newest).max(own.unwrap_or(0));
+            if epoch < *newest {
+                let n = self
+                    .metrics
+                    .cluster
+                    .stale_frames_dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n == 0 || n.is_power_of_two() {
+                    tracing::warn!(
+                        "cluster: dropped a frame of {code} from epoch {epoch} (newest seen {newest}; {} dropped so far)",
+                        n + 1
+                    );
+                }
+                return;
+            }
+            *newest = epoch;
         }
         let frame: RoomFrame = match postcard::from_bytes(&msg.payload) {
             Ok(f) => f,
@@ -146,6 +184,28 @@ impl Node {
     fn headers(&self) -> async_nats::HeaderMap {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(NODE_HEADER, self.config.node_id.as_str());
+        headers
+    }
+
+    /// This node holds the record of `code` under `epoch` (what it publishes carries it).
+    fn own(&self, code: &str, epoch: u64) -> Claim {
+        if let Ok(mut owned) = self.owned.lock() {
+            owned.insert(code.to_string(), epoch);
+        }
+        Claim::Mine
+    }
+
+    /// The headers of a frame of `code`: the node and the epoch it owns the match under (0 for
+    /// a match it holds without a claim, e.g. recovered at start-up).
+    fn frame_headers(&self, code: &str) -> async_nats::HeaderMap {
+        let epoch = self
+            .owned
+            .lock()
+            .ok()
+            .and_then(|o| o.get(code).copied())
+            .unwrap_or(0);
+        let mut headers = self.headers();
+        headers.insert(EPOCH_HEADER, epoch.to_string());
         headers
     }
 
@@ -272,6 +332,8 @@ async fn run(
         client,
         stores: Mutex::new(None),
         latest: Mutex::new(HashMap::new()),
+        owned: Mutex::new(HashMap::new()),
+        seen_epochs: Mutex::new(HashMap::new()),
         pending: Mutex::new(HashMap::new()),
     });
     tokio::spawn(keep_stores_and_liveness(node.clone()));
@@ -284,7 +346,7 @@ async fn run(
     while let Ok(command) = commands.recv_async().await {
         match command {
             Command::Publish { code, payload } => {
-                let mut headers = node.headers();
+                let mut headers = node.frame_headers(&code);
                 headers.insert(SENT_HEADER, now_us().to_string());
                 let subject = node.subjects.of(Kind::Frames, &code);
                 let len = payload.len() as u64;
@@ -327,6 +389,9 @@ async fn run(
                     task.abort(); // drops the subscription
                     if let Ok(mut latest) = node.latest.lock() {
                         latest.remove(&code);
+                    }
+                    if let Ok(mut seen) = node.seen_epochs.lock() {
+                        seen.remove(&code);
                     }
                     node.metrics
                         .cluster
@@ -379,6 +444,9 @@ async fn run(
                 });
             }
             Command::Release { code } => {
+                if let Ok(mut owned) = node.owned.lock() {
+                    owned.remove(&code);
+                }
                 tokio::spawn(release(node.clone(), code));
             }
             Command::Latest { code, shard, sid } => {
@@ -392,11 +460,20 @@ async fn run(
                         .send(shard, ShardMsg::Remote(RemoteMsg::Frames { sid, frames }));
                 }
             }
-            Command::Reply { subject, payload } => {
-                // Snapshot replies are frames: they name their node like every published one.
+            Command::Reply {
+                subject,
+                payload,
+                code,
+            } => {
+                // Snapshot replies are frames: they name their node and epoch like every
+                // published one.
+                let headers = match &code {
+                    Some(code) => node.frame_headers(code),
+                    None => node.headers(),
+                };
                 let _ = node
                     .client
-                    .publish_with_headers(subject, node.headers(), payload)
+                    .publish_with_headers(subject, headers, payload)
                     .await;
             }
             Command::Forward { code, msg, from } => {
@@ -758,16 +835,19 @@ async fn claim(node: &Node, code: &str, secret_hash: &str, presented: Option<&st
         return Claim::Unavailable("the cluster's NATS is not reachable".into());
     }
     let me = &node.config.node_id;
-    let record = json!({
-        "node": me,
-        "epoch": 1,
-        "secretHash": secret_hash,
-        "createdAt": now_us() / 1000,
-    })
-    .to_string();
+    let record_with = |epoch: u64| {
+        json!({
+            "node": me,
+            "epoch": epoch,
+            "secretHash": secret_hash,
+            "createdAt": now_us() / 1000,
+        })
+        .to_string()
+    };
+    let record = record_with(1);
     let key = Subjects::key(code);
     match stores.matches.create(&key, record.clone().into()).await {
-        Ok(_) => return Claim::Mine,
+        Ok(_) => return node.own(code, 1),
         Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
         Err(e) => return Claim::Unavailable(e.to_string()),
     }
@@ -776,7 +856,7 @@ async fn claim(node: &Node, code: &str, secret_hash: &str, presented: Option<&st
         // Deleted meanwhile: try once more.
         Ok(None) => {
             return match stores.matches.create(&key, record.into()).await {
-                Ok(_) => Claim::Mine,
+                Ok(_) => node.own(code, 1),
                 Err(e) => Claim::Unavailable(e.to_string()),
             };
         }
@@ -788,13 +868,20 @@ async fn claim(node: &Node, code: &str, secret_hash: &str, presented: Option<&st
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
+    // Every new holder of a record gets the next epoch: what an earlier holder (or an earlier
+    // run of this node) still publishes is older, and edges drop it.
+    let next_epoch = record_value
+        .get("epoch")
+        .and_then(Value::as_u64)
+        .unwrap_or(1)
+        + 1;
     if &owner == me {
         // Ours (this node's match ended without its record going, or a restart): take it again.
         let _ = stores
             .matches
-            .update(&key, record.into(), entry.revision)
+            .update(&key, record_with(next_epoch).into(), entry.revision)
             .await;
-        return Claim::Mine;
+        return node.own(code, next_epoch);
     }
     // Another node's record: is the match live there? (A record outlives its match when its
     // node stopped, or when NATS was away as the match ended.)
@@ -811,11 +898,7 @@ async fn claim(node: &Node, code: &str, secret_hash: &str, presented: Option<&st
     if presented.is_some() && presented == recorded_hash {
         // The observer of the match is back, on this node: take the match over with its state
         // (compare-and-set: of several nodes trying at once, one wins).
-        let epoch = record_value
-            .get("epoch")
-            .and_then(Value::as_u64)
-            .unwrap_or(1)
-            + 1;
+        let epoch = next_epoch;
         let taken = json!({
             "node": me,
             "epoch": epoch,
@@ -836,7 +919,10 @@ async fn claim(node: &Node, code: &str, secret_hash: &str, presented: Option<&st
             if alive { "alive" } else { "gone" }
         );
         return match read_log(node, &stores, code).await {
-            Ok(replay) => Claim::Takeover(replay),
+            Ok(replay) => {
+                node.own(code, epoch);
+                Claim::Takeover(replay)
+            }
             Err(e) => {
                 let _ = release_record(&stores, me, code).await;
                 Claim::Unavailable(format!("the match's event log cannot be read: {e}"))
@@ -846,15 +932,15 @@ async fn claim(node: &Node, code: &str, secret_hash: &str, presented: Option<&st
     // No node serves it: the code is free again (compare-and-set: one claimer wins).
     match stores
         .matches
-        .update(&key, record.into(), entry.revision)
+        .update(&key, record_with(next_epoch).into(), entry.revision)
         .await
     {
         Ok(_) => {
             tracing::info!(
-                "cluster: {code} was {owner}'s ({}), no node serves it: now this node's",
+                "cluster: {code} was {owner}'s ({}), no node serves it: now this node's, epoch {next_epoch}",
                 if alive { "alive" } else { "gone" }
             );
-            Claim::Mine
+            node.own(code, next_epoch)
         }
         Err(_) => Claim::Live(owner),
     }

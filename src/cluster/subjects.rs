@@ -13,6 +13,9 @@ use crate::code::valid_group_code;
 
 /// The header naming the publishing node.
 pub const NODE_HEADER: &str = "Spectra-Node";
+/// The ownership epoch of the match (`../shared/spec/cluster.md` §6.1) a frame was published
+/// under: edges drop frames of an older epoch than one they have seen.
+pub const EPOCH_HEADER: &str = "Spectra-Epoch";
 /// The publisher's clock at publication (µs since the epoch), for the lag metric.
 pub const SENT_HEADER: &str = "Spectra-Sent-Us";
 

@@ -172,6 +172,7 @@ test("cluster: hostile codes on an edge reach no NATS protocol; frames without a
     await waitFor(() => onB.received.at(-1)?.matchType === "before", 5000, "the first state on B");
     await waitFor(() => watcher.msgs.length > 0, 3000, "a frame seen on NATS");
     assert.match(watcher.msgs[0].headers, /Spectra-Node: ha/);
+    assert.match(watcher.msgs[0].headers, /Spectra-Epoch: 1/);
     const captured = watcher.msgs[0].payload;
 
     // The attack of defects 1, 2, 3 and 6, on edge B: every hostile code at every door.
@@ -193,9 +194,18 @@ test("cluster: hostile codes on an edge reach no NATS protocol; frames without a
     const before = onB.received.length;
     await watcher.pub(`t.frames.${hex(code)}`, captured);
     await waitFor(async () => (await clusterMetric(b, "spectra_cluster_untrusted_dropped_total")) === 1, 3000, "the forged frame counted on B");
+    // With a node but no epoch: dropped too. With an epoch older than the one the edge has
+    // seen (or, on the origin, not newer than its own): dropped as stale — a fenced origin.
+    await watcher.pub(`t.frames.${hex(code)}`, captured, "", { "Spectra-Node": "forger" });
+    await waitFor(async () => (await clusterMetric(b, "spectra_cluster_untrusted_dropped_total")) === 2, 3000, "the frame without an epoch counted on B");
+    await watcher.pub(`t.frames.${hex(code)}`, captured, "", { "Spectra-Node": "forger", "Spectra-Epoch": "0" });
+    for (const n of [a, b]) {
+      await waitFor(async () => (await clusterMetric(n, "spectra_cluster_stale_frames_dropped_total")) === 1, 3000, "the stale frame counted");
+    }
     await sleep(300);
-    assert.equal(onB.received.length, before, "the forged frame reached B's overlay");
+    assert.equal(onB.received.length, before, "a forged frame reached B's overlay");
     assert.equal(onB.received.at(-1).matchType, "after");
+    assert.equal(onA.received.at(-1).matchType, "after");
     // On the ingest subject, a message of a kind nodes never forward (a snapshot request for
     // a session), about another code than its subject's, for an invalid code, or without the
     // sending node is dropped, counted.
@@ -207,7 +217,7 @@ test("cluster: hostile codes on an edge reach no NATS protocol; frames without a
     await watcher.pub(`t.ingest.${hex(code)}`, JSON.stringify({ StreamLeave: { code } }), "t.forged.reply");
     // (Every node listens on the ingest subjects: A and B both count them.)
     for (const n of [a, b]) {
-      await waitFor(async () => (await clusterMetric(n, "spectra_cluster_untrusted_dropped_total")) === 5, 3000, "four foreign messages counted");
+      await waitFor(async () => (await clusterMetric(n, "spectra_cluster_untrusted_dropped_total")) === 6, 3000, "four foreign messages counted");
     }
     // And the match goes on everywhere.
     sendEvent(obs.socket, code, "game_mode", "end");
