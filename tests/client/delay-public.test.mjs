@@ -98,9 +98,11 @@ test("SPECTATOR_DELAY_MS=5000: public viewers get nothing, not even the result, 
 
     // Markers 300 ms apart: the overlay's receipt of each is the clock.
     const seenByOverlay = new Map();
+    let endedAt;
     view.socket.on("match_data", (d) => {
-      const key = JSON.parse(d).matchType;
-      if (!seenByOverlay.has(key)) seenByOverlay.set(key, Date.now());
+      const state = JSON.parse(d);
+      if (!seenByOverlay.has(state.matchType)) seenByOverlay.set(state.matchType, Date.now());
+      if (state.roundPhase === "game_end") endedAt ??= Date.now();
     });
     const markers = ["m1", "m2", "m3", "m4", "m5", "m6"];
     for (const m of markers) {
@@ -113,8 +115,7 @@ test("SPECTATOR_DELAY_MS=5000: public viewers get nothing, not even the result, 
       obs.socket.emit("obs_data", JSON.stringify({ ...event, groupCode: code }));
       if (i % 4 === 3) await sleep(5);
     }
-    await waitFor(() => view.received.at(-1)?.roundPhase === "game_end", 30000, "game end at the overlay");
-    const endedAt = Date.now();
+    await waitFor(() => endedAt !== undefined, 30000, "game end at the overlay");
     await waitFor(() => ws.messages.some((m) => m.type === "SpectatorLeft"), DELAY + 5000, "room_closed");
     const closedAt = ws.messages.find((m) => m.type === "SpectatorLeft").at;
     await waitFor(() => streamEnd !== undefined, 3000, "the stream's end");
