@@ -161,18 +161,22 @@ impl Room {
                 .is_some_and(|at| now.duration_since(at) < RESUME_WINDOW);
         let from = self.authority();
         match &self.public {
-            // Public viewers never see the group code: their states carry the public code (one
-            // more serialisation per broadcast, only for delayed matches, which build the value
-            // anyway).
+            // Public viewers never see the group code: their states carry the public code, set
+            // in the value a delayed match builds anyway; the viewers' JSON is written only
+            // for a state kept whole (the others travel as patches of that value).
             Some(public) => {
                 let mut v = Rc::try_unwrap(value()).unwrap_or_else(|rc| (*rc).clone());
                 if let Some(obj) = v.as_object_mut() {
                     obj.insert("groupCode".into(), Value::String(public.clone()));
                 }
-                let json: Rc<str> = Rc::from(v.to_string());
                 let v = Rc::new(v);
-                self.viewers
-                    .push_state(now, move || v, json, from, wants_patch);
+                self.viewers.push_state_with(
+                    now,
+                    move || v,
+                    |v| Rc::from(v.map(Value::to_string).unwrap_or_default()),
+                    from,
+                    wants_patch,
+                );
             }
             None => self.viewers.push_state(now, value, json, from, wants_patch),
         }

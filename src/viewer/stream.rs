@@ -158,6 +158,20 @@ impl<M> ViewerStream<M> {
         from_player: Value,
         wants_patch: bool,
     ) {
+        self.push_state_with(now, value, move |_| json, from_player, wants_patch);
+    }
+
+    /// `push_state` with the state's JSON built only when it is kept whole (the first state, or
+    /// without a delay); otherwise the state travels as its patch and its JSON is never written.
+    /// `json` gets the value when one was built.
+    pub fn push_state_with(
+        &mut self,
+        now: Instant,
+        value: impl FnOnce() -> Rc<Value>,
+        json: impl FnOnce(Option<&Value>) -> Rc<str>,
+        from_player: Value,
+        wants_patch: bool,
+    ) {
         self.seq += 1;
         let delayed = !self.delay.is_zero();
         let value = (delayed || wants_patch).then(value);
@@ -169,7 +183,7 @@ impl<M> ViewerStream<M> {
             (Some(head), Some(value)) => serde_json::to_string(&json_patch::diff(head, value)).ok(),
             _ => None,
         };
-        let full = (!delayed || patch.is_none()).then(|| (json, value.clone()));
+        let full = (!delayed || patch.is_none()).then(|| (json(value.as_deref()), value.clone()));
         self.head = value;
         self.push(
             now,
