@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import WebSocket from "ws";
-import { startServer, startNats, observer, overlay, once, sendEvent, waitFor, uniqueCode, referenceMatch, sleep, client, metric } from "./lib/server.mjs";
+import { startClusterNode, startServer, startNats, observer, overlay, once, sendEvent, waitFor, uniqueCode, referenceMatch, sleep, client, metric } from "./lib/server.mjs";
 
 const { events, logon, header: refHeader } = referenceMatch();
 const header = () => refHeader;
@@ -28,11 +28,7 @@ async function clusterMetric(node, name) {
   return line === undefined ? undefined : Number(line.split(" ").at(-1));
 }
 
-async function startNode(nats, id, extra = {}) {
-  const node = await startServer({ shards: 2, env: { CLUSTER_NATS_URL: nats.url, NODE_ID: id, CLUSTER_PREFIX: "t", ...extra } });
-  await waitFor(async () => (await clusterMetric(node, "spectra_cluster_ready")) === 1, 10000, `node ${id} ready`);
-  return node;
-}
+const startNode = startClusterNode;
 
 test("observer on node A, overlays on node B: B's overlays get every state A's do; codes are owned cluster-wide", async () => {
   const nats = await startNats();

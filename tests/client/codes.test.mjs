@@ -7,7 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
 import WebSocket from "ws";
-import { startServer, startNats, observer, overlay, client, once, sendEvent, waitFor, uniqueCode, sleep } from "./lib/server.mjs";
+import { startServer, startNats, startClusterNode, observer, overlay, client, once, sendEvent, waitFor, uniqueCode, sleep } from "./lib/server.mjs";
 
 const REFUSAL = "Invalid group code: use 1 to 64 letters, digits, '-', '_' or '.'.";
 /** Codes no door may take: NATS protocol injection, wildcards, whitespace, too long. */
@@ -140,15 +140,10 @@ async function natsRaw(url) {
   };
 }
 
+/** A cluster metric of a node (`undefined` when the series is missing). */
 async function clusterMetric(node, name) {
   const line = (await (await fetch(`${node.rest}/metrics`)).text()).split("\n").find((l) => l.startsWith(`${name}{`));
   return line === undefined ? undefined : Number(line.split(" ").at(-1));
-}
-
-async function startNode(nats, id) {
-  const node = await startServer({ shards: 2, env: { CLUSTER_NATS_URL: nats.url, NODE_ID: id, CLUSTER_PREFIX: "t" } });
-  await waitFor(async () => (await clusterMetric(node, "spectra_cluster_ready")) === 1, 10000, `node ${id} ready`);
-  return node;
 }
 
 const hex = (code) => Buffer.from(code).toString("hex");
@@ -157,8 +152,8 @@ test("cluster: hostile codes on an edge reach no NATS protocol; frames without a
   const nats = await startNats();
   const nodes = [];
   try {
-    const a = await startNode(nats, "ha");
-    const b = await startNode(nats, "hb");
+    const a = await startClusterNode(nats, "ha");
+    const b = await startClusterNode(nats, "hb");
     nodes.push(a, b);
     const code = uniqueCode("HC");
     const obs = await observer(a, { groupCode: code });

@@ -11,7 +11,7 @@ import os from "node:os";
 import path from "node:path";
 import WebSocket from "ws";
 import { EventSource } from "eventsource";
-import { startServer, startNats, observer, overlay, client, once, sleep, waitFor, uniqueCode, referenceMatch, metric, runProgram, repoRoot } from "./lib/server.mjs";
+import { startServer, startNats, startClusterNode, observer, overlay, client, once, sleep, waitFor, uniqueCode, referenceMatch, metric, runProgram, repoRoot } from "./lib/server.mjs";
 
 const DELAY = 5000;
 const { events, logon } = referenceMatch();
@@ -211,9 +211,7 @@ test("cluster: a spectator on an edge joins a delayed match by its public code (
   const nodes = [];
   try {
     for (const id of ["pa", "pb"]) {
-      const node = await startServer({ shards: 2, env: { CLUSTER_NATS_URL: nats.url, NODE_ID: id, CLUSTER_PREFIX: "t", SPECTATOR_DELAY_MS: "1000", PUBLIC_CODE_KEY: "cluster-key" } });
-      await waitFor(async () => (await metric(node, "spectra_cluster_ready")) === 1, 10000, `node ${id} ready`);
-      nodes.push(node);
+      nodes.push(await startClusterNode(nats, id, { SPECTATOR_DELAY_MS: "1000", PUBLIC_CODE_KEY: "cluster-key" }));
     }
     const [a, b] = nodes;
     const code = uniqueCode("CPUB");

@@ -239,6 +239,13 @@ export async function metric(server, name) {
   return sum;
 }
 
+/** A cluster node (2 shards, prefix `t`) on `nats`, once it has opened the cluster's KV buckets. */
+export async function startClusterNode(nats, id, extra = {}) {
+  const node = await startServer({ shards: 2, env: { CLUSTER_NATS_URL: nats.url, NODE_ID: id, CLUSTER_PREFIX: "t", ...extra } });
+  await waitFor(async () => (await metric(node, "spectra_cluster_ready")) === 1, 10000, `node ${id} ready`);
+  return node;
+}
+
 /** The kit's reference match: its header, its events, and the observer logon fields it was
  * recorded with (for `observer(server, referenceLogon(code))`). */
 export function referenceMatch() {
