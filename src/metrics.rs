@@ -126,6 +126,11 @@ pub struct ClusterStats {
     pub untrusted_logged_at: AtomicU64,
     /// Frames dropped because an edge had seen a newer epoch of their match (a fenced origin).
     pub stale_frames_dropped: AtomicU64,
+    /// Matches this node stopped serving as origin because another node took them over.
+    pub stepdowns: AtomicU64,
+    /// Events this node accepted as origin that the match's new origin never saw (accepted
+    /// while cut off from NATS, then the match was taken over).
+    pub events_orphaned: AtomicU64,
 }
 
 impl Metrics {
@@ -495,6 +500,18 @@ pub fn render(metrics: &Metrics, backend: bool) -> String {
                 "counter",
                 "Frames from NATS dropped because a newer ownership epoch of their match was seen (an origin that was taken over).",
                 count(&c.stale_frames_dropped),
+            ),
+            (
+                "spectra_cluster_stepdowns_total",
+                "counter",
+                "Matches this node stopped serving as their origin because another node took them over (its record names another node or a newer epoch, or the event log took another writer's append).",
+                count(&c.stepdowns),
+            ),
+            (
+                "spectra_cluster_events_orphaned_total",
+                "counter",
+                "Events this node accepted for a match that another node then took over without them (accepted while cut off from NATS); each is also logged with its match.",
+                count(&c.events_orphaned),
             ),
             (
                 "spectra_cluster_frame_lag_seconds_total",

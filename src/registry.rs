@@ -1544,15 +1544,42 @@ fn remove_match_with(shard: &Rc<Shard>, code: &str, team_info: Option<Value>) {
     } else {
         closed(shard, code, &room, team_info);
     }
+    kick_group(shard, code, None);
+}
+
+/// Disconnects the ingest clients of `code` on every shard.
+fn kick_group(shard: &Rc<Shard>, code: &str, reason: Option<&str>) {
     shard.mesh.send_to_others(shard.id, || ShardMsg::KickGroup {
         code: code.to_string(),
+        reason: reason.map(String::from),
     });
     shard.send_to(
         shard.id,
         ShardMsg::KickGroup {
             code: code.to_string(),
+            reason: reason.map(String::from),
         },
     );
+}
+
+/// In a cluster: another node took the match of `code` over (`../shared/spec/cluster.md`
+/// §6.4). It stops here without ending: no more events, timers or publications, its ingest
+/// clients are disconnected with the reason (they reconnect through the load balancer), its
+/// replay log is closed and kept, its record and event log are left to the new origin. Its
+/// local overlays and spectators stay connected: they are subscribers of the code like an
+/// edge's, and get the new origin's frames from NATS from now on.
+pub fn step_down(shard: &Rc<Shard>, code: &str, reason: &str) {
+    let Some(entry) = matches(shard).borrow_mut().live.remove(code) else {
+        return;
+    };
+    if let Some(log) = &entry.log {
+        log.close();
+    }
+    forget_public(shard, &entry.room);
+    shard.global.matches_running.fetch_sub(1, Ordering::Relaxed);
+    crate::metrics::gauge(|s| &s.matches, -1);
+    tracing::warn!("match {code}: no longer served here: {reason}");
+    kick_group(shard, code, Some(reason));
 }
 
 /// A removed match's room is closed for its viewers too: the result is published, the match

@@ -98,6 +98,8 @@ enum Command {
     /// NATS dropped messages for this slow node: every edge subscription asks its origin for
     /// the current frames again.
     Resnapshot,
+    /// NATS is (back) up: the records of the owned matches are read again (§6.3).
+    Reconnected,
     /// REST data every node serves (`<prefix>_previews`, `<prefix>_teaminfo`).
     Put {
         shared: Shared,

@@ -6,7 +6,8 @@
 //! `<prefix>_matches`) and this node's liveness (KV `<prefix>_nodes`, refreshed every 2 s, gone
 //! 10 s after the last refresh). Never touches shard state: everything for a shard is a message.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -73,11 +74,128 @@ struct Node {
     seen_epochs: Mutex<HashMap<String, u64>>,
     /// Forwarded messages waiting for the origin's acknowledgement, by reply token.
     pending: Mutex<HashMap<u64, (MatchMsg, usize)>>,
+    /// The event-log writer of each match this node owns (§6.2: one append at a time, fenced).
+    writers: Mutex<HashMap<String, Writer>>,
+    /// Where the log of a match taken over ends (its writer's first expected sequence).
+    log_ends: Mutex<HashMap<String, u64>>,
+    /// Matches this node stepped down from: events still arriving for them are orphaned.
+    stepped: Mutex<HashSet<String>>,
+    /// Bumped at every loss of NATS; `verified` catches up once the records of every owned
+    /// match were read again after the reconnect (§6.3). Until then nothing owned is published,
+    /// answered or appended.
+    cuts: Arc<AtomicU64>,
+    verified: AtomicU64,
+}
+
+/// The event-log writer of one owned match: its queue and how many events wait in it.
+struct Writer {
+    queue: tokio::sync::mpsc::UnboundedSender<LogItem>,
+    waiting: Arc<AtomicU64>,
+}
+
+/// One append to a match's event log (`first`: the header of a new match, after a purge).
+struct LogItem {
+    payload: Bytes,
+    first: bool,
 }
 
 impl Node {
     fn stores(&self) -> Option<Stores> {
         self.stores.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// Whether NATS was lost since the owned records were last read (nothing owned goes out).
+    fn unverified(&self) -> bool {
+        self.cuts.load(Ordering::Acquire) != self.verified.load(Ordering::Acquire)
+    }
+
+    /// The epoch this node owns `code` under (`None`: not this node's).
+    fn epoch_of(&self, code: &str) -> Option<u64> {
+        self.owned.lock().ok().and_then(|o| o.get(code).copied())
+    }
+
+    /// Another node took `code` over (§6.4): this node stops being its origin. The owner shard
+    /// stops the match (ingest clients disconnected with `why`, local viewers kept as an
+    /// edge's); events not yet in the log are counted as orphaned; the new origin's frames are
+    /// asked for at once so local viewers converge without waiting for its next broadcast.
+    fn step_down(self: &Arc<Self>, code: &str, why: &str) {
+        let was_owned = self.owned.lock().ok().and_then(|mut o| o.remove(code));
+        let Some(epoch) = was_owned else {
+            return;
+        };
+        if let Ok(mut stepped) = self.stepped.lock() {
+            stepped.insert(code.to_string());
+        }
+        let waiting = self
+            .writers
+            .lock()
+            .ok()
+            .and_then(|mut w| w.remove(code))
+            .map_or(0, |w| w.waiting.load(Ordering::Acquire));
+        self.metrics
+            .cluster
+            .stepdowns
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!("cluster: match {code}: stepping down as its origin (epoch {epoch}): {why}");
+        self.orphaned(code, waiting);
+        self.mesh.send(
+            owner_of(code, self.shards),
+            ShardMsg::Remote(RemoteMsg::StepDown {
+                code: code.to_string(),
+                reason: format!("Group code {code} was taken over by another node; log on again."),
+            }),
+        );
+        tokio::spawn(ask_snapshot(self.clone(), code.to_string()));
+    }
+
+    /// `n` accepted events of `code` that its new origin never saw (§6.5): counted and logged.
+    fn orphaned(&self, code: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.metrics
+            .cluster
+            .events_orphaned
+            .fetch_add(n, Ordering::Relaxed);
+        tracing::error!(
+            "cluster: match {code}: {n} events accepted here were never written to its event log (orphaned: another node took the match over while this one was cut off)"
+        );
+    }
+
+    /// An event (or a new match's header) for the log of `code`: queued for the match's
+    /// writer, which appends one at a time, fenced (§6.2).
+    fn log(self: &Arc<Self>, code: String, item: LogItem) {
+        let Some(epoch) = self.epoch_of(&code) else {
+            if self.stepped.lock().is_ok_and(|s| s.contains(&code)) {
+                self.orphaned(&code, 1);
+            } else {
+                tracing::warn!(
+                    "cluster: an event of {code} not logged: the match is not this node's"
+                );
+            }
+            return;
+        };
+        let Ok(mut writers) = self.writers.lock() else {
+            return;
+        };
+        let writer = writers.entry(code.clone()).or_insert_with(|| {
+            let (queue, rx) = tokio::sync::mpsc::unbounded_channel();
+            let waiting = Arc::new(AtomicU64::new(0));
+            let start = self.log_ends.lock().ok().and_then(|mut e| e.remove(&code));
+            tokio::spawn(write_log(
+                self.clone(),
+                code.clone(),
+                epoch,
+                rx,
+                start,
+                waiting.clone(),
+            ));
+            Writer { queue, waiting }
+        });
+        writer.waiting.fetch_add(1, Ordering::AcqRel);
+        if writer.queue.send(item).is_err() {
+            writer.waiting.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     /// A room frame from another node: to every shard (each writes it to its own subscribers),
@@ -192,18 +310,20 @@ impl Node {
         if let Ok(mut owned) = self.owned.lock() {
             owned.insert(code.to_string(), epoch);
         }
+        if let Ok(mut stepped) = self.stepped.lock() {
+            stepped.remove(code);
+        }
+        // A writer of an earlier epoch ends; the next event starts one under this epoch.
+        if let Ok(mut writers) = self.writers.lock() {
+            writers.remove(code);
+        }
         Claim::Mine
     }
 
     /// The headers of a frame of `code`: the node and the epoch it owns the match under (0 for
     /// a match it holds without a claim, e.g. recovered at start-up).
     fn frame_headers(&self, code: &str) -> async_nats::HeaderMap {
-        let epoch = self
-            .owned
-            .lock()
-            .ok()
-            .and_then(|o| o.get(code).copied())
-            .unwrap_or(0);
+        let epoch = self.epoch_of(code).unwrap_or(0);
         let mut headers = self.headers();
         headers.insert(EPOCH_HEADER, epoch.to_string());
         headers
@@ -269,24 +389,34 @@ async fn run(
 ) {
     let events_metrics = metrics.clone();
     let url = config.url.clone();
+    let cuts = Arc::new(AtomicU64::new(0));
+    let cuts_seen = cuts.clone();
     let mut options = async_nats::ConnectOptions::new()
         .name(format!("spectra-server {}", config.node_id))
         .no_echo()
         .retry_on_initial_connect()
         .max_reconnects(None)
+        // Back within a second or two of a healed link (the default waits up to 8 s).
+        .reconnect_delay_callback(|attempts| {
+            Duration::from_millis((attempts as u64 * 250).min(2000))
+        })
         .request_timeout(Some(REQUEST_TIMEOUT))
         .event_callback(move |event| {
             let metrics = events_metrics.clone();
             let url = url.clone();
             let again = again.clone();
+            let cuts = cuts_seen.clone();
             async move {
                 let connected = &metrics.cluster.connected;
                 match event {
                     async_nats::Event::Connected => {
                         connected.store(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::info!("cluster: connected to NATS at {}", redact(&url));
+                        // The owned records are read again before anything owned goes out.
+                        let _ = again.send(Command::Reconnected);
                     }
                     async_nats::Event::Disconnected => {
+                        cuts.fetch_add(1, Ordering::AcqRel);
                         connected.store(0, std::sync::atomic::Ordering::Relaxed);
                         tracing::warn!(
                             "cluster: lost NATS; serving this node's own matches until it is back"
@@ -335,17 +465,28 @@ async fn run(
         owned: Mutex::new(HashMap::new()),
         seen_epochs: Mutex::new(HashMap::new()),
         pending: Mutex::new(HashMap::new()),
+        writers: Mutex::new(HashMap::new()),
+        log_ends: Mutex::new(HashMap::new()),
+        stepped: Mutex::new(HashSet::new()),
+        cuts,
+        verified: AtomicU64::new(0),
     });
     tokio::spawn(keep_stores_and_liveness(node.clone()));
     tokio::spawn(answer_snapshot_requests(node.clone()));
     tokio::spawn(take_ingest(node.clone()));
     tokio::spawn(take_node_messages(node.clone()));
     tokio::spawn(take_acks(node.clone()));
+    tokio::spawn(watch_records(node.clone()));
     let mut next_token: u64 = 0;
     let mut edges: HashMap<String, (usize, tokio::task::JoinHandle<()>)> = HashMap::new();
     while let Ok(command) = commands.recv_async().await {
         match command {
             Command::Publish { code, payload } => {
+                if node.unverified() {
+                    // Cut off, or back but not yet sure the match is still ours (§6.3): the
+                    // next broadcast after the check goes out.
+                    continue;
+                }
                 let mut headers = node.frame_headers(&code);
                 headers.insert(SENT_HEADER, now_us().to_string());
                 let subject = node.subjects.of(Kind::Frames, &code);
@@ -403,26 +544,9 @@ async fn run(
                 code,
                 payload,
                 first,
-            } => {
-                let Some(stores) = node.stores() else {
-                    tracing::debug!("cluster: event log of {code} not written: NATS unavailable");
-                    continue;
-                };
-                let subject = node.subjects.of(Kind::Events, &code);
-                if first {
-                    // A new match with this code: the log of an earlier one goes.
-                    let _ = stores.events.purge().filter(subject.clone()).await;
-                }
-                match stores.js.publish(subject, payload).await {
-                    Ok(ack) => {
-                        tokio::spawn(async move {
-                            if let Err(e) = ack.await {
-                                tracing::warn!("cluster: an event of {code} not logged: {e}");
-                            }
-                        });
-                    }
-                    Err(e) => tracing::warn!("cluster: an event of {code} not logged: {e}"),
-                }
+            } => node.log(code, LogItem { payload, first }),
+            Command::Reconnected => {
+                tokio::spawn(verify_records(node.clone()));
             }
             Command::Claim {
                 code,
@@ -447,6 +571,9 @@ async fn run(
                 if let Ok(mut owned) = node.owned.lock() {
                     owned.remove(&code);
                 }
+                if let Ok(mut writers) = node.writers.lock() {
+                    writers.remove(&code);
+                }
                 tokio::spawn(release(node.clone(), code));
             }
             Command::Latest { code, shard, sid } => {
@@ -466,7 +593,10 @@ async fn run(
                 code,
             } => {
                 // Snapshot replies are frames: they name their node and epoch like every
-                // published one.
+                // published one; none while this node is not sure it still owns the match.
+                if code.is_some() && node.unverified() {
+                    continue;
+                }
                 let headers = match &code {
                     Some(code) => node.frame_headers(code),
                     None => node.headers(),
@@ -962,6 +1092,7 @@ async fn read_log(node: &Node, stores: &Stores, code: &str) -> Result<String, St
         .map_err(|e| e.to_string())?;
     let total = consumer.cached_info().num_pending as usize;
     let mut lines: Vec<String> = Vec::with_capacity(total);
+    let mut end = 0;
     while lines.len() < total {
         let mut batch = consumer
             .fetch()
@@ -973,6 +1104,9 @@ async fn read_log(node: &Node, stores: &Stores, code: &str) -> Result<String, St
         let before = lines.len();
         while let Some(msg) = batch.next().await {
             let msg = msg.map_err(|e| e.to_string())?;
+            if let Ok(info) = msg.info() {
+                end = info.stream_sequence;
+            }
             lines.push(String::from_utf8_lossy(&msg.payload).into_owned());
         }
         if lines.len() == before {
@@ -981,6 +1115,10 @@ async fn read_log(node: &Node, stores: &Stores, code: &str) -> Result<String, St
     }
     if lines.is_empty() {
         return Err("the log is empty".into());
+    }
+    // This node's first append expects the log to end where it was read (§6.2).
+    if let Ok(mut ends) = node.log_ends.lock() {
+        ends.insert(code.to_string(), end);
     }
     Ok(lines.join(",\n"))
 }
@@ -1015,4 +1153,225 @@ async fn release_record(stores: &Stores, me: &str, code: &str) -> bool {
             .delete_expect_revision(&key, Some(entry.revision))
             .await
             .is_ok()
+}
+
+/// Why the ownership record `value` of a match this node owns under `epoch` says it is not
+/// this node's any more (`None`: it still is).
+fn taken_from(me: &str, epoch: u64, value: &[u8]) -> Option<String> {
+    let record = serde_json::from_slice::<Value>(value).ok()?;
+    let node = record
+        .get("node")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let theirs = record.get("epoch").and_then(Value::as_u64).unwrap_or(0);
+    if node != me {
+        Some(format!("its record names node {node:?}, epoch {theirs}"))
+    } else if theirs > epoch {
+        Some(format!("its record has a newer epoch ({theirs})"))
+    } else {
+        None
+    }
+}
+
+/// After every (re)connection: the record of each owned match is read again before anything
+/// of it is published, answered or appended (§6.3); a match another node took over while this
+/// one was cut off is stepped down from.
+async fn verify_records(node: Arc<Node>) {
+    let cut = node.cuts.load(Ordering::Acquire);
+    loop {
+        if node.cuts.load(Ordering::Acquire) != cut {
+            return; // lost again: the next connection checks
+        }
+        let Some(stores) = node.stores() else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let owned: Vec<(String, u64)> = node
+            .owned
+            .lock()
+            .map(|o| o.iter().map(|(c, e)| (c.clone(), *e)).collect())
+            .unwrap_or_default();
+        let mut complete = true;
+        for (code, epoch) in owned {
+            match stores.matches.entry(Subjects::key(&code)).await {
+                Ok(Some(entry)) => {
+                    if let Some(why) = taken_from(&node.config.node_id, epoch, &entry.value) {
+                        node.step_down(&code, &why);
+                    }
+                }
+                // No record: nobody took it; this node still serves it.
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!("cluster: the record of {code} not read yet: {e}");
+                    complete = false;
+                    break;
+                }
+            }
+        }
+        if complete {
+            if node.cuts.load(Ordering::Acquire) == cut {
+                node.verified.store(cut, Ordering::Release);
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Watches every ownership record (KV watch): a record of a match this node owns that names
+/// another node or a newer epoch means the match was taken over — step down (§6.3). The watch
+/// is opened again whenever it ends.
+async fn watch_records(node: Arc<Node>) {
+    loop {
+        let Some(stores) = node.stores() else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let mut watch = match stores.matches.watch_all().await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::debug!("cluster: cannot watch the match records: {e}");
+                tokio::time::sleep(LIVENESS_REFRESH).await;
+                continue;
+            }
+        };
+        while let Some(entry) = watch.next().await {
+            let Ok(entry) = entry else {
+                break;
+            };
+            if entry.operation != kv::Operation::Put {
+                continue;
+            }
+            let Some(code) = Subjects::code_of_key(&entry.key) else {
+                continue;
+            };
+            let Some(epoch) = node.epoch_of(&code) else {
+                continue;
+            };
+            if let Some(why) = taken_from(&node.config.node_id, epoch, &entry.value) {
+                node.step_down(&code, &why);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The writer of one owned match's event log (§6.2): appends one event at a time, each with
+/// `Nats-Expected-Last-Subject-Sequence` (the last sequence this node appended or read) and a
+/// `Nats-Msg-Id` that makes a retried append idempotent. While NATS is away or the record is
+/// not checked again yet, events wait here (in order, none dropped). A refused append (another
+/// node has written) makes this node step down; what still waits is counted as orphaned.
+async fn write_log(
+    node: Arc<Node>,
+    code: String,
+    epoch: u64,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<LogItem>,
+    mut last: Option<u64>,
+    waiting: Arc<AtomicU64>,
+) {
+    use async_nats::header::{NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_MESSAGE_ID};
+    let subject = node.subjects.of(Kind::Events, &code);
+    let writer = crate::random::random_string(b"0123456789abcdef", 12);
+    let mut n: u64 = 0;
+    let mut failures: u32 = 0;
+    while let Some(item) = queue.recv().await {
+        let msg_id = node.subjects.log_message_id(&code, epoch, &writer, n);
+        let mut first = item.first;
+        loop {
+            if node.epoch_of(&code) != Some(epoch) {
+                // Stepped down or released meanwhile (a step-down counted what waited).
+                return;
+            }
+            let stores = match node.stores() {
+                Some(s) if !node.unverified() => s,
+                _ => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            if first {
+                // A new match with this code: the log of an earlier one goes.
+                if stores.events.purge().filter(subject.clone()).await.is_err() {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+                first = false;
+                last = Some(0);
+            }
+            let expected = match last {
+                Some(seq) => seq,
+                None => match stores
+                    .events
+                    .get_last_raw_message_by_subject(&subject)
+                    .await
+                {
+                    Ok(m) => m.sequence,
+                    Err(e)
+                        if e.kind()
+                            == jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+                    {
+                        0
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        continue;
+                    }
+                },
+            };
+            let mut headers = node.headers();
+            headers.insert(EPOCH_HEADER, epoch.to_string());
+            headers.insert(NATS_MESSAGE_ID, msg_id.as_str());
+            headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, expected.to_string());
+            let acked = match stores
+                .js
+                .publish_with_headers(subject.clone(), headers, item.payload.clone())
+                .await
+            {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match acked {
+                Ok(ack) => {
+                    last = Some(ack.sequence);
+                    failures = 0;
+                    break;
+                }
+                Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+                    // Ours after all (a retry of an append that was stored)? Else another
+                    // node has written this log: it is not ours any more.
+                    match stores
+                        .events
+                        .get_last_raw_message_by_subject(&subject)
+                        .await
+                    {
+                        Ok(m)
+                            if m.headers.get(NATS_MESSAGE_ID).map(|v| v.as_str())
+                                == Some(msg_id.as_str()) =>
+                        {
+                            last = Some(m.sequence);
+                            break;
+                        }
+                        Ok(_) => {
+                            // (The refused event still counts as waiting: orphaned with the rest.)
+                            node.step_down(&code, "another node appended to the match's event log");
+                            return;
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 || failures.is_power_of_two() {
+                        tracing::warn!(
+                            "cluster: an event of {code} not logged yet ({e}); {} waiting, retrying",
+                            waiting.load(Ordering::Acquire)
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+        n += 1;
+        waiting.fetch_sub(1, Ordering::AcqRel);
+    }
 }

@@ -171,6 +171,17 @@ impl Subjects {
     pub fn key(text: &str) -> String {
         token(text)
     }
+
+    /// The group code of a match record's key (`None`: not a key `key` made of a valid code).
+    pub fn code_of_key(key: &str) -> Option<String> {
+        untoken(key).filter(|c| valid_group_code(c))
+    }
+
+    /// The `Nats-Msg-Id` of append number `n` by one writer (`writer`: random hex) of the log of
+    /// `code` under `epoch`: unique per append, the same when that append is retried.
+    pub fn log_message_id(&self, code: &str, epoch: u64, writer: &str, n: u64) -> String {
+        format!("{}:{epoch}:{}:{n}", token(code), token(writer))
+    }
 }
 
 #[cfg(test)]

@@ -561,12 +561,16 @@ pub fn on_disconnect(shard: &Rc<Shard>, state: &IngestState) {
     );
 }
 
-/// The match of `code` was removed: namespace-disconnect this shard's ingest clients of it.
-pub fn kick_group(shard: &Rc<Shard>, code: &str) {
+/// The match of `code` was removed (or taken over by another node: `reason`, told to each client
+/// first): namespace-disconnect this shard's ingest clients of it.
+pub fn kick_group(shard: &Rc<Shard>, code: &str, reason: Option<&str>) {
     let sids = shard.eio.select(|data| {
         matches!(data, AppState::Ingest(IngestState { auth: Some(a), .. }) if a.group_code == code)
     });
     for sid in sids {
+        if let Some(reason) = reason {
+            crate::transport::socketio::emit(&shard.eio, &sid, "message", reason);
+        }
         crate::transport::socketio::disconnect(&shard.eio, &sid);
     }
     // Held sockets of the match may not come back to it.

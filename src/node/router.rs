@@ -26,7 +26,9 @@ pub fn dispatch(shard: &Rc<Shard>, msg: ShardMsg) {
         ShardMsg::Session(m) => engineio::on_shard_msg(&shard.eio, m),
         ShardMsg::Match(m) => crate::registry::on_shard_msg(shard, m),
         ShardMsg::Room { code, frame } => crate::fanout::subscribers::deliver(shard, &code, &frame),
-        ShardMsg::KickGroup { code } => crate::ingest::kick_group(shard, &code),
+        ShardMsg::KickGroup { code, reason } => {
+            crate::ingest::kick_group(shard, &code, reason.as_deref())
+        }
         ShardMsg::SpectatorDirect {
             conn,
             texts,
@@ -40,6 +42,9 @@ pub fn dispatch(shard: &Rc<Shard>, msg: ShardMsg) {
             crate::registry::remote_ingest(shard, msg, reply)
         }
         ShardMsg::Remote(RemoteMsg::Unanswered { msg }) => crate::registry::unanswered(shard, msg),
+        ShardMsg::Remote(RemoteMsg::StepDown { code, reason }) => {
+            crate::registry::step_down(shard, &code, &reason)
+        }
         ShardMsg::Remote(RemoteMsg::Frames { sid, frames }) => shard.deliver(
             shard.id,
             &sid,

@@ -34,7 +34,11 @@ pub enum ShardMsg {
     /// A frame for every subscriber of the room on the receiving shard (see `fanout`).
     Room { code: String, frame: RoomFrame },
     /// The match was removed: namespace-disconnect the receiving shard's ingest clients of it.
-    KickGroup { code: String },
+    KickGroup {
+        code: String,
+        /// Told to each client before it is disconnected (a Socket.IO `message`).
+        reason: Option<String>,
+    },
     /// Messages for one spectator connection of the receiving shard.
     SpectatorDirect {
         conn: u64,
@@ -74,6 +78,9 @@ pub enum RemoteMsg {
     Ingest { msg: MatchMsg, reply: String },
     /// No node has the match this shard forwarded a message for (`Cluster::forward`).
     Unanswered { msg: MatchMsg },
+    /// Another node took the match of `code` over (`../shared/spec/cluster.md` §6.4): this
+    /// node is no longer its origin; `reason` is what its observer is told.
+    StepDown { code: String, reason: String },
 }
 
 /// What the owner of a match sends to one connection on another node (cluster mode).

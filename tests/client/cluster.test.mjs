@@ -4,29 +4,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import WebSocket from "ws";
-import { startClusterNode, startServer, startNats, observer, overlay, once, sendEvent, waitFor, uniqueCode, referenceMatch, sleep, client, metric } from "./lib/server.mjs";
+import { startClusterNode, startNats, observer, overlay, once, sendEvent, waitFor, uniqueCode, sleep, client, metric } from "./lib/server.mjs";
+import { events, logon, refHeader, send, metricsText, clusterMetric, withoutCode, uninterrupted } from "./lib/cluster.mjs";
 
-const { events, logon, header: refHeader } = referenceMatch();
 const header = () => refHeader;
-
-/** Sends events [from, to) of the reference match, about one per millisecond. */
-async function send(socket, code, from = 0, to = events.length) {
-  for (let i = from; i < to; i++) {
-    const { timestamp, ...event } = events[i];
-    socket.emit("obs_data", JSON.stringify({ ...event, groupCode: code }));
-    if (i % 10 === 9) await sleep(10);
-  }
-}
-
-async function metricsText(node) {
-  return (await fetch(`${node.rest}/metrics`)).text();
-}
-
-/** A metric's value on a node (the first sample whose line starts with `name`). */
-async function clusterMetric(node, name) {
-  const line = (await metricsText(node)).split("\n").find((l) => l.startsWith(`${name}{`));
-  return line === undefined ? undefined : Number(line.split(" ").at(-1));
-}
 
 const startNode = startClusterNode;
 
@@ -237,26 +218,6 @@ test("spectators on any node join the origin's room: the limit and spectator_cou
     await nats.remove();
   }
 });
-
-/** The two runs differ in their group code and in the server's receipt times of the events. */
-const withoutCode = (snapshot) => ({ ...snapshot, groupCode: "<code>", agentSelectStartTime: "<receipt time>" });
-
-/** The final state of the reference match on one node, never interrupted. */
-async function uninterrupted() {
-  const server = await startServer({ shards: 2 });
-  try {
-    const code = uniqueCode("REF");
-    const view = await overlay(server, code);
-    const obs = await observer(server, logon(code));
-    await send(obs.socket, code);
-    await waitFor(() => view.received.at(-1)?.roundPhase === "game_end", 30000, "the reference game end");
-    obs.socket.close();
-    view.socket.close();
-    return view.received.at(-1);
-  } finally {
-    await server.stop();
-  }
-}
 
 test("kill -9 of the origin: its observer comes back on another node with the secret (one of two takeovers wins); viewers elsewhere stay and end with the uninterrupted final state", async () => {
   const reference = await uninterrupted();

@@ -1,0 +1,90 @@
+// Partitions (../shared/spec/cluster.md §6): a TCP proxy the test controls sits between a node
+// and the real nats-server; the test cuts and heals that link while the node, its observer and
+// its overlays stay up. Real nodes, real nats-server, the real socket.io-client.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { startClusterNode, startNats, observer, overlay, sendEvent, waitFor, uniqueCode, sleep } from "./lib/server.mjs";
+import { logon, send, clusterMetric, withoutCode, uninterrupted } from "./lib/cluster.mjs";
+import { startProxy } from "./lib/proxy.mjs";
+
+/** The toast the cut-off origin takes from its observer: in no state of the new origin. */
+const STALE = "accepted while cut off";
+const isStale = (state) => state?.toast?.message === STALE || JSON.stringify(state ?? {}).includes(STALE);
+
+test("partition: the origin A is cut from NATS, its observer takes the match over on B, A's link heals: A steps down; every overlay on A, B and C ends on the final state and none gets A's stale state after the heal", async () => {
+  const reference = await uninterrupted();
+  const nats = await startNats();
+  const proxy = await startProxy(nats.port);
+  const nodes = [];
+  try {
+    const a = await startClusterNode({ url: proxy.url }, "pa");
+    const b = await startClusterNode(nats, "pb");
+    const c = await startClusterNode(nats, "pc");
+    nodes.push(a, b, c);
+    const code = uniqueCode("PT");
+    const obs = await observer(a, logon(code));
+    assert.equal(obs.ack.value, true, obs.ack.reason);
+    const secret = obs.ack.reason;
+    const told = [];
+    obs.socket.on("message", (m) => told.push(m));
+    const views = { a: await overlay(a, code), b: await overlay(b, code), c: await overlay(c, code) };
+    const drops = [];
+    for (const [at, v] of Object.entries(views)) v.socket.on("disconnect", (why) => drops.push(`${at}: ${why}`));
+    const half = 1200;
+    await send(obs.socket, code, 0, half);
+    await waitFor(() => Object.values(views).every((v) => v.received.length > 5), 5000, "states on A, B and C");
+    await sleep(500); // the event log has caught up
+
+    // The cut: A stays up with its observer and overlay, but loses NATS.
+    proxy.cut();
+    await waitFor(async () => (await clusterMetric(a, "spectra_cluster_connected")) === 0, 10000, "A cut off");
+    // Cut off, A still takes its observer's events (availability) and shows them locally.
+    sendEvent(obs.socket, code, "toast", { title: "Cut", message: STALE, duration: null, selectedTeam: "none", eventLogoEnabled: false });
+    await waitFor(() => isStale(views.a.received.at(-1)), 5000, "A's overlay shows what A took while cut off");
+    assert.ok(!isStale(views.b.received.at(-1)) && !isStale(views.c.received.at(-1)), "B and C never see it");
+    // The observer gives up on A and logs on to B with its secret: A does not answer, so B
+    // takes the match over from the event log (epoch 2) and goes on.
+    obs.socket.close();
+    const moved = await observer(b, logon(code, secret));
+    assert.equal(moved.ack.value, true, moved.ack.reason);
+    assert.equal(moved.ack.reason, "reconnected");
+    await send(moved.socket, code, half, half + 300);
+    await waitFor(() => views.c.received.length > 0 && !isStale(views.c.received.at(-1)), 3000, "C on B's states");
+
+    // The heal: A learns the match is B's and steps down.
+    proxy.heal();
+    await waitFor(async () => (await clusterMetric(a, "spectra_cluster_stepdowns_total")) === 1, 15000, "A stepped down");
+    assert.equal(await clusterMetric(a, "spectra_cluster_events_orphaned_total"), 1, "the one event only A took is counted");
+    assert.equal(await clusterMetric(b, "spectra_cluster_stepdowns_total"), 0);
+    const marks = Object.fromEntries(Object.entries(views).map(([at, v]) => [at, v.received.length]));
+    // A's local overlay converges on B's state without reconnecting (within 2 s of the heal).
+    await waitFor(() => !isStale(views.a.received.at(-1)), 2000, "A's overlay on B's state");
+    // A fresh overlay on A gets the new origin's state.
+    const fresh = await overlay(a, code);
+    await waitFor(() => fresh.received.length > 0, 3000, "the fresh overlay's first state on A");
+    assert.ok(!isStale(fresh.received[0]), "a fresh overlay on A gets B's state");
+
+    await send(moved.socket, code, half + 300);
+    for (const v of [...Object.values(views), fresh]) {
+      await waitFor(() => v.received.at(-1)?.roundPhase === "game_end", 30000, "the game end");
+    }
+    await sleep(1500); // a stale origin would publish again within a second
+    for (const [at, v] of [...Object.entries(views), ["fresh on a", fresh]]) {
+      const after = v.received.slice(marks[at] ?? 0);
+      const stale = after.filter(isStale).length;
+      // (A's overlay may hold one stale state queued before the step-down.)
+      assert.ok(stale <= (at === "a" ? 1 : 0), `${at}: ${stale} stale states after the heal`);
+      assert.ok(!isStale(v.received.at(-1)), `${at} ends on a stale state`);
+      assert.deepEqual(withoutCode(v.received.at(-1)), withoutCode(reference), `${at}: the final state`);
+    }
+    assert.deepEqual(drops, [], "no overlay was disconnected");
+    assert.ok(told.length === 0 || told.every((m) => /taken over/.test(m)));
+    moved.socket.close();
+    fresh.socket.close();
+    for (const v of Object.values(views)) v.socket.close();
+  } finally {
+    for (const n of nodes) await n.stop();
+    await proxy.stop();
+    await nats.remove();
+  }
+});
