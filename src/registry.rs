@@ -228,18 +228,14 @@ fn create_in_cluster(
         let secret = new_secret();
         let presented = logon.group_secret.clone();
         let refusal = match cluster.claim(&code, &secret, Some(&presented)).await {
-            Claim::Mine => {
+            Claim::Mine(epoch) => {
                 create_match_with(&shard, logon, from, owner, secret);
-                if !matches(&shard).borrow().live.contains_key(&code) {
-                    cluster.release(&code);
-                }
+                fence(&shard, &cluster, &code, epoch);
                 return;
             }
-            Claim::Takeover(replay) => {
+            Claim::Takeover(replay, epoch) => {
                 take_over(&shard, logon, from, owner, &replay);
-                if !matches(&shard).borrow().live.contains_key(&code) {
-                    cluster.release(&code);
-                }
+                fence(&shard, &cluster, &code, epoch);
                 return;
             }
             Claim::Live(node) => {
@@ -256,6 +252,15 @@ fn create_in_cluster(
         logon_result_with(&from, &shard, false, &refusal, None, None);
     })
     .detach();
+}
+
+/// After a claim: the match created here carries its epoch (its viewers' seqs go on from it);
+/// when it could not be created after all, its record goes.
+fn fence(shard: &Rc<Shard>, cluster: &crate::cluster::Cluster, code: &str, epoch: u64) {
+    match matches(shard).borrow_mut().live.get_mut(code) {
+        Some(entry) => entry.room.fence(epoch),
+        None => cluster.release(code),
+    }
 }
 
 /// Why a match could not be rebuilt from its log.
@@ -331,6 +336,7 @@ fn take_over(
     };
     let mut room = new_room(shard, &code);
     room.player_joined(shard, &code, player);
+    room.inherit_viewers();
     let public = room.public().map(String::from);
     let seq = shard.global.match_seq.fetch_add(1, Ordering::Relaxed);
     let mut entry = Entry::new(game, secret.clone(), seq, room);
@@ -511,10 +517,23 @@ pub fn recover(shard: &Rc<Shard>) {
             // The recovered match is this node's again (its record may name this node's
             // previous id).
             let code = code.clone();
+            let shard = shard.clone();
             glommio::spawn_local(async move {
-                let claim = cluster.claim(&code, &secret_for_claim, None).await;
-                if claim != Claim::Mine {
-                    tracing::warn!("match {code}: recovered, but the cluster says {claim:?}");
+                match cluster.claim(&code, &secret_for_claim, None).await {
+                    Claim::Mine(epoch) => {
+                        if let Some(entry) = matches(&shard).borrow_mut().live.get_mut(&code) {
+                            entry.room.fence(epoch);
+                        }
+                    }
+                    // Another node serves it now: this node's copy is not the match any more.
+                    Claim::Live(node) => step_down(
+                        &shard,
+                        &code,
+                        &format!("Group code {code} is served by node {node} now; log on again."),
+                    ),
+                    claim => {
+                        tracing::warn!("match {code}: recovered, but the cluster says {claim:?}")
+                    }
                 }
             })
             .detach();

@@ -39,14 +39,14 @@ pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(8);
 /// Who owns a group code in the cluster, as a logon for a code not live on this node asks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// This node owns it now (just created, or it was already this node's).
-    Mine,
+    /// This node owns it now (just created, or it was already this node's), under this epoch.
+    Mine(u64),
     /// Another node owns it and serves the match.
     Live(String),
     /// No node serves the match any more, the logon carried its group secret, and this node
     /// won the record: the match's log as replay text (header, then one event per line), to be
-    /// rebuilt here.
-    Takeover(String),
+    /// rebuilt here; and the epoch this node holds it under.
+    Takeover(String, u64),
     /// The cluster did not answer (NATS unreachable, timeout).
     Unavailable(String),
 }
@@ -100,6 +100,13 @@ enum Command {
     Resnapshot,
     /// NATS is (back) up: the records of the owned matches are read again (§6.3).
     Reconnected,
+    /// SIGTERM: hand the owned matches over (§6.6; `begin`: mark them draining, else
+    /// release them once their logs are complete), within `left`.
+    Drain {
+        begin: bool,
+        left: Duration,
+        done: flume::Sender<usize>,
+    },
     /// REST data every node serves (`<prefix>_previews`, `<prefix>_teaminfo`).
     Put {
         shared: Shared,
@@ -208,6 +215,18 @@ impl Cluster {
             }),
             Err(e) => tracing::error!("cluster: cannot encode an event of {code}: {e}"),
         }
+    }
+
+    /// SIGTERM in cluster mode (§6.6): `begin` before the shards shut down, then again with
+    /// `begin == false` after; waits (this thread) until the NATS thread is done or `deadline`.
+    pub fn drain(&self, begin: bool, deadline: std::time::Instant) -> Option<usize> {
+        let (tx, rx) = flume::bounded(1);
+        self.send(Command::Drain {
+            begin,
+            left: deadline.saturating_duration_since(std::time::Instant::now()),
+            done: tx,
+        });
+        rx.recv_deadline(deadline).ok()
     }
 
     pub fn release(&self, code: &str) {

@@ -85,6 +85,8 @@ struct Node {
     /// answered or appended.
     cuts: Arc<AtomicU64>,
     verified: AtomicU64,
+    /// SIGTERM: this node hands its matches over (§6.6); it answers no snapshot request.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// The event-log writer of one owned match: its queue and how many events wait in it.
@@ -317,7 +319,7 @@ impl Node {
         if let Ok(mut writers) = self.writers.lock() {
             writers.remove(code);
         }
-        Claim::Mine
+        Claim::Mine(epoch)
     }
 
     /// The headers of a frame of `code`: the node and the epoch it owns the match under (0 for
@@ -470,6 +472,7 @@ async fn run(
         stepped: Mutex::new(HashSet::new()),
         cuts,
         verified: AtomicU64::new(0),
+        draining: std::sync::atomic::AtomicBool::new(false),
     });
     tokio::spawn(keep_stores_and_liveness(node.clone()));
     tokio::spawn(answer_snapshot_requests(node.clone()));
@@ -548,6 +551,12 @@ async fn run(
             Command::Reconnected => {
                 tokio::spawn(verify_records(node.clone()));
             }
+            Command::Drain { begin, left, done } => {
+                let node = node.clone();
+                tokio::spawn(async move {
+                    let _ = done.send(drain(node, begin, left).await);
+                });
+            }
             Command::Claim {
                 code,
                 secret_hash,
@@ -594,7 +603,7 @@ async fn run(
             } => {
                 // Snapshot replies are frames: they name their node and epoch like every
                 // published one; none while this node is not sure it still owns the match.
-                if code.is_some() && node.unverified() {
+                if code.is_some() && (node.unverified() || node.draining.load(Ordering::Acquire)) {
                     continue;
                 }
                 let headers = match &code {
@@ -992,7 +1001,30 @@ async fn claim(node: &Node, code: &str, secret_hash: &str, presented: Option<&st
         }
         Err(e) => return Claim::Unavailable(e.to_string()),
     };
-    let record_value = serde_json::from_slice::<Value>(&entry.value).unwrap_or(Value::Null);
+    let mut entry = entry;
+    let mut record_value = serde_json::from_slice::<Value>(&entry.value).unwrap_or(Value::Null);
+    // Its node is shutting down (§6.6): it releases the record once the match's event log is
+    // complete; wait for that (briefly) rather than refuse or take an unfinished log.
+    let until = tokio::time::Instant::now() + DRAIN_WAIT;
+    while flag(&record_value, "draining")
+        && record_value.get("node").and_then(Value::as_str) != Some(me.as_str())
+        && tokio::time::Instant::now() < until
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        match stores.matches.entry(&key).await {
+            Ok(Some(e)) => {
+                record_value = serde_json::from_slice::<Value>(&e.value).unwrap_or(Value::Null);
+                entry = e;
+            }
+            Ok(None) => {
+                return match stores.matches.create(&key, record.into()).await {
+                    Ok(_) => node.own(code, 1),
+                    Err(e) => Claim::Unavailable(e.to_string()),
+                };
+            }
+            Err(e) => return Claim::Unavailable(e.to_string()),
+        }
+    }
     let owner = record_value
         .get("node")
         .and_then(Value::as_str)
@@ -1005,8 +1037,11 @@ async fn claim(node: &Node, code: &str, secret_hash: &str, presented: Option<&st
         .and_then(Value::as_u64)
         .unwrap_or(1)
         + 1;
-    if &owner == me {
-        // Ours (this node's match ended without its record going, or a restart): take it again.
+    let recorded_hash = record_value.get("secretHash").and_then(Value::as_str);
+    let with_secret = presented.is_some() && presented == recorded_hash;
+    if &owner == me && !with_secret {
+        // Ours (this node's match ended without its record going, or a restart that recovers
+        // it from its replay log): take it again.
         let _ = stores
             .matches
             .update(&key, record_with(next_epoch).into(), entry.revision)
@@ -1015,17 +1050,21 @@ async fn claim(node: &Node, code: &str, secret_hash: &str, presented: Option<&st
     }
     // Another node's record: is the match live there? (A record outlives its match when its
     // node stopped, or when NATS was away as the match ended.)
+    // A released record (its node drained, §6.6) is served by no node: no need to ask.
     let subject = node.subjects.of(Kind::Snapshot, code);
-    let live = matches!(
-        tokio::time::timeout(Duration::from_secs(1), node.client.request(subject, Bytes::new())).await,
-        Ok(Ok(msg)) if !msg.payload.is_empty()
-    );
+    let live = &owner != me
+        && !flag(&record_value, "released")
+        && matches!(
+            tokio::time::timeout(Duration::from_secs(1), node.client.request(subject, Bytes::new())).await,
+            Ok(Ok(msg)) if !msg.payload.is_empty()
+        );
     if live {
         return Claim::Live(owner);
     }
     let alive = matches!(stores.nodes.entry(Subjects::key(&owner)).await, Ok(Some(_)));
-    let recorded_hash = record_value.get("secretHash").and_then(Value::as_str);
-    if presented.is_some() && presented == recorded_hash {
+    // (Its observer with the secret, also on this node after a restart that lost the match:
+    // the match goes on from its event log, not from nothing.)
+    if with_secret {
         // The observer of the match is back, on this node: take the match over with its state
         // (compare-and-set: of several nodes trying at once, one wins).
         let epoch = next_epoch;
@@ -1051,7 +1090,7 @@ async fn claim(node: &Node, code: &str, secret_hash: &str, presented: Option<&st
         return match read_log(node, &stores, code).await {
             Ok(replay) => {
                 node.own(code, epoch);
-                Claim::Takeover(replay)
+                Claim::Takeover(replay, epoch)
             }
             Err(e) => {
                 let _ = release_record(&stores, me, code).await;
@@ -1136,6 +1175,82 @@ async fn release(node: Arc<Node>, code: String) {
             .filter(node.subjects.of(Kind::Events, &code))
             .await;
     }
+}
+
+/// How long a claim waits for a draining node to release a match's record.
+const DRAIN_WAIT: Duration = Duration::from_secs(5);
+
+/// Whether a record carries a true `name` flag (`draining`, `released`).
+fn flag(record: &Value, name: &str) -> bool {
+    record.get(name).and_then(Value::as_bool) == Some(true)
+}
+
+/// SIGTERM in cluster mode (§6.6), in two steps around the shards' own shutdown. `begin`: each
+/// owned match's record is marked `draining` (claims elsewhere wait for the release instead of
+/// being refused) and snapshot requests are no longer answered. Then (`begin == false`, after
+/// the shards closed their connections and applied what they had read): every event is in the
+/// log, and each record is marked `released` with its epoch kept, so the observer's next logon
+/// on any node takes the match over at once. Answers with the number of matches handled.
+async fn drain(node: Arc<Node>, begin: bool, left: Duration) -> usize {
+    let until = tokio::time::Instant::now() + left;
+    node.draining.store(true, Ordering::Release);
+    let Some(stores) = node.stores() else {
+        return 0;
+    };
+    if !begin {
+        // The shards' last events reach this thread's queue before this command.
+        while tokio::time::Instant::now() < until {
+            let waiting: u64 = node
+                .writers
+                .lock()
+                .map(|w| w.values().map(|w| w.waiting.load(Ordering::Acquire)).sum())
+                .unwrap_or(0);
+            if waiting == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let owned: Vec<(String, u64)> = node
+        .owned
+        .lock()
+        .map(|o| o.iter().map(|(c, e)| (c.clone(), *e)).collect())
+        .unwrap_or_default();
+    let mut done = 0;
+    for (code, epoch) in owned {
+        let key = Subjects::key(&code);
+        let Ok(Some(entry)) = stores.matches.entry(&key).await else {
+            continue;
+        };
+        if taken_from(&node.config.node_id, epoch, &entry.value).is_some() {
+            continue;
+        }
+        let Ok(Value::Object(mut record)) = serde_json::from_slice::<Value>(&entry.value) else {
+            continue;
+        };
+        record.insert("draining".into(), Value::Bool(begin));
+        if !begin {
+            record.insert("released".into(), Value::Bool(true));
+        }
+        let value = Value::Object(record).to_string();
+        if stores
+            .matches
+            .update(&key, value.into(), entry.revision)
+            .await
+            .is_ok()
+        {
+            done += 1;
+            if !begin {
+                if let Ok(mut o) = node.owned.lock() {
+                    o.remove(&code);
+                }
+                tracing::info!(
+                    "cluster: match {code} released (epoch {epoch}): its observer may log on to any node"
+                );
+            }
+        }
+    }
+    done
 }
 
 /// Deletes the ownership record of `code` if `me` holds it; whether it did.

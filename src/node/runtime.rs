@@ -20,6 +20,8 @@ pub struct Running {
     mesh: Arc<Mesh>,
     /// The certificate of the TLS listeners (None on plain HTTP).
     pub tls: Option<Arc<crate::transport::tls::CertStore>>,
+    /// The node's cluster handle (cluster mode).
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Running {
@@ -32,7 +34,24 @@ impl Running {
     /// Graceful shutdown within `bound` (see `node::shutdown`); false when a shard did not
     /// finish in time.
     pub fn shutdown(&self, bound: std::time::Duration) -> bool {
-        super::shutdown::run(&self.mesh, Instant::now() + bound)
+        let deadline = Instant::now() + bound;
+        // In a cluster the matches are handed over (`../shared/spec/cluster.md` §6.6): marked
+        // draining first, released once the shards have closed their clients and every event
+        // they took is in the match's log.
+        if let Some(cluster) = &self.cluster {
+            cluster.drain(true, deadline);
+        }
+        let done = super::shutdown::run(&self.mesh, deadline);
+        if let Some(cluster) = &self.cluster {
+            match cluster.drain(false, deadline) {
+                Some(n) if n > 0 => {
+                    tracing::info!("cluster: {n} match(es) released to the cluster")
+                }
+                Some(_) => {}
+                None => tracing::warn!("cluster: the matches were not all released in time"),
+            }
+        }
+        done
     }
 }
 
@@ -229,6 +248,7 @@ fn start_with(config: Config, ports: Vec<(Port, u16)>) -> Result<Running, String
         global,
         mesh,
         tls: tls_store,
+        cluster,
     })
 }
 

@@ -7,8 +7,12 @@
 //!    (the final snapshots).
 //! 2. `Close`: end every Engine.IO session (a pending poll gets CLOSE, a polling client between
 //!    two polls gets it at its next poll, a WebSocket a 1001 close frame after what is already
-//!    queued) and every spectator (1001), close the replay logs, and wait — up to the deadline —
-//!    until the sockets and logs are written; then close the listeners.
+//!    queued — its session lives until the client answers, so what the client sent before it saw
+//!    the close is still handled) and every spectator (1001), close the replay logs, and wait —
+//!    up to the deadline — until the sockets and logs are written; then close the listeners.
+//!
+//! 3. `Settle`: answered at once; messages the shards sent each other during `Close` are
+//!    handled before it (in cluster mode the matches are released after, `Running::shutdown`).
 //!
 //! Matches are not ended: their logs stay live, so a restart recovers them.
 
@@ -24,7 +28,7 @@ const FAREWELL_WAIT: Duration = Duration::from_secs(1);
 /// Runs both phases on every shard (called from the main thread); false when a shard did not
 /// answer by `deadline`.
 pub fn run(mesh: &Mesh, deadline: Instant) -> bool {
-    for phase in [Phase::Quiesce, Phase::Close] {
+    for phase in [Phase::Quiesce, Phase::Close, Phase::Settle] {
         let (done, answers) = flume::unbounded();
         for shard in 0..mesh.len() {
             mesh.send(
@@ -56,14 +60,18 @@ pub fn run_phase(shard: &Rc<Shard>, phase: Phase, deadline: Instant, done: flume
         Phase::Close => {
             let mut queues = crate::transport::engineio::close_all(&shard.eio);
             queues.extend(crate::spectator::close_all(shard));
-            let logs = crate::registry::close_logs(shard);
             let shard = shard.clone();
             // A live polling client is back within a round trip; one that is not within a
             // second has gone (its session would only have ended at the ping timeout).
             let farewells_until = Instant::now() + FAREWELL_WAIT;
             glommio::spawn_local(async move {
                 let written = async {
-                    for log in logs {
+                    // WebSocket clients answer the close: until then what they sent is
+                    // handled (and logged), so the logs close after.
+                    while crate::transport::engineio::shutting_pending(&shard.eio) > 0 {
+                        glommio::timer::sleep(Duration::from_millis(2)).await;
+                    }
+                    for log in crate::registry::close_logs(&shard) {
                         log.await;
                     }
                     while queues.iter().any(|q| !q.is_finished())
@@ -81,6 +89,9 @@ pub fn run_phase(shard: &Rc<Shard>, phase: Phase, deadline: Instant, done: flume
                 let _ = done.send(shard.id);
             })
             .detach();
+        }
+        Phase::Settle => {
+            let _ = done.send(shard.id);
         }
     }
 }

@@ -400,6 +400,9 @@ pub struct MatchIdClaim {
 pub enum Phase {
     Quiesce,
     Close,
+    /// Answered at once: what shards sent each other before they finished `Close` (an event
+    /// for its match's owner) is handled before this (the cluster's drain comes after).
+    Settle,
 }
 
 /// Where the answer to a request goes: the shard that asked and its request number there.

@@ -87,6 +87,10 @@ pub struct Room {
     streams: usize,
     /// When the last HTTP stream left (it may come back with its `Last-Event-ID`).
     stream_left: Option<Instant>,
+    /// In a cluster, a match taken over from another node: viewers of the old origin's room on
+    /// other nodes are not in this room's presence, yet still subscribed to the match, so its
+    /// viewer frames (full and delta) are built as if they were.
+    inherited: bool,
 }
 
 /// How long after the last HTTP stream left the room keeps building deltas, so that a stream
@@ -119,7 +123,14 @@ impl Room {
             delta_spectators: 0,
             streams: 0,
             stream_left: None,
+            inherited: false,
         }
+    }
+
+    /// In a cluster: the epoch this node owns the match under (its viewers' seqs go on from it,
+    /// see `ViewerStream::fence`).
+    pub fn fence(&mut self, epoch: u64) {
+        self.viewers.fence(epoch);
     }
 
     /// Gives the room its public code (with a spectator delay).
@@ -138,10 +149,15 @@ impl Room {
 
     fn audience(&self) -> Audience {
         Audience {
-            spectators: !self.spectators.is_empty(),
-            delta_spectators: self.delta_spectators > 0,
+            spectators: !self.spectators.is_empty() || self.inherited,
+            delta_spectators: self.delta_spectators > 0 || self.inherited,
             streams: self.streams > 0,
         }
+    }
+
+    /// The match was taken over from another node (see `inherited`).
+    pub fn inherit_viewers(&mut self) {
+        self.inherited = true;
     }
 
     /// A new state of the match. Without a delay its viewer frames are returned, to go out in one
@@ -155,6 +171,7 @@ impl Room {
     ) -> Option<Box<ViewerFrames>> {
         let now = Instant::now();
         let wants_patch = self.delta_spectators > 0
+            || self.inherited
             || self.streams > 0
             || self
                 .stream_left

@@ -103,6 +103,14 @@ pub struct ViewerStream<M> {
 }
 
 impl<M> ViewerStream<M> {
+    /// In a cluster, the ownership epoch of the match here (`../shared/spec/cluster.md` §6.1):
+    /// seqs go on from `epoch << 32`, so a state of a newer origin always has a higher seq than
+    /// any state an older one published, and no seq is reused within the match across a
+    /// takeover. A single node (epoch 0) counts from 1 as before.
+    pub fn fence(&mut self, epoch: u64) {
+        self.seq = self.seq.max(epoch << 32);
+    }
+
     pub fn new(delay: Duration) -> Self {
         ViewerStream {
             delay,

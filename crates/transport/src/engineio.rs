@@ -210,6 +210,10 @@ pub struct Session<A: App> {
     pong_pending: bool,
     /// The heartbeat task waiting for this session's pong.
     pong_waker: Option<std::task::Waker>,
+    /// The server is shutting down and sent this WebSocket its close frame: what the client
+    /// sent before it saw the close is still read and handled; the session ends when the
+    /// client answers (or the close times out).
+    shutting: bool,
 }
 
 /// What moves when a session changes shard.
@@ -471,6 +475,7 @@ fn handshake_polling<A: App>(
             upgrading: false,
             pong_pending: false,
             pong_waker: None,
+            shutting: false,
         },
     );
     payload_response(open)
@@ -777,6 +782,7 @@ async fn run_websocket<A: App, R, W>(
                     upgrading: false,
                     pong_pending: false,
                     pong_waker: None,
+                    shutting: false,
                 },
             );
             sid
@@ -832,11 +838,19 @@ async fn run_websocket<A: App, R, W>(
         }
     }
     // The session ends with its WebSocket (unless it already ended).
-    let ours = eio.get(&sid).is_some_and(|cell| {
-        matches!(&cell.borrow().transport, Transport::WebSocket { queue: q, .. } if Rc::ptr_eq(q, &queue))
+    let (ours, shutting) = eio.get(&sid).map_or((false, false), |cell| {
+        let s = cell.borrow();
+        let ours =
+            matches!(&s.transport, Transport::WebSocket { queue: q, .. } if Rc::ptr_eq(q, &queue));
+        (ours, s.shutting)
     });
     if ours {
-        close_session(eio, &sid, "transport close");
+        let reason = if shutting {
+            SERVER_SHUTDOWN
+        } else {
+            "transport close"
+        };
+        close_session(eio, &sid, reason);
     }
 }
 
@@ -947,6 +961,7 @@ fn install<A: App>(eio: &Rc<Eio<A>>, state: SessionState<A>, queue: Rc<OutQueue>
         upgrading: false,
         pong_pending: false,
         pong_waker: None,
+        shutting: false,
     };
     // In the shard's sessions first: what `on_attach` restores may link to the session.
     let cell = insert_session(eio, session);
@@ -1221,12 +1236,30 @@ pub fn close_all<A: App>(eio: &Rc<Eio<A>>) -> Vec<Rc<OutQueue>> {
         .collect();
     let mut queues = Vec::new();
     for (sid, cell) in sessions {
-        if let Transport::WebSocket { queue, .. } = &cell.borrow().transport {
+        let mut session = cell.borrow_mut();
+        if let Transport::WebSocket { queue, .. } = &session.transport {
+            // The close frame goes now; the session lives on until the client answers it, so
+            // a message the client sent before it saw the close (an observer's event in
+            // flight) is still handled, not lost with the connection.
             queues.push(queue.clone());
+            queue.close_with(Some(websocket::close_frame(close_code::GOING_AWAY, "")));
+            session.shutting = true;
+            continue;
         }
+        drop(session);
         close_session(eio, &sid, SERVER_SHUTDOWN);
     }
     queues
+}
+
+/// WebSocket sessions the shutdown closed whose client has not answered yet.
+pub fn shutting_pending<A: App>(eio: &Eio<A>) -> usize {
+    eio.sessions
+        .borrow()
+        .map
+        .values()
+        .filter(|cell| cell.try_borrow().is_ok_and(|s| s.shutting))
+        .count()
 }
 
 /// Polling sessions closed by the shutdown that have not collected their CLOSE yet.

@@ -42,3 +42,163 @@ export async function uninterrupted() {
     await server.stop();
   }
 }
+
+/**
+ * An observer behind a load balancer: logged on to a node, it sends the reference match's
+ * events; when its node closes it, it logs on again with its secret to the next node `up()`
+ * offers that accepts (refusals — the match still live elsewhere — are retried), and the
+ * events it is given meanwhile wait, in order, as socket.io-client buffers them, and go out
+ * after the logon.
+ */
+export class FollowingObserver {
+  constructor(up, code) {
+    this.up = up;
+    this.code = code;
+    this.socket = null;
+    this.secret = "";
+    this.waiting = [];
+    this.logons = [];
+    this.closed = false;
+    this.turn = 0;
+    this.unsent = 0;
+  }
+
+  async start(node) {
+    const obs = await observer(node, logon(this.code));
+    if (obs.ack.value !== true) throw new Error(`logon refused: ${obs.ack.reason}`);
+    this.secret = obs.ack.reason;
+    this.attach(obs.socket, node);
+  }
+
+  attach(socket, node) {
+    this.socket = socket;
+    this.node = node;
+    // What the client never wrote to the wire when its connection closed is the client's to
+    // send again (engine.io-client leaves its write buffer readable on `close` for this): it
+    // goes first after the next logon. What it did write, the server must handle.
+    const engine = socket.io.engine;
+    engine.on("close", () => {
+      const unsent = [];
+      for (const p of engine.writeBuffer ?? []) {
+        if (p.type !== "message" || typeof p.data !== "string" || !p.data.startsWith("42")) continue;
+        const [name, text] = JSON.parse(p.data.slice(2));
+        if (name === "obs_data") unsent.push(text);
+      }
+      this.unsent += unsent.length;
+      this.waiting.unshift(...unsent);
+    });
+    socket.on("disconnect", () => {
+      if (this.socket !== socket || this.closed) return;
+      this.socket = null;
+      this.again();
+    });
+    for (const e of this.waiting.splice(0)) socket.emit("obs_data", e);
+  }
+
+  async again() {
+    while (!this.closed && !(this.finished && this.waiting.length === 0)) {
+      const nodes = this.up();
+      const node = nodes[this.turn++ % Math.max(1, nodes.length)];
+      if (node) {
+        try {
+          const obs = await observer(node, logon(this.code, this.secret), {});
+          this.logons.push({ node: node.id, ok: obs.ack.value === true, reason: obs.ack.reason });
+          if (obs.ack.value === true) {
+            this.attach(obs.socket, node);
+            return;
+          }
+          obs.socket.close();
+        } catch (e) {
+          this.logons.push({ node: node.id, ok: false, reason: String(e.message ?? e) });
+        }
+      }
+      await sleep(100);
+    }
+  }
+
+  /** Sends event `i` of the reference match now, or after the next logon. */
+  emit(i) {
+    const { timestamp, ...event } = events[i];
+    const text = JSON.stringify({ ...event, groupCode: this.code });
+    // (The game's last event ends the match: the server disconnects the observer then.)
+    if (i === events.length - 1) this.finished = true;
+    if (this.socket?.connected) this.socket.emit("obs_data", text);
+    else this.waiting.push(text);
+  }
+
+  close() {
+    this.closed = true;
+    this.socket?.close();
+  }
+}
+
+/**
+ * An overlay behind a load balancer: when its node closes it, it logs on again to the next node
+ * `up()` offers. Keeps every state with its arrival time.
+ */
+export class FollowingOverlay {
+  constructor(up, code, start) {
+    this.up = up;
+    this.code = code;
+    this.received = [];
+    this.arrivals = [];
+    this.moves = 0;
+    this.closed = false;
+    this.turn = start;
+  }
+
+  async start() {
+    await this.again();
+  }
+
+  async again() {
+    while (!this.closed) {
+      const nodes = this.up();
+      const node = nodes[this.turn++ % Math.max(1, nodes.length)];
+      if (node) {
+        try {
+          const v = await overlay(node, this.code);
+          this.socket = v.socket;
+          v.socket.on("match_data", (d) => {
+            this.received.push(JSON.parse(d));
+            this.arrivals.push(Date.now());
+          });
+          v.socket.on("disconnect", () => {
+            if (this.closed) return;
+            this.moves++;
+            this.again();
+          });
+          return;
+        } catch {
+          // that node is going away: the next one
+        }
+      }
+      await sleep(100);
+    }
+  }
+
+  /** The longest wait between two states within [from, to] (ms since the epoch). */
+  gapWithin(from, to) {
+    let gap = 0;
+    let last = from;
+    for (const t of this.arrivals) {
+      if (t < from) continue;
+      if (t > to) break;
+      gap = Math.max(gap, t - last);
+      last = t;
+    }
+    return Math.max(gap, to - last);
+  }
+
+  close() {
+    this.closed = true;
+    this.socket?.close();
+  }
+}
+
+/** The p-th percentile (0–100) of numbers. */
+export function percentile(values, p) {
+  const sorted = [...values].sort((x, y) => x - y);
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
