@@ -51,7 +51,9 @@ export async function uninterrupted() {
  * after the logon.
  */
 export class FollowingObserver {
-  constructor(up, code) {
+  /** `canSend(node)`: whether events may go to that node now (default: always). */
+  constructor(up, code, canSend = () => true) {
+    this.canSend = canSend;
     this.up = up;
     this.code = code;
     this.socket = null;
@@ -92,7 +94,7 @@ export class FollowingObserver {
       this.socket = null;
       this.again();
     });
-    for (const e of this.waiting.splice(0)) socket.emit("obs_data", e);
+    this.flush();
   }
 
   async again() {
@@ -122,8 +124,23 @@ export class FollowingObserver {
     const text = JSON.stringify({ ...event, groupCode: this.code });
     // (The game's last event ends the match: the server disconnects the observer then.)
     if (i === events.length - 1) this.finished = true;
-    if (this.socket?.connected) this.socket.emit("obs_data", text);
-    else this.waiting.push(text);
+    this.waiting.push(text);
+    this.flush();
+  }
+
+  /** Sends what waits, if the observer is logged on to a node it may send to. */
+  flush() {
+    if (!this.socket?.connected || !this.canSend(this.node)) return;
+    for (const e of this.waiting.splice(0)) this.socket.emit("obs_data", e);
+  }
+
+  /** Leaves its node (as an observer whose connection dropped): it logs on again. */
+  move() {
+    const socket = this.socket;
+    if (!socket) return;
+    this.socket = null;
+    socket.close();
+    this.again();
   }
 
   close() {
@@ -201,4 +218,91 @@ export function percentile(values, p) {
   const sorted = [...values].sort((x, y) => x - y);
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+/**
+ * A spectator (`/ws`, JSON) behind a load balancer: when its connection closes it joins again on
+ * the next node `up()` offers. Each connection checks that the `seq` of the states it gets
+ * never goes back (a state of an older ownership epoch after one of a newer; seqs go on from
+ * `epoch << 32`); `violations` lists any.
+ */
+export class FollowingSpectator {
+  constructor(up, code, start, WebSocket) {
+    this.up = up;
+    this.code = code;
+    this.turn = start;
+    this.WebSocket = WebSocket;
+    this.states = [];
+    this.violations = [];
+    this.moves = 0;
+    this.closed = false;
+  }
+
+  async start() {
+    await this.again();
+  }
+
+  async again() {
+    while (!this.closed) {
+      const nodes = this.up();
+      const node = nodes[this.turn++ % Math.max(1, nodes.length)];
+      if (node && (await this.join(node))) return;
+      await sleep(200);
+    }
+  }
+
+  join(node) {
+    return new Promise((resolve) => {
+      const ws = new this.WebSocket(`ws://127.0.0.1:${node.ports.broadcast}/ws`);
+      let highest = -1;
+      let answered = false;
+      const done = (ok) => {
+        if (answered) return;
+        answered = true;
+        if (!ok) ws.terminate();
+        resolve(ok);
+      };
+      ws.on("error", () => done(false));
+      ws.on("open", () => {
+        ws.send(JSON.stringify({ type: "JoinAsSpectator", data: { game_name: "valorant", room_code: this.code, spectator_name: "watcher" } }));
+      });
+      ws.on("message", (d) => {
+        const m = JSON.parse(String(d));
+        if (m.type === "SpectatorJoinFailed") return done(false);
+        if (m.type === "SpectatorJoined") {
+          this.ws = ws;
+          done(true);
+        }
+        if (m.type === "GameData") {
+          const seq = m.data.seq;
+          if (seq < highest) this.violations.push(`node ${node.id}: seq ${seq} (epoch ${Math.floor(seq / 2 ** 32)}) after ${highest} (epoch ${Math.floor(highest / 2 ** 32)})`);
+          highest = Math.max(highest, seq);
+          this.states.push(m.data.data);
+        }
+      });
+      ws.on("close", () => {
+        if (!answered) return done(false);
+        if (this.closed || this.ws !== ws) return;
+        this.moves++;
+        this.again();
+      });
+    });
+  }
+
+  close() {
+    this.closed = true;
+    this.ws?.close();
+  }
+}
+
+/** A seeded pseudo-random number generator (mulberry32): the same schedule for the same seed. */
+export function seeded(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
 }
