@@ -5,6 +5,11 @@
 # or $NATS_SERVER).
 #
 #   tools/bench-cluster.sh RUNS OVERLAYS
+#   BENCH_BINS="before=/path/a after=/path/b" tools/bench-cluster.sh RUNS OVERLAYS
+#
+# With BENCH_BINS, the edge setting runs once per labelled binary (origin and edge both of that
+# binary), interleaved in every round, so two builds are compared in one run ("edge-before",
+# "edge-after"); the "origin" setting uses the first binary.
 #
 # Placement on a two-core machine: the node that serves the overlays is alone on CPU 1 (the one
 # measured: CPU per delivery from /proc); the generator (observer + overlays) on CPU 0 — with
@@ -16,7 +21,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=$1 overlays=$2
 nats_bin=${NATS_SERVER:-target/tools-venv/bin/nats-server}
-bin=target/release/spectra-server
+read -r -a bins <<<"${BENCH_BINS:-now=target/release/spectra-server}"
+settings=(origin)
+if [ -z "${BENCH_BINS:-}" ]; then
+  settings+=(edge)
+else
+  for b in "${bins[@]}"; do settings+=("edge-${b%%=*}"); done
+fi
+bin_of() { # SETTING: the binary it runs
+  local label=${1#edge-}
+  for b in "${bins[@]}"; do
+    if [ "${b%%=*}" = "$label" ]; then echo "${b#*=}"; return; fi
+  done
+  echo "${bins[0]#*=}"
+}
 source tools/lib/netns.sh
 netns_create spectra-cluster
 out=$(mktemp)
@@ -35,7 +53,8 @@ metric() { # URL NAME
 }
 
 for i in $(seq 1 "$runs"); do
-  for setting in origin edge; do
+  for setting in "${settings[@]}"; do
+    bin=$(bin_of "$setting")
     data=$(mktemp -d)
     if [ "$setting" = origin ]; then
       b=$(node 1 6100)
@@ -68,7 +87,7 @@ result["setting"] = setting
 result["generator_cpu_pct"] = round(100 * (usage.ru_utime + usage.ru_stime) / wall, 1)
 print(json.dumps(result))
 PY
-    if [ "$setting" = edge ]; then
+    if [ "$setting" != origin ]; then
       frames=$(metric http://127.0.0.1:6001/metrics spectra_cluster_frames_published_total)
       bytes=$(metric http://127.0.0.1:6101/metrics spectra_cluster_bytes_received_total)
       received=$(metric http://127.0.0.1:6101/metrics spectra_cluster_frames_received_total)
@@ -81,5 +100,5 @@ PY
     sleep 1
   done
 done
-python3 tools/lib/median_rows.py "$out" setting origin edge
+python3 tools/lib/median_rows.py "$out" setting "${settings[@]}"
 rm -f "$out"

@@ -1490,3 +1490,26 @@ async fn write_log(
         waiting.fetch_sub(1, Ordering::AcqRel);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{flag, taken_from};
+    use serde_json::json;
+
+    /// A record still names this node under its epoch → no step-down; another node, or a newer
+    /// epoch of this node (a restart that claimed again), → step down; junk is not a takeover.
+    #[test]
+    fn a_record_says_when_the_match_was_taken_over() {
+        let record = |node: &str, epoch: u64| json!({"node": node, "epoch": epoch}).to_string();
+        assert_eq!(taken_from("a", 3, record("a", 3).as_bytes()), None);
+        assert_eq!(taken_from("a", 3, record("a", 2).as_bytes()), None);
+        assert!(taken_from("a", 3, record("b", 4).as_bytes()).is_some());
+        assert!(taken_from("a", 3, record("b", 1).as_bytes()).is_some());
+        assert!(taken_from("a", 3, record("a", 4).as_bytes()).is_some());
+        assert_eq!(taken_from("a", 3, b"not json"), None);
+        let released = json!({"node": "a", "epoch": 3, "released": true});
+        assert!(flag(&released, "released"));
+        assert!(!flag(&released, "draining"));
+        assert!(!flag(&json!({"released": "yes"}), "released"));
+    }
+}

@@ -278,4 +278,30 @@ mod tests {
             "a-b.events.*"
         );
     }
+
+    /// Record keys read back to their code; anything else (another bucket's keys, a key of an
+    /// invalid code, not hex) is no code. Log message ids are one per append and safe in a
+    /// header (no whitespace or control character whatever the code).
+    #[test]
+    fn record_keys_and_log_message_ids() {
+        for code in ["G", "ABC-1_2.3", "PUB-0123456789ABCDEF01234567"] {
+            assert_eq!(
+                Subjects::code_of_key(&Subjects::key(code)).as_deref(),
+                Some(code)
+            );
+        }
+        for key in ["", "_", "zz", "4", &token("A B"), &token("a\r\nPUB x")] {
+            assert_eq!(Subjects::code_of_key(key), None, "{key:?}");
+        }
+        let s = Subjects::new("spectra", "node-a");
+        let id = s.log_message_id("A B\r\n", 7, "w1", 42);
+        assert!(
+            id.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == ':' || c == '_'),
+            "{id}"
+        );
+        assert_ne!(id, s.log_message_id("A B\r\n", 7, "w1", 43));
+        assert_ne!(id, s.log_message_id("A B\r\n", 8, "w1", 42));
+        assert_ne!(id, s.log_message_id("A B\r\n", 7, "w2", 42));
+    }
 }
