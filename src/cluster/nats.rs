@@ -89,6 +89,10 @@ struct Node {
     draining: std::sync::atomic::AtomicBool,
 }
 
+/// Events of one match held for its log while NATS is away (a whole match is a few thousand
+/// events; aux clients multiply that by up to ten).
+const MAX_UNLOGGED: u64 = 100_000;
+
 /// The event-log writer of one owned match: its queue and how many events wait in it.
 struct Writer {
     queue: tokio::sync::mpsc::UnboundedSender<LogItem>,
@@ -194,6 +198,13 @@ impl Node {
             ));
             Writer { queue, waiting }
         });
+        if writer.waiting.load(Ordering::Acquire) >= MAX_UNLOGGED {
+            // Cut off for very long: beyond the bound the cluster's log loses events (the
+            // replay log on disk keeps them); counted and logged, never silent.
+            drop(writers);
+            self.orphaned(&code, 1);
+            return;
+        }
         writer.waiting.fetch_add(1, Ordering::AcqRel);
         if writer.queue.send(item).is_err() {
             writer.waiting.fetch_sub(1, Ordering::AcqRel);

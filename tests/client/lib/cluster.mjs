@@ -271,12 +271,14 @@ export class FollowingSpectator {
         if (m.type === "SpectatorJoinFailed") return done(false);
         if (m.type === "SpectatorJoined") {
           this.ws = ws;
+          this.node = node.id;
           done(true);
         }
         if (m.type === "GameData") {
           const seq = m.data.seq;
           if (seq < highest) this.violations.push(`node ${node.id}: seq ${seq} (epoch ${Math.floor(seq / 2 ** 32)}) after ${highest} (epoch ${Math.floor(highest / 2 ** 32)})`);
           highest = Math.max(highest, seq);
+          this.lastSeq = seq;
           this.states.push(m.data.data);
         }
       });
