@@ -87,7 +87,12 @@ struct Node {
     verified: AtomicU64,
     /// SIGTERM: this node hands its matches over (§6.6); it answers no snapshot request.
     draining: std::sync::atomic::AtomicBool,
+    /// The epoch of matches that ended here (released), for their last frames.
+    ended: Mutex<HashMap<String, u64>>,
 }
+
+/// Ended matches whose epoch is kept for their last frames (then forgotten all at once).
+const MAX_ENDED: usize = 10_000;
 
 /// Events of one match held for its log while NATS is away (a whole match is a few thousand
 /// events; aux clients multiply that by up to ten).
@@ -326,6 +331,9 @@ impl Node {
         if let Ok(mut stepped) = self.stepped.lock() {
             stepped.remove(code);
         }
+        if let Ok(mut ended) = self.ended.lock() {
+            ended.remove(code);
+        }
         // A writer of an earlier epoch ends; the next event starts one under this epoch.
         if let Ok(mut writers) = self.writers.lock() {
             writers.remove(code);
@@ -336,7 +344,10 @@ impl Node {
     /// The headers of a frame of `code`: the node and the epoch it owns the match under (0 for
     /// a match it holds without a claim, e.g. recovered at start-up).
     fn frame_headers(&self, code: &str) -> async_nats::HeaderMap {
-        let epoch = self.epoch_of(code).unwrap_or(0);
+        let epoch = self
+            .epoch_of(code)
+            .or_else(|| self.ended.lock().ok().and_then(|e| e.get(code).copied()))
+            .unwrap_or(0);
         let mut headers = self.headers();
         headers.insert(EPOCH_HEADER, epoch.to_string());
         headers
@@ -484,6 +495,7 @@ async fn run(
         cuts,
         verified: AtomicU64::new(0),
         draining: std::sync::atomic::AtomicBool::new(false),
+        ended: Mutex::new(HashMap::new()),
     });
     tokio::spawn(keep_stores_and_liveness(node.clone()));
     tokio::spawn(answer_snapshot_requests(node.clone()));
@@ -588,8 +600,15 @@ async fn run(
                 });
             }
             Command::Release { code } => {
-                if let Ok(mut owned) = node.owned.lock() {
-                    owned.remove(&code);
+                if let Some(epoch) = node.owned.lock().ok().and_then(|mut o| o.remove(&code))
+                    && let Ok(mut ended) = node.ended.lock()
+                {
+                    // The match's last frames (its final state, the room's end) may go out
+                    // after its record: they keep its epoch, or edges would drop them.
+                    if ended.len() >= MAX_ENDED {
+                        ended.clear();
+                    }
+                    ended.insert(code.clone(), epoch);
                 }
                 if let Ok(mut writers) = node.writers.lock() {
                     writers.remove(&code);
@@ -801,9 +820,21 @@ async fn take_acks(node: Arc<Node>) {
         return;
     };
     while let Some(msg) = sub.next().await {
-        let token = node.subjects.ack_number(&msg.subject);
-        if let (Some(token), Ok(mut p)) = (token, node.pending.lock()) {
-            p.remove(&token);
+        let Some(token) = node.subjects.ack_number(&msg.subject) else {
+            continue;
+        };
+        // NATS itself answers "no responders" (503) when no node listens on the origin's
+        // subject (every other node is cut off or down): that is no acknowledgement — the
+        // message comes back now as unanswered (not after the timeout, and never lost).
+        let refused = msg.status == Some(async_nats::StatusCode::NO_RESPONDERS);
+        if !refused && sender(&msg).is_none() {
+            node.untrusted("this node", "an acknowledgement without its node");
+            continue;
+        }
+        let waiting = node.pending.lock().ok().and_then(|mut p| p.remove(&token));
+        if refused && let Some((msg, from)) = waiting {
+            node.mesh
+                .send(from, ShardMsg::Remote(RemoteMsg::Unanswered { msg }));
         }
     }
 }

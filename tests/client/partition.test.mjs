@@ -4,6 +4,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { startClusterNode, startServer, startNats, observer, overlay, sendEvent, waitFor, uniqueCode, sleep, metric } from "./lib/server.mjs";
+import fs from "node:fs";
+import path from "node:path";
 import WebSocket from "ws";
 import { events, logon, send, clusterMetric, withoutCode, uninterrupted, FollowingObserver, FollowingOverlay, FollowingSpectator, percentile, seeded } from "./lib/cluster.mjs";
 import { startProxy } from "./lib/proxy.mjs";
@@ -154,6 +156,7 @@ test("rolling restart: SIGTERM of each of three nodes in turn mid-match, the obs
 const SEED = Number(process.env.PARTITION_SEED ?? 20261207);
 const RUNS = Number(process.env.PARTITION_RUNS ?? 3);
 const STEPS = Number(process.env.PARTITION_STEPS ?? 8);
+const FROM = Number(process.env.PARTITION_FROM ?? 0);
 
 test(`random schedule of cuts, heals, observer moves and kill -9 (seed ${SEED}, ${RUNS} runs of ${STEPS} steps): no viewer gets an older epoch's state after a newer one, every viewer ends on the final state, no accepted event is missing`, { timeout: 600000 }, async (t) => {
   const reference = await uninterrupted();
@@ -180,6 +183,11 @@ test(`random schedule of cuts, heals, observer moves and kill -9 (seed ${SEED}, 
       await start(id);
     }
     for (let run = 0; run < RUNS; run++) {
+      if (run < FROM) {
+        // (Replaying one run by hand: the schedule of the runs before it is skipped.)
+        for (let k = 0; k < 1 + 3 * STEPS; k++) rand();
+        continue;
+      }
       const code = uniqueCode(`RS${run}`);
       // The observer sends nothing to a node that is cut off (nothing it sends there could reach
       // the log before a takeover: the scenario test counts those as orphaned) nor to one about
@@ -206,16 +214,17 @@ test(`random schedule of cuts, heals, observer moves and kill -9 (seed ${SEED}, 
       };
       let orphaned = -(await orphanedNow(up()));
       const schedule = [];
+      const t0 = Date.now();
       for (let step = 0; step < STEPS; step++) {
         await sleep(300 + Math.floor(rand() * 900));
         const r = rand();
         const id = pick(ids);
         if (r < 0.3) {
           proxies[id].cut();
-          schedule.push(`cut ${id}`);
+          schedule.push(`cut ${id}@${Date.now() - t0}`);
         } else if (r < 0.55) {
           proxies[id].heal();
-          schedule.push(`heal ${id}`);
+          schedule.push(`heal ${id}@${Date.now() - t0}`);
         } else if (r < 0.8) {
           obs.move();
           schedule.push("observer moves");
@@ -226,7 +235,7 @@ test(`random schedule of cuts, heals, observer moves and kill -9 (seed ${SEED}, 
           nodes[id].going = true;
           await nodes[id].stop("SIGKILL");
           await start(id);
-          schedule.push(`kill -9 ${id}`);
+          schedule.push(`kill -9 ${id}@${Date.now() - t0}`);
         }
         obs.flush();
       }
@@ -252,13 +261,19 @@ test(`random schedule of cuts, heals, observer moves and kill -9 (seed ${SEED}, 
       const same = (a, b) => JSON.stringify(withoutCode(a ?? {})) === JSON.stringify(withoutCode(b ?? {}));
       for (const [i, state] of finals.entries()) {
         const who = i < overlays.length ? `overlay ${i}` : `spectator ${i - overlays.length}`;
-        if (!same(state, finals[0])) failures.push(`run ${run}: ${who} ends on another state than overlay 0 (round ${state?.roundNumber})`);
+        if (!same(state, finals[0])) {
+          const history = i < overlays.length ? "" : `; its connections: ${spectators[i - overlays.length].history.join(" ")}`;
+          failures.push(`run ${run}: ${who} ends on another state than overlay 0 (round ${state?.roundNumber})${history}`);
+        }
       }
       if (orphaned === 0 && !same(finals[0], reference)) {
         failures.push(`run ${run}: the final state lacks events, none counted as orphaned`);
       }
       for (const [i, v] of spectators.entries()) {
         for (const violation of v.violations) failures.push(`run ${run}: spectator ${i}: ${violation}`);
+      }
+      if (process.env.PARTITION_LOGS) {
+        for (const id of ids) fs.writeFileSync(path.join(process.env.PARTITION_LOGS, `run${run}-${id}.log`), nodes[id].log() + nodes[id].stdout());
       }
       const line = `run ${run} (seed ${SEED}): ${schedule.join(", ")}; observer logons ${obs.logons.map((l) => `${l.node}:${l.ok ? l.reason : "refused"}`).join(" ")}; viewers moved ${viewers.map((v) => v.moves).join("/")}; orphaned ${orphaned}; final ${same(finals[0], reference) ? "= reference" : "≠ reference"}; spectators on ${spectators.map((v) => `${v.node}(${v.states.length} states, seq ${v.lastSeq})`).join(" ")}`;
       t.diagnostic(line);

@@ -236,10 +236,16 @@ export class FollowingSpectator {
     this.violations = [];
     this.moves = 0;
     this.closed = false;
+    this.history = [];
+    this.t0 = Date.now();
   }
 
   async start() {
     await this.again();
+  }
+
+  note(what) {
+    this.history.push(`${what}@${Date.now() - this.t0}ms#${this.states.length}`);
   }
 
   async again() {
@@ -262,16 +268,30 @@ export class FollowingSpectator {
         if (!ok) ws.terminate();
         resolve(ok);
       };
-      ws.on("error", () => done(false));
+      ws.on("error", (e) => {
+        if (!answered) this.note(`${node.id}:error(${e.code ?? e.message})`);
+        done(false);
+      });
+      // A join is answered (joined or failed) within the cluster's forward timeout; one that is
+      // not after 10 s is noted (a server defect) and given up.
+      const unanswered = setTimeout(() => {
+        if (!answered) this.note(`${node.id}:no answer in 10 s`);
+        done(false);
+      }, 10000);
       ws.on("open", () => {
         ws.send(JSON.stringify({ type: "JoinAsSpectator", data: { game_name: "valorant", room_code: this.code, spectator_name: "watcher" } }));
       });
+      ws.on("close", () => clearTimeout(unanswered));
       ws.on("message", (d) => {
         const m = JSON.parse(String(d));
-        if (m.type === "SpectatorJoinFailed") return done(false);
+        if (m.type === "SpectatorJoinFailed") {
+          this.note(`${node.id}:failed(${m.data?.error_code ?? m.data?.reason ?? ""})`);
+          return done(false);
+        }
         if (m.type === "SpectatorJoined") {
           this.ws = ws;
           this.node = node.id;
+          this.note(`${node.id}:joined`);
           done(true);
         }
         if (m.type === "GameData") {
@@ -283,8 +303,12 @@ export class FollowingSpectator {
         }
       });
       ws.on("close", () => {
-        if (!answered) return done(false);
+        if (!answered) {
+          this.note(`${node.id}:closed before an answer`);
+          return done(false);
+        }
         if (this.closed || this.ws !== ws) return;
+        this.note(`${node.id}:closed`);
         this.moves++;
         this.again();
       });
