@@ -11,7 +11,7 @@ fn init_logging() {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let json = json_mode();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -55,13 +55,64 @@ fn serve_until_shutdown(
     }
 }
 
+/// `LOG_FORMAT=json`: every line the process writes is one JSON object.
+fn json_mode() -> bool {
+    std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"))
+}
+
+/// A line on stdout for the operator: plain text, or in JSON mode one object with the same
+/// `message` and the event's fields.
+fn say(event: &str, message: &str, fields: serde_json::Value) {
+    if json_mode() {
+        let mut line = serde_json::json!({
+            "timestamp": spectra::util::now_rfc3339(),
+            "level": "INFO",
+            "target": "spectra_server",
+            "event": event,
+            "message": message,
+        });
+        if let (Some(line), serde_json::Value::Object(fields)) = (line.as_object_mut(), fields) {
+            line.extend(fields);
+        }
+        println!("{line}");
+    } else {
+        println!("{message}");
+    }
+}
+
+/// The start-up checks (`node::preflight`): a fatal one ends the process with 78 and one
+/// paragraph naming the cause and the fix (plain on stderr, or one JSON line in JSON mode).
+fn preflight(config: &Config) {
+    use spectra::node::preflight::{EXIT_CONFIG, Finding};
+    for finding in spectra::node::preflight::run(config) {
+        match finding {
+            Finding::Warning { check, message } => {
+                tracing::warn!(check, "start-up check: {message}")
+            }
+            Finding::Fatal { check, message } => {
+                if json_mode() {
+                    tracing::error!(check, exit_code = EXIT_CONFIG, "cannot start: {message}");
+                } else {
+                    eprintln!("spectra-server: cannot start: {message}");
+                }
+                std::process::exit(EXIT_CONFIG);
+            }
+        }
+    }
+}
+
 fn main() {
     let config = Config::load(); // reads `.env` first, so RUST_LOG / LOG_FORMAT may come from it
     init_logging();
+    preflight(&config);
     if config.require_auth_key && config.auth_key_generated {
-        println!(
-            "AUTH_KEY was not set; generated access key for this run: {}",
-            config.auth_key
+        say(
+            "generated_key",
+            &format!(
+                "AUTH_KEY was not set; generated access key for this run: {}",
+                config.auth_key
+            ),
+            serde_json::json!({ "key": config.auth_key }),
         );
     }
     let scheme = match &config.tls {
@@ -79,12 +130,29 @@ fn main() {
         ),
     };
     let shards = config.shards;
+    let ready = serde_json::json!({
+        "bind": config.bind.to_string(),
+        "ports": match config.single_port {
+            Some(port) => serde_json::json!({ "all": port }),
+            None => serde_json::json!({
+                "ingest": config.ingest_port,
+                "rest": config.rest_port,
+                "broadcast": config.broadcast_port,
+            }),
+        },
+        "shards": shards,
+        "tls": !matches!(config.tls, TlsMode::Plain),
+    });
     let bound = config.shutdown_timeout;
     let reload_check = config.tls_reload_check;
     let signals = spectra::node::signals::Signals::block();
     match spectra::node::runtime::start(config) {
         Ok(running) => {
-            println!("spectra-server ready: {listening}, {shards} shard(s), {scheme}");
+            say(
+                "ready",
+                &format!("spectra-server ready: {listening}, {shards} shard(s), {scheme}"),
+                ready.clone(),
+            );
             let signal = serve_until_shutdown(&running, &signals, reload_check);
             tracing::info!(
                 "spectra-server: {signal}: shutting down (at most {} ms)",

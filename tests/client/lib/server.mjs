@@ -13,7 +13,7 @@ export const binary =
   process.env.SPECTRA_BIN || path.join(repoRoot, "target", "debug", "spectra-server");
 
 /** `n` distinct free loopback ports: all are held open together, then released. */
-async function freePorts(n) {
+export async function freePorts(n) {
   const held = [];
   try {
     for (let i = 0; i < n; i++) {
