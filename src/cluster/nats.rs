@@ -425,6 +425,8 @@ async fn run(
             Duration::from_millis((attempts as u64 * 250).min(2000))
         })
         .request_timeout(Some(REQUEST_TIMEOUT))
+        // A link that goes silent (no reset) is noticed within about two pings (default 60 s).
+        .ping_interval(Duration::from_secs(5))
         .event_callback(move |event| {
             let metrics = events_metrics.clone();
             let url = url.clone();
@@ -612,6 +614,9 @@ async fn run(
                 }
                 if let Ok(mut writers) = node.writers.lock() {
                     writers.remove(&code);
+                }
+                if let Ok(mut ends) = node.log_ends.lock() {
+                    ends.remove(&code);
                 }
                 tokio::spawn(release(node.clone(), code));
             }
