@@ -91,7 +91,8 @@ struct Node {
     ended: Mutex<HashMap<String, u64>>,
 }
 
-/// Ended matches whose epoch is kept for their last frames (then forgotten all at once).
+/// Ended matches whose epoch is kept for their last frames, and matches stepped down from
+/// (events still arriving for them are counted as orphaned): each forgotten all at once beyond.
 const MAX_ENDED: usize = 10_000;
 
 /// Events of one match held for its log while NATS is away (a whole match is a few thousand
@@ -135,6 +136,9 @@ impl Node {
             return;
         };
         if let Ok(mut stepped) = self.stepped.lock() {
+            if stepped.len() >= MAX_ENDED {
+                stepped.clear();
+            }
             stepped.insert(code.to_string());
         }
         let waiting = self
