@@ -15,7 +15,10 @@ use clap::Parser;
 #[command(
     name = "spectra-server",
     version,
-    about = "Spectra broadcast server: observer ingest (5100), overlay/spectator broadcast (5200), REST (5101)"
+    about = "Spectra broadcast server: observer ingest (5100), overlay/spectator broadcast (5200), REST (5101)",
+    after_help = "Logging (environment only):\n  \
+        RUST_LOG    which lines are logged, a tracing filter such as `info` or `spectra=debug,info` [env: RUST_LOG=] [default: info]\n  \
+        LOG_FORMAT  `json`: every line on stdout and stderr is one JSON object; anything else: plain text [env: LOG_FORMAT=]"
 )]
 pub struct Args {
     /// Number of shards (one executor thread per shard); default: number of online cores.
@@ -286,9 +289,20 @@ pub struct Args {
     #[arg(long, env = "CLUSTER_PREFIX", default_value = "spectra")]
     pub cluster_prefix: String,
 
+    /// Copies NATS JetStream keeps of the cluster's buckets and event log when it creates them
+    /// (1–5; 3 on a three-server NATS cluster survives the loss of one server).
+    #[arg(long, env = "CLUSTER_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub cluster_replicas: u8,
+
     /// "false": do not rebuild live matches from the replay logs at start-up.
     #[arg(long, env = "RECOVER_MATCHES", default_value = "true")]
     pub recover_matches: String,
+
+    /// Do not serve: ask the server running on this host for `/status` (on REST_PORT, or PORT,
+    /// over TLS when TLS is configured) and exit 0 when it answers UP, 1 otherwise, within 3 s.
+    /// For container health checks; reads the same settings as the server.
+    #[arg(long)]
+    pub health_check: bool,
 }
 
 /// How the listeners speak: plain or TLS with the given files.
@@ -328,6 +342,8 @@ pub struct Config {
     pub replay_dir: Option<PathBuf>,
     /// Rebuild live matches from their logs at start-up.
     pub recover_matches: bool,
+    /// `--health-check`: probe the running server instead of starting one.
+    pub health_check: bool,
     /// The bound of a graceful shutdown.
     pub shutdown_timeout: Duration,
     /// Connection, polling and logon limits.
@@ -412,6 +428,7 @@ impl Config {
             tick: Duration::from_millis(args.broadcast_interval_ms.clamp(5, 10_000)),
             replay_dir: replay_dir.clone(),
             recover_matches: args.recover_matches != "false",
+            health_check: args.health_check,
             shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms.max(1)),
             limits: crate::limits::LimitConfig {
                 max_connections: args.max_connections.max(1),
@@ -460,6 +477,7 @@ impl Config {
                         .filter(|n| !n.is_empty())
                         .unwrap_or_else(default_node_id),
                     prefix: args.cluster_prefix,
+                    replicas: usize::from(args.cluster_replicas),
                 }),
             backend: crate::backend::BackendConfig {
                 enabled: args.use_backend.as_deref() == Some("true"),
@@ -567,6 +585,8 @@ pub struct ClusterConfig {
     pub creds: Option<PathBuf>,
     pub node_id: String,
     pub prefix: String,
+    /// JetStream replicas of the buckets and the event stream this node creates.
+    pub replicas: usize,
 }
 
 /// The host name and a random suffix: unique across restarts of the same host.

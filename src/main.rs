@@ -103,6 +103,9 @@ fn preflight(config: &Config) {
 
 fn main() {
     let config = Config::load(); // reads `.env` first, so RUST_LOG / LOG_FORMAT may come from it
+    if config.health_check {
+        std::process::exit(spectra::node::health::check(&config));
+    }
     init_logging();
     preflight(&config);
     if config.require_auth_key && config.auth_key_generated {

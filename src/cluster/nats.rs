@@ -877,21 +877,23 @@ fn redact(url: &str) -> String {
 async fn keep_stores_and_liveness(node: Arc<Node>) {
     let js = async_nats::jetstream::new(node.client.clone());
     let prefix = node.subjects.prefix().to_string();
+    let replicas = node.config.replicas;
     loop {
         let opened = async {
             let (hour, minutes) = (Duration::from_secs(3600), Duration::from_secs(600));
             Ok::<_, String>(Stores {
                 js: js.clone(),
-                matches: bucket(&js, &prefix, "matches", None).await?,
-                nodes: bucket(&js, &prefix, "nodes", Some(LIVENESS_TTL)).await?,
-                previews: bucket(&js, &prefix, "previews", Some(minutes)).await?,
-                teaminfo: bucket(&js, &prefix, "teaminfo", Some(hour)).await?,
-                matchids: bucket(&js, &prefix, "matchids", Some(6 * hour)).await?,
+                matches: bucket(&js, &prefix, "matches", None, replicas).await?,
+                nodes: bucket(&js, &prefix, "nodes", Some(LIVENESS_TTL), replicas).await?,
+                previews: bucket(&js, &prefix, "previews", Some(minutes), replicas).await?,
+                teaminfo: bucket(&js, &prefix, "teaminfo", Some(hour), replicas).await?,
+                matchids: bucket(&js, &prefix, "matchids", Some(6 * hour), replicas).await?,
                 events: js
                     .get_or_create_stream(jetstream::stream::Config {
                         name: format!("{prefix}_events"),
                         subjects: vec![node.subjects.every(Kind::Events)],
                         max_age: EVENT_LOG_MAX_AGE,
+                        num_replicas: replicas,
                         ..Default::default()
                     })
                     .await
@@ -948,12 +950,14 @@ async fn bucket(
     prefix: &str,
     name: &str,
     max_age: Option<Duration>,
+    replicas: usize,
 ) -> Result<kv::Store, String> {
     let name = format!("{prefix}_{name}");
     let config = kv::Config {
         bucket: name.clone(),
         history: 1,
         max_age: max_age.unwrap_or_default(),
+        num_replicas: replicas,
         ..Default::default()
     };
     match js.create_key_value(config).await {

@@ -4,6 +4,7 @@
 //! graceful shutdown (`shutdown`) on the signals the main thread takes (`signals`). Everything
 //! else in the crate sits below it and none of it names the node.
 
+pub mod health;
 pub mod preflight;
 pub mod router;
 pub mod runtime;

@@ -1,4 +1,5 @@
-//! Start-up checks, run before any shard starts: what this host must allow for the shards to run
+//! Start-up checks, run before any shard starts: a configuration that cannot work (a cluster
+//! whose nodes would each generate their own access key), what this host must allow for the shards to run
 //! (io_uring not blocked, a kernel that has what glommio needs, enough locked memory) and what it
 //! should allow (enough file descriptors for `MAX_CONNECTIONS`). A failed check is one paragraph
 //! naming the cause and the fix, and the process exits with 78 (`EX_CONFIG`) — never a panic in
@@ -40,6 +41,17 @@ pub enum Finding {
 /// Every check, in order; fatal findings first stop the start.
 pub fn run(config: &Config) -> Vec<Finding> {
     let mut found = Vec::new();
+    if config.cluster.is_some()
+        && config.require_auth_key
+        && config.auth_key_generated
+        && !config.backend.enabled
+    {
+        found.push(Finding::Fatal {
+            check: "cluster_key",
+            message: "cluster mode (CLUSTER_NATS_URL) without AUTH_KEY: each node would generate a key of its own and refuse observers that log on with another node's. Give every node the same AUTH_KEY (or USE_BACKEND=true, or REQUIRE_AUTH_KEY=false).".to_string(),
+        });
+        return found;
+    }
     let kernel = kernel_release();
     if let Some((major, minor)) = kernel.as_deref().and_then(parse_release)
         && (major, minor) < MIN_KERNEL
@@ -149,7 +161,7 @@ fn io_uring_refused(errno: i32) -> String {
         libc::EPERM if sysctl == 2 => "io_uring is disabled on this host (sysctl kernel.io_uring_disabled = 2); spectra-server needs it. Set `sysctl kernel.io_uring_disabled=0` on the host.".to_string(),
         libc::EPERM if sysctl == 1 && !seccomp => "io_uring is limited to one group on this host (sysctl kernel.io_uring_disabled = 1) and this process is not in it; spectra-server needs it. Add the service's user to the group named by kernel.io_uring_group, or set `sysctl kernel.io_uring_disabled=0` on the host.".to_string(),
         libc::EPERM | libc::ENOSYS => format!(
-            "io_uring is blocked by a seccomp policy (io_uring_setup returned {}{}{}); spectra-server needs io_uring_setup, io_uring_enter and io_uring_register. The default seccomp profiles of Docker 25 and later, containerd 2.0 and later and so Kubernetes `RuntimeDefault` block them: run the container with a profile that allows those three calls besides the runtime's default list (Docker: `--security-opt seccomp=PROFILE.json`; Kubernetes: `securityContext.seccompProfile` of type `Localhost`), or, for a test, `--security-opt seccomp=unconfined`.",
+            "io_uring is blocked by a seccomp policy (io_uring_setup returned {}{}{}); spectra-server needs io_uring_setup, io_uring_enter and io_uring_register. The default seccomp profiles of Docker 25 and later, containerd 2.0 and later and so Kubernetes `RuntimeDefault` block them: run the container with a profile that allows those three calls besides the runtime's default list — the project ships one, deploy/docker/seccomp-io_uring.json (Docker: `--security-opt seccomp=deploy/docker/seccomp-io_uring.json`; Kubernetes: `securityContext.seccompProfile` of type `Localhost`, see docs/deploy.md), or, for a test, `--security-opt seccomp=unconfined`.",
             if errno == libc::EPERM { "EPERM" } else { "ENOSYS" },
             if seccomp { "; a seccomp filter is active in this process" } else { "" },
             if errno == libc::ENOSYS && !seccomp { "; or the kernel was built without io_uring" } else { "" }

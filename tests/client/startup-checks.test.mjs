@@ -6,7 +6,9 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import path from "node:path";
-import { binary, repoRoot, freePorts, observer, overlay, startServer, waitFor, uniqueCode } from "./lib/server.mjs";
+import fs from "node:fs";
+import os from "node:os";
+import { binary, repoRoot, freePorts, observer, overlay, runProgram, startServer, waitFor, uniqueCode } from "./lib/server.mjs";
 
 const helper = path.join(repoRoot, "tests", "client", "lib", "seccomp-exec.py");
 
@@ -98,4 +100,60 @@ test("LOG_FORMAT=json: every line on stdout and stderr is one JSON object from s
   assert.equal(ready.ports.ingest, server.ports.ingest);
   assert.equal(ready.shards, 2);
   assert.equal(events.find((e) => e.event === "generated_key").key.length > 10, true);
+});
+
+const profile = path.join(repoRoot, "deploy", "docker", "seccomp-io_uring.json");
+
+/** Runs `argv` under a seccomp profile file through the helper; resolves with code and output. */
+function underProfile(file, argv) {
+  return runProgram("python3", [helper, "--profile", file, ...argv], { limitMs: 15000 });
+}
+
+test("deploy/docker/seccomp-io_uring.json loaded as a container runtime loads it: the server starts and serves an observer and an overlay, its health check passes, syscalls outside the list are refused; the same profile without its io_uring group refuses to start with the seccomp message", async () => {
+  const server = await startServer({ shell: `exec python3 ${helper} --profile ${profile} "$0" "$@"` });
+  try {
+    const code = uniqueCode("SC");
+    const obs = await observer(server, { groupCode: code });
+    assert.equal(obs.ack.value, true, obs.ack.reason);
+    const view = await overlay(server, code);
+    await waitFor(() => view.received.length > 0, 5000, "a state under the profile");
+    obs.socket.close();
+    view.socket.close();
+    // The container's HEALTHCHECK runs under the same profile.
+    const health = await underProfile(profile, [binary, "--health-check", "--bind", "127.0.0.1", "--rest-port", String(server.ports.rest), "--insecure", "true"]);
+    assert.equal(health.code, 0, health.err);
+  } finally {
+    assert.equal((await server.stop()).code, 0);
+  }
+  // Outside the list: namespaces, mounts, keyrings → EPERM (the default action); clone3 → ENOSYS
+  // (so the C library falls back to clone, whose flags the profile can check).
+  for (const [name, errno] of [["unshare", 1], ["mount", 1], ["keyctl", 1], ["bpf", 1], ["clone3", 38], ["getpid", 0]]) {
+    const r = await underProfile(profile, ["--try", name]);
+    assert.equal(r.out.trim(), `${name} errno=${errno}`, r.err);
+  }
+  // The runtime's default (the profile without its one addition) is what refuses io_uring.
+  const json = JSON.parse(fs.readFileSync(profile, "utf8"));
+  const added = json.syscalls.filter((g) => g.names.some((n) => n.startsWith("io_uring")));
+  assert.deepEqual(added.flatMap((g) => g.names).sort(), ["io_uring_enter", "io_uring_register", "io_uring_setup"]);
+  json.syscalls = json.syscalls.filter((g) => !added.includes(g));
+  const without = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "spectra-seccomp-")), "runtime-default.json");
+  fs.writeFileSync(without, JSON.stringify(json));
+  const refused = await run(["python3", helper, "--profile", without]);
+  refusedClearly(refused, /blocked by a seccomp policy/, /deploy\/docker\/seccomp-io_uring\.json/);
+});
+
+test("--health-check: 0 while the server answers UP, 1 with the reason once it is gone", async () => {
+  const server = await startServer();
+  const argv = ["--health-check", "--bind", "127.0.0.1", "--rest-port", String(server.ports.rest), "--insecure", "true"];
+  const up = await runProgram(binary, argv, { limitMs: 10000 });
+  assert.equal(up.code, 0, up.err);
+  await server.stop();
+  const down = await runProgram(binary, argv, { limitMs: 10000 });
+  assert.equal(down.code, 1);
+  assert.match(down.err, /health check: http:\/\/127\.0\.0\.1:\d+\/status: .*refused/i);
+});
+
+test("cluster mode without AUTH_KEY: exit 78 (each node would generate its own key and refuse the others' observers)", async () => {
+  const r = await run([], { CLUSTER_NATS_URL: "nats://127.0.0.1:9", AUTH_KEY: "" });
+  refusedClearly(r, /cluster mode \(CLUSTER_NATS_URL\) without AUTH_KEY/, /same AUTH_KEY/);
 });
