@@ -916,7 +916,13 @@ async fn keep_stores_and_liveness(node: Arc<Node>) {
                 break;
             }
             Err(e) => {
-                tracing::warn!("cluster: the KV buckets are not available yet: {e}");
+                if replicas > 1 {
+                    tracing::warn!(
+                        "cluster: the KV buckets are not available yet (CLUSTER_REPLICAS={replicas}: NATS needs that many JetStream servers): {e}"
+                    );
+                } else {
+                    tracing::warn!("cluster: the KV buckets are not available yet: {e}");
+                }
                 tokio::time::sleep(LIVENESS_REFRESH).await;
             }
         }

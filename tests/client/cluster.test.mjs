@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import WebSocket from "ws";
-import { startClusterNode, startNats, observer, overlay, once, sendEvent, waitFor, uniqueCode, sleep, client, metric } from "./lib/server.mjs";
+import { startClusterNode, startNats, startServer, observer, overlay, once, sendEvent, waitFor, uniqueCode, sleep, client, metric } from "./lib/server.mjs";
 import { events, logon, refHeader, send, metricsText, clusterMetric, withoutCode, uninterrupted } from "./lib/cluster.mjs";
 
 const header = () => refHeader;
@@ -295,6 +295,24 @@ test("an aux client on another node than the match: its logon finds the match by
     await waitFor(() => watcher.messages.some((m) => m.type === "PlayerLeft"), 5000, "PlayerLeft at the origin");
     watcher.close();
     obs.socket.close();
+  } finally {
+    for (const n of nodes) await n.stop();
+    await nats.remove();
+  }
+});
+
+test("CLUSTER_REPLICAS reaches JetStream: 3 copies on a single NATS server are refused by NATS and the node says why (not ready); 1 opens", async () => {
+  const nats = await startNats();
+  const nodes = [];
+  try {
+    const r3 = await startServer({ shards: 1, env: { CLUSTER_NATS_URL: nats.url, NODE_ID: "r3", CLUSTER_PREFIX: "r3", CLUSTER_REPLICAS: "3" } });
+    nodes.push(r3);
+    await waitFor(() => /CLUSTER_REPLICAS=3: NATS needs that many JetStream servers/.test(r3.log()), 10000, "the replicas warning");
+    assert.match(r3.log(), /replicas|insufficient/i);
+    assert.equal(await metric(r3, "spectra_cluster_ready"), 0);
+    const r1 = await startClusterNode(nats, "r1", { CLUSTER_PREFIX: "r1", CLUSTER_REPLICAS: "1" });
+    nodes.push(r1);
+    assert.equal(await metric(r1, "spectra_cluster_ready"), 1);
   } finally {
     for (const n of nodes) await n.stop();
     await nats.remove();
