@@ -1,8 +1,9 @@
 //! Engine benchmarks: events applied per second (the reference match replayed through the
 //! engine) and the per-tick cost of serialising a full snapshot and framing it (plain and
-//! permessage-deflate), and the ingest parse of every event with and without the size/depth
-//! limits (`parse_event` against the bare simd-json parse it wraps). Run: `cargo bench --bench
-//! engine`.
+//! permessage-deflate, at the levels compared), and the ingest parse of every event with and
+//! without the size/depth limits (`parse_event` against the bare simd-json parse it wraps), and
+//! the replay log's line per event: together the per-event path (parse, apply, log) apart from
+//! the per-broadcast one (snapshot, packet, frames). Run: `cargo bench --bench engine`.
 
 use std::path::PathBuf;
 
@@ -64,6 +65,24 @@ fn bench(c: &mut Criterion) {
     });
     group.finish();
 
+    // What the replay log does per accepted event (`ReplayLog::append`: the event's JSON
+    // appended to the log's buffer; the file write is the writer task's, batched).
+    let envelopes: Vec<_> = events.iter().map(|e| e.envelope().clone()).collect();
+    let mut group = c.benchmark_group("replay_log");
+    group.throughput(Throughput::Elements(envelopes.len() as u64));
+    group.bench_function("append_line_per_event", |b| {
+        let mut buf = Vec::with_capacity(1 << 20);
+        b.iter(|| {
+            buf.clear();
+            for e in &envelopes {
+                buf.extend_from_slice(b",\n");
+                let _ = serde_json::to_writer(&mut buf, e);
+            }
+            buf.len()
+        })
+    });
+    group.finish();
+
     // A mid-match state with 10 players (about 13 KB of JSON).
     let mut m = Match::new(&logon).expect("match");
     for e in events.iter().take(events.len() / 2) {
@@ -77,6 +96,12 @@ fn bench(c: &mut Criterion) {
     let packet = packets::event_packet("match_data", &json);
     group.bench_function("event_packet", |b| {
         b.iter(|| packets::event_packet("match_data", &json))
+    });
+    group.bench_function("snapshot_json_then_event_packet", |b| {
+        b.iter(|| packets::event_packet("match_data", &m.snapshot_json()))
+    });
+    group.bench_function("snapshot_json_and_event_packet_one_pass", |b| {
+        b.iter(|| packets::event_packet_of("match_data", &m.snapshot_serialize(), None, json.len()))
     });
     group.bench_function("ws_frame_plain", |b| {
         b.iter(|| websocket::text_frame(&packet))
@@ -92,6 +117,14 @@ fn bench(c: &mut Criterion) {
     group.bench_function("ws_frame_deflate", |b| {
         b.iter(|| websocket::compressed_text_frame(&mut compressor, &packet))
     });
+    for level in [1u32, 2, 4] {
+        let mut c = websocket::compressor_at(level);
+        let n = websocket::compressed_text_frame(&mut c, &packet).len();
+        eprintln!("level {level}: {n} B");
+        group.bench_function(format!("ws_frame_deflate_level{level}"), |b| {
+            b.iter(|| websocket::compressed_text_frame(&mut c, &packet))
+        });
+    }
     group.finish();
 }
 

@@ -298,6 +298,12 @@ pub struct Args {
     #[arg(long, env = "RECOVER_MATCHES", default_value = "true")]
     pub recover_matches: String,
 
+    /// permessage-deflate level of the broadcast frames (1–9), compressed once per state for
+    /// every recipient: 1 costs about 2.6 times less CPU per state than 3 and sends about a
+    /// third more bytes (BENCHMARKS.md, B4). Many small matches: 1; a few big rooms: 3.
+    #[arg(long, env = "DEFLATE_LEVEL", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub deflate_level: u32,
+
     /// Do not serve: ask the server running on this host for `/status` (on REST_PORT, or PORT,
     /// over TLS when TLS is configured) and exit 0 when it answers UP, 1 otherwise, within 3 s.
     /// For container health checks; reads the same settings as the server.
@@ -344,6 +350,8 @@ pub struct Config {
     pub recover_matches: bool,
     /// `--health-check`: probe the running server instead of starting one.
     pub health_check: bool,
+    /// The permessage-deflate level of broadcast frames.
+    pub deflate_level: u32,
     /// The bound of a graceful shutdown.
     pub shutdown_timeout: Duration,
     /// Connection, polling and logon limits.
@@ -429,6 +437,7 @@ impl Config {
             replay_dir: replay_dir.clone(),
             recover_matches: args.recover_matches != "false",
             health_check: args.health_check,
+            deflate_level: args.deflate_level,
             shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms.max(1)),
             limits: crate::limits::LimitConfig {
                 max_connections: args.max_connections.max(1),

@@ -25,7 +25,7 @@ use crate::shard::messages::{MatchMsg, SessionAction, SessionRef, ShardMsg};
 use crate::shard::messages::{PlayerInfo, SpectatorInfo};
 use crate::spectator::room::{JoinRequest, Room};
 use crate::spectator::wire;
-use crate::transport::packets::{event_packet, event_packet_with_offset};
+use crate::transport::packets::{event_packet, event_packet_of, event_packet_with_offset};
 use crate::transport::websocket;
 use crate::viewer::stream::game_data;
 
@@ -1207,6 +1207,33 @@ pub fn encode_frames(shard: &Shard, snapshot_json: &str, counter: u64) -> FrameS
     } else {
         event_packet("match_data", snapshot_json)
     };
+    frames_of_packet(shard, packet)
+}
+
+/// The match's snapshot serialised once into both its JSON text and its `match_data` frames
+/// (`encode_frames(shard, &json, counter)`, without a second pass to escape the JSON).
+fn encode_snapshot(
+    shard: &Shard,
+    game: &Match,
+    counter: u64,
+    size_hint: usize,
+) -> (FrameSet, String) {
+    let offset = shard.config.recovery_window.map(|_| counter.to_string());
+    match event_packet_of(
+        "match_data",
+        &game.snapshot_serialize(),
+        offset.as_deref(),
+        size_hint,
+    ) {
+        Some((packet, json)) => (frames_of_packet(shard, packet), json),
+        None => {
+            let json = game.snapshot_json();
+            (encode_frames(shard, &json, counter), json)
+        }
+    }
+}
+
+fn frames_of_packet(shard: &Shard, packet: Bytes) -> FrameSet {
     let ws_plain = websocket::text_frame(&packet);
     let ws_deflate = websocket::compressed_text_frame(&mut shard.compressor.borrow_mut(), &packet);
     FrameSet {
@@ -1224,7 +1251,18 @@ fn current_frames(shard: &Shard, entry: &mut Entry) -> FrameSet {
     {
         return frames.clone();
     }
-    let frames = encode_frames(shard, &current_json(entry), n);
+    let frames = match &entry.json {
+        Some((at, json)) if *at == n => encode_frames(shard, json, n),
+        _ => {
+            let hint = entry
+                .json
+                .as_ref()
+                .map_or(16 * 1024, |(_, j)| j.len() + 256);
+            let (frames, json) = encode_snapshot(shard, &entry.game, n, hint);
+            entry.json = Some((n, Rc::from(json)));
+            frames
+        }
+    };
     entry.frames = Some((n, frames.clone()));
     frames
 }

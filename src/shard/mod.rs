@@ -160,6 +160,7 @@ impl Shard {
             recovery_window: config.recovery_window,
             max_held: config.recovery_max_held,
         };
+        let deflate_level = config.deflate_level;
         Rc::new_cyclic(|me| Shard {
             id,
             eio: Rc::new(crate::transport::engineio::Eio::new(
@@ -176,7 +177,7 @@ impl Shard {
             states: RefCell::new(Vec::new()),
             requests: RefCell::new(Requests::default()),
             backend,
-            compressor: RefCell::new(crate::transport::websocket::new_compressor()),
+            compressor: RefCell::new(crate::transport::websocket::compressor_at(deflate_level)),
             listeners: RefCell::new(Vec::new()),
             stopping: std::cell::Cell::new(false),
         })

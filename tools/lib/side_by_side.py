@@ -4,7 +4,11 @@ the other, inside the private network namespace `tools/bench-side-by-side.sh` ma
 The server is pinned to one CPU, the generator to the others; every server this starts is ended
 by its PID. Prints one JSON line per run on stdout as it goes and the table at the end; with
 --bisect, finds for each server the largest number of overlays that is sustained (see
-`sustained`) — the generator must stay valid (below its CPU limit) for a point to count.
+`sustained`) — the generator must stay valid (below its CPU limit, its count of deliveries
+agreeing with the server's) for a point to count.
+
+`--vary matches` makes N the number of matches instead (each with `--per-match` overlays): the
+shape of a hosted service, many small rooms (B4 in BENCHMARKS.md, `tools/bench-b4.sh`).
 """
 import argparse
 import json
@@ -39,8 +43,10 @@ def start_server(kind, args):
     """Starts one server pinned to --server-cpu; returns its Popen (the server process itself)."""
     pin = ["taskset", "-c", args.server_cpu]
     if kind == "spectra":
+        # One key runs every match of the generator: the per-key bound of live matches is
+        # lifted (the original has none).
         cmd = pin + [args.spectra_bin, "--shards", "1", "--auth-key", KEY, "--bind", "127.0.0.1",
-                     "--replay-dir", "off"]
+                     "--replay-dir", "off", "--max-matches-per-key", "1000000"]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 env={"PATH": os.environ["PATH"]})
     else:
@@ -72,7 +78,9 @@ def run_once(kind, n, args):
     try:
         cpus = args.gen_cpus.split(",")
         cmd = ["taskset", "-c", args.gen_cpus, os.path.join(REPO, "target/release/loadgen"),
-               "--key", KEY, "--server-pid", str(proc.pid), "--json", "--overlays", str(n),
+               "--key", KEY, "--server-pid", str(proc.pid), "--json",
+               *(["--matches", str(n), "--overlays", str(args.per_match)] if args.vary == "matches"
+                 else ["--overlays", str(n)]),
                "--duration", str(args.duration), "--warmup", str(args.warmup),
                "--threads", str(len(cpus)), "--cpus", args.gen_cpus]
         if kind == "spectra":
@@ -80,7 +88,7 @@ def run_once(kind, n, args):
         cmd += args.loadgen
         # The original's connect phase grows with N² (each logon re-broadcasts to the room):
         # loadgen waits up to 300 s for it to go quiet.
-        limit = 120 + 300 + args.duration + args.warmup + n // 20
+        limit = 120 + 300 + args.duration + args.warmup + n // 20 * (args.per_match if args.vary == "matches" else 1)
         try:
             run = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, cwd=REPO)
         except subprocess.TimeoutExpired:
@@ -140,7 +148,7 @@ def bisect(kind, args, results):
     while hi - lo > max(args.resolution, lo * args.resolution_share):
         mid = (lo + hi) // 2
         verdict = median_run(kind, mid, args, results)
-        log(f"{kind}: {mid} overlays → {verdict}")
+        log(f"{kind}: {mid} {args.vary} → {verdict}")
         if verdict is None:
             limited = mid
             hi = mid
@@ -151,24 +159,45 @@ def bisect(kind, args, results):
     return {"server": kind, "largest": lo, "generator_limited_at": limited}
 
 
+def per_event(r):
+    """Server CPU per event the observers sent in the window (µs; each with its latency marker)."""
+    return r.get("server_cpu_per_event_us")
+
+
+def per_broadcast(r):
+    """Server CPU per state sent to a room (µs): deliveries over receivers per room."""
+    per_room = r.get("overlays_per_match", 0) + r.get("spectators_per_match", 0)
+    if r.get("server_cpu_per_delivery_us") is None or not per_room:
+        return None
+    return r["server_cpu_per_delivery_us"] * per_room
+
+
+def bytes_per_delivery(r):
+    if not r.get("deliveries"):
+        return None
+    return r["payload_mb_per_s"] * 1e6 * r["window_s"] / r["deliveries"]
+
+
 def fmt(v, f="{:.1f}"):
     return "–" if v is None else f.format(v)
 
 
 def table(results, args):
-    rows = ["| server | overlays | deliveries/s (expected) | p50 / p99 / p999 ms | drops | "
-            "server CPU per delivery | server RSS max | generator CPU | valid |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    per_room = args.vary == "matches"
+    rows = [f"| server | {'matches × ' + str(args.per_match) if per_room else 'overlays'} | deliveries/s (expected) | p50 / p99 / p999 ms | drops | "
+            "server CPU per delivery | per event | per broadcast | bytes per delivery | server RSS max | generator CPU | valid |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     key = lambda r: (r["server"], r["overlays"])
     for r in sorted(results, key=key):
         if "error" in r:
-            rows.append(f"| {r['server']} | {r['overlays']:,} | {r['error']} | | | | | | |")
+            rows.append(f"| {r['server']} | {r['overlays']:,} | {r['error']} | | | | | | | | | |")
             continue
         lat = r["latency_ms"]
         rows.append(
             f"| {r['server']} | {r['overlays']:,} | {r['deliveries_per_s']:,.0f} ({r['expected_per_s']:,.0f}) "
             f"| {fmt(lat['p50'])} / {fmt(lat['p99'])} / {fmt(lat['p999'])} "
             f"| {r['drops'] + r['connect_failures']} | {fmt(r['server_cpu_per_delivery_us'])} µs "
+            f"| {fmt(per_event(r))} µs | {fmt(per_broadcast(r))} µs | {fmt(bytes_per_delivery(r), '{:,.0f}')} "
             f"| {fmt(r['server_rss_max_mb'])} MB | {fmt(r['generator_cpu_pct'], '{:.0f}')} % "
             f"| {'yes' if r['valid'] else 'no'} |")
     return "\n".join(rows)
@@ -177,7 +206,10 @@ def table(results, args):
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--servers", default="spectra,original")
-    p.add_argument("--n", default="100,500,1000", help="overlay counts (comma-separated)")
+    p.add_argument("--n", default="100,500,1000", help="overlay (or match) counts, comma-separated")
+    p.add_argument("--vary", choices=["overlays", "matches"], default="overlays",
+                   help="what N counts: overlays of one match, or matches of --per-match overlays")
+    p.add_argument("--per-match", type=int, default=2, help="overlays per match with --vary matches")
     p.add_argument("--runs", type=int, default=1)
     p.add_argument("--bisect", type=int, nargs=2, metavar=("LO", "HI"))
     p.add_argument("--resolution", type=int, default=10)
@@ -208,11 +240,12 @@ def main():
     print(table(results, args))
     for v in verdicts:
         bound = p99_bound(v["server"], args)
-        print(f"{v['server']}: largest sustained N = {v['largest']} (p99 ≤ {bound:.0f} ms, no drops, "
+        print(f"{v['server']}: largest sustained N = {v['largest']} {args.vary} (p99 ≤ {bound:.0f} ms, no drops, "
               f"≥ 98 % of deliveries; generator limited at {v.get('generator_limited_at')}; "
               f"{v.get('why', '')})")
-        if v["largest"]:
-            print(f"{v['server']}: {v['largest'] * 10:,} deliveries/s sustained")
+        at = [r for r in results if r["server"] == v["server"] and r["overlays"] == v["largest"] and "error" not in r]
+        if at:
+            print(f"{v['server']}: {statistics.median(r['deliveries_per_s'] for r in at):,.0f} deliveries/s sustained")
 
 
 if __name__ == "__main__":

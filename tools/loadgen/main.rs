@@ -368,6 +368,7 @@ fn main() {
             generator_threads: executors,
             probes: probe_count(&args),
             max_generator_share: args.max_generator_share,
+            count_pace_secs: args.count_pace_ms as f64 / 1000.0,
             server_deliveries: match (&server_metrics_before, &server_metrics_after) {
                 (Some(b), Some(a)) => Some(a.deliveries.saturating_sub(b.deliveries)),
                 _ => None,
@@ -384,10 +385,17 @@ fn main() {
         },
     );
     if report["valid"] == Value::Bool(false) {
-        eprintln!(
-            "loadgen: INVALID run: the generator used {}% of its {} core(s) (limit {}%); the figures may measure the generator",
-            report["generator_cpu_pct"], report["generator_cores"], args.max_generator_share
-        );
+        if report["counts_agree"] == Value::Bool(false) {
+            eprintln!(
+                "loadgen: INVALID run: the generator counted {} deliveries, the server sent {}: the generator did not keep up",
+                report["deliveries"], report["server_deliveries"]
+            );
+        } else {
+            eprintln!(
+                "loadgen: INVALID run: the generator used {}% of its {} core(s) (limit {}%); the figures may measure the generator",
+                report["generator_cpu_pct"], report["generator_cores"], args.max_generator_share
+            );
+        }
     }
     if args.json {
         println!("{report}");
@@ -955,7 +963,15 @@ async fn observer(
             stats.borrow_mut().drops += 1;
             return;
         }
-        stats.borrow_mut().events_sent += 1;
+        {
+            let mut s = stats.borrow_mut();
+            s.events_sent += 1;
+            if control.window_start_us.load(Ordering::Relaxed) > 0
+                && control.phase.load(Ordering::Relaxed) == RUNNING
+            {
+                s.events_in_window += 1;
+            }
+        }
         next += period;
         if args.jitter_ms > 0.0 {
             next += Duration::from_secs_f64(rand::random::<f64>() * args.jitter_ms / 1000.0);

@@ -18,6 +18,8 @@ pub struct Stats {
     pub drops: u64,
     pub connect_failures: u64,
     pub events_sent: u64,
+    /// Events sent during the measurement window (each with its latency marker: two packets).
+    pub events_in_window: u64,
 }
 
 impl Stats {
@@ -29,6 +31,7 @@ impl Stats {
         self.drops += other.drops;
         self.connect_failures += other.connect_failures;
         self.events_sent += other.events_sent;
+        self.events_in_window += other.events_in_window;
     }
 }
 
@@ -289,6 +292,23 @@ pub struct RunFacts {
     pub server_fanout: Option<Fanout>,
     /// Clients that inflate, parse and measure latency (the rest count by frame headers).
     pub probes: usize,
+    /// How long counting connections wait between reads (0: they read as data arrives).
+    pub count_pace_secs: f64,
+}
+
+/// Whether the generator counted what the server sent in the window: the two counts may differ
+/// by what was in flight at the window's edges (a pace's worth of deliveries, and a tenth of a
+/// second) and 2 %; a larger gap means the generator did not keep up (the server queued what
+/// it could not send) or lost connections.
+fn counts_agree(
+    counted: u64,
+    server: Option<u64>,
+    expected_per_sec: f64,
+    pace_secs: f64,
+) -> Option<bool> {
+    let server = server?;
+    let edge = expected_per_sec * (pace_secs + 0.1) + server as f64 * 0.02;
+    Some((counted as f64 - server as f64).abs() <= edge)
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -330,8 +350,15 @@ pub fn report(stats: &Stats, f: RunFacts) -> Value {
     let generator_pct = f
         .generator_cpu_secs
         .map(|c| c * 100.0 / f.window_secs / f.generator_cores.max(1) as f64);
+    let agree = counts_agree(
+        stats.deliveries,
+        f.server_deliveries,
+        expected_per_sec,
+        f.count_pace_secs,
+    );
     json!({
-        "valid": generator_pct.map(|p| p <= f.max_generator_share),
+        "valid": generator_pct.map(|p| p <= f.max_generator_share && agree != Some(false)),
+        "counts_agree": agree,
         "generator_cpu_s": f.generator_cpu_secs.map(round),
         "generator_cores": f.generator_cores,
         "generator_threads": f.generator_threads,
@@ -357,6 +384,9 @@ pub fn report(stats: &Stats, f: RunFacts) -> Value {
         "settle_s": round(f.settle_secs),
         "window_s": round(f.window_secs),
         "events_sent": stats.events_sent,
+        "events_in_window": stats.events_in_window,
+        "server_cpu_per_event_us": cpu.filter(|_| stats.events_in_window > 0)
+            .map(|c| round(c * 1e6 / stats.events_in_window as f64)),
         "deliveries": stats.deliveries,
         "deliveries_per_s": round(deliveries_per_sec),
         "expected_per_s": round(expected_per_sec),
@@ -395,7 +425,7 @@ pub fn human(r: &Value) -> String {
          latency ms p50 {} p99 {} p999 {} max {} ({} samples)\n\
          drops {}, connect failures {}\n\
          server CPU {} s ({} µs per delivery), RSS {} MB (max {} MB, {} KB per idle connection)\n\
-         server's own deliveries count {}, states skipped in queues {}, fan-out per state {} ms\n\
+         server's own deliveries count {} (agrees with the count above: {}), states skipped in queues {}, fan-out per state {} ms\n\
          TCP retransmits {}, packets dropped at a full CPU backlog {}\n\
          generator CPU {} s = {} % of its {} core(s): valid {}\n\
          generator's core(s) busy {} % (softirq {} %), whoever used them",
@@ -425,6 +455,7 @@ pub fn human(r: &Value) -> String {
         g("server_rss_max_mb"),
         g("server_rss_per_idle_connection_kb"),
         g("server_deliveries"),
+        g("counts_agree"),
         g("server_skipped"),
         g("server_fanout_ms"),
         g("tcp_retransmits"),

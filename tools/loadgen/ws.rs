@@ -32,6 +32,10 @@ pub struct ClientReader {
     skip: usize,
     /// Wait this long before each read (counting connections: fewer, larger reads).
     pace: Option<Duration>,
+    /// The last read filled the whole scratch buffer: more may be waiting, so the next read
+    /// does not wait for the pace (a paced reader takes everything that arrived in a pace,
+    /// however much that is, and never lets the server's queue grow).
+    more: bool,
 }
 
 thread_local! {
@@ -110,6 +114,7 @@ impl Client {
                 messages: MessageReader::for_server_frames(deflate, no_takeover, MAX_MESSAGE),
                 skip: 0,
                 pace: None,
+                more: false,
             },
             writer: ClientWriter { half: w },
         })
@@ -241,16 +246,24 @@ impl ClientReader {
     /// wait); payload bytes still to skip are dropped there, the rest appended to `buf`. False
     /// when the connection ended.
     async fn fill(&mut self) -> bool {
-        if let Some(pace) = self.pace {
+        if let Some(pace) = self.pace
+            && !self.more
+        {
             glommio::timer::sleep(pace).await;
         }
-        let (half, buf, skip) = (&mut self.half, &mut self.buf, &mut self.skip);
+        let (half, buf, skip, more) = (
+            &mut self.half,
+            &mut self.buf,
+            &mut self.skip,
+            &mut self.more,
+        );
         std::future::poll_fn(|cx| {
             SCRATCH.with(|scratch| {
                 let mut scratch = scratch.borrow_mut();
                 match std::pin::Pin::new(&mut *half).poll_read(cx, &mut scratch[..]) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(false),
                     Poll::Ready(Ok(n)) => {
+                        *more = n == scratch.len();
                         // `skip` counts bytes after what `buf` holds.
                         let dropped = if buf.is_empty() { (*skip).min(n) } else { 0 };
                         *skip -= dropped;

@@ -877,6 +877,12 @@ impl Match {
     pub fn snapshot_json(&self) -> String {
         serde_json::to_string(&Snapshot(self)).unwrap_or_else(|_| "null".into())
     }
+
+    /// The snapshot as a value to serialise (the JSON of `snapshot_json`), for a writer that
+    /// serialises it into more than one form at once.
+    pub fn snapshot_serialize(&self) -> impl Serialize + '_ {
+        Snapshot(self)
+    }
 }
 
 /// The broadcast snapshot of a match (snapshot-schema §2, key order as the original's).

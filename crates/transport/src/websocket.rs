@@ -450,9 +450,14 @@ pub fn deflate_message(compressor: &mut Compress, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A compressor for broadcast frames (raw deflate, 15-bit window).
+/// A compressor for broadcast frames (raw deflate, 15-bit window, level 3).
 pub fn new_compressor() -> Compress {
-    Compress::new(Compression::new(3), false)
+    compressor_at(3)
+}
+
+/// A compressor for broadcast frames at deflate `level` (1 fastest … 9 smallest; clamped).
+pub fn compressor_at(level: u32) -> Compress {
+    Compress::new(Compression::new(level.clamp(1, 9)), false)
 }
 
 /// A text message as one compressed frame.
@@ -712,6 +717,21 @@ mod deflate_sizes {
             Ok(Some(Incoming::Binary(b))) => b.to_vec(),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn every_level_round_trips_and_a_faster_level_sends_more_bytes() {
+        let data = mixed(7, 60_000);
+        let mut sizes = Vec::new();
+        for level in [0, 1, 3, 9, 12] {
+            let deflated = deflate_message(&mut compressor_at(level), &data);
+            assert!(inflate_all(&deflated) == data, "level {level}");
+            sizes.push(deflated.len());
+        }
+        // 0 and 12 are clamped to 1 and 9.
+        assert_eq!(sizes[0], sizes[1]);
+        assert_eq!(sizes[3], sizes[4]);
+        assert!(sizes[1] >= sizes[2] && sizes[2] >= sizes[3], "{sizes:?}");
     }
 
     #[test]

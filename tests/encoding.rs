@@ -1,0 +1,36 @@
+//! The one-pass `match_data` encoder against the two-pass one over the whole reference match
+//! (`../shared/kit/reference/match.replay`), state by state: after every event, the snapshot
+//! serialised once into its JSON text and its Socket.IO packet must equal the JSON from
+//! `snapshot_json` and the packet `event_packet` escapes from it, byte for byte — with and
+//! without the recovery offset.
+
+use std::path::PathBuf;
+
+use spectra::engine::Match;
+use spectra::transport::packets::{event_packet, event_packet_of, event_packet_with_offset};
+
+#[test]
+fn one_pass_encoding_equals_serialise_then_escape_for_every_state_of_the_reference_match() {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/kit/reference/match.replay");
+    let text = std::fs::read_to_string(path).expect("../shared/kit/reference/match.replay");
+    let file = spectra::replay::parse(&text).expect("replay");
+    let mut m = Match::new(&file.engine_logon("ENCODE")).expect("match");
+    let mut states = 0;
+    for (i, e) in file.events.iter().enumerate() {
+        m.apply(e);
+        let json = m.snapshot_json();
+        let offset = (i % 2 == 1).then(|| i.to_string());
+        let (packet, one_pass_json) =
+            event_packet_of("match_data", &m.snapshot_serialize(), offset.as_deref(), 0)
+                .expect("serialisable");
+        assert_eq!(one_pass_json, json, "JSON after event {i}");
+        let two_pass = match &offset {
+            Some(o) => event_packet_with_offset("match_data", &json, o),
+            None => event_packet("match_data", &json),
+        };
+        assert_eq!(packet, two_pass, "packet after event {i}");
+        states += 1;
+    }
+    assert!(states > 2000, "{states} states compared");
+}
