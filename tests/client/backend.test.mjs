@@ -291,7 +291,8 @@ test("a match recovered after a crash keeps its registration: updates and comple
     await srv.stop("SIGKILL");
     srv = await startServer({ shards: 2, key: "static-key", env: backendEnv(), replayDir: dir });
     try {
-      assert.match(srv.log(), new RegExp(`match ${group}: recovered`));
+      // The log (stderr) may arrive after the ready line (stdout).
+      await waitFor(() => new RegExp(`match ${group}: recovered`).test(srv.log()), 5000, "the recovery logged");
       const back = await observer({ ...srv, key: "good" }, { groupCode: group, groupSecret: secret });
       assert.equal(back.ack.reason, "reconnected");
       sendEvent(back.socket, group, "round_info", { roundNumber: 2, roundPhase: "shopping" });

@@ -140,7 +140,9 @@ test("SIGKILL mid-match: the match is rebuilt from its log and finishes like an 
 
     server = await startServer({ shards: 2, replayDir: dir });
     try {
-      assert.match(server.log(), new RegExp(`match ${code}: recovered on shard \\d from .*\\(${half} events\\)`));
+      // The log (stderr) may arrive after the ready line (stdout).
+      const recovered = new RegExp(`match ${code}: recovered on shard \\d from .*\\(${half} events\\)`);
+      await waitFor(() => recovered.test(server.log()), 5000, "the recovery logged");
       // Overlays see the state from before the crash.
       const after = await overlay(server, code);
       await waitFor(() => after.received.length > 0, 5000, "the logon snapshot");

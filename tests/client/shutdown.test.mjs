@@ -74,7 +74,9 @@ test("SIGTERM: final snapshots, 1001 closes, logs written, exit 0; the match sur
     // Nothing was ended: the next start recovers the match in exactly that state.
     const next = await startServer({ shards: 2, replayDir: dir });
     try {
-      assert.match(next.log(), new RegExp(`match ${code}: recovered .*\\(120 events\\)`));
+      // The log (stderr) may arrive after the ready line (stdout).
+      const recovered = new RegExp(`match ${code}: recovered .*\\(120 events\\)`);
+      await waitFor(() => recovered.test(next.log()), 5000, "the recovery logged");
       const view = await overlay(next, code);
       await waitFor(() => view.received.length > 0, 5000, "the recovered snapshot");
       assert.deepEqual(view.received[0], finalWs);
