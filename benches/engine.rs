@@ -101,42 +101,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| packets::event_packet("match_data", &m.snapshot_json()))
     });
     group.bench_function("snapshot_json_and_event_packet_one_pass", |b| {
-        b.iter(|| {
-            let mut escaped = Vec::with_capacity(json.len() + json.len() / 8);
-            let json = m.snapshot_json_both(&mut escaped, json.len());
-            (
-                packets::event_packet_escaped("match_data", &escaped, None),
-                json,
-            )
-        })
-    });
-    // The realistic mix: 100 events, each followed by its broadcast's encoding (a player
-    // changed by the event is serialised, the others copied); per state.
-    let half = events.len() / 2;
-    let next: Vec<_> = events.iter().skip(half).take(100).cloned().collect();
-    group.bench_function("apply_then_one_pass_x100", |b| {
-        b.iter_batched(
-            || {
-                let mut m = Match::new(&logon).expect("match");
-                for e in events.iter().take(half) {
-                    m.apply(e);
-                }
-                // The state as last broadcast: every player's JSON kept.
-                let _ = m.snapshot_json_both(&mut Vec::new(), 0);
-                m
-            },
-            |mut m| {
-                let mut total = 0;
-                for e in &next {
-                    m.apply(e);
-                    let mut escaped = Vec::with_capacity(json.len() + json.len() / 8);
-                    let _ = m.snapshot_json_both(&mut escaped, json.len());
-                    total += packets::event_packet_escaped("match_data", &escaped, None).len();
-                }
-                total
-            },
-            criterion::BatchSize::SmallInput,
-        )
+        b.iter(|| packets::event_packet_of("match_data", &m.snapshot_serialize(), None, json.len()))
     });
     group.bench_function("ws_frame_plain", |b| {
         b.iter(|| websocket::text_frame(&packet))

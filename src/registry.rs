@@ -25,7 +25,7 @@ use crate::shard::messages::{MatchMsg, SessionAction, SessionRef, ShardMsg};
 use crate::shard::messages::{PlayerInfo, SpectatorInfo};
 use crate::spectator::room::{JoinRequest, Room};
 use crate::spectator::wire;
-use crate::transport::packets::{event_packet, event_packet_escaped, event_packet_with_offset};
+use crate::transport::packets::{event_packet, event_packet_of, event_packet_with_offset};
 use crate::transport::websocket;
 use crate::viewer::stream::game_data;
 
@@ -1219,12 +1219,13 @@ fn encode_snapshot(
     size_hint: usize,
 ) -> (FrameSet, String) {
     let offset = shard.config.recovery_window.map(|_| counter.to_string());
-    let mut escaped = Vec::with_capacity(size_hint + size_hint / 8);
-    match game.snapshot_json_both(&mut escaped, size_hint) {
-        Some(json) => {
-            let packet = event_packet_escaped("match_data", &escaped, offset.as_deref());
-            (frames_of_packet(shard, packet), json)
-        }
+    match event_packet_of(
+        "match_data",
+        &game.snapshot_serialize(),
+        offset.as_deref(),
+        size_hint,
+    ) {
+        Some((packet, json)) => (frames_of_packet(shard, packet), json),
         None => {
             let json = game.snapshot_json();
             (encode_frames(shard, &json, counter), json)

@@ -9,7 +9,6 @@
 
 pub mod event;
 pub mod js;
-mod json_both;
 pub mod player;
 pub mod tables;
 pub mod team;
@@ -876,52 +875,13 @@ impl Match {
     /// The snapshot's JSON text, written straight from the match (no intermediate `Value`):
     /// the same JSON as `snapshot()`.
     pub fn snapshot_json(&self) -> String {
-        serde_json::to_string(&snapshot_cache::Cached(Snapshot(self)))
-            .unwrap_or_else(|_| "null".into())
+        serde_json::to_string(&Snapshot(self)).unwrap_or_else(|_| "null".into())
     }
 
-    /// The snapshot's JSON text (as `snapshot_json`) and, in the same pass, that text escaped
-    /// as a JSON string's contents (what a Socket.IO event with the JSON as its string argument
-    /// carries), appended to `escaped`; `size_hint`: the JSON's expected length. Players
-    /// unchanged since the last serialisation are copied in both forms.
-    pub fn snapshot_json_both(&self, escaped: &mut Vec<u8>, size_hint: usize) -> Option<String> {
-        json_both::serialize_both(&snapshot_cache::Cached(Snapshot(self)), escaped, size_hint)
-    }
-}
-
-/// Serialising a snapshot with each team's cache of its players' JSON: a player equal to the one
-/// its JSON was written from is copied as that JSON (a raw fragment) instead of serialised
-/// again. Only the JSON writers turn it on (`snapshot_json`, `snapshot_serialize`); building a
-/// `Value` (`snapshot`) does not, so it never parses a raw fragment back.
-mod snapshot_cache {
-    use serde::{Serialize, Serializer};
-    use std::cell::Cell;
-
-    thread_local! {
-        static ACTIVE: Cell<bool> = const { Cell::new(false) };
-    }
-
-    /// Whether the snapshot being serialised on this thread may use the players' cache.
-    pub fn active() -> bool {
-        ACTIVE.with(Cell::get)
-    }
-
-    /// Serialises its value with the cache on (and back to what it was after, even on error).
-    pub struct Cached<T>(pub T);
-
-    struct Restore(bool);
-
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            ACTIVE.with(|a| a.set(self.0));
-        }
-    }
-
-    impl<T: Serialize> Serialize for Cached<T> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let _restore = Restore(ACTIVE.with(|a| a.replace(true)));
-            self.0.serialize(s)
-        }
+    /// The snapshot as a value to serialise (the JSON of `snapshot_json`), for a writer that
+    /// serialises it into more than one form at once.
+    pub fn snapshot_serialize(&self) -> impl Serialize + '_ {
+        Snapshot(self)
     }
 }
 

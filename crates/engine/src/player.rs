@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use super::js::{Flags, MAX_FIELD_CHARS, field, gt, loose_eq, num, short, text, to_num, truthy};
 use super::tables::tables;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Player {
     pub name: String,
     tagline: String,

@@ -1,6 +1,6 @@
 //! One team: identity from the logon, its players, score and round record (snapshot-schema §3).
 
-use serde::{Serialize, Serializer, ser::SerializeMap, ser::SerializeSeq};
+use serde::{Serialize, Serializer, ser::SerializeMap};
 use serde_json::{Map, Value, json};
 
 use super::js::truthy;
@@ -43,18 +43,6 @@ pub struct Team {
     pub remove_tricode: Option<Value>,
     pub players: Vec<Player>,
     pub has_duplicate_agents: bool,
-    /// Each player's JSON as last serialised for a broadcast, with the player it was written
-    /// from: an unchanged player is copied, not serialised again (`crate::snapshot_cache`).
-    players_json: std::cell::RefCell<Vec<Option<PlayerJson>>>,
-}
-
-/// A player's JSON as last written, the player it was written from, and (once a two-form
-/// serialisation needed it) that JSON escaped as a string's contents.
-#[derive(Debug, Clone)]
-struct PlayerJson {
-    player: Player,
-    raw: Box<serde_json::value::RawValue>,
-    escaped: Option<Box<[u8]>>,
 }
 
 impl Team {
@@ -84,7 +72,6 @@ impl Team {
             remove_tricode,
             players: Vec::new(),
             has_duplicate_agents: false,
-            players_json: Default::default(),
         }
     }
 
@@ -151,45 +138,6 @@ impl Team {
 }
 
 /// The team's snapshot JSON, written straight to the output (key order of snapshot-schema §3).
-/// The team's players; while a cached snapshot is written (`crate::snapshot_cache::active`),
-/// each unchanged player as the JSON written for it last time.
-struct Players<'a>(&'a Team);
-
-impl Serialize for Players<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let team = self.0;
-        if !crate::snapshot_cache::active() {
-            return team.players.serialize(s);
-        }
-        let mut cache = team.players_json.borrow_mut();
-        cache.resize(team.players.len(), None);
-        let mut seq = s.serialize_seq(Some(team.players.len()))?;
-        let both = crate::json_both::active();
-        for (player, slot) in team.players.iter().zip(cache.iter_mut()) {
-            if !matches!(slot, Some(last) if last.player == *player) {
-                *slot = serde_json::value::to_raw_value(player)
-                    .ok()
-                    .map(|raw| PlayerJson {
-                        player: player.clone(),
-                        raw,
-                        escaped: None,
-                    });
-            }
-            match slot {
-                Some(cached) if both => {
-                    let escaped = cached.escaped.get_or_insert_with(|| {
-                        crate::json_both::escaped(cached.raw.get().as_bytes()).into()
-                    });
-                    crate::json_both::with_escaped(escaped, || seq.serialize_element(&cached.raw))?
-                }
-                Some(cached) => seq.serialize_element(&cached.raw)?,
-                None => seq.serialize_element(player)?,
-            }
-        }
-        seq.end()
-    }
-}
-
 impl Serialize for Team {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(None)?;
@@ -215,7 +163,7 @@ impl Serialize for Team {
         if let Some(v) = &self.remove_tricode {
             m.serialize_entry("removeTricode", v)?;
         }
-        m.serialize_entry("players", &Players(self))?;
+        m.serialize_entry("players", &self.players)?;
         m.serialize_entry("playerCount", &self.players.len())?;
         m.serialize_entry("hasDuplicateAgents", &self.has_duplicate_agents)?;
         m.end()

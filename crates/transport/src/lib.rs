@@ -18,6 +18,7 @@ pub mod echo;
 pub mod engineio;
 pub mod forwarded;
 pub mod http;
+mod json_arg;
 pub mod outbound;
 pub mod packets;
 pub mod polling;

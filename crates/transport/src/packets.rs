@@ -234,23 +234,28 @@ pub fn event_packet_with_offset(name: &str, payload: &str, offset: &str) -> Byte
     event_text(name, payload, Some(offset))
 }
 
-/// `event_packet(name, json)` (with the offset, if any) for a JSON text given already escaped
-/// as a JSON string's contents (`escaped`: what `serde_json::to_writer(&json)` writes between
-/// the quotes), e.g. written in the same pass as the JSON itself.
-pub fn event_packet_escaped(name: &str, escaped: &[u8], offset: Option<&str>) -> Bytes {
+/// `event_packet(name, &json)` (with the offset, if any) and `json` itself, for a `value`
+/// serialised once: the packet's string argument is written in the same pass as the JSON text
+/// (`size_hint`: the JSON's expected length). `None` when the value cannot be serialised.
+pub fn event_packet_of<T: serde::Serialize + ?Sized>(
+    name: &str,
+    value: &T,
+    offset: Option<&str>,
+    size_hint: usize,
+) -> Option<(Bytes, String)> {
     let extra = offset.map_or(0, |o| o.len() + 4);
-    let mut out = Vec::with_capacity(escaped.len() + name.len() + 16 + extra);
+    let mut out = Vec::with_capacity(size_hint + size_hint / 8 + name.len() + 16 + extra);
     out.extend_from_slice(b"42[");
     push_json_string(&mut out, name);
     out.extend_from_slice(b",\"");
-    out.extend_from_slice(escaped);
+    let json = crate::json_arg::serialize_both(value, &mut out, size_hint)?;
     out.push(b'"');
     if let Some(offset) = offset {
         out.push(b',');
         push_json_string(&mut out, offset);
     }
     out.push(b']');
-    Bytes::from(out)
+    Some((Bytes::from(out), json))
 }
 
 fn event_text(name: &str, payload: &str, offset: Option<&str>) -> Bytes {

@@ -2,8 +2,7 @@
 //! JSON string literal (`"` → `\"`, `\` → `\\`, control characters as serde_json escapes them)
 //! — what a Socket.IO event carries when its argument is a JSON-encoded string, as Spectra's
 //! `match_data` is. One pass over the value writes both, instead of serialising it and then
-//! escaping the result in a second pass over every byte; a raw fragment (a cached player) is
-//! copied in both forms when its writer hands over its escaped form too (`with_escaped`).
+//! escaping the result in a second pass over every byte.
 //!
 //! Owns: the escaping of serde_json's compact output. Knows nothing of what is serialised; the
 //! plain form is byte for byte `serde_json::to_string`, the escaped form byte for byte that
@@ -11,48 +10,7 @@
 
 use serde::Serialize;
 use serde_json::ser::{CharEscape, CompactFormatter, Formatter};
-use std::cell::{Cell, RefCell};
 use std::io::{self, Write};
-
-thread_local! {
-    /// A two-form serialisation is under way on this thread.
-    static ACTIVE: Cell<bool> = const { Cell::new(false) };
-    /// The escaped form of the raw fragment about to be written (`with_escaped`).
-    static PENDING: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
-}
-
-/// Whether a two-form serialisation is under way on this thread (so a writer of a raw fragment
-/// should hand over its escaped form).
-pub fn active() -> bool {
-    ACTIVE.with(Cell::get)
-}
-
-/// Runs `write` (which writes one raw fragment) with `escaped` as that fragment's escaped form:
-/// the fragment is then copied in both forms, not escaped byte by byte.
-pub fn with_escaped<R>(escaped: &[u8], write: impl FnOnce() -> R) -> R {
-    PENDING.with(|p| {
-        let mut p = p.borrow_mut();
-        let mut buf = p.take().unwrap_or_default();
-        buf.clear();
-        buf.extend_from_slice(escaped);
-        *p = Some(buf);
-    });
-    let out = write();
-    // Not taken (another serializer wrote the fragment): dropped, never used for another.
-    PENDING.with(|p| {
-        if let Ok(mut p) = p.try_borrow_mut() {
-            *p = None;
-        }
-    });
-    out
-}
-
-/// `bytes` (serde_json output) escaped as inside a JSON string.
-pub fn escaped(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 4);
-    escape_into(&mut out, bytes);
-    out
-}
 
 /// Writes the plain JSON to the serializer's writer and the escaped JSON to `escaped`.
 struct Both<'a> {
@@ -173,10 +131,7 @@ impl Formatter for Both<'_> {
         fragment: &str,
     ) -> io::Result<()> {
         writer.write_all(fragment.as_bytes())?;
-        match PENDING.with(|p| p.borrow_mut().take()) {
-            Some(escaped) => self.escaped.extend_from_slice(&escaped),
-            None => escape_into(self.escaped, fragment.as_bytes()),
-        }
+        escape_into(self.escaped, fragment.as_bytes());
         Ok(())
     }
 
@@ -244,10 +199,7 @@ pub fn serialize_both<T: Serialize + ?Sized>(
     let mark = escaped.len();
     let mut plain = Vec::with_capacity(size_hint.max(64));
     let mut ser = serde_json::Serializer::with_formatter(&mut plain, Both { escaped });
-    let was = ACTIVE.with(|a| a.replace(true));
-    let result = value.serialize(&mut ser);
-    ACTIVE.with(|a| a.set(was));
-    if result.is_err() {
+    if value.serialize(&mut ser).is_err() {
         escaped.truncate(mark);
         return None;
     }
