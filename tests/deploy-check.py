@@ -55,6 +55,18 @@ def tool(name):
     return os.path.join(BIN, name)
 
 
+def validate(argv, files, bad_name, bad_text, what):
+    """Runs a validator (`argv` + file names) on `files`, which it must accept, and on a broken
+    file (`bad_text`), which it must refuse."""
+    r = run([*argv, *files])
+    if r.returncode != 0:
+        fail(f"{what}: {r.stdout}{r.stderr}")
+    with tempfile.TemporaryDirectory() as tmp:
+        bad = os.path.join(tmp, bad_name)
+        open(bad, "w").write(bad_text)
+        refuses([*argv, bad], what)
+
+
 # --- the binary's settings --------------------------------------------------------------------
 help_text = run([sys.argv[1], "--help"]).stdout
 known = set(re.findall(r"\[env: ([A-Z0-9_]+)[=\]]", help_text))
@@ -70,13 +82,8 @@ def settings(names, where):
 
 # --- Dockerfile -------------------------------------------------------------------------------
 dockerfile = os.path.join(DOCKER, "Dockerfile")
-r = run([tool("hadolint"), "--no-color", dockerfile])
-if r.returncode != 0:
-    fail(f"hadolint: {r.stdout}{r.stderr}")
-with tempfile.TemporaryDirectory() as tmp:
-    bad = os.path.join(tmp, "Dockerfile")
-    open(bad, "w").write("FROM debian:latest\nRUN apt-get install curl\nCMD spectra-server\n")
-    refuses([tool("hadolint"), "--no-color", bad], "hadolint")
+validate([tool("hadolint"), "--no-color"], [dockerfile], "Dockerfile",
+         "FROM debian:latest\nRUN apt-get install curl\nCMD spectra-server\n", "hadolint")
 
 text = open(dockerfile).read()
 logical = re.sub(r"\\\n", " ", text)
@@ -117,13 +124,9 @@ if not re.search(r"\nUSER 10001:10001\n", text):
 
 # --- compose ----------------------------------------------------------------------------------
 compose = os.path.join(DOCKER, "compose.yaml")
-r = run([tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", compose])
-if r.returncode != 0:
-    fail(f"compose schema: {r.stdout}{r.stderr}")
-with tempfile.TemporaryDirectory() as tmp:
-    bad = os.path.join(tmp, "compose.yaml")
-    open(bad, "w").write("services:\n  a:\n    image: x\n    ulimits:\n      memlock: lots\n    secruity_opt: []\n")
-    refuses([tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", bad], "compose schema")
+validate([tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec"], [compose], "compose.yaml",
+         "services:\n  a:\n    image: x\n    ulimits:\n      memlock: lots\n    secruity_opt: []\n",
+         "compose schema")
 doc = yaml.safe_load(open(compose))
 profiles = set()
 for name, svc in doc["services"].items():
@@ -145,13 +148,10 @@ if len(cluster) != 3 or len({s["environment"]["NODE_ID"] for s in cluster}) != 3
 
 # --- Kubernetes -------------------------------------------------------------------------------
 manifests = [os.path.join(KUBE, f) for f in ("spectra-server.yaml", "seccomp-installer.yaml")]
-r = run([tool("kubernetes-validate"), "--strict", "--quiet", *manifests])
-if r.returncode != 0:
-    fail(f"kubernetes-validate: {r.stdout}{r.stderr}")
-with tempfile.TemporaryDirectory() as tmp:
-    bad = os.path.join(tmp, "bad.yaml")
-    open(bad, "w").write("apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: x}\nspec:\n  replicas: three\n  selector: {}\n  template: {spec: {containers: [{name: a, image: b, envv: []}]}}\n")
-    refuses([tool("kubernetes-validate"), "--strict", "--quiet", bad], "kubernetes-validate")
+validate([tool("kubernetes-validate"), "--strict", "--quiet"], manifests, "bad.yaml",
+         "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: x}\nspec:\n  replicas: three\n"
+         "  selector: {}\n  template: {spec: {containers: [{name: a, image: b, envv: []}]}}\n",
+         "kubernetes-validate")
 docs = [d for f in manifests for d in yaml.safe_load_all(open(f)) if d]
 sts = next(d for d in docs if d["kind"] == "StatefulSet")
 pod = sts["spec"]["template"]["spec"]
