@@ -148,11 +148,7 @@ impl Formatter for Both<'_> {
         writer: &mut W,
         first: bool,
     ) -> io::Result<()> {
-        if first {
-            Ok(())
-        } else {
-            self.punct(writer, b",")
-        }
+        self.separator(writer, first)
     }
 
     fn begin_object<W: ?Sized + Write>(&mut self, writer: &mut W) -> io::Result<()> {
@@ -168,11 +164,7 @@ impl Formatter for Both<'_> {
         writer: &mut W,
         first: bool,
     ) -> io::Result<()> {
-        if first {
-            Ok(())
-        } else {
-            self.punct(writer, b",")
-        }
+        self.separator(writer, first)
     }
 
     fn begin_object_value<W: ?Sized + Write>(&mut self, writer: &mut W) -> io::Result<()> {
@@ -181,6 +173,15 @@ impl Formatter for Both<'_> {
 }
 
 impl Both<'_> {
+    /// The comma before every element or key but the first.
+    fn separator<W: ?Sized + Write>(&mut self, writer: &mut W, first: bool) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            self.punct(writer, b",")
+        }
+    }
+
     fn punct<W: ?Sized + Write>(&mut self, writer: &mut W, p: &[u8]) -> io::Result<()> {
         writer.write_all(p)?;
         self.escaped.extend_from_slice(p);
