@@ -65,6 +65,17 @@ pub struct Args {
     #[arg(long, env = "TLS_RELOAD_CHECK_SECONDS", default_value_t = 60)]
     pub tls_reload_check_seconds: u64,
 
+    /// Seconds each session-ticket key issues tickets (keys live in memory only and rotate on
+    /// the clock: a ticket is accepted in its key's period and the next, one to two periods);
+    /// a client that comes back with a ticket skips the full handshake. 0: no tickets.
+    #[arg(long, env = "TLS_TICKET_SECONDS", default_value_t = 21_600, value_parser = clap::value_parser!(u64).range(0..=604_800))]
+    pub tls_ticket_seconds: u64,
+
+    /// TLS sessions remembered by id for clients that do not use tickets (a bounded cache, the
+    /// oldest forgotten first); 0: none.
+    #[arg(long, env = "TLS_SESSION_CACHE", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub tls_session_cache: u64,
+
     /// "false": every access key is accepted. Anything else: keys are checked.
     #[arg(long, env = "REQUIRE_AUTH_KEY")]
     pub require_auth_key: Option<String>,
@@ -331,6 +342,8 @@ pub struct Config {
     pub tls: TlsMode,
     /// How often the TLS files are checked for a change; `None`: only SIGHUP reloads them.
     pub tls_reload_check: Option<Duration>,
+    /// Session tickets and the session cache.
+    pub tls_resumption: crate::transport::tls::Resumption,
     pub require_auth_key: bool,
     pub auth_key: String,
     /// True when `auth_key` was generated at start-up (it is printed once).
@@ -422,6 +435,11 @@ impl Config {
             tls,
             tls_reload_check: (args.tls_reload_check_seconds > 0)
                 .then(|| Duration::from_secs(args.tls_reload_check_seconds)),
+            tls_resumption: crate::transport::tls::Resumption {
+                ticket_period: (args.tls_ticket_seconds > 0)
+                    .then(|| Duration::from_secs(args.tls_ticket_seconds)),
+                cache_entries: args.tls_session_cache as usize,
+            },
             require_auth_key,
             auth_key,
             auth_key_generated,

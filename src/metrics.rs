@@ -97,6 +97,14 @@ pub struct Metrics {
     pub backend_latency: Histogram<BackendBounds>,
     /// Cluster mode (written by the NATS thread; `node` set once at start).
     pub cluster: ClusterStats,
+    /// Set once at start when the listeners speak TLS.
+    pub tls: std::sync::OnceLock<TlsInfo>,
+}
+
+/// What `/metrics` says about TLS beyond the per-shard handshake counters.
+pub struct TlsInfo {
+    /// The session ticketer (`None`: TLS_TICKET_SECONDS=0).
+    pub tickets: Option<Arc<crate::transport::tls::Tickets>>,
 }
 
 /// What the cluster's NATS thread reports (`cluster.md` §3.6, issue #16).
@@ -139,6 +147,7 @@ impl Metrics {
             shards: (0..shards).map(|_| Arc::default()).collect(),
             backend_latency: Histogram::default(),
             cluster: ClusterStats::default(),
+            tls: std::sync::OnceLock::new(),
         }
     }
 }
@@ -198,6 +207,40 @@ pub fn rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+fn render_tls(f: &mut Family<'_>, metrics: &Metrics, tls: &TlsInfo) {
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let name = "spectra_tls_handshakes_total";
+    f.header(
+        name,
+        "counter",
+        "TLS handshakes completed by kind (full: certificate and key exchange; resumed: a session ticket or cached session) and shard.",
+    );
+    for (i, s) in metrics.shards.iter().enumerate() {
+        for (kind, n) in [("full", &s.io.tls_full), ("resumed", &s.io.tls_resumed)] {
+            let _ = writeln!(f.out, "{name}{{kind=\"{kind}\",shard=\"{i}\"}} {}", load(n));
+        }
+    }
+    f.per_shard(
+        metrics,
+        "spectra_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes that failed, were abandoned or timed out.",
+        |s| load(&s.io.tls_failed) as i64,
+    );
+    if let Some(tickets) = &tls.tickets {
+        f.header(
+            "spectra_tls_tickets_refused_total",
+            "counter",
+            "Session tickets presented but not accepted (their key expired: older than two TLS_TICKET_SECONDS periods; or not this process's); the client made a full handshake.",
+        );
+        let _ = writeln!(
+            f.out,
+            "spectra_tls_tickets_refused_total {}",
+            tickets.refused()
+        );
+    }
 }
 
 struct Family<'a> {
@@ -373,6 +416,9 @@ pub fn render(metrics: &Metrics, backend: bool) -> String {
         "Connections closed for exceeding their outbound byte budget.",
         |s| load(&s.io.slow_disconnects),
     );
+    if let Some(tls) = metrics.tls.get() {
+        render_tls(&mut f, metrics, tls);
+    }
     f.per_shard(
         metrics,
         "spectra_logons_throttled_total",

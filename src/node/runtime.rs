@@ -123,16 +123,25 @@ fn start_with(config: Config, ports: Vec<(Port, u16)>) -> Result<Running, String
     check_ports_free(&config, &ports)?;
     let tls = match &config.tls {
         TlsMode::Plain => None,
-        TlsMode::Tls { key, cert } => {
-            Some(crate::transport::tls::server_config(key, cert, "spectra")?)
-        }
-    };
-    let (tls, tls_store) = match tls {
-        Some(t) => (Some(t.config), Some(t.store)),
-        None => (None, None),
+        TlsMode::Tls { key, cert } => Some(crate::transport::tls::server_config(
+            key,
+            cert,
+            "spectra",
+            &config.tls_resumption,
+        )?),
     };
     let shards = config.shards;
     let global = Arc::new(Global::new(shards, config.limits.clone()));
+    let (tls, tls_store) = match tls {
+        Some(t) => {
+            let _ = global
+                .metrics
+                .tls
+                .set(crate::metrics::TlsInfo { tickets: t.tickets });
+            (Some(t.config), Some(t.store))
+        }
+        None => (None, None),
+    };
     let backend = config
         .backend
         .enabled

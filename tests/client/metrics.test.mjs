@@ -5,28 +5,12 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { spawn, spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import WebSocket from "ws";
 import { PNG } from "pngjs";
-import { startServer, observer, overlay, once, sendEvent, waitFor, uniqueCode, repoRoot } from "./lib/server.mjs";
+import { startServer, observer, overlay, once, sendEvent, waitFor, uniqueCode, parsePrometheus } from "./lib/server.mjs";
 
-const python = path.join(repoRoot, "target", "tools-venv", "bin", "python");
 const chromium = process.env.CHROMIUM || "/usr/bin/chromium";
-
-/** Parses Prometheus text with prometheus_client's parser: {name: {type, samples: [{name, labels, value}]}}. */
-function parsePrometheus(text) {
-  const script = `
-import json, sys
-from prometheus_client.parser import text_string_to_metric_families
-out = {}
-for f in text_string_to_metric_families(sys.stdin.read()):
-    out[f.name] = {"type": f.type, "samples": [{"name": s.name, "labels": s.labels, "value": s.value} for s in f.samples]}
-print(json.dumps(out))
-`;
-  const res = spawnSync(python, ["-c", script], { input: text, encoding: "utf8" });
-  assert.equal(res.status, 0, `prometheus_client could not parse /metrics (run scripts/test to set up ${python}): ${res.stderr}`);
-  return JSON.parse(res.stdout);
-}
 
 const sum = (family, filter = () => true) =>
   family.samples.filter((s) => filter(s.labels)).reduce((a, s) => a + s.value, 0);

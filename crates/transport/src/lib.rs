@@ -2,7 +2,7 @@
 //!
 //! - `server`: accept loop and HTTP/1.1 connection loop, generic over a `server::Site` (who may
 //!   connect, what a request means); `http` (requests and responses), `stream` (plain or TLS),
-//!   `tls` (certificates, reload), `forwarded` (the client address behind trusted proxies).
+//!   `tls` (certificates, reload, session resumption with `tickets`), `forwarded` (the client address behind trusted proxies).
 //! - `engineio` + `socketio`: Engine.IO v4 sessions (long-polling, WebSocket, upgrade, sessions
 //!   that move between shards) and Socket.IO v5 on top, generic over an `engineio::App`;
 //!   `packets` (their codecs), `polling` (what waits for a long-polling client: latest state
@@ -27,5 +27,6 @@ pub mod server;
 pub mod socketio;
 pub mod stats;
 pub mod stream;
+mod tickets;
 pub mod tls;
 pub mod websocket;

@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
+use rustls::HandshakeKind;
 
 use crate::http::{ReadError, Reader, Request, Response, write_response};
+use crate::stats;
 use crate::stream::Stream;
 
 /// How long a keep-alive connection may sit idle between requests, and the TLS handshake bound.
@@ -121,8 +123,19 @@ async fn connection<S: Site>(site: Rc<S>, tcp: TcpStream, tls: Option<Arc<rustls
             // Boxed: the handshake's state (a whole rustls connection) would otherwise be part
             // of every connection's task for as long as the connection lives, plain or not.
             match with_timeout(TLS_HANDSHAKE, Box::pin(acceptor.accept(tcp))).await {
-                Some(Ok(s)) => Stream::Tls(Box::new(s)),
-                _ => return,
+                Some(Ok(s)) => {
+                    let resumed = s.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
+                    stats::bump(if resumed {
+                        |s| &s.tls_resumed
+                    } else {
+                        |s| &s.tls_full
+                    });
+                    Stream::Tls(Box::new(s))
+                }
+                _ => {
+                    stats::bump(|s| &s.tls_failed);
+                    return;
+                }
             }
         }
     };

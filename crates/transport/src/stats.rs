@@ -28,6 +28,11 @@ pub struct IoStats {
     pub dropped: AtomicU64,
     /// Connections closed for exceeding their output byte budget or for not reading.
     pub slow_disconnects: AtomicU64,
+    /// TLS handshakes completed in full, resumed (session ticket or cache), and failed or
+    /// abandoned (including those that timed out).
+    pub tls_full: AtomicU64,
+    pub tls_resumed: AtomicU64,
+    pub tls_failed: AtomicU64,
 }
 
 thread_local! {

@@ -63,15 +63,35 @@ impl CertStore {
     }
 }
 
-/// The rustls configuration of every listener and the store its certificate comes from.
+pub use crate::tickets::Tickets;
+
+/// The rustls configuration of every listener, the store its certificate comes from and its
+/// session tickets.
 pub struct Tls {
     pub config: Arc<ServerConfig>,
     pub store: Arc<CertStore>,
+    pub tickets: Option<Arc<Tickets>>,
+}
+
+/// How a returning client skips the full handshake.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resumption {
+    /// Session tickets whose keys rotate every this long (a ticket is accepted for one to two
+    /// periods); `None`: no tickets.
+    pub ticket_period: Option<std::time::Duration>,
+    /// Sessions remembered by id (TLS 1.2 clients without tickets, and TLS 1.3 when tickets
+    /// are off); 0: none. A bounded cache: the oldest are forgotten first.
+    pub cache_entries: usize,
 }
 
 /// Loads `key`/`cert`; when neither file exists, generates a self-signed certificate for
 /// `CN=<name>` (and `localhost`), writes both files and uses them.
-pub fn server_config(key: &Path, cert: &Path, name: &str) -> Result<Tls, String> {
+pub fn server_config(
+    key: &Path,
+    cert: &Path,
+    name: &str,
+    resumption: &Resumption,
+) -> Result<Tls, String> {
     if !key.exists() && !cert.exists() {
         generate_self_signed(key, cert, name)?;
         tracing::info!(
@@ -87,14 +107,26 @@ pub fn server_config(key: &Path, cert: &Path, name: &str) -> Result<Tls, String>
         seen: RwLock::new((None, None)),
     });
     store.note_seen();
-    let config = ServerConfig::builder_with_provider(provider())
+    let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("tls: {e}"))?
         .with_no_client_auth()
         .with_cert_resolver(store.clone());
+    let tickets = resumption
+        .ticket_period
+        .map(|period| Arc::new(Tickets::new(period)));
+    if let Some(t) = &tickets {
+        config.ticketer = t.clone();
+    }
+    config.session_storage = if resumption.cache_entries > 0 {
+        rustls::server::ServerSessionMemoryCache::new(resumption.cache_entries)
+    } else {
+        Arc::new(rustls::server::NoServerSessionStorage {})
+    };
     Ok(Tls {
         config: Arc::new(config),
         store,
+        tickets,
     })
 }
 
@@ -157,7 +189,16 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let (k1, c1) = pair(&dir, "a");
         let (k2, _c2) = pair(&dir, "b");
-        let tls = server_config(&k1, &c1, "test").expect("first pair loads");
+        let tls = server_config(
+            &k1,
+            &c1,
+            "test",
+            &Resumption {
+                ticket_period: None,
+                cache_entries: 0,
+            },
+        )
+        .expect("first pair loads");
         let before = tls.store.current.read().expect("lock").clone();
         assert!(!tls.store.files_changed());
         std::fs::copy(&k2, &k1).expect("copy"); // key of b, certificate of a

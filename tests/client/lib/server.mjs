@@ -1,5 +1,6 @@
 // Starts the spectra-server binary on free loopback ports and stops it by PID.
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import assert from "node:assert/strict";
 import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
@@ -119,6 +120,22 @@ export async function startServer({ shards = 2, env = {}, args = [], key = "test
     if (!/Address already in use/.test(log)) throw new Error(`server did not start: ${log}${out}`);
   }
   throw new Error("server did not start: no free ports");
+}
+
+/** Parses Prometheus text with prometheus_client's parser: {name: {type, samples: [{name, labels, value}]}}. */
+export function parsePrometheus(text) {
+  const python = path.join(repoRoot, "target", "tools-venv", "bin", "python");
+  const script = `
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for f in text_string_to_metric_families(sys.stdin.read()):
+    out[f.name] = {"type": f.type, "samples": [{"name": s.name, "labels": s.labels, "value": s.value} for s in f.samples]}
+print(json.dumps(out))
+`;
+  const res = spawnSync(python, ["-c", script], { input: text, encoding: "utf8" });
+  assert.equal(res.status, 0, `prometheus_client could not parse /metrics (run scripts/test to set up ${python}): ${res.stderr}`);
+  return JSON.parse(res.stdout);
 }
 
 /** Waits for one emission of `event` on a socket.io client, with a timeout. */
