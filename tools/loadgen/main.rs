@@ -10,6 +10,7 @@
 
 mod polling;
 mod stats;
+mod tls;
 mod ws;
 
 use std::net::SocketAddr;
@@ -71,6 +72,19 @@ struct Args {
     /// cannot upgrade); the rest use Socket.IO over WebSocket.
     #[arg(long, default_value_t = 0.0)]
     polling_share: f64,
+    /// Connect over TLS (`wss://`, and to the observers' ingest port too); with `--ca FILE`
+    /// or `--insecure`. The report adds handshake times and the share of resumed sessions.
+    #[arg(long)]
+    tls: bool,
+    /// PEM certificate(s) the server's certificate must chain to (`--tls`).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Accept any server certificate (`--tls`; the handshake signature is still checked).
+    #[arg(long)]
+    insecure: bool,
+    /// The name the client asks for (SNI) and checks the certificate against (`--tls`).
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
     /// Decline permessage-deflate on overlays and spectators.
     #[arg(long)]
     no_deflate: bool,
@@ -149,6 +163,25 @@ struct Control {
     last_connect_rx_us: AtomicU64,
     /// Send time per match and event sequence number, µs since the epoch.
     sent: Vec<Vec<AtomicU64>>,
+    /// `--tls`: how clients speak TLS.
+    tls: Option<tls::Tls>,
+}
+
+impl Control {
+    /// A client's own TLS (its own session tickets), when `--tls`.
+    fn client_tls(&self) -> Option<tls::ClientTls> {
+        self.tls.as_ref().map(tls::Tls::for_client)
+    }
+}
+
+/// Notes a client's TLS handshake (time, resumed or not).
+fn note_handshake(stats: &std::cell::RefCell<Stats>, handshake: Option<tls::Handshake>) {
+    if let Some(h) = handshake {
+        let mut s = stats.borrow_mut();
+        s.handshake_us
+            .push(h.time.as_micros().min(u32::MAX as u128) as u32);
+        s.resumed += u64::from(h.resumed);
+    }
 }
 
 const CONNECTING: usize = 0;
@@ -210,6 +243,22 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let tls = match (args.tls, args.polling_share > 0.0) {
+        (false, _) => None,
+        (true, true) => {
+            eprintln!("loadgen: --tls does not drive long-polling overlays (--polling-share)");
+            std::process::exit(2);
+        }
+        (true, false) => {
+            match tls::Tls::new(args.ca.as_deref(), args.insecure, &args.server_name) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    eprintln!("loadgen: {e}");
+                    std::process::exit(2);
+                }
+            }
+        }
+    };
     let run_id: u32 = rand::random::<u32>() % 100_000;
     let codes: Vec<String> = (0..args.matches)
         .map(|m| format!("LG{run_id}M{m}"))
@@ -223,6 +272,7 @@ fn main() {
         sent: (0..args.matches)
             .map(|_| (0..events.len() + 2).map(|_| AtomicU64::new(0)).collect())
             .collect(),
+        tls,
     });
     let threads = args.threads.max(1);
     let executors = threads + usize::from(args.probe_thread);
@@ -640,8 +690,18 @@ async fn client(
         _ => "/socket.io/?EIO=4&transport=websocket",
     };
     let mut ws = match permit {
-        Ok(_permit) => match ws::Client::connect(args.broadcast, path, !args.no_deflate).await {
-            Ok(ws) => ws,
+        Ok(_permit) => match ws::Client::connect(
+            args.broadcast,
+            path,
+            !args.no_deflate,
+            control.client_tls().as_ref(),
+        )
+        .await
+        {
+            Ok(ws) => {
+                note_handshake(&stats, ws.handshake);
+                ws
+            }
             Err(e) => {
                 let mut s = stats.borrow_mut();
                 s.connect_failures += 1;
@@ -877,6 +937,7 @@ async fn observer(
         args.ingest,
         "/socket.io/?EIO=4&transport=websocket",
         false,
+        control.client_tls().as_ref(),
     )
     .await
     {

@@ -20,6 +20,10 @@ pub struct Stats {
     pub events_sent: u64,
     /// Events sent during the measurement window (each with its latency marker: two packets).
     pub events_in_window: u64,
+    /// `--tls`: each overlay's and spectator's handshake (TCP connect to TLS done, µs) and how
+    /// many of them resumed a session.
+    pub handshake_us: Vec<u32>,
+    pub resumed: u64,
 }
 
 impl Stats {
@@ -32,6 +36,8 @@ impl Stats {
         self.connect_failures += other.connect_failures;
         self.events_sent += other.events_sent;
         self.events_in_window += other.events_in_window;
+        self.handshake_us.extend(other.handshake_us);
+        self.resumed += other.resumed;
     }
 }
 
@@ -408,6 +414,25 @@ pub fn report(stats: &Stats, f: RunFacts) -> Value {
         "server_rss_max_mb": round(f.rss_max_kb as f64 / 1024.0),
         "server_rss_per_idle_connection_kb": rss_per_conn_kb.map(round),
         "payload_mb_per_s": round(stats.bytes as f64 / f.window_secs / 1e6),
+        "tls": tls_report(stats),
+    })
+}
+
+/// Handshake times (ms) and the share of resumed sessions; `null` without TLS.
+pub fn tls_report(stats: &Stats) -> Value {
+    if stats.handshake_us.is_empty() {
+        return Value::Null;
+    }
+    let mut hs = stats.handshake_us.clone();
+    hs.sort_unstable();
+    json!({
+        "handshakes": hs.len(),
+        "handshake_ms": {
+            "p50": round(percentile(&hs, 0.50)),
+            "p99": round(percentile(&hs, 0.99)),
+            "max": round(percentile(&hs, 1.0)),
+        },
+        "resumed_share": round(stats.resumed as f64 / hs.len() as f64),
     })
 }
 
@@ -428,7 +453,8 @@ pub fn human(r: &Value) -> String {
          server's own deliveries count {} (agrees with the count above: {}), states skipped in queues {}, fan-out per state {} ms\n\
          TCP retransmits {}, packets dropped at a full CPU backlog {}\n\
          generator CPU {} s = {} % of its {} core(s): valid {}\n\
-         generator's core(s) busy {} % (softirq {} %), whoever used them",
+         generator's core(s) busy {} % (softirq {} %), whoever used them\n\
+         TLS {}",
         g("matches"),
         g("overlays_per_match"),
         g("spectators_per_match"),
@@ -466,5 +492,6 @@ pub fn human(r: &Value) -> String {
         g("valid"),
         g("generator_cores_busy_pct"),
         g("generator_cores_softirq_pct"),
+        g("tls"),
     )
 }

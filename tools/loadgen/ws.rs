@@ -1,8 +1,8 @@
 //! The load generator's WebSocket client: the upgrade request (permessage-deflate offered like a
 //! browser), masked client frames out, server frames in through the server's own
 //! `MessageReader` (unmasked, inflated) — or, for connections that only count what they get,
-//! by their headers alone (`next_frame`: payloads skipped, never inflated or parsed). Knows
-//! nothing about Socket.IO.
+//! by their headers alone (`next_frame`: payloads skipped, never inflated or parsed). Over plain
+//! TCP or TLS (`Conn`). Knows nothing about Socket.IO.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,8 +10,10 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use std::task::Poll;
 
-use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use glommio::net::TcpStream;
+
+use crate::tls::{ClientTls, Handshake, TlsStream};
 use spectra::transport::websocket::{self, Incoming, MessageReader};
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
@@ -21,11 +23,65 @@ const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 pub struct Client {
     reader: ClientReader,
     writer: ClientWriter,
+    /// The TLS handshake, when the connection is TLS.
+    pub handshake: Option<Handshake>,
+}
+
+/// A connection's byte stream: plain TCP or TLS.
+pub enum Conn {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => std::pin::Pin::new(s).poll_close(cx),
+            Conn::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_close(cx),
+        }
+    }
 }
 
 /// The reading half: whole server messages.
 pub struct ClientReader {
-    half: ReadHalf<TcpStream>,
+    half: ReadHalf<Conn>,
     buf: BytesMut,
     messages: MessageReader,
     /// Payload bytes of the current frame still to skip (header-only reading).
@@ -56,16 +112,29 @@ pub enum Frame {
 
 /// The writing half: masked client frames.
 pub struct ClientWriter {
-    half: WriteHalf<TcpStream>,
+    half: WriteHalf<Conn>,
 }
 
 impl Client {
-    /// Connects and upgrades `path`; `deflate` offers permessage-deflate.
-    pub async fn connect(addr: SocketAddr, path: &str, deflate: bool) -> Result<Client, String> {
-        let mut stream = TcpStream::connect(addr)
+    /// Connects (over TLS with `tls`) and upgrades `path`; `deflate` offers permessage-deflate.
+    pub async fn connect(
+        addr: SocketAddr,
+        path: &str,
+        deflate: bool,
+        tls: Option<&ClientTls>,
+    ) -> Result<Client, String> {
+        let started = std::time::Instant::now();
+        let tcp = TcpStream::connect(addr)
             .await
             .map_err(|e| format!("connect {addr}: {e}"))?;
-        let _ = stream.set_nodelay(true);
+        let _ = tcp.set_nodelay(true);
+        let (mut stream, handshake) = match tls {
+            None => (Conn::Plain(tcp), None),
+            Some(tls) => {
+                let (s, h) = tls.handshake(tcp, started).await?;
+                (Conn::Tls(Box::new(s)), Some(h))
+            }
+        };
         let ext = if deflate {
             "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
         } else {
@@ -117,6 +186,7 @@ impl Client {
                 more: false,
             },
             writer: ClientWriter { half: w },
+            handshake,
         })
     }
 
