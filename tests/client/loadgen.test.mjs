@@ -182,3 +182,32 @@ test("loadgen --raw measures the bare baseline from its first broadcast (no wait
     await exited;
   }
 });
+
+test("loadgen --tls: overlays, spectators and the observer over TLS; handshakes reported, counts agree over https /metrics", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "loadgen-tls-"));
+  const [key, cert] = [path.join(dir, "k.pem"), path.join(dir, "c.pem")];
+  const server = await startServer({ shards: 1, key: "LGKEY", env: { INSECURE: "false", SERVER_KEY: key, SERVER_CERT: cert } });
+  try {
+    // https, and by the name the certificate carries.
+    const args = baseArgs(server, 30, 10).map((a) => a.replace("http://127.0.0.1", "https://localhost"));
+    // The generated certificate names localhost: verified against it as the CA.
+    const r = await loadgen([...args, "--tls", "--ca", cert]);
+    assert.equal(r.code, 0, r.err);
+    assert.equal(r.report.tls.handshakes, 40, "one handshake per overlay and spectator");
+    assert.equal(r.report.tls.resumed_share, 0, "first connections make full handshakes");
+    assert.ok(r.report.tls.handshake_ms.p50 > 0);
+    assert.equal(r.report.connect_failures, 0);
+    assert.ok(r.report.latency_samples > 0);
+    assert.equal(r.report.counts_agree, true, `server ${r.report.server_deliveries} vs generator ${r.report.deliveries}`);
+    // A CA that did not sign the server's certificate: refused, and said so.
+    const other = path.join(dir, "other.pem");
+    await (await startServer({ shards: 1, env: { INSECURE: "false", SERVER_KEY: path.join(dir, "other.key"), SERVER_CERT: other } })).stop();
+    const small = baseArgs(server, 1, 0).map((a) => a.replace("http://127.0.0.1", "https://localhost"));
+    const refused = await runProgram(tool, [...small, "--tls", "--ca", other], { limitMs: 60000 });
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.err, /tls handshake: .*(UnknownIssuer|certificate)/i);
+  } finally {
+    await server.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -6,7 +6,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import https from "node:https";
-import { startServer, once, logonPayload, client } from "./lib/server.mjs";
+import { startServer, once, logonPayload, client, runProgram, repoRoot, waitFor } from "./lib/server.mjs";
 
 let server;
 let dir;
@@ -60,4 +60,25 @@ for (const transports of [["polling", "websocket"], ["websocket"]]) {
 
 test("plain HTTP is refused on a TLS port", async () => {
   await assert.rejects(fetch(`${server.rest}/status`));
+});
+
+test("tools/replay over TLS: verified against the generated certificate, the overlay sees the match", async () => {
+  const code = "TLSRPL";
+  const ov = client(tls(server.broadcast), { rejectUnauthorized: false, transports: ["websocket"] });
+  const states = [];
+  ov.on("match_data", (d) => states.push(JSON.parse(d)));
+  ov.emit("logon", JSON.stringify({ groupCode: code }));
+  const kitReplay = path.resolve(repoRoot, "..", "shared", "kit", "reference", "match.replay");
+  const res = await runProgram(path.join(repoRoot, "target", "debug", "replay"), [
+    "--server", `127.0.0.1:${server.ports.ingest}`, "--key", server.key, "--file", kitReplay, "--group", code,
+    "--limit", "50", "--ca", path.join(dir, "c.pem"),
+  ]);
+  assert.equal(res.code, 0, res.err);
+  const summary = JSON.parse(res.out.trim().split("\n").at(-1));
+  assert.equal(summary.sent, 50);
+  assert.equal(summary.tls.resumed, false);
+  assert.ok(summary.tls.handshakeMs > 0);
+  await waitFor(() => states.length > 0, 5000, "a state over wss");
+  assert.equal(states.at(-1).groupCode, code);
+  ov.close();
 });

@@ -219,9 +219,23 @@ fn marker_seq(text: &str) -> Option<usize> {
 
 /// From the server's `/metrics`: `spectra_deliveries_total` summed over its shards, and its
 /// `spectra_fanout_seconds` histogram (time per state handed to a shard's subscribers).
-fn server_metrics(url: &str) -> Option<stats::ServerMetrics> {
+fn server_metrics(url: &str, args: &Args) -> Option<stats::ServerMetrics> {
+    // Over https (a TLS server's REST port), the same trust as the clients': `--ca` or
+    // `--insecure`.
+    let mut tls = ureq::tls::TlsConfig::builder().disable_verification(args.insecure);
+    if let Some(ca) = &args.ca {
+        let pem = std::fs::read(ca).ok()?;
+        let certs = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c.to_owned()),
+                _ => None,
+            })
+            .collect();
+        tls = tls.root_certs(ureq::tls::RootCerts::Specific(Arc::new(certs)));
+    }
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(5)))
+        .tls_config(tls.build())
         .build()
         .into();
     let text = match agent.get(url).call() {
@@ -347,7 +361,10 @@ fn main() {
     };
     let cores_before = stats::CoreSample::read(&generator_cpus);
     let loss_before = stats::LossSample::read();
-    let server_metrics_before = args.metrics.as_deref().and_then(server_metrics);
+    let server_metrics_before = args
+        .metrics
+        .as_deref()
+        .and_then(|url| server_metrics(url, &args));
     let window = Instant::now();
     let mut rss_max_kb = 0;
     while window.elapsed() < Duration::from_secs(args.duration) {
@@ -360,7 +377,10 @@ fn main() {
     let generator_after = ProcSample::read(std::process::id());
     let cores_after = stats::CoreSample::read(&generator_cpus);
     let loss = stats::LossSample::read().since(loss_before);
-    let server_metrics_after = args.metrics.as_deref().and_then(server_metrics);
+    let server_metrics_after = args
+        .metrics
+        .as_deref()
+        .and_then(|url| server_metrics(url, &args));
     let window_secs = window.elapsed().as_secs_f64();
     control.phase.store(STOPPED, Ordering::SeqCst);
 

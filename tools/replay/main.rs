@@ -8,6 +8,8 @@
 //!
 //! Example: `cargo run --release --bin replay -- --file replays/Match_X_1.replay --key KEY --mode delay --delay-ms 50`
 
+#[path = "../loadgen/tls.rs"]
+mod tls;
 #[path = "../loadgen/ws.rs"]
 #[allow(dead_code)] // shared with the load generator, which uses all of it
 mod ws;
@@ -44,6 +46,15 @@ struct Args {
     /// Access key for the logon.
     #[arg(long, default_value = "")]
     key: String,
+    /// Connect over TLS, trusting the certificate(s) in this PEM file.
+    #[arg(long)]
+    ca: Option<std::path::PathBuf>,
+    /// Connect over TLS and accept any server certificate (a self-signed one).
+    #[arg(long)]
+    insecure: bool,
+    /// The name asked for and checked over TLS.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
     /// Group code to use instead of the header's.
     #[arg(long)]
     group: Option<String>,
@@ -129,9 +140,20 @@ async fn run(args: Args) {
         .cloned()
         .unwrap_or(json!("Replay"));
 
-    let mut ws = ws::Client::connect(args.server, "/socket.io/?EIO=4&transport=websocket", false)
-        .await
-        .unwrap_or_else(|e| fail(e));
+    let tls = (args.ca.is_some() || args.insecure).then(|| {
+        tls::Tls::new(args.ca.as_deref(), args.insecure, &args.server_name)
+            .unwrap_or_else(|e| fail(e))
+            .for_client()
+    });
+    let mut ws = ws::Client::connect(
+        args.server,
+        "/socket.io/?EIO=4&transport=websocket",
+        false,
+        tls.as_ref(),
+    )
+    .await
+    .unwrap_or_else(|e| fail(e));
+    let handshake = ws.handshake;
     let logon = logon(&file.header, &args, &code);
     let ack = ws.obs_logon(&logon).await.unwrap_or_else(|e| fail(e));
     let reason = ack.get("reason").and_then(Value::as_str).unwrap_or("");
@@ -229,6 +251,9 @@ async fn run(args: Args) {
         json!({
             "file": args.file, "groupCode": code, "groupSecret": secret, "sent": sent,
             "from": args.from, "stopReason": stop, "seconds": started.elapsed().as_secs_f64(),
+            "tls": handshake.map(|h| json!({
+                "handshakeMs": h.time.as_secs_f64() * 1000.0, "resumed": h.resumed,
+            })),
         })
     );
 }
