@@ -88,10 +88,13 @@ pub struct ClientReader {
     skip: usize,
     /// Wait this long before each read (counting connections: fewer, larger reads).
     pace: Option<Duration>,
-    /// The last read filled the whole scratch buffer: more may be waiting, so the next read
-    /// does not wait for the pace (a paced reader takes everything that arrived in a pace,
-    /// however much that is, and never lets the server's queue grow).
+    /// The last read filled the whole scratch buffer (or, over TLS, returned anything: a TLS
+    /// read returns about one record at a time): more may be waiting, so the next read tries
+    /// at once and waits for the pace only when nothing is there (a paced reader takes
+    /// everything that arrived in a pace, however much that is, and never lets the server's
+    /// queue grow).
     more: bool,
+    tls: bool,
 }
 
 thread_local! {
@@ -128,6 +131,7 @@ impl Client {
             .await
             .map_err(|e| format!("connect {addr}: {e}"))?;
         let _ = tcp.set_nodelay(true);
+        let tls_used = tls.is_some();
         let (mut stream, handshake) = match tls {
             None => (Conn::Plain(tcp), None),
             Some(tls) => {
@@ -184,6 +188,7 @@ impl Client {
                 skip: 0,
                 pace: None,
                 more: false,
+                tls: tls_used,
             },
             writer: ClientWriter { half: w },
             handshake,
@@ -316,16 +321,25 @@ impl ClientReader {
     /// wait); payload bytes still to skip are dropped there, the rest appended to `buf`. False
     /// when the connection ended.
     async fn fill(&mut self) -> bool {
-        if let Some(pace) = self.pace
-            && !self.more
-        {
+        if let Some(pace) = self.pace {
+            if self.more
+                && let Some(got) = futures_lite::future::poll_once(self.read_once()).await
+            {
+                return got;
+            }
             glommio::timer::sleep(pace).await;
         }
-        let (half, buf, skip, more) = (
+        self.read_once().await
+    }
+
+    /// One read of what arrived (waits for data).
+    async fn read_once(&mut self) -> bool {
+        let (half, buf, skip, more, tls) = (
             &mut self.half,
             &mut self.buf,
             &mut self.skip,
             &mut self.more,
+            self.tls,
         );
         std::future::poll_fn(|cx| {
             SCRATCH.with(|scratch| {
@@ -333,7 +347,7 @@ impl ClientReader {
                 match std::pin::Pin::new(&mut *half).poll_read(cx, &mut scratch[..]) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(false),
                     Poll::Ready(Ok(n)) => {
-                        *more = n == scratch.len();
+                        *more = n == scratch.len() || tls;
                         // `skip` counts bytes after what `buf` holds.
                         let dropped = if buf.is_empty() { (*skip).min(n) } else { 0 };
                         *skip -= dropped;
