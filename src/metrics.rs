@@ -105,6 +105,8 @@ pub struct Metrics {
 pub struct TlsInfo {
     /// The session ticketer (`None`: TLS_TICKET_SECONDS=0).
     pub tickets: Option<Arc<crate::transport::tls::Tickets>>,
+    /// Whether the kernel offers TLS offload (kTLS), probed at start.
+    pub kernel_tls: bool,
 }
 
 /// What the cluster's NATS thread reports (`cluster.md` §3.6, issue #16).
@@ -228,6 +230,16 @@ fn render_tls(f: &mut Family<'_>, metrics: &Metrics, tls: &TlsInfo) {
         "counter",
         "TLS handshakes that failed, were abandoned or timed out.",
         |s| load(&s.io.tls_failed) as i64,
+    );
+    f.header(
+        "spectra_tls_kernel_available",
+        "gauge",
+        "1 when the kernel offers TLS offload (kTLS: the tls upper-layer protocol), probed at start; records are encrypted in user space (rustls) either way.",
+    );
+    let _ = writeln!(
+        f.out,
+        "spectra_tls_kernel_available {}",
+        u8::from(tls.kernel_tls)
     );
     if let Some(tickets) = &tls.tickets {
         f.header(

@@ -474,9 +474,15 @@ mod tests {
         let (q1, ours1, peer1) = sink_on_socket(&mut room, 1, "a");
         let (q2, ours2, peer2) = sink_on_socket(&mut room, 2, "b");
         let (q3, ours3, peer3) = sink_on_socket(&mut room, 3, "c");
-        let _g1 = q1.send_directly(ours1.as_raw_fd());
-        let _g2 = q2.send_directly(ours2.as_raw_fd());
-        let _g3 = q3.send_directly(ours3.as_raw_fd());
+        let _g1 = q1.send_directly(crate::transport::outbound::DirectSocket::Plain(
+            ours1.as_raw_fd(),
+        ));
+        let _g2 = q2.send_directly(crate::transport::outbound::DirectSocket::Plain(
+            ours2.as_raw_fd(),
+        ));
+        let _g3 = q3.send_directly(crate::transport::outbound::DirectSocket::Plain(
+            ours3.as_raw_fd(),
+        ));
         // The third one's socket is full already (its queue empty): it takes nothing at once.
         let mut filler = Vec::new();
         ours3.set_nonblocking(true).expect("non-blocking");
@@ -527,7 +533,9 @@ mod tests {
         ] {
             let mut room = Room::default();
             let (queue, ours, peer) = sink_on_socket(&mut room, 1, "s");
-            let guard = queue.send_directly(ours.as_raw_fd());
+            let guard = queue.send_directly(crate::transport::outbound::DirectSocket::Plain(
+                ours.as_raw_fd(),
+            ));
             let mut expected = Vec::new();
             if busy {
                 // Taken in part: its rest waits in the queue, so the state cannot go directly.

@@ -134,10 +134,10 @@ fn start_with(config: Config, ports: Vec<(Port, u16)>) -> Result<Running, String
     let global = Arc::new(Global::new(shards, config.limits.clone()));
     let (tls, tls_store) = match tls {
         Some(t) => {
-            let _ = global
-                .metrics
-                .tls
-                .set(crate::metrics::TlsInfo { tickets: t.tickets });
+            let _ = global.metrics.tls.set(crate::metrics::TlsInfo {
+                tickets: t.tickets,
+                kernel_tls: kernel_tls(),
+            });
             (Some(t.config), Some(t.store))
         }
         None => (None, None),
@@ -294,6 +294,24 @@ async fn ticker(shard: Rc<Shard>) {
         let now = Instant::now();
         if next + period < now {
             next = now + period; // fell far behind: do not burst
+        }
+    }
+}
+
+/// Probes kernel TLS and says what it found (once, at start).
+fn kernel_tls() -> bool {
+    match crate::transport::tls::kernel_tls() {
+        crate::transport::tls::KernelTls::Available => {
+            tracing::info!(
+                "tls: the kernel offers TLS offload (kTLS); this server encrypts TLS records in user space (rustls)"
+            );
+            true
+        }
+        crate::transport::tls::KernelTls::Missing(why) => {
+            tracing::info!(
+                "tls: no kernel TLS offload ({why}); TLS records are encrypted in user space (rustls)"
+            );
+            false
         }
     }
 }

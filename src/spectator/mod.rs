@@ -93,7 +93,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + 'static,
 {
-    let plain_socket = req.plain_socket;
+    let direct_socket = req.direct.clone();
     let neg = {
         // The request and the 101 answer are let go once answered: a spectator stays long.
         let (resp, neg) = match websocket::accept(&req) {
@@ -113,7 +113,7 @@ where
     };
     let queue = OutQueue::new();
     // (dropped when this returns, before the connection's socket can close)
-    let _direct = plain_socket.map(|fd| queue.send_directly(fd));
+    let _direct = direct_socket.map(|socket| queue.send_directly(socket));
     glommio::spawn_local(run_writer(queue.clone(), writer)).detach();
     let conn = {
         let sp_cell = spectators(shard);

@@ -196,6 +196,7 @@ test("loadgen --tls: overlays, spectators and the observer over TLS; handshakes 
     assert.equal(r.report.tls.handshakes, 40, "one handshake per overlay and spectator");
     assert.equal(r.report.tls.resumed_share, 0, "first connections make full handshakes");
     assert.ok(r.report.tls.handshake_ms.p50 > 0);
+    assert.equal(r.report.tls.cipher_suite, "TLS13_AES_128_GCM_SHA256", "offered in browsers' order");
     assert.equal(r.report.connect_failures, 0);
     assert.ok(r.report.latency_samples > 0);
     assert.equal(r.report.counts_agree, true, `server ${r.report.server_deliveries} vs generator ${r.report.deliveries}`);

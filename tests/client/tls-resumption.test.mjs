@@ -99,6 +99,12 @@ test("a returning client resumes with its ticket; /metrics counts full and resum
   assert.deepEqual(new Set(families.spectra_tls_handshakes.samples.map((s) => s.labels.kind)), new Set(["full", "resumed"]));
   assert.equal(families.spectra_tls_tickets_refused.type, "counter");
   assert.equal(families.spectra_tls_handshake_failures.type, "counter");
+  // Kernel TLS is probed at start, reported in the log and as a gauge (this kernel may lack it).
+  const ulps = fs.existsSync("/proc/sys/net/ipv4/tcp_available_ulp") ? fs.readFileSync("/proc/sys/net/ipv4/tcp_available_ulp", "utf8") : "";
+  const kernel = families.spectra_tls_kernel_available.samples[0].value;
+  assert.ok(kernel === 0 || kernel === 1);
+  if (ulps.split(/\s+/).includes("tls")) assert.equal(kernel, 1);
+  assert.match(server.log(), kernel ? /the kernel offers TLS offload/ : /no kernel TLS offload \(.+\); TLS records are encrypted in user space/);
   // The ticket is bound to nothing but this process's keys: any port of the node takes it.
   assert.equal((await get(server.ports.broadcast, "/", first.session)).reused, true);
 });

@@ -8,6 +8,8 @@
 //!
 //! Example: `cargo run --release --bin loadgen -- --overlays 1000 --duration 20 --server-pid PID`
 
+#![recursion_limit = "256"]
+
 mod polling;
 mod stats;
 mod tls;
@@ -85,6 +87,13 @@ struct Args {
     /// The name the client asks for (SNI) and checks the certificate against (`--tls`).
     #[arg(long, default_value = "localhost")]
     server_name: String,
+    /// Reconnect storm: after the warm-up every overlay's and spectator's connection is reset at
+    /// once (RST, as in a network blip; the server keeps running) and reconnects — over TLS
+    /// with the session ticket it holds — logs on again and waits for a state. The report's
+    /// `storm` gives the time from the reset until each had a state again, the handshakes and
+    /// the server's CPU until the last one recovered (at most 60 s). Then the window runs.
+    #[arg(long)]
+    storm: bool,
     /// Decline permessage-deflate on overlays and spectators.
     #[arg(long)]
     no_deflate: bool,
@@ -165,6 +174,11 @@ struct Control {
     sent: Vec<Vec<AtomicU64>>,
     /// `--tls`: how clients speak TLS.
     tls: Option<tls::Tls>,
+    /// `--storm`: when every connection was reset (µs since the epoch; 0 before), how many
+    /// clients take part and how many have a state again (or gave up).
+    storm_start_us: AtomicU64,
+    storm_participants: AtomicUsize,
+    storm_recovered: AtomicUsize,
 }
 
 impl Control {
@@ -181,6 +195,9 @@ fn note_handshake(stats: &std::cell::RefCell<Stats>, handshake: Option<tls::Hand
         s.handshake_us
             .push(h.time.as_micros().min(u32::MAX as u128) as u32);
         s.resumed += u64::from(h.resumed);
+        if s.suite.is_none() {
+            s.suite = h.suite.map(|c| format!("{c:?}"));
+        }
     }
 }
 
@@ -248,6 +265,30 @@ fn server_metrics(url: &str, args: &Args) -> Option<stats::ServerMetrics> {
     Some(stats::ServerMetrics::parse(&text))
 }
 
+/// `--storm`: resets every connection at once and waits until each client has a state again
+/// (or gave up), at most 60 s; the server's CPU over that time.
+fn run_storm(args: &Args, control: &Control) -> stats::StormFacts {
+    let before = args.server_pid.and_then(ProcSample::read);
+    let started = Instant::now();
+    control.storm_start_us.store(now_us(), Ordering::SeqCst);
+    let participants = control.storm_participants.load(Ordering::Relaxed);
+    while control.storm_recovered.load(Ordering::Relaxed) < participants
+        && started.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let after = args.server_pid.and_then(ProcSample::read);
+    stats::StormFacts {
+        participants,
+        secs,
+        server_cpu_secs: match (before, after) {
+            (Some(b), Some(a)) => Some(a.cpu_secs - b.cpu_secs),
+            _ => None,
+        },
+    }
+}
+
 fn main() {
     let args = Args::parse();
     let (header, events) = match load_replay(&args.replay) {
@@ -287,6 +328,9 @@ fn main() {
             .map(|_| (0..events.len() + 2).map(|_| AtomicU64::new(0)).collect())
             .collect(),
         tls,
+        storm_start_us: AtomicU64::new(0),
+        storm_participants: AtomicUsize::new(0),
+        storm_recovered: AtomicUsize::new(0),
     });
     let threads = args.threads.max(1);
     let executors = threads + usize::from(args.probe_thread);
@@ -352,6 +396,7 @@ fn main() {
     let idle = args.server_pid.and_then(ProcSample::read);
     control.phase.store(RUNNING, Ordering::SeqCst);
     std::thread::sleep(Duration::from_secs(args.warmup));
+    let storm = args.storm.then(|| run_storm(&args, &control));
     control.window_start_us.store(now_us(), Ordering::SeqCst);
     let before = args.server_pid.and_then(ProcSample::read);
     let generator_before = ProcSample::read(std::process::id());
@@ -452,6 +497,7 @@ fn main() {
                 (Some(b), Some(a)) => a.fanout_since(b),
                 _ => None,
             },
+            storm,
         },
     );
     if report["valid"] == Value::Bool(false) {
@@ -672,14 +718,26 @@ thread_local! {
     /// Closed when the run stops: every task of this thread waiting for the end waits on it,
     /// so only one task per thread looks at the clock (`watch_stop`).
     static STOP: Rc<glommio::sync::Semaphore> = Rc::new(glommio::sync::Semaphore::new(0));
+    /// Closed when the storm starts (`--storm`), like `STOP`.
+    static STORM: Rc<glommio::sync::Semaphore> = Rc::new(glommio::sync::Semaphore::new(0));
 }
 
 /// Closes this thread's `STOP` once the run stops (one timer per thread, not per connection).
 async fn watch_stop(control: Arc<Control>) {
     while control.phase.load(Ordering::Relaxed) != STOPPED {
-        glommio::timer::sleep(Duration::from_millis(50)).await;
+        if control.storm_start_us.load(Ordering::Relaxed) > 0 {
+            STORM.with(|s| s.close());
+        }
+        glommio::timer::sleep(Duration::from_millis(5)).await;
     }
+    STORM.with(|s| s.close());
     STOP.with(|s| s.close());
+}
+
+/// Waits until the storm starts.
+async fn until_storm() {
+    let storm = STORM.with(Rc::clone);
+    let _ = storm.acquire(1).await;
 }
 
 /// Waits until the run stops.
@@ -703,43 +761,129 @@ async fn client(
     if kind == Kind::PollingOverlay {
         return polling_overlay(&args, &control, m, &code, &gate, &stats).await;
     }
-    let permit = gate.acquire_permit(1).await;
+    // Its own TLS session store, kept across a reconnect (`--storm`).
+    let tls = control.client_tls();
+    let Some(mut ws) = open(&args, kind, &code, i, &gate, &stats, tls.as_ref()).await else {
+        return;
+    };
+    control.clients_ready.fetch_add(1, Ordering::Relaxed);
+    if kind == Kind::StalledOverlay {
+        until_stopped(&control).await;
+        return;
+    }
+    // Raw clients (against `fanout-baseline`) only count: by frame headers, as non-probes do.
+    let probe = is_probe(&args, i, probe_stride(&args));
+    let pace =
+        (!probe && args.count_pace_ms > 0).then(|| Duration::from_millis(args.count_pace_ms));
+    let mut receipts = Receipts {
+        control: &control,
+        m,
+        raw: args.raw,
+        stats: &stats,
+        last_seq: 0,
+        log: args.latency_log.is_some(),
+        client: i,
+    };
+    let mut stormed = !args.storm;
+    if args.storm {
+        control.storm_participants.fetch_add(1, Ordering::Relaxed);
+    }
+    loop {
+        ws.pace_reads(pace);
+        let receive = async {
+            if probe {
+                receive_states(&mut ws, &mut receipts).await;
+            } else {
+                count_states(&mut ws, &control, &stats).await;
+            }
+            Outcome::Ended
+        };
+        let stop = async {
+            until_stopped(&control).await;
+            Outcome::Stopped
+        };
+        let storm = async {
+            if stormed {
+                std::future::pending::<()>().await;
+            }
+            until_storm().await;
+            Outcome::Storm
+        };
+        let outcome =
+            futures_lite::future::or(receive, futures_lite::future::or(stop, storm)).await;
+        match outcome {
+            Outcome::Stopped => return,
+            Outcome::Ended => {
+                // The server ended the connection during the run.
+                if control.phase.load(Ordering::Relaxed) != STOPPED {
+                    stats.borrow_mut().drops += 1;
+                }
+                return;
+            }
+            Outcome::Storm => {
+                stormed = true;
+                ws.reset();
+                let Some(again) =
+                    reconnect(&args, &control, kind, &code, i, &gate, &stats, tls.as_ref()).await
+                else {
+                    return;
+                };
+                ws = again;
+            }
+        }
+    }
+}
+
+enum Outcome {
+    Ended,
+    Stopped,
+    Storm,
+}
+
+/// Connects and logs on (overlay) or joins (spectator); `None` (counted as a connect failure)
+/// when that fails.
+#[allow(clippy::too_many_arguments)]
+async fn open(
+    args: &Args,
+    kind: Kind,
+    code: &str,
+    i: usize,
+    gate: &glommio::sync::Semaphore,
+    stats: &std::cell::RefCell<Stats>,
+    tls: Option<&tls::ClientTls>,
+) -> Option<ws::Client> {
     let path = match kind {
         _ if args.raw => "/",
         Kind::Spectator | Kind::DeltaSpectator => "/ws",
         _ => "/socket.io/?EIO=4&transport=websocket",
     };
-    let mut ws = match permit {
-        Ok(_permit) => match ws::Client::connect(
-            args.broadcast,
-            path,
-            !args.no_deflate,
-            control.client_tls().as_ref(),
-        )
-        .await
-        {
+    let failed = |e: String| {
+        let mut s = stats.borrow_mut();
+        s.connect_failures += 1;
+        if s.connect_failures <= 3 {
+            eprintln!("loadgen: {e}");
+        }
+    };
+    let mut ws = {
+        let _permit = gate.acquire_permit(1).await.ok()?;
+        match ws::Client::connect(args.broadcast, path, !args.no_deflate, tls).await {
             Ok(ws) => {
-                note_handshake(&stats, ws.handshake);
+                note_handshake(stats, ws.handshake);
                 ws
             }
             Err(e) => {
-                let mut s = stats.borrow_mut();
-                s.connect_failures += 1;
-                if s.connect_failures <= 3 {
-                    eprintln!("loadgen: {e}");
-                }
-                return;
+                failed(e);
+                return None;
             }
-        },
-        Err(_) => return,
+        }
     };
     let logged_on = futures_lite::future::or(
         async {
             let ok = match kind {
                 _ if args.raw => true,
-                Kind::Spectator => join_spectator(&mut ws, &code, i, false).await,
-                Kind::DeltaSpectator => join_spectator(&mut ws, &code, i, true).await,
-                _ => logon_overlay(&mut ws, &code).await,
+                Kind::Spectator => join_spectator(&mut ws, code, i, false).await,
+                Kind::DeltaSpectator => join_spectator(&mut ws, code, i, true).await,
+                _ => logon_overlay(&mut ws, code).await,
             };
             Some(ok)
         },
@@ -750,70 +894,97 @@ async fn client(
     )
     .await;
     if logged_on != Some(true) {
-        stats.borrow_mut().connect_failures += 1;
-        return;
+        failed(format!("logon or join failed (client {i})"));
+        return None;
     }
-    control.clients_ready.fetch_add(1, Ordering::Relaxed);
-    if kind == Kind::StalledOverlay {
-        until_stopped(&control).await;
-        return;
-    }
-    // Raw clients (against `fanout-baseline`) only count: by frame headers, as non-probes do.
-    if !is_probe(&args, i, probe_stride(&args)) {
-        ws.pace_reads((args.count_pace_ms > 0).then(|| Duration::from_millis(args.count_pace_ms)));
-        let count = async {
-            while let Some(ws::Frame::Data { len, small }) = ws.next_frame().await {
-                match small {
-                    Some(p) if p == b"2" => {
-                        if ws.send_text("3").await.is_err() {
-                            break;
-                        }
-                    }
-                    Some(_) => {}
-                    None => count_state(&control, &stats, len),
+    Some(ws)
+}
+
+/// After the storm's reset: connects and logs on again with the same TLS session store, waits
+/// for the first state and notes how long that took from the storm's start.
+#[allow(clippy::too_many_arguments)]
+async fn reconnect(
+    args: &Args,
+    control: &Control,
+    kind: Kind,
+    code: &str,
+    i: usize,
+    gate: &glommio::sync::Semaphore,
+    stats: &std::cell::RefCell<Stats>,
+    tls: Option<&tls::ClientTls>,
+) -> Option<ws::Client> {
+    let failed = || {
+        stats.borrow_mut().storm_failures += 1;
+        control.storm_recovered.fetch_add(1, Ordering::Relaxed);
+    };
+    let Some(mut ws) = open(args, kind, code, i, gate, stats, tls).await else {
+        failed();
+        return None;
+    };
+    let got_state = loop {
+        match ws.next_frame().await {
+            Some(ws::Frame::Data { small: None, .. }) => break true,
+            Some(ws::Frame::Data { small: Some(p), .. }) => {
+                if p == b"2" && ws.send_text("3").await.is_err() {
+                    break false;
                 }
             }
-            if control.phase.load(Ordering::Relaxed) != STOPPED {
-                stats.borrow_mut().drops += 1;
-            }
-        };
-        futures_lite::future::or(count, until_stopped(&control)).await;
-        return;
+            None => break false,
+        }
+    };
+    if !got_state {
+        failed();
+        return None;
     }
-    let receive = async {
-        let mut receipts = Receipts {
-            control: &control,
-            m,
-            raw: args.raw,
-            stats: &stats,
-            last_seq: 0,
-            log: args.latency_log.is_some(),
-            client: i,
+    let since = now_us().saturating_sub(control.storm_start_us.load(Ordering::Relaxed));
+    let mut s = stats.borrow_mut();
+    s.storm_recovery_us.push(since.min(u32::MAX as u64) as u32);
+    if let Some(h) = ws.handshake {
+        s.storm_handshake_us
+            .push(h.time.as_micros().min(u32::MAX as u128) as u32);
+        s.storm_resumed += u64::from(h.resumed);
+    }
+    drop(s);
+    control.storm_recovered.fetch_add(1, Ordering::Relaxed);
+    Some(ws)
+}
+
+/// A probe: inflates and parses every message, answers pings, notes states; returns when the
+/// connection ends.
+async fn receive_states(ws: &mut ws::Client, receipts: &mut Receipts<'_>) {
+    while let Some(msg) = ws.next().await {
+        let text = match msg {
+            Incoming::Text(t) => t,
+            _ => continue,
         };
-        while let Some(msg) = ws.next().await {
-            let text = match msg {
-                Incoming::Text(t) => t,
-                _ => continue,
-            };
-            if text == "2" {
+        if text == "2" {
+            if ws.send_text("3").await.is_err() {
+                break;
+            }
+            continue;
+        }
+        let is_state = text.starts_with("42[\"match_data\"")
+            || text.starts_with("{\"type\":\"GameData\"")
+            || text.starts_with("{\"type\":\"GameDataDelta\"");
+        if is_state {
+            receipts.state(&text);
+        }
+    }
+}
+
+/// A counting connection: states by their frame headers; returns when the connection ends.
+async fn count_states(ws: &mut ws::Client, control: &Control, stats: &std::cell::RefCell<Stats>) {
+    while let Some(ws::Frame::Data { len, small }) = ws.next_frame().await {
+        match small {
+            Some(p) if p == b"2" => {
                 if ws.send_text("3").await.is_err() {
                     break;
                 }
-                continue;
             }
-            let is_state = text.starts_with("42[\"match_data\"")
-                || text.starts_with("{\"type\":\"GameData\"")
-                || text.starts_with("{\"type\":\"GameDataDelta\"");
-            if is_state {
-                receipts.state(&text);
-            }
+            Some(_) => {}
+            None => count_state(control, stats, len),
         }
-        // The server ended the connection during the run.
-        if control.phase.load(Ordering::Relaxed) != STOPPED {
-            stats.borrow_mut().drops += 1;
-        }
-    };
-    futures_lite::future::or(receive, until_stopped(&control)).await;
+    }
 }
 
 /// An overlay that stays on long-polling: connect, log on, then poll until the run stops.

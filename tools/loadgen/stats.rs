@@ -24,6 +24,21 @@ pub struct Stats {
     /// many of them resumed a session.
     pub handshake_us: Vec<u32>,
     pub resumed: u64,
+    /// The cipher suite the last handshake negotiated.
+    pub suite: Option<String>,
+    /// `--storm`: per client, the time from the reset to its first state again (µs), its new
+    /// handshake (µs) and whether it resumed; clients that could not come back.
+    pub storm_recovery_us: Vec<u32>,
+    pub storm_handshake_us: Vec<u32>,
+    pub storm_resumed: u64,
+    pub storm_failures: u64,
+}
+
+/// `--storm`: how many took part, how long until the last had a state again, the server's CPU.
+pub struct StormFacts {
+    pub participants: usize,
+    pub secs: f64,
+    pub server_cpu_secs: Option<f64>,
 }
 
 impl Stats {
@@ -38,6 +53,11 @@ impl Stats {
         self.events_in_window += other.events_in_window;
         self.handshake_us.extend(other.handshake_us);
         self.resumed += other.resumed;
+        self.suite = self.suite.take().or(other.suite);
+        self.storm_recovery_us.extend(other.storm_recovery_us);
+        self.storm_handshake_us.extend(other.storm_handshake_us);
+        self.storm_resumed += other.storm_resumed;
+        self.storm_failures += other.storm_failures;
     }
 }
 
@@ -300,6 +320,7 @@ pub struct RunFacts {
     pub probes: usize,
     /// How long counting connections wait between reads (0: they read as data arrives).
     pub count_pace_secs: f64,
+    pub storm: Option<StormFacts>,
 }
 
 /// Whether the generator counted what the server sent in the window: the two counts may differ
@@ -415,6 +436,36 @@ pub fn report(stats: &Stats, f: RunFacts) -> Value {
         "server_rss_per_idle_connection_kb": rss_per_conn_kb.map(round),
         "payload_mb_per_s": round(stats.bytes as f64 / f.window_secs / 1e6),
         "tls": tls_report(stats),
+        "storm": f.storm.as_ref().map(|s| storm_report(stats, s)),
+    })
+}
+
+/// The reconnect storm: recovery times (ms from the reset), handshakes, the server's CPU.
+fn storm_report(stats: &Stats, facts: &StormFacts) -> Value {
+    let mut rec = stats.storm_recovery_us.clone();
+    rec.sort_unstable();
+    let mut hs = stats.storm_handshake_us.clone();
+    hs.sort_unstable();
+    let reconnects = rec.len();
+    json!({
+        "clients": facts.participants,
+        "recovered": reconnects,
+        "failed": stats.storm_failures,
+        "all_recovered_s": round(facts.secs),
+        "recovery_ms": {
+            "p50": round(percentile(&rec, 0.50)),
+            "p99": round(percentile(&rec, 0.99)),
+            "max": round(percentile(&rec, 1.0)),
+        },
+        "handshake_ms": (!hs.is_empty()).then(|| json!({
+            "p50": round(percentile(&hs, 0.50)),
+            "p99": round(percentile(&hs, 0.99)),
+        })),
+        "resumed_share": (!hs.is_empty()).then(|| round(stats.storm_resumed as f64 / hs.len() as f64)),
+        "server_cpu_s": facts.server_cpu_secs.map(round),
+        "server_cpu_per_reconnect_us": facts.server_cpu_secs
+            .filter(|_| reconnects > 0)
+            .map(|c| round(c * 1e6 / reconnects as f64)),
     })
 }
 
@@ -433,6 +484,7 @@ pub fn tls_report(stats: &Stats) -> Value {
             "max": round(percentile(&hs, 1.0)),
         },
         "resumed_share": round(stats.resumed as f64 / hs.len() as f64),
+        "cipher_suite": stats.suite,
     })
 }
 
@@ -454,7 +506,8 @@ pub fn human(r: &Value) -> String {
          TCP retransmits {}, packets dropped at a full CPU backlog {}\n\
          generator CPU {} s = {} % of its {} core(s): valid {}\n\
          generator's core(s) busy {} % (softirq {} %), whoever used them\n\
-         TLS {}",
+         TLS {}\n\
+         storm {}",
         g("matches"),
         g("overlays_per_match"),
         g("spectators_per_match"),
@@ -493,5 +546,6 @@ pub fn human(r: &Value) -> String {
         g("generator_cores_busy_pct"),
         g("generator_cores_softirq_pct"),
         g("tls"),
+        g("storm"),
     )
 }

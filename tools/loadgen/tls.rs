@@ -37,10 +37,22 @@ pub struct ClientTls {
 pub struct Handshake {
     pub time: Duration,
     pub resumed: bool,
+    /// The cipher suite negotiated.
+    pub suite: Option<rustls::CipherSuite>,
 }
 
+/// ring's suites, TLS 1.3 in the order browsers offer them (Chromium, which runs OBS browser
+/// sources, and Firefox: AES-128-GCM first), so the server negotiates what an overlay would.
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::CipherSuite as S;
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites.sort_by_key(|s| match s.suite() {
+        S::TLS13_AES_128_GCM_SHA256 => 0,
+        S::TLS13_AES_256_GCM_SHA384 => 1,
+        S::TLS13_CHACHA20_POLY1305_SHA256 => 2,
+        _ => 3,
+    });
+    Arc::new(provider)
 }
 
 impl Tls {
@@ -101,12 +113,15 @@ impl ClientTls {
             .connect(self.name.clone(), tcp)
             .await
             .map_err(|e| format!("tls handshake: {e}"))?;
-        let resumed = stream.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
+        let conn = stream.get_ref().1;
+        let resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
+        let suite = conn.negotiated_cipher_suite().map(|s| s.suite());
         Ok((
             stream,
             Handshake {
                 time: started.elapsed(),
                 resumed,
+                suite,
             },
         ))
     }

@@ -25,6 +25,8 @@ pub struct Client {
     writer: ClientWriter,
     /// The TLS handshake, when the connection is TLS.
     pub handshake: Option<Handshake>,
+    /// The socket (for `reset`).
+    fd: std::os::fd::RawFd,
 }
 
 /// A connection's byte stream: plain TCP or TLS.
@@ -131,6 +133,7 @@ impl Client {
             .await
             .map_err(|e| format!("connect {addr}: {e}"))?;
         let _ = tcp.set_nodelay(true);
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
         let tls_used = tls.is_some();
         let (mut stream, handshake) = match tls {
             None => (Conn::Plain(tcp), None),
@@ -192,6 +195,7 @@ impl Client {
             },
             writer: ClientWriter { half: w },
             handshake,
+            fd,
         })
     }
 
@@ -215,6 +219,27 @@ impl Client {
             }
         }
         Err("the connection closed before the logon ack".into())
+    }
+
+    /// Ends the connection with a reset (RST: linger 0), as a network failure would, not with a
+    /// WebSocket or TLS close.
+    pub fn reset(self) {
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: `fd` is this client's open socket (closed when `self` drops, just after);
+        // `linger` is a valid `struct linger` of the given size.
+        unsafe {
+            libc::setsockopt(
+                self.fd,
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+        drop(self);
     }
 
     /// Reads at most once per `pace` from now on (`None`: as data arrives).

@@ -253,6 +253,7 @@ async fn run(args: Args) {
             "from": args.from, "stopReason": stop, "seconds": started.elapsed().as_secs_f64(),
             "tls": handshake.map(|h| json!({
                 "handshakeMs": h.time.as_secs_f64() * 1000.0, "resumed": h.resumed,
+                "cipherSuite": h.suite.map(|c| format!("{c:?}")),
             })),
         })
     );

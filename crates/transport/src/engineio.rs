@@ -732,7 +732,7 @@ async fn run_websocket<A: App, R, W>(
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + 'static,
 {
-    let (peer, plain_socket) = (req.peer, req.plain_socket);
+    let (peer, direct_socket) = (req.peer, req.direct.clone());
     let neg = {
         // The request and the 101 answer are let go once answered: a WebSocket lives long.
         let (resp, neg) = match websocket::accept(&req) {
@@ -750,7 +750,7 @@ async fn run_websocket<A: App, R, W>(
     };
     let queue = OutQueue::new();
     // (dropped when this returns, before the connection's socket can close)
-    let _direct = plain_socket.map(|fd| queue.send_directly(fd));
+    let _direct = direct_socket.map(|socket| queue.send_directly(socket));
     glommio::spawn_local(run_writer(queue.clone(), writer)).detach();
     let mut messages = MessageReader::new(neg, eio.config.max_payload);
     let text = |s: &str| websocket::text_frame(s.as_bytes());

@@ -24,9 +24,9 @@ pub struct Request {
     pub keep_alive: bool,
     /// The client's address (set by the connection loop).
     pub peer: Option<std::net::IpAddr>,
-    /// The connection's socket when it is plain TCP (set by the connection loop): a WebSocket
-    /// may send on it directly while its writer has nothing to write (`OutQueue::send_directly`).
-    pub plain_socket: Option<std::os::fd::RawFd>,
+    /// The connection's socket, plain or TLS (set by the connection loop): a WebSocket may send
+    /// on it directly while its writer has nothing to write (`OutQueue::send_directly`).
+    pub direct: Option<crate::outbound::DirectSocket>,
     /// The connection's TCP socket, plain or under TLS (set by the connection loop): only to
     /// ask the kernel how far the peer has read (`outbound::peer_progress`), never to write.
     pub tcp_socket: Option<std::os::fd::RawFd>,
@@ -264,7 +264,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                 body: Bytes::new(),
                 keep_alive,
                 peer: None,
-                plain_socket: None,
+                direct: None,
                 tcp_socket: None,
             },
             body_len,

@@ -55,8 +55,8 @@ struct Inner {
     stop_waker: Option<Waker>,
     /// When the queue first stopped (closing or dead).
     stopped_at: Option<std::time::Instant>,
-    /// The plain TCP socket, while frames may be sent on it directly (see `send_directly`).
-    direct: Option<std::os::fd::RawFd>,
+    /// The socket, while frames may be sent on it directly (see `send_directly`).
+    direct: Option<DirectSocket>,
     /// The writer holds a batch it has not finished writing.
     busy: bool,
     /// Since when what is queued or being written has waited without the writer finishing a
@@ -110,24 +110,25 @@ impl OutQueue {
             crate::stats::bump(|s| &s.dropped);
             return false;
         }
-        if let Some(fd) = inner.direct
+        if let Some(target) = inner.direct.as_ref()
             && inner.items.is_empty()
             && !inner.busy
         {
             // Nothing waits and the writer is not writing: the frame goes out now, without a
             // wake-up of the writer task. What the socket does not take is queued as usual.
-            let sent = send_now(fd, &frame);
-            if sent > 0 {
-                crate::stats::add(|s| &s.bytes_out, sent as u64);
+            let sent = target.send_now(&frame);
+            if sent.taken > 0 {
+                crate::stats::add(|s| &s.bytes_out, sent.taken as u64);
                 if kind == FrameKind::Snapshot {
                     crate::stats::bump(|s| &s.deliveries);
                 }
-                if sent == frame.len() {
+                if sent.whole(&frame) {
                     crate::stats::bump(|s| &s.frames_out);
                     return true;
                 }
-                // Part of it is on the wire: the rest must follow as it is, never replaced.
-                frame = frame.slice(sent..);
+                // Part of it is on its way: the rest must follow as it is, never replaced (over
+                // TLS the rest may be nothing but ciphertext the writer's flush sends).
+                frame = frame.slice(sent.taken..);
                 kind = FrameKind::Normal;
             }
         }
@@ -252,29 +253,32 @@ impl OutQueue {
         glommio::timer::sleep(CLOSE_GRACE.saturating_sub(since.elapsed())).await;
     }
 
-    /// From now on, a frame pushed while nothing waits and the writer is idle is sent on `fd`
-    /// at once (a non-blocking `send` from the pushing task: one system call, no task wake-up);
-    /// only what the socket does not take goes through the queue and the writer. For plain TCP
-    /// sockets whose writer writes them unchanged (no TLS). The returned guard ends it; it must
-    /// be dropped before the socket can be closed, so a reused descriptor is never written to.
-    pub fn send_directly(self: &Rc<Self>, fd: std::os::fd::RawFd) -> DirectGuard {
-        self.inner.borrow_mut().direct = Some(fd);
+    /// From now on, a frame pushed while nothing waits and the writer is idle is sent on
+    /// `socket` at once (a non-blocking `send` from the pushing task — over TLS after encrypting
+    /// it into the connection —: one system call, no task wake-up); only what the socket does
+    /// not take goes through the queue and the writer. For sockets whose writer writes frames
+    /// unchanged but for TLS. The returned guard ends it; it must be dropped before the socket
+    /// can be closed, so a reused descriptor is never written to.
+    pub fn send_directly(self: &Rc<Self>, socket: DirectSocket) -> DirectGuard {
+        self.inner.borrow_mut().direct = Some(socket);
         DirectGuard(self.clone())
     }
 
     /// The socket a frame may be sent on at once (see `send_directly`): set, and nothing queued,
     /// being written or stopping. Valid until the caller next yields to the executor.
-    pub fn direct_target(&self) -> Option<std::os::fd::RawFd> {
+    pub fn direct_target(&self) -> Option<DirectSocket> {
         let inner = self.inner.borrow();
         if inner.closing || inner.dead || inner.busy || !inner.items.is_empty() {
             return None;
         }
-        inner.direct
+        inner.direct.clone()
     }
 
-    /// After a `send_now` of a `kind` frame on `direct_target()` took only `sent` bytes of
+    /// After a direct send of a `kind` frame on `direct_target()` took only `sent` bytes of
     /// `frame`: a started frame's rest follows as it is (never replaced); one not started is
     /// queued as it would have been. Counts what `push` would have counted for the part sent.
+    /// (Over TLS `sent` may be the whole frame with ciphertext left in the connection: the empty
+    /// rest then wakes the writer, whose flush sends it.)
     pub fn after_direct_send(&self, frame: Bytes, sent: usize, kind: FrameKind) {
         if sent == 0 {
             self.push(frame, kind);
@@ -342,7 +346,7 @@ impl OutQueue {
 /// connection again when its socket did not take the whole frame. Nothing may yield to the
 /// executor between `add` and `send` (a noted socket must still be the connection's open one).
 pub struct DirectSends<'a, H> {
-    items: Vec<(std::os::fd::RawFd, &'a Bytes, H)>,
+    items: Vec<(DirectSocket, &'a Bytes, H)>,
     kind: FrameKind,
 }
 
@@ -368,9 +372,9 @@ impl<'a, H> DirectSends<'a, H> {
         self.kind
     }
 
-    /// Notes `frame` for the socket `fd` (from `OutQueue::direct_target`, just now).
-    pub fn add(&mut self, fd: std::os::fd::RawFd, frame: &'a Bytes, handle: H) {
-        self.items.push((fd, frame, handle));
+    /// Notes `frame` for `socket` (from `OutQueue::direct_target`, just now).
+    pub fn add(&mut self, socket: DirectSocket, frame: &'a Bytes, handle: H) {
+        self.items.push((socket, frame, handle));
     }
 
     /// Sends every noted frame; returns the connections whose socket took less than the whole
@@ -378,13 +382,13 @@ impl<'a, H> DirectSends<'a, H> {
     pub fn send(self) -> Vec<(H, &'a Bytes, usize)> {
         let (mut whole, mut bytes) = (0u64, 0u64);
         let mut short = Vec::new();
-        for (fd, frame, handle) in self.items {
-            let sent = send_now(fd, frame);
-            bytes += sent as u64;
-            if sent == frame.len() {
+        for (socket, frame, handle) in self.items {
+            let sent = socket.send_now(frame);
+            bytes += sent.taken as u64;
+            if sent.whole(frame) {
                 whole += 1;
             } else {
-                short.push((handle, frame, sent));
+                short.push((handle, frame, sent.taken));
             }
         }
         if self.kind == FrameKind::Snapshot {
@@ -402,6 +406,112 @@ pub struct DirectGuard(Rc<OutQueue>);
 impl Drop for DirectGuard {
     fn drop(&mut self) {
         self.0.inner.borrow_mut().direct = None;
+    }
+}
+
+/// A connection's socket that frames may be sent on directly from the broadcasting task: plain
+/// TCP, or TLS over TCP (the frame is encrypted into the connection shared by its halves, then
+/// sent on the socket).
+#[derive(Clone)]
+pub enum DirectSocket {
+    Plain(std::os::fd::RawFd),
+    Tls(std::os::fd::RawFd, Rc<RefCell<crate::stream::Stream>>),
+}
+
+/// What a direct send did with a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Sent {
+    /// Bytes of the frame taken: on the wire (plain), or encrypted into the connection (TLS).
+    taken: usize,
+    /// Ciphertext is left in the TLS connection: the writer's flush must send it.
+    flush: bool,
+}
+
+impl Sent {
+    const NOTHING: Sent = Sent {
+        taken: 0,
+        flush: false,
+    };
+
+    fn whole(&self, frame: &[u8]) -> bool {
+        self.taken == frame.len() && !self.flush
+    }
+}
+
+impl std::fmt::Debug for DirectSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DirectSocket::Plain(fd) => write!(f, "Plain({fd})"),
+            DirectSocket::Tls(fd, _) => write!(f, "Tls({fd})"),
+        }
+    }
+}
+
+impl DirectSocket {
+    /// Sends what the socket takes of `frame` now, without blocking.
+    fn send_now(&self, frame: &[u8]) -> Sent {
+        match self {
+            DirectSocket::Plain(fd) => Sent {
+                taken: send_now(*fd, frame),
+                flush: false,
+            },
+            DirectSocket::Tls(fd, stream) => tls_send_now(*fd, stream, frame),
+        }
+    }
+}
+
+/// Over TLS: encrypts `frame` into the connection (only when nothing else waits in it, so the
+/// order stays the writer's) and writes what the socket takes of the ciphertext.
+fn tls_send_now(
+    fd: std::os::fd::RawFd,
+    stream: &RefCell<crate::stream::Stream>,
+    frame: &[u8],
+) -> Sent {
+    let Ok(mut stream) = stream.try_borrow_mut() else {
+        return Sent::NOTHING;
+    };
+    let crate::stream::Stream::Tls(tls) = &mut *stream else {
+        return Sent::NOTHING;
+    };
+    let conn = tls.get_mut().1;
+    if conn.wants_write() || frame.is_empty() {
+        return Sent::NOTHING;
+    }
+    let Ok(taken) = std::io::Write::write(&mut conn.writer(), frame) else {
+        return Sent::NOTHING;
+    };
+    let mut socket = NonBlockingSocket(fd);
+    while conn.wants_write() {
+        match conn.write_tls(&mut socket) {
+            Ok(n) if n > 0 => {}
+            _ => break, // full (or failed: the writer meets the same condition)
+        }
+    }
+    Sent {
+        taken,
+        flush: conn.wants_write(),
+    }
+}
+
+/// `std::io::Write` on a socket with non-blocking `send`s (`WouldBlock` when it is full).
+struct NonBlockingSocket(std::os::fd::RawFd);
+
+impl std::io::Write for NonBlockingSocket {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // SAFETY: as in `send_now`.
+        let n = unsafe {
+            libc::send(
+                self.0,
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -515,7 +625,7 @@ mod tests {
         let (ours, mut peer) = std::os::unix::net::UnixStream::pair().expect("socket pair");
         peer.set_nonblocking(true).expect("non-blocking");
         let q = OutQueue::new();
-        let guard = q.send_directly(ours.as_raw_fd());
+        let guard = q.send_directly(DirectSocket::Plain(ours.as_raw_fd()));
         assert!(q.push(Bytes::from_static(b"hello"), FrameKind::Snapshot));
         let mut got = [0u8; 16];
         assert_eq!(peer.read(&mut got).expect("sent at once"), 5);
@@ -645,6 +755,111 @@ mod tests {
             })
             .expect("executor");
         handle.join().expect("join");
+    }
+
+    /// Over TLS, frames are encrypted into the connection and sent from the pushing task; when
+    /// the socket fills in the middle of a frame, the ciphertext left in the connection goes out
+    /// with the writer's flush, before anything queued after it: a TLS client that stops reading
+    /// and comes back gets every byte, in order, through a real TLS session.
+    #[test]
+    fn tls_direct_sends_leave_the_rest_to_the_writer_in_order() {
+        use std::io::Read;
+        use std::sync::Arc;
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("certificate");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server_config = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .expect("server config");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone()).expect("root");
+        let client_config = Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let (read_now_tx, read_now) = std::sync::mpsc::channel::<usize>();
+        // The client: handshake, then reads nothing until told how much to expect.
+        let client = std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let mut tcp = loop {
+                match std::net::TcpStream::connect(addr) {
+                    Ok(tcp) => break tcp,
+                    Err(e) if started.elapsed() > Duration::from_secs(10) => panic!("{e}"),
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            };
+            tcp.set_read_timeout(Some(Duration::from_secs(20)))
+                .expect("timeout");
+            let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+            let mut conn = rustls::ClientConnection::new(client_config, name).expect("client");
+            while conn.is_handshaking() {
+                conn.complete_io(&mut tcp).expect("handshake");
+            }
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let expected = read_now.recv().expect("told");
+            let mut got = vec![0u8; expected];
+            tls.read_exact(&mut got).expect("every byte arrives");
+            got
+        });
+        let handle = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                let listener = glommio::net::TcpListener::bind(addr).expect("listen");
+                let tcp = listener.accept().await.expect("accept");
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
+                let acceptor = futures_rustls::TlsAcceptor::from(Arc::new(server_config));
+                let tls = acceptor.accept(tcp).await.expect("handshake");
+                let (r, w) = crate::stream::split(crate::stream::Stream::Tls(Box::new(tls)));
+                let q = OutQueue::with_budget(256 << 20);
+                let guard = q.send_directly(DirectSocket::Tls(fd, r.shared()));
+                let writer = glommio::spawn_local(run_writer(q.clone(), w));
+                // Distinct frames until the socket is full (something had to be queued).
+                let mut sent = Vec::new();
+                let mut i = 0u8;
+                while q.inner.borrow().items.is_empty() {
+                    let frame = Bytes::from(vec![i; 50_000]);
+                    assert!(q.push(frame.clone(), FrameKind::Normal));
+                    sent.extend_from_slice(&frame);
+                    i = i.wrapping_add(1);
+                    assert!(sent.len() < 200 << 20, "the socket never filled");
+                }
+                // What waits is the rest of the frame the socket filled on: ciphertext left in the
+                // connection (an empty marker that wakes the writer) or plaintext TLS did not take.
+                let rest = q.inner.borrow().items.front().map(|(f, _)| f.len());
+                assert!(rest.is_some_and(|n| n < 50_000), "{rest:?}");
+                // Queued behind the rest of the last direct send.
+                let tail = Bytes::from_static(b"tail");
+                assert!(q.push(tail.clone(), FrameKind::Normal));
+                sent.extend_from_slice(&tail);
+                read_now_tx.send(sent.len()).expect("tell");
+                while !q.inner.borrow().items.is_empty() || q.inner.borrow().busy {
+                    glommio::timer::sleep(Duration::from_millis(5)).await;
+                }
+                drop(guard);
+                q.close_with(None);
+                writer.await;
+                sent
+            })
+            .expect("executor");
+        let sent = handle.join().expect("join");
+        let got = client.join().expect("client");
+        assert_eq!(got.len(), sent.len());
+        assert!(got == sent, "the bytes arrive as sent, in order");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use glommio::net::{TcpListener, TcpStream};
 use rustls::HandshakeKind;
 
 use crate::http::{ReadError, Reader, Request, Response, write_response};
+use crate::outbound::DirectSocket;
 use crate::stats;
 use crate::stream::Stream;
 
@@ -115,7 +116,7 @@ async fn connection<S: Site>(site: Rc<S>, tcp: TcpStream, tls: Option<Arc<rustls
     };
     let _ = tcp.set_nodelay(true);
     let tcp_socket = std::os::fd::AsRawFd::as_raw_fd(&tcp);
-    let plain_socket = tls.is_none().then_some(tcp_socket);
+    let is_tls = tls.is_some();
     let stream = match tls {
         None => Stream::Plain(tcp),
         Some(cfg) => {
@@ -139,7 +140,12 @@ async fn connection<S: Site>(site: Rc<S>, tcp: TcpStream, tls: Option<Arc<rustls
             }
         }
     };
-    let (r, w) = futures_lite::io::split(stream);
+    let (r, w) = crate::stream::split(stream);
+    let direct = if is_tls {
+        DirectSocket::Tls(tcp_socket, r.shared())
+    } else {
+        DirectSocket::Plain(tcp_socket)
+    };
     let mut reader = Reader::new(r);
     let mut writer = Some(w);
     let max_body = site.max_body();
@@ -164,7 +170,7 @@ async fn connection<S: Site>(site: Rc<S>, tcp: TcpStream, tls: Option<Arc<rustls
             Some(Err(ReadError::Closed)) | None => break,
         };
         req.peer = peer;
-        req.plain_socket = plain_socket;
+        req.direct = Some(direct.clone());
         req.tcp_socket = Some(tcp_socket);
         let head_only = req.method == "HEAD";
         let wants_keep_alive = req.keep_alive;

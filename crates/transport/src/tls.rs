@@ -170,6 +170,53 @@ fn generate_self_signed(key: &Path, cert: &Path, name: &str) -> Result<(), Strin
     Ok(())
 }
 
+/// Whether the kernel can take over TLS records (kTLS: the `tls` upper-layer protocol).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelTls {
+    Available,
+    /// Why not (the errno of the probe, or what could not be probed).
+    Missing(String),
+}
+
+/// Probes for kernel TLS the way it is used: `TCP_ULP` "tls" on an established loopback TCP
+/// connection (which also loads the module when the kernel has it as one).
+pub fn kernel_tls() -> KernelTls {
+    use std::os::fd::AsRawFd;
+    let loaded = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_ulp")
+        .is_ok_and(|ulps| ulps.split_whitespace().any(|u| u == "tls"));
+    if loaded {
+        return KernelTls::Available;
+    }
+    let probe = || -> std::io::Result<()> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let stream = std::net::TcpStream::connect(listener.local_addr()?)?;
+        let name = b"tls";
+        // SAFETY: `stream` is an open, connected TCP socket; the option value is `name`'s
+        // 3 bytes, valid for the call.
+        let got = unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_ULP,
+                name.as_ptr().cast(),
+                name.len() as libc::socklen_t,
+            )
+        };
+        if got == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    match probe() {
+        Ok(()) => KernelTls::Available,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            KernelTls::Missing("this kernel has no `tls` module (CONFIG_TLS)".into())
+        }
+        Err(e) => KernelTls::Missing(format!("TCP_ULP tls: {e}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

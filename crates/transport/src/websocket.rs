@@ -538,7 +538,7 @@ mod tests {
             body: Bytes::new(),
             keep_alive: true,
             peer: None,
-            plain_socket: None,
+            direct: None,
             tcp_socket: None,
             headers: vec![
                 ("sec-websocket-version".into(), "13".into()),
