@@ -269,6 +269,7 @@ fn server_metrics(url: &str, args: &Args) -> Option<stats::ServerMetrics> {
 /// (or gave up), at most 60 s; the server's CPU over that time.
 fn run_storm(args: &Args, control: &Control) -> stats::StormFacts {
     let before = args.server_pid.and_then(ProcSample::read);
+    let generator_before = ProcSample::read(std::process::id());
     let started = Instant::now();
     control.storm_start_us.store(now_us(), Ordering::SeqCst);
     let participants = control.storm_participants.load(Ordering::Relaxed);
@@ -279,13 +280,16 @@ fn run_storm(args: &Args, control: &Control) -> stats::StormFacts {
     }
     let secs = started.elapsed().as_secs_f64();
     let after = args.server_pid.and_then(ProcSample::read);
+    let generator_after = ProcSample::read(std::process::id());
+    let cpu = |b: Option<ProcSample>, a: Option<ProcSample>| match (b, a) {
+        (Some(b), Some(a)) => Some(a.cpu_secs - b.cpu_secs),
+        _ => None,
+    };
     stats::StormFacts {
         participants,
         secs,
-        server_cpu_secs: match (before, after) {
-            (Some(b), Some(a)) => Some(a.cpu_secs - b.cpu_secs),
-            _ => None,
-        },
+        server_cpu_secs: cpu(before, after),
+        generator_cpu_secs: cpu(generator_before, generator_after),
     }
 }
 
@@ -921,14 +925,16 @@ async fn reconnect(
         failed();
         return None;
     };
+    // Read whole (not by headers): the connection goes on as a probe or a counter after it.
     let got_state = loop {
-        match ws.next_frame().await {
-            Some(ws::Frame::Data { small: None, .. }) => break true,
-            Some(ws::Frame::Data { small: Some(p), .. }) => {
-                if p == b"2" && ws.send_text("3").await.is_err() {
+        match ws.next().await {
+            Some(Incoming::Text(t)) if t == "2" => {
+                if ws.send_text("3").await.is_err() {
                     break false;
                 }
             }
+            Some(Incoming::Text(t)) if is_state(&t) => break true,
+            Some(_) => {}
             None => break false,
         }
     };
@@ -963,13 +969,17 @@ async fn receive_states(ws: &mut ws::Client, receipts: &mut Receipts<'_>) {
             }
             continue;
         }
-        let is_state = text.starts_with("42[\"match_data\"")
-            || text.starts_with("{\"type\":\"GameData\"")
-            || text.starts_with("{\"type\":\"GameDataDelta\"");
-        if is_state {
+        if is_state(&text) {
             receipts.state(&text);
         }
     }
+}
+
+/// Whether a message is a state (an overlay's `match_data`, a spectator's full or delta state).
+fn is_state(text: &str) -> bool {
+    text.starts_with("42[\"match_data\"")
+        || text.starts_with("{\"type\":\"GameData\"")
+        || text.starts_with("{\"type\":\"GameDataDelta\"")
 }
 
 /// A counting connection: states by their frame headers; returns when the connection ends.

@@ -39,6 +39,8 @@ pub struct StormFacts {
     pub participants: usize,
     pub secs: f64,
     pub server_cpu_secs: Option<f64>,
+    /// The generator's own CPU over the storm (its handshakes and logons).
+    pub generator_cpu_secs: Option<f64>,
 }
 
 impl Stats {
@@ -463,6 +465,9 @@ fn storm_report(stats: &Stats, facts: &StormFacts) -> Value {
         })),
         "resumed_share": (!hs.is_empty()).then(|| round(stats.storm_resumed as f64 / hs.len() as f64)),
         "server_cpu_s": facts.server_cpu_secs.map(round),
+        "server_cpu_pct": facts.server_cpu_secs.map(|c| round(c * 100.0 / facts.secs.max(1e-9))),
+        "generator_cpu_s": facts.generator_cpu_secs.map(round),
+        "generator_cpu_pct": facts.generator_cpu_secs.map(|c| round(c * 100.0 / facts.secs.max(1e-9))),
         "server_cpu_per_reconnect_us": facts.server_cpu_secs
             .filter(|_| reconnects > 0)
             .map(|c| round(c * 1e6 / reconnects as f64)),
