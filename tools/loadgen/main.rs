@@ -129,6 +129,10 @@ struct Args {
     /// PID of the server, for CPU and RSS from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Other processes on the server's side (e.g. a TLS terminator in front of it): their CPU
+    /// over the storm is reported beside the server's (`--storm`). Repeatable.
+    #[arg(long)]
+    peer_pid: Vec<u32>,
     /// The server's `/metrics` URL (e.g. `http://127.0.0.1:5101/metrics`): its
     /// `spectra_deliveries_total` over the window is reported beside the generator's count.
     #[arg(long)]
@@ -270,6 +274,13 @@ fn server_metrics(url: &str, args: &Args) -> Option<stats::ServerMetrics> {
 fn run_storm(args: &Args, control: &Control) -> stats::StormFacts {
     let before = args.server_pid.and_then(ProcSample::read);
     let generator_before = ProcSample::read(std::process::id());
+    let peers = || -> Option<f64> {
+        args.peer_pid
+            .iter()
+            .map(|p| ProcSample::read(*p).map(|s| s.cpu_secs))
+            .sum()
+    };
+    let peers_before = peers();
     let started = Instant::now();
     control.storm_start_us.store(now_us(), Ordering::SeqCst);
     let participants = control.storm_participants.load(Ordering::Relaxed);
@@ -281,6 +292,7 @@ fn run_storm(args: &Args, control: &Control) -> stats::StormFacts {
     let secs = started.elapsed().as_secs_f64();
     let after = args.server_pid.and_then(ProcSample::read);
     let generator_after = ProcSample::read(std::process::id());
+    let peers_after = peers();
     let cpu = |b: Option<ProcSample>, a: Option<ProcSample>| match (b, a) {
         (Some(b), Some(a)) => Some(a.cpu_secs - b.cpu_secs),
         _ => None,
@@ -290,6 +302,10 @@ fn run_storm(args: &Args, control: &Control) -> stats::StormFacts {
         secs,
         server_cpu_secs: cpu(before, after),
         generator_cpu_secs: cpu(generator_before, generator_after),
+        peer_cpu_secs: match (peers_before, peers_after) {
+            (Some(b), Some(a)) if !args.peer_pid.is_empty() => Some(a - b),
+            _ => None,
+        },
     }
 }
 

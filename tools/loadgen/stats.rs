@@ -41,6 +41,8 @@ pub struct StormFacts {
     pub server_cpu_secs: Option<f64>,
     /// The generator's own CPU over the storm (its handshakes and logons).
     pub generator_cpu_secs: Option<f64>,
+    /// `--peer-pid` processes' CPU over the storm.
+    pub peer_cpu_secs: Option<f64>,
 }
 
 impl Stats {
@@ -469,6 +471,10 @@ fn storm_report(stats: &Stats, facts: &StormFacts) -> Value {
         "generator_cpu_s": facts.generator_cpu_secs.map(round),
         "generator_cpu_pct": facts.generator_cpu_secs.map(|c| round(c * 100.0 / facts.secs.max(1e-9))),
         "server_cpu_per_reconnect_us": facts.server_cpu_secs
+            .filter(|_| reconnects > 0)
+            .map(|c| round(c * 1e6 / reconnects as f64)),
+        "peer_cpu_s": facts.peer_cpu_secs.map(round),
+        "peer_cpu_per_reconnect_us": facts.peer_cpu_secs
             .filter(|_| reconnects > 0)
             .map(|c| round(c * 1e6 / reconnects as f64)),
     })
