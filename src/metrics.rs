@@ -231,10 +231,17 @@ fn render_tls(f: &mut Family<'_>, metrics: &Metrics, tls: &TlsInfo) {
         "TLS handshakes that failed, were abandoned or timed out.",
         |s| load(&s.io.tls_failed) as i64,
     );
+    f.per_shard(
+        metrics,
+        "spectra_tls_handoffs_total",
+        "counter",
+        "TLS 1.3 connections handed off after their handshake: their records sealed and opened with their own traffic keys, no rustls connection kept (TLS 1.2 connections stay with rustls).",
+        |s| load(&s.io.tls_handed_off) as i64,
+    );
     f.header(
         "spectra_tls_kernel_available",
         "gauge",
-        "1 when the kernel offers TLS offload (kTLS: the tls upper-layer protocol), probed at start; records are encrypted in user space (rustls) either way.",
+        "1 when the kernel offers TLS offload (kTLS: the tls upper-layer protocol), probed at start; records are encrypted in user space either way.",
     );
     let _ = writeln!(
         f.out,

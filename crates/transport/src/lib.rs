@@ -2,7 +2,8 @@
 //!
 //! - `server`: accept loop and HTTP/1.1 connection loop, generic over a `server::Site` (who may
 //!   connect, what a request means); `http` (requests and responses), `stream` (plain or TLS),
-//!   `tls` (certificates, reload, session resumption with `tickets`), `forwarded` (the client address behind trusted proxies).
+//!   `tls` (certificates, reload, session resumption with `tickets`), `handoff` (a TLS 1.3
+//!   connection's own `records` once rustls has made the handshake), `forwarded` (the client address behind trusted proxies).
 //! - `engineio` + `socketio`: Engine.IO v4 sessions (long-polling, WebSocket, upgrade, sessions
 //!   that move between shards) and Socket.IO v5 on top, generic over an `engineio::App`;
 //!   `packets` (their codecs), `polling` (what waits for a long-polling client: latest state
@@ -17,12 +18,14 @@
 pub mod echo;
 pub mod engineio;
 pub mod forwarded;
+mod handoff;
 pub mod http;
 mod json_arg;
 pub mod outbound;
 pub mod packets;
 pub mod polling;
 pub mod random;
+mod records;
 pub mod server;
 pub mod socketio;
 pub mod stats;

@@ -460,8 +460,9 @@ impl DirectSocket {
     }
 }
 
-/// Over TLS: encrypts `frame` into the connection (only when nothing else waits in it, so the
-/// order stays the writer's) and writes what the socket takes of the ciphertext.
+/// Over TLS: encrypts `frame` (only when nothing else waits in the connection, so the order stays
+/// the writer's) and writes what the socket takes of the ciphertext; the rest waits in the
+/// connection for the writer's flush.
 fn tls_send_now(
     fd: std::os::fd::RawFd,
     stream: &RefCell<crate::stream::Stream>,
@@ -470,8 +471,13 @@ fn tls_send_now(
     let Ok(mut stream) = stream.try_borrow_mut() else {
         return Sent::NOTHING;
     };
-    let crate::stream::Stream::Tls(tls) = &mut *stream else {
-        return Sent::NOTHING;
+    let tls = match &mut *stream {
+        crate::stream::Stream::Sealed(sealed) => {
+            let (taken, flush) = sealed.send_now(frame, |sealed| send_now(fd, sealed));
+            return Sent { taken, flush };
+        }
+        crate::stream::Stream::Tls(tls) => tls,
+        crate::stream::Stream::Plain(_) => return Sent::NOTHING,
     };
     let conn = tls.get_mut().1;
     if conn.wants_write() || frame.is_empty() {
@@ -760,9 +766,19 @@ mod tests {
     /// Over TLS, frames are encrypted into the connection and sent from the pushing task; when
     /// the socket fills in the middle of a frame, the ciphertext left in the connection goes out
     /// with the writer's flush, before anything queued after it: a TLS client that stops reading
-    /// and comes back gets every byte, in order, through a real TLS session.
+    /// and comes back gets every byte, in order, through a real TLS session — handed off after a
+    /// TLS 1.3 handshake (`handoff::Sealed`), and with rustls throughout (TLS 1.2).
     #[test]
     fn tls_direct_sends_leave_the_rest_to_the_writer_in_order() {
+        tls_direct_sends(&rustls::version::TLS13, true);
+    }
+
+    #[test]
+    fn tls12_direct_sends_leave_the_rest_to_the_writer_in_order() {
+        tls_direct_sends(&rustls::version::TLS12, false);
+    }
+
+    fn tls_direct_sends(version: &'static rustls::SupportedProtocolVersion, sealed: bool) {
         use std::io::Read;
         use std::sync::Arc;
         let key = rcgen::KeyPair::generate().expect("key");
@@ -771,7 +787,7 @@ mod tests {
             .self_signed(&key)
             .expect("certificate");
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let server_config = rustls::ServerConfig::builder_with_provider(provider.clone())
+        let mut server_config = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .expect("versions")
             .with_no_client_auth()
@@ -780,11 +796,12 @@ mod tests {
                 rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
             )
             .expect("server config");
+        server_config.enable_secret_extraction = true;
         let mut roots = rustls::RootCertStore::empty();
         roots.add(cert.der().clone()).expect("root");
         let client_config = Arc::new(
             rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
+                .with_protocol_versions(&[version])
                 .expect("versions")
                 .with_root_certificates(roots)
                 .with_no_client_auth(),
@@ -822,9 +839,15 @@ mod tests {
                 let listener = glommio::net::TcpListener::bind(addr).expect("listen");
                 let tcp = listener.accept().await.expect("accept");
                 let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
-                let acceptor = futures_rustls::TlsAcceptor::from(Arc::new(server_config));
-                let tls = acceptor.accept(tcp).await.expect("handshake");
-                let (r, w) = crate::stream::split(crate::stream::Stream::Tls(Box::new(tls)));
+                let (tls, _) = crate::handoff::accept(tcp, Arc::new(server_config))
+                    .await
+                    .expect("handshake");
+                assert_eq!(
+                    matches!(tls, crate::stream::Stream::Sealed(_)),
+                    sealed,
+                    "TLS 1.3 is handed off, TLS 1.2 is not"
+                );
+                let (r, w) = crate::stream::split(tls);
                 let q = OutQueue::with_budget(256 << 20);
                 let guard = q.send_directly(DirectSocket::Tls(fd, r.shared()));
                 let writer = glommio::spawn_local(run_writer(q.clone(), w));

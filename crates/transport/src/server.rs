@@ -120,18 +120,19 @@ async fn connection<S: Site>(site: Rc<S>, tcp: TcpStream, tls: Option<Arc<rustls
     let stream = match tls {
         None => Stream::Plain(tcp),
         Some(cfg) => {
-            let acceptor = futures_rustls::TlsAcceptor::from(cfg);
             // Boxed: the handshake's state (a whole rustls connection) would otherwise be part
             // of every connection's task for as long as the connection lives, plain or not.
-            match with_timeout(TLS_HANDSHAKE, Box::pin(acceptor.accept(tcp))).await {
-                Some(Ok(s)) => {
-                    let resumed = s.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
-                    stats::bump(if resumed {
+            match with_timeout(TLS_HANDSHAKE, Box::pin(crate::handoff::accept(tcp, cfg))).await {
+                Some(Ok((stream, kind))) => {
+                    stats::bump(if kind == Some(HandshakeKind::Resumed) {
                         |s| &s.tls_resumed
                     } else {
                         |s| &s.tls_full
                     });
-                    Stream::Tls(Box::new(s))
+                    if matches!(stream, Stream::Sealed(_)) {
+                        stats::bump(|s| &s.tls_handed_off);
+                    }
+                    stream
                 }
                 _ => {
                     stats::bump(|s| &s.tls_failed);

@@ -33,6 +33,9 @@ pub struct IoStats {
     pub tls_full: AtomicU64,
     pub tls_resumed: AtomicU64,
     pub tls_failed: AtomicU64,
+    /// TLS 1.3 connections handed off after their handshake (`handoff`): their own keys, no
+    /// rustls connection kept.
+    pub tls_handed_off: AtomicU64,
 }
 
 thread_local! {

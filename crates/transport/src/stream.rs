@@ -1,5 +1,6 @@
-//! One accepted connection's byte stream: plain TCP or TLS over TCP, behind one type so the
-//! HTTP, Engine.IO and WebSocket layers never care which, and its two halves (`split`): one
+//! One accepted connection's byte stream: plain TCP, TLS 1.3 handed off after its handshake
+//! (`handoff::Sealed`: its keys, no rustls connection) or TLS with rustls (1.2), behind one type
+//! so the HTTP, Engine.IO and WebSocket layers never care which, and its two halves (`split`): one
 //! executor thread owns the connection, so the halves share it without a lock, and a
 //! broadcasting task may encrypt a frame into it between their polls (`outbound::DirectSocket`).
 //! Owns nothing but the socket.
@@ -15,7 +16,8 @@ use glommio::net::TcpStream;
 
 pub enum Stream {
     Plain(TcpStream),
-    Tls(Box<futures_rustls::server::TlsStream<TcpStream>>),
+    Sealed(Box<crate::handoff::Sealed>),
+    Tls(Box<futures_rustls::server::TlsStream<crate::handoff::HandshakeIo>>),
 }
 
 impl AsyncRead for Stream {
@@ -26,6 +28,7 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Sealed(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
@@ -39,6 +42,7 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Sealed(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
@@ -50,6 +54,7 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Sealed(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
@@ -57,6 +62,7 @@ impl AsyncWrite for Stream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Sealed(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
@@ -64,6 +70,7 @@ impl AsyncWrite for Stream {
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_close(cx),
+            Stream::Sealed(s) => Pin::new(s.as_mut()).poll_close(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
         }
     }

@@ -112,6 +112,8 @@ pub fn server_config(
         .map_err(|e| format!("tls: {e}"))?
         .with_no_client_auth()
         .with_cert_resolver(store.clone());
+    // A TLS 1.3 connection's keys are taken from rustls once its handshake is done (`handoff`).
+    config.enable_secret_extraction = true;
     let tickets = resumption
         .ticket_period
         .map(|period| Arc::new(Tickets::new(period)));
