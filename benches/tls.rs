@@ -1,10 +1,12 @@
 //! What TLS adds to one delivery, in user space: one frame encrypted for one connection.
 //! - `aead seal`: ring's AES-128-GCM (the suite browsers pick) over the frame in place — the
 //!   floor any user-space TLS pays per connection and frame (each connection has its own key);
-//! - `rustls write`: the path a TLS delivery takes (`outbound::DirectSocket::Tls`): the frame
-//!   written into an established rustls server connection and its record taken out as bytes
-//!   (`write_tls` into a buffer instead of the socket), i.e. copy, seal, record framing and
-//!   rustls's queue.
+//!   A TLS 1.3 delivery (handed off: `handoff::Sealed::send_now`) is this plus the record's
+//!   header, content type and tag, appended in one buffer per thread;
+//! - `rustls write`: the path a TLS 1.2 delivery takes (and every TLS delivery took before the
+//!   hand-off): the frame written into an established rustls server connection and its record
+//!   taken out as bytes (`write_tls` into a buffer instead of the socket), i.e. copy, seal,
+//!   record framing and rustls's queue.
 //!
 //! Frame sizes: a snapshot as overlays get it, permessage-deflated (≈ 3.4 KB) and plain
 //! (≈ 15 KB). Run: `cargo bench --bench tls`.

@@ -9,7 +9,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import tls from "node:tls";
-import { startServer, once, logonPayload, client, sendEvent } from "./lib/server.mjs";
+import { startServer, once, logonPayload, client, sendEvent, raw } from "./lib/server.mjs";
 
 let server;
 let dir;
@@ -104,4 +104,13 @@ test("TLSv1.2 and TLSv1.3 overlays of one match get the same states over wss", a
   assert.deepEqual(states[0], states[1]);
   for (const ov of overlays) ov.close();
   obs.close();
+});
+
+test("a handshake record longer than TLS allows is refused at once, not waited for", async () => {
+  // A record header announcing 65,535 bytes (TLS allows 16 KB + 2 KB), then nothing: the server
+  // closes the connection instead of holding it (and a buffer) until its handshake timeout.
+  const started = Date.now();
+  const out = await raw(server.ports.broadcast, Buffer.from([0x16, 0x03, 0x01, 0xff, 0xff, 0x01, 0x00]), 3000);
+  assert.ok(!out.endsWith("<timeout>"), "the connection was closed");
+  assert.ok(Date.now() - started < 2500);
 });
