@@ -829,31 +829,7 @@ mod tests {
     fn tls_direct_sends(version: &'static rustls::SupportedProtocolVersion, sealed: bool) {
         use std::io::Read;
         use std::sync::Arc;
-        let key = rcgen::KeyPair::generate().expect("key");
-        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
-            .expect("params")
-            .self_signed(&key)
-            .expect("certificate");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut server_config = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.der().clone()],
-                rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            )
-            .expect("server config");
-        server_config.enable_secret_extraction = true;
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(cert.der().clone()).expect("root");
-        let client_config = Arc::new(
-            rustls::ClientConfig::builder_with_provider(provider)
-                .with_protocol_versions(&[version])
-                .expect("versions")
-                .with_root_certificates(roots)
-                .with_no_client_auth(),
-        );
+        let (server_config, client_config) = crate::records::tests::configs(None, version);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         drop(listener);

@@ -262,11 +262,13 @@ pub(crate) mod tests {
     use std::ops::DerefMut;
     use std::sync::Arc;
 
-    /// A rustls client and server that finished a TLS 1.3 handshake in memory; the server
-    /// config allows secret extraction.
-    pub(crate) fn handshake(
+    /// A server config for a fresh self-signed "localhost" certificate, allowing secret
+    /// extraction (as `tls::server_config` does), and a client config trusting it that speaks
+    /// only `version` (and only `suite`, when given).
+    pub(crate) fn configs(
         suite: Option<rustls::SupportedCipherSuite>,
-    ) -> (rustls::ClientConnection, rustls::ServerConnection) {
+        version: &'static rustls::SupportedProtocolVersion,
+    ) -> (rustls::ServerConfig, Arc<rustls::ClientConfig>) {
         let key = rcgen::KeyPair::generate().expect("key");
         let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
             .expect("params")
@@ -278,7 +280,7 @@ pub(crate) mod tests {
         }
         let provider = Arc::new(provider);
         let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])
+            .with_safe_default_protocol_versions()
             .expect("versions")
             .with_no_client_auth()
             .with_single_cert(
@@ -290,12 +292,20 @@ pub(crate) mod tests {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(cert.der().clone()).expect("root");
         let client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
+            .with_protocol_versions(&[version])
             .expect("versions")
             .with_root_certificates(roots)
             .with_no_client_auth();
+        (server, Arc::new(client))
+    }
+
+    /// A rustls client and server that finished a TLS 1.3 handshake in memory.
+    fn handshake(
+        suite: Option<rustls::SupportedCipherSuite>,
+    ) -> (rustls::ClientConnection, rustls::ServerConnection) {
+        let (server, client) = configs(suite, &rustls::version::TLS13);
         let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
-        let mut c = rustls::ClientConnection::new(Arc::new(client), name).expect("client");
+        let mut c = rustls::ClientConnection::new(client, name).expect("client");
         let mut s = rustls::ServerConnection::new(Arc::new(server)).expect("server");
         for _ in 0..10 {
             pump(c.deref_mut(), s.deref_mut());
