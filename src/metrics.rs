@@ -238,6 +238,13 @@ fn render_tls(f: &mut Family<'_>, metrics: &Metrics, tls: &TlsInfo) {
         "TLS 1.3 connections handed off after their handshake: their records sealed and opened with their own traffic keys, no rustls connection kept (TLS 1.2 connections stay with rustls).",
         |s| load(&s.io.tls_handed_off) as i64,
     );
+    f.per_shard(
+        metrics,
+        "spectra_tls_record_errors_total",
+        "counter",
+        "Handed-off TLS connections closed on a record the client could not have sent correctly (tampered, oversized, unencrypted, a fatal alert, a KeyUpdate).",
+        |s| load(&s.io.tls_record_errors) as i64,
+    );
     f.header(
         "spectra_tls_kernel_available",
         "gauge",

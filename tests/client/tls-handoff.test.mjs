@@ -9,6 +9,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import tls from "node:tls";
+import net from "node:net";
 import { startServer, once, logonPayload, client, sendEvent, raw } from "./lib/server.mjs";
 
 let server;
@@ -113,4 +114,55 @@ test("a handshake record longer than TLS allows is refused at once, not waited f
   const out = await raw(server.ports.broadcast, Buffer.from([0x16, 0x03, 0x01, 0xff, 0xff, 0x01, 0x00]), 3000);
   assert.ok(!out.endsWith("<timeout>"), "the connection was closed");
   assert.ok(Date.now() - started < 2500);
+});
+
+test("a tampered record after the hand-off closes that connection and is counted", async () => {
+  const count = async () => {
+    const { text } = await exchange(server.ports.rest, [get("/metrics", "close")]);
+    let sum = 0;
+    for (const line of text.split("\n")) if (line.startsWith("spectra_tls_record_errors_total{")) sum += Number(line.split(" ").pop());
+    return sum;
+  };
+  const before = await count();
+  // A proxy between the client and the REST port that flips the last bit (in the AEAD tag) of the
+  // first chunk the client sends once told to: the record of a request after the handshake.
+  let tamper = false;
+  const proxy = net.createServer((down) => {
+    const up = net.connect(server.ports.rest, "127.0.0.1");
+    down.on("data", (d) => {
+      if (tamper) {
+        tamper = false;
+        d = Buffer.from(d);
+        d[d.length - 1] ^= 1;
+      }
+      up.write(d);
+    });
+    up.on("data", (d) => down.write(d));
+    up.on("close", () => down.destroy());
+    down.on("close", () => up.destroy());
+    up.on("error", () => down.destroy());
+    down.on("error", () => up.destroy());
+  });
+  await new Promise((r) => proxy.listen(0, "127.0.0.1", r));
+  try {
+    const answer = await new Promise((resolve, reject) => {
+      const socket = tls.connect({ host: "127.0.0.1", port: proxy.address().port, servername: "localhost", rejectUnauthorized: false });
+      let text = "";
+      socket.on("secureConnect", () => {
+        // Let the handshake's last bytes pass the proxy untouched first.
+        setTimeout(() => {
+          tamper = true;
+          socket.write(get("/status", "close"));
+        }, 200);
+      });
+      socket.on("data", (d) => (text += d));
+      socket.on("error", () => {}); // a reset is a fine way for it to end
+      const timer = setTimeout(() => reject(new Error("the connection stayed open")), 5000);
+      socket.on("close", () => (clearTimeout(timer), resolve(text)));
+    });
+    assert.equal(answer, "", "nothing is answered to a record that does not authenticate");
+    assert.equal(await count(), before + 1);
+  } finally {
+    proxy.close();
+  }
 });

@@ -290,7 +290,7 @@ impl Sealed {
             }
             if self.incoming.is_empty() {
                 // The usual case: whole records, opened where they were read.
-                let opened = self.records.open(&mut out[..n])?;
+                let opened = self.records.open(&mut out[..n]).map_err(record_error)?;
                 self.eof = opened.closed;
                 if !opened.closed && opened.consumed < n {
                     self.incoming = out[opened.consumed..n].to_vec();
@@ -301,7 +301,10 @@ impl Sealed {
             } else {
                 // A record begun in an earlier read: completed and opened here.
                 self.incoming.extend_from_slice(&out[..n]);
-                let opened = self.records.open(&mut self.incoming)?;
+                let opened = self
+                    .records
+                    .open(&mut self.incoming)
+                    .map_err(record_error)?;
                 self.eof = opened.closed;
                 self.plain = self.incoming[..opened.plain].to_vec();
                 if opened.closed {
@@ -315,6 +318,12 @@ impl Sealed {
             }
         }
     }
+}
+
+/// Counts a record the peer could not have sent correctly (the connection ends with it).
+fn record_error(e: io::Error) -> io::Error {
+    crate::stats::bump(|s| &s.tls_record_errors);
+    e
 }
 
 impl AsyncRead for Sealed {

@@ -36,6 +36,9 @@ pub struct IoStats {
     /// TLS 1.3 connections handed off after their handshake (`handoff`): their own keys, no
     /// rustls connection kept.
     pub tls_handed_off: AtomicU64,
+    /// Handed-off connections ended by a record the peer could not have sent correctly
+    /// (tampered, oversized, unencrypted, a fatal alert, a KeyUpdate).
+    pub tls_record_errors: AtomicU64,
 }
 
 thread_local! {
