@@ -292,6 +292,10 @@ thread_local! {
 
 /// Inflates one permessage-deflate message with `inflater` (its window carries over from the
 /// messages before unless the caller reset it), at most `max_message` bytes.
+///
+/// A peer may end a message with a block whose `BFINAL` bit is set (RFC 7692 §7.2.3.4): the
+/// DEFLATE stream ends there, the appended `00 00 ff ff` is not read, and the inflater is reset
+/// so the next message starts a stream of its own. Data after the final block is refused.
 fn inflate_message(
     inflater: &mut Decompress,
     input: &[u8],
@@ -300,7 +304,11 @@ fn inflate_message(
     {
         let mut out = Vec::with_capacity(input.len() * 4 + 64);
         let tail = [0u8, 0, 0xff, 0xff];
-        for chunk in [input, &tail[..]] {
+        let mut ended = false;
+        for (chunk, appended) in [(input, false), (&tail[..], true)] {
+            if ended {
+                break;
+            }
             let mut pos = 0;
             loop {
                 if out.len() == out.capacity() {
@@ -319,6 +327,10 @@ fn inflate_message(
                     return Err(err(close_code::TOO_BIG, "message too large"));
                 }
                 if matches!(status, Status::StreamEnd) {
+                    if !appended && pos < chunk.len() {
+                        return Err(err(close_code::INVALID_DATA, "data after the final block"));
+                    }
+                    ended = true;
                     break;
                 }
                 // Output may still be pending inside the inflater (an interrupted match copy)
@@ -329,6 +341,9 @@ fn inflate_message(
                     break;
                 }
             }
+        }
+        if ended {
+            inflater.reset(false);
         }
         Ok(Bytes::from(out))
     }
@@ -627,6 +642,29 @@ mod tests {
         );
         let mut buf = BytesMut::from(&server_frame(&messages[1])[..]);
         assert_ne!(resetting.next(&mut buf), Ok(Some(Incoming::Text(text))));
+    }
+
+    /// A client may end a message with a final block (RFC 7692 §7.2.3.4): the stream ends
+    /// there, what follows it inside the message is refused, and a reader that keeps its context
+    /// starts the next message afresh.
+    #[test]
+    fn a_final_block_ends_the_message() {
+        let mut c = Compress::new(Compression::new(3), false);
+        let mut one = Vec::with_capacity(64);
+        let _ = c.compress_vec(b"hello", &mut one, FlushCompress::Finish);
+        let mut twice = one.clone();
+        twice.extend_from_slice(&one);
+        let mut r = MessageReader::new(neg(true), 1000);
+        let mut buf = BytesMut::from(&client_frame(1, true, true, &twice)[..]);
+        assert_eq!(
+            r.next(&mut buf).map_err(|e| e.code),
+            Err(close_code::INVALID_DATA)
+        );
+        let mut r = MessageReader::new(neg(true), 1000);
+        for _ in 0..2 {
+            let mut buf = BytesMut::from(&client_frame(1, true, true, &one)[..]);
+            assert_eq!(r.next(&mut buf), Ok(Some(Incoming::Text("hello".into()))));
+        }
     }
 
     #[test]
