@@ -2,7 +2,9 @@
 //! (`../shared/kit/reference/match.replay`), state by state: after every event, the snapshot
 //! serialised once into its JSON text and its Socket.IO packet must equal the JSON from
 //! `snapshot_json` and the packet `event_packet` escapes from it, byte for byte — with and
-//! without the recovery offset.
+//! without the recovery offset. And the parts kept with their JSON between broadcasts (players,
+//! `engine::cached`) must give what a full encode of the same state gives: a copy of the match
+//! keeps no JSON, so its snapshot is serialised from the values alone.
 
 use std::path::PathBuf;
 
@@ -10,7 +12,7 @@ use spectra::engine::Match;
 use spectra::transport::packets::{event_packet, event_packet_of, event_packet_with_offset};
 
 #[test]
-fn one_pass_encoding_equals_serialise_then_escape_for_every_state_of_the_reference_match() {
+fn one_pass_and_kept_encodings_equal_a_full_encode_for_every_state_of_the_reference_match() {
     let path =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/kit/reference/match.replay");
     let text = std::fs::read_to_string(path).expect("../shared/kit/reference/match.replay");
@@ -20,6 +22,7 @@ fn one_pass_encoding_equals_serialise_then_escape_for_every_state_of_the_referen
     for (i, e) in file.events.iter().enumerate() {
         m.apply(e);
         let json = m.snapshot_json();
+        assert_eq!(json, m.clone().snapshot_json(), "kept JSON after event {i}");
         let offset = (i % 2 == 1).then(|| i.to_string());
         let (packet, one_pass_json) =
             event_packet_of("match_data", &m.snapshot_serialize(), offset.as_deref(), 0)

@@ -7,6 +7,7 @@
 //!
 //! Deliberate differences from the original are listed in `docs/compatibility.md`.
 
+mod cached;
 pub mod event;
 pub mod js;
 pub mod player;
@@ -17,6 +18,7 @@ pub mod tools;
 use serde::{Serialize, Serializer, ser::SerializeMap};
 use serde_json::{Map, Value, json};
 
+use cached::Cached;
 pub use event::{AuxKind, Event, Kind, ObsKind};
 use js::{Flags, field, gt, loose_eq, num, text, to_num, truthy};
 use player::Player;
@@ -49,7 +51,7 @@ struct TimeoutTimers {
     end_ms: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Match {
     match_id: Value,
     match_type: Value,
@@ -305,7 +307,11 @@ impl Match {
             }
             Kind::Obs(ObsKind::Observing) => {
                 for p in self.teams.iter_mut().flat_map(|t| t.players.iter_mut()) {
-                    p.is_observed = data.as_str() == Some(p.search_name.as_str());
+                    // Only the players whose flag flips change (and lose their kept JSON).
+                    let observed = data.as_str() == Some(p.search_name.as_str());
+                    if p.is_observed != observed {
+                        p.get_mut().is_observed = observed;
+                    }
                 }
                 true
             }
@@ -437,6 +443,7 @@ impl Match {
             .iter_mut()
             .flat_map(|t| t.players.iter_mut())
             .filter(move |p| p.riot_id == id)
+            .map(Cached::get_mut)
     }
 
     /// `roster` (engine §4.1). Returns whether the counter advances.
@@ -462,7 +469,7 @@ impl Match {
             // QUIRK E7 fixed: tricode removal is re-applied on updates.
             p.roster_update(d, name);
         } else if team.players.len() < 5 {
-            team.players.push(Player::from_roster(d, name));
+            team.players.push(Cached::new(Player::from_roster(d, name)));
             // QUIRK E13 fixed: a late roster addition no longer resets the side mid-match.
             if in_lobby {
                 team.is_attacking =
@@ -573,6 +580,7 @@ impl Match {
                 .iter_mut()
                 .find(|p| loose_eq(Some(&Value::String(p.name.clone())), attacker))
             {
+                let p = p.get_mut();
                 p.killfeed_stats(d);
                 p.attacker_fallback();
                 if !team.has_duplicate_agents {
@@ -585,7 +593,7 @@ impl Match {
                             .iter_mut()
                             .find(|q| q.agent_internal.as_str() == Some(agent))
                         {
-                            q.assist_fallback();
+                            q.get_mut().assist_fallback();
                         }
                     }
                 }
@@ -595,7 +603,7 @@ impl Match {
                 .iter_mut()
                 .find(|p| loose_eq(Some(&Value::String(p.name.clone())), victim))
             {
-                p.victim_fallback();
+                p.get_mut().victim_fallback();
             }
         }
     }
@@ -667,7 +675,7 @@ impl Match {
             }
         }
         for p in self.teams.iter_mut().flat_map(|t| t.players.iter_mut()) {
-            p.round_reset(switch);
+            p.get_mut().round_reset(switch);
         }
     }
 

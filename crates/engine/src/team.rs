@@ -3,6 +3,7 @@
 use serde::{Serialize, Serializer, ser::SerializeMap};
 use serde_json::{Map, Value, json};
 
+use super::cached::Cached;
 use super::js::truthy;
 use super::player::Player;
 
@@ -41,7 +42,7 @@ pub struct Team {
     pub spent_this_round: f64,
     pub round_record: Vec<Record>,
     pub remove_tricode: Option<Value>,
-    pub players: Vec<Player>,
+    pub players: Vec<Cached<Player>>,
     pub has_duplicate_agents: bool,
 }
 
@@ -84,7 +85,10 @@ impl Team {
     }
 
     pub fn player_by_riot_id(&mut self, id: &str) -> Option<&mut Player> {
-        self.players.iter_mut().find(|p| p.riot_id == id)
+        self.players
+            .iter_mut()
+            .find(|p| p.riot_id == id)
+            .map(Cached::get_mut)
     }
 
     /// Writes round `r`'s reason and the next five "upcoming" entries (engine §5.9). Holes left by
@@ -133,7 +137,7 @@ impl Team {
     }
 
     pub fn recompute_spent(&mut self) {
-        self.spent_this_round = self.players.iter().map(Player::money_spent).sum();
+        self.spent_this_round = self.players.iter().map(|p| p.money_spent()).sum();
     }
 }
 

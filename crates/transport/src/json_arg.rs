@@ -18,36 +18,41 @@ struct Both<'a> {
 }
 
 /// `bytes` escaped as inside a JSON string (only `"`, `\` and control characters change).
-fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
-    for &b in bytes {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            0..=0x1f => {
-                // Never in serde_json's compact output outside its own escapes; kept correct.
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                let short = match b {
-                    0x08 => Some(b'b'),
-                    0x0c => Some(b'f'),
-                    b'\n' => Some(b'n'),
-                    b'\r' => Some(b'r'),
-                    b'\t' => Some(b't'),
-                    _ => None,
-                };
-                match short {
-                    Some(c) => out.extend_from_slice(&[b'\\', c]),
-                    None => out.extend_from_slice(&[
-                        b'\\',
-                        b'u',
-                        b'0',
-                        b'0',
-                        HEX[(b >> 4) as usize],
-                        HEX[(b & 0xf) as usize],
-                    ]),
-                }
-            }
-            _ => out.push(b),
-        }
+fn escape_into(out: &mut Vec<u8>, mut bytes: &[u8]) {
+    out.reserve(bytes.len() + bytes.len() / 8);
+    // Runs that need no escape are copied whole (kept JSON arrives here as one long fragment).
+    while let Some(i) = bytes
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+    {
+        out.extend_from_slice(&bytes[..i]);
+        escape_byte(out, bytes[i]);
+        bytes = &bytes[i + 1..];
+    }
+    out.extend_from_slice(bytes);
+}
+
+/// One byte that needs an escape inside a JSON string.
+fn escape_byte(out: &mut Vec<u8>, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    match b {
+        b'"' => out.extend_from_slice(b"\\\""),
+        b'\\' => out.extend_from_slice(b"\\\\"),
+        // Never in serde_json's compact output outside its own escapes; kept correct.
+        0x08 => out.extend_from_slice(b"\\b"),
+        0x0c => out.extend_from_slice(b"\\f"),
+        b'\n' => out.extend_from_slice(b"\\n"),
+        b'\r' => out.extend_from_slice(b"\\r"),
+        b'\t' => out.extend_from_slice(b"\\t"),
+        0..=0x1f => out.extend_from_slice(&[
+            b'\\',
+            b'u',
+            b'0',
+            b'0',
+            HEX[(b >> 4) as usize],
+            HEX[(b & 0xf) as usize],
+        ]),
+        _ => out.push(b),
     }
 }
 
@@ -238,6 +243,30 @@ mod tests {
             .map(|i| json!({"i": i, "s": format!("\"{i}\\")}))
             .collect();
         check(&json!(many));
+    }
+
+    /// Raw fragments (a part's kept JSON) are escaped in runs: every ASCII byte, at the start,
+    /// in the middle and at the end of a run, as serde_json escapes a string.
+    #[test]
+    fn raw_fragments_escape_as_serde_json_escapes_a_string() {
+        let all: String = (0u8..0x80).map(char::from).collect();
+        for text in [
+            all.clone(),
+            format!("{all}{all}é☃🎮"),
+            "\"".into(),
+            "plain".into(),
+            String::new(),
+            format!("{{\"a\":\"{}\"}}", "x".repeat(500)),
+        ] {
+            let mut out = b"prefix".to_vec();
+            escape_into(&mut out, text.as_bytes());
+            let expected = serde_json::to_string(&text).expect("a string");
+            assert_eq!(
+                String::from_utf8_lossy(&out[6..]),
+                expected[1..expected.len() - 1],
+                "{text:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,0 +1,100 @@
+//! A part of the snapshot kept with its JSON between broadcasts (players: most events change
+//! one of ten). The JSON is written the first time the part is serialised after a change and
+//! reused until the next change; any change needs `get_mut`, which drops the JSON, so a stale
+//! text cannot be sent — the type has no other way to a `&mut T`.
+//!
+//! Why: serialising a player reads its values, strings and maps from all over the heap; with
+//! hundreds of matches on a core those reads miss the cache on every broadcast, while the kept
+//! text is one run of bytes. Owns only the cache; what is serialised and how stays with `T`.
+
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
+use std::cell::OnceCell;
+use std::ops::Deref;
+
+#[derive(Debug)]
+pub struct Cached<T> {
+    value: T,
+    json: OnceCell<Box<RawValue>>,
+}
+
+impl<T> Cached<T> {
+    pub fn new(value: T) -> Self {
+        Self {
+            value,
+            json: OnceCell::new(),
+        }
+    }
+
+    /// The value to change; its kept JSON is dropped.
+    pub fn get_mut(&mut self) -> &mut T {
+        self.json.take();
+        &mut self.value
+    }
+}
+
+/// A copy starts without the JSON: what is kept is derived, and a copy that is then changed on
+/// its own must not carry the original's text. (Tests compare a copy's full encode with the
+/// original's kept one.)
+impl<T: Clone> Clone for Cached<T> {
+    fn clone(&self) -> Self {
+        Self::new(self.value.clone())
+    }
+}
+
+impl<T> Deref for Cached<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+/// The kept JSON, written from the value when there is none. serde_json writes it as it stands
+/// (`write_raw_fragment`), byte for byte what serialising the value would write.
+impl<T: Serialize> Serialize for Cached<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if let Some(raw) = self.json.get() {
+            return raw.serialize(s);
+        }
+        match serde_json::value::to_raw_value(&self.value) {
+            Ok(raw) => raw_then_keep(&self.json, raw, s),
+            Err(_) => self.value.serialize(s),
+        }
+    }
+}
+
+fn raw_then_keep<S: Serializer>(
+    cell: &OnceCell<Box<RawValue>>,
+    raw: Box<RawValue>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let raw = cell.get_or_init(|| raw);
+    raw.serialize(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn kept_until_changed() {
+        let mut c = Cached::new(json!({"name": "a", "kills": 1}));
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            r#"{"name":"a","kills":1}"#
+        );
+        assert!(c.json.get().is_some());
+        c.get_mut()["kills"] = json!(2);
+        assert!(c.json.get().is_none());
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            r#"{"name":"a","kills":2}"#
+        );
+        // A serde_json::Value built from it is the value's, not a string of its text.
+        assert_eq!(
+            serde_json::to_value(&c).unwrap(),
+            json!({"name": "a", "kills": 2})
+        );
+    }
+}
