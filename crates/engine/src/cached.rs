@@ -1,11 +1,12 @@
 //! A part of the snapshot kept with its JSON between broadcasts (players: most events change
 //! one of ten). The JSON is written the first time the part is serialised after a change and
-//! reused until the next change; any change needs `get_mut`, which drops the JSON, so a stale
+//! reused until the next change; any change needs `edit`, which drops the JSON, so a stale
 //! text cannot be sent — the type has no other way to a `&mut T`.
 //!
 //! Why: serialising a player reads its values, strings and maps from all over the heap; with
 //! hundreds of matches on a core those reads miss the cache on every broadcast, while the kept
-//! text is one run of bytes. Owns only the cache; what is serialised and how stays with `T`.
+//! text is one run of bytes. Owns only the cache; what is serialised and how stays with `T`
+//! (`SnapshotPart`).
 
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
@@ -27,7 +28,7 @@ impl<T> Cached<T> {
     }
 
     /// The value to change; its kept JSON is dropped.
-    pub fn get_mut(&mut self) -> &mut T {
+    pub fn edit(&mut self) -> &mut T {
         self.json.take();
         &mut self.value
     }
@@ -49,16 +50,32 @@ impl<T> Deref for Cached<T> {
     }
 }
 
+/// What a kept part writes into the snapshot: its broadcast form, which may leave things out
+/// (the tools' private keys). `Cached` serialises a part only through this, never through the
+/// part's own `Serialize`, so what is kept is always the broadcast form.
+pub trait SnapshotPart {
+    fn write_snapshot<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error>;
+}
+
+/// A part as its snapshot form.
+struct Part<'a, T>(&'a T);
+
+impl<T: SnapshotPart> Serialize for Part<'_, T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.write_snapshot(s)
+    }
+}
+
 /// The kept JSON, written from the value when there is none. serde_json writes it as it stands
 /// (`write_raw_fragment`), byte for byte what serialising the value would write.
-impl<T: Serialize> Serialize for Cached<T> {
+impl<T: SnapshotPart> Serialize for Cached<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         if let Some(raw) = self.json.get() {
             return raw.serialize(s);
         }
-        match serde_json::value::to_raw_value(&self.value) {
+        match serde_json::value::to_raw_value(&Part(&self.value)) {
             Ok(raw) => raw_then_keep(&self.json, raw, s),
-            Err(_) => self.value.serialize(s),
+            Err(_) => Part(&self.value).serialize(s),
         }
     }
 }
@@ -77,6 +94,12 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    impl SnapshotPart for serde_json::Value {
+        fn write_snapshot<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            self.serialize(s)
+        }
+    }
+
     #[test]
     fn kept_until_changed() {
         let mut c = Cached::new(json!({"name": "a", "kills": 1}));
@@ -85,7 +108,7 @@ mod tests {
             r#"{"name":"a","kills":1}"#
         );
         assert!(c.json.get().is_some());
-        c.get_mut()["kills"] = json!(2);
+        c.edit()["kills"] = json!(2);
         assert!(c.json.get().is_none());
         assert_eq!(
             serde_json::to_string(&c).unwrap(),

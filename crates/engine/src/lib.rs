@@ -79,7 +79,7 @@ pub struct Match {
     grace_period_passed: bool,
     toast_info: Map<String, Value>,
     has_entered_overtime: bool,
-    tools: Map<String, Value>,
+    tools: Cached<Map<String, Value>>,
     organization_id: String,
     is_registered: bool,
     org_is_supporter: bool,
@@ -145,7 +145,7 @@ impl Match {
                 _ => Map::new(),
             },
             has_entered_overtime: false,
-            tools,
+            tools: Cached::new(tools),
             organization_id: logon.organization_id.clone(),
             is_registered: false,
             org_is_supporter: logon.is_supporter,
@@ -212,15 +212,15 @@ impl Match {
 
     /// An accepted name-override / playercam refresh (engine §4.27).
     pub fn apply_playercams(&mut self, name_overrides: Value, enabled_players: Value) {
-        if let Some(Value::Object(p)) = self.tools.get_mut("playercamsInfo") {
+        if let Some(Value::Object(p)) = self.tools.edit().get_mut("playercamsInfo") {
             p.insert("enabledPlayers".into(), enabled_players);
         }
-        match self.tools.get_mut("nameOverrides") {
+        match self.tools.edit().get_mut("nameOverrides") {
             Some(Value::Object(n)) => {
                 n.insert("overrides".into(), name_overrides);
             }
             _ => {
-                self.tools.insert(
+                self.tools.edit().insert(
                     "nameOverrides".into(),
                     json!({ "overrides": name_overrides }),
                 );
@@ -256,7 +256,7 @@ impl Match {
     pub fn backend_state(&self, group_secret: &str) -> Value {
         let mut v = self.snapshot();
         if let Value::Object(m) = &mut v {
-            m.insert("tools".into(), Value::Object(self.tools.clone()));
+            m.insert("tools".into(), Value::Object((*self.tools).clone()));
             m.insert(
                 "groupSecret".into(),
                 Value::String(group_secret.to_string()),
@@ -310,7 +310,7 @@ impl Match {
                     // Only the players whose flag flips change (and lose their kept JSON).
                     let observed = data.as_str() == Some(p.search_name.as_str());
                     if p.is_observed != observed {
-                        p.get_mut().is_observed = observed;
+                        p.edit().is_observed = observed;
                     }
                 }
                 true
@@ -373,7 +373,7 @@ impl Match {
             }
             Kind::Obs(ObsKind::SwapLeftRight) => {
                 self.teams.swap(0, 1);
-                if let Some(Value::Object(c)) = self.tools.get_mut("timeoutCounter") {
+                if let Some(Value::Object(c)) = self.tools.edit().get_mut("timeoutCounter") {
                     let l = c.get("left").cloned();
                     let r = c.get("right").cloned();
                     match r {
@@ -443,7 +443,7 @@ impl Match {
             .iter_mut()
             .flat_map(|t| t.players.iter_mut())
             .filter(move |p| p.riot_id == id)
-            .map(Cached::get_mut)
+            .map(Cached::edit)
     }
 
     /// `roster` (engine §4.1). Returns whether the counter advances.
@@ -580,7 +580,7 @@ impl Match {
                 .iter_mut()
                 .find(|p| loose_eq(Some(&Value::String(p.name.clone())), attacker))
             {
-                let p = p.get_mut();
+                let p = p.edit();
                 p.killfeed_stats(d);
                 p.attacker_fallback();
                 if !team.has_duplicate_agents {
@@ -593,7 +593,7 @@ impl Match {
                             .iter_mut()
                             .find(|q| q.agent_internal.as_str() == Some(agent))
                         {
-                            q.get_mut().assist_fallback();
+                            q.edit().assist_fallback();
                         }
                     }
                 }
@@ -603,7 +603,7 @@ impl Match {
                 .iter_mut()
                 .find(|p| loose_eq(Some(&Value::String(p.name.clone())), victim))
             {
-                p.get_mut().victim_fallback();
+                p.edit().victim_fallback();
             }
         }
     }
@@ -657,7 +657,7 @@ impl Match {
         let n = n.unwrap_or(f64::NAN);
         if n >= self.first_ot_round as f64 && !self.has_entered_overtime {
             self.has_entered_overtime = true;
-            if let Some(Value::Object(c)) = self.tools.get_mut("timeoutCounter") {
+            if let Some(Value::Object(c)) = self.tools.edit().get_mut("timeoutCounter") {
                 for side in ["left", "right"] {
                     let v = to_num(c.get(side)).unwrap_or(f64::NAN);
                     c.insert(side.into(), num((v + 1.0).min(2.0)));
@@ -675,7 +675,7 @@ impl Match {
             }
         }
         for p in self.teams.iter_mut().flat_map(|t| t.players.iter_mut()) {
-            p.get_mut().round_reset(switch);
+            p.edit().round_reset(switch);
         }
     }
 
@@ -739,7 +739,7 @@ impl Match {
     }
 
     fn counter_mut(&mut self, left: bool) -> Option<(&mut Map<String, Value>, &'static str)> {
-        match self.tools.get_mut("timeoutCounter") {
+        match self.tools.edit().get_mut("timeoutCounter") {
             Some(Value::Object(c)) => Some((c, if left { "left" } else { "right" })),
             _ => None,
         }

@@ -415,6 +415,12 @@ impl Serialize for Player {
     }
 }
 
+impl crate::cached::SnapshotPart for Player {
+    fn write_snapshot<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.serialize(s)
+    }
+}
+
 /// `a / b` with IEEE semantics, as JSON (`null` for NaN/Infinity).
 fn ratio(a: Option<&Value>, b: Option<&Value>) -> Value {
     match (to_num(a), to_num(b)) {

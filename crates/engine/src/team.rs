@@ -40,7 +40,7 @@ pub struct Team {
     pub is_attacking: Option<Value>,
     pub rounds_won: Option<Value>,
     pub spent_this_round: f64,
-    pub round_record: Vec<Record>,
+    pub round_record: Cached<Vec<Record>>,
     pub remove_tricode: Option<Value>,
     pub players: Vec<Cached<Player>>,
     pub has_duplicate_agents: bool,
@@ -61,6 +61,7 @@ impl Team {
                 round,
             })
             .collect();
+        let round_record = Cached::new(round_record);
         Team {
             team_name: logon.get("name").cloned(),
             team_tricode: logon.get("tricode").cloned(),
@@ -88,7 +89,7 @@ impl Team {
         self.players
             .iter_mut()
             .find(|p| p.riot_id == id)
-            .map(Cached::get_mut)
+            .map(Cached::edit)
     }
 
     /// Writes round `r`'s reason and the next five "upcoming" entries (engine §5.9). Holes left by
@@ -103,19 +104,19 @@ impl Team {
         let needed = (r + 5) as usize;
         while self.round_record.len() < needed {
             let round = self.round_record.len() as i64 + 1;
-            self.round_record.push(Record {
+            self.round_record.edit().push(Record {
                 kind: "upcoming".into(),
                 was_attack: was_attack.clone(),
                 round,
             });
         }
-        self.round_record[(r - 1) as usize] = Record {
+        self.round_record.edit()[(r - 1) as usize] = Record {
             kind: kind.into(),
             was_attack: was_attack.clone(),
             round: r,
         };
         for i in r..r + 5 {
-            self.round_record[i as usize] = Record {
+            self.round_record.edit()[i as usize] = Record {
                 kind: "upcoming".into(),
                 was_attack: was_attack.clone(),
                 round: i + 1,
@@ -138,6 +139,12 @@ impl Team {
 
     pub fn recompute_spent(&mut self) {
         self.spent_this_round = self.players.iter().map(|p| p.money_spent()).sum();
+    }
+}
+
+impl crate::cached::SnapshotPart for Vec<Record> {
+    fn write_snapshot<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.serialize(s)
     }
 }
 

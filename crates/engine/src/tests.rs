@@ -360,6 +360,34 @@ fn swaps() {
     assert_eq!(s["teams"][1]["roundsWon"], json!(1));
 }
 
+/// The tools are kept as broadcast between snapshots: a later change (playercams) shows in the
+/// next snapshot, and the private keys are never in the kept text.
+#[test]
+fn kept_tools_follow_changes_and_keep_secrets_out() {
+    let mut m = Match::new(&logon(json!({
+        "playercamsInfo": {"enable": true, "removeTricodes": true, "identifier": "ID", "secret": "SEC", "endTime": 123},
+    })))
+    .expect("match");
+    let before = m.snapshot_json();
+    assert!(
+        !before.contains("SEC") && !before.contains("endTime"),
+        "{before}"
+    );
+    m.apply_playercams(json!({"Alpha": "Al"}), json!(["Alpha"]));
+    let after = m.snapshot_json();
+    assert_ne!(before, after);
+    assert!(
+        !after.contains("SEC") && !after.contains("endTime"),
+        "{after}"
+    );
+    let s: Value = serde_json::from_str(&after).expect("json");
+    assert_eq!(
+        s["tools"]["playercamsInfo"]["enabledPlayers"],
+        json!(["Alpha"])
+    );
+    assert_eq!(after, m.clone().snapshot_json(), "kept = full encode");
+}
+
 #[test]
 fn roster_scoreboard_killfeed_and_aux() {
     let mut m = Match::new(&logon(json!({"playercamsInfo": {"enable": true, "removeTricodes": true, "identifier": "", "secret": "", "endTime": 0}})))

@@ -108,6 +108,13 @@ impl Serialize for BroadcastView<'_> {
     }
 }
 
+/// The tools are kept in the snapshot as broadcast: private keys left out.
+impl crate::cached::SnapshotPart for Map<String, Value> {
+    fn write_snapshot<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        BroadcastView(self).serialize(s)
+    }
+}
+
 /// `playercamsInfo` without its private keys.
 struct Public<'a>(&'a Map<String, Value>);
 

@@ -1,0 +1,66 @@
+//! Many small matches on one core without sockets: an event applied to one of 1,000 live
+//! matches in turn, then that match's snapshot encoded as a broadcast (JSON and the Socket.IO
+//! packet in one pass, the frame deflated at level 1) — the per-event and per-broadcast work of
+//! B4 with each match's state as cold in the CPU caches as it is there, which a benchmark of one
+//! match (`engine`'s `tick/*`, always hot) does not show.
+//! Run: `taskset -c 1 cargo bench --bench many_matches`.
+
+use std::path::PathBuf;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use spectra::engine::Match;
+use spectra::transport::{packets, websocket};
+
+const MATCHES: usize = 1000;
+
+fn bench(c: &mut Criterion) {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/kit/reference/match.replay");
+    let text = std::fs::read_to_string(path).expect("../shared/kit/reference/match.replay");
+    let file = spectra::replay::parse(&text).expect("replay");
+    let logon = file.engine_logon("BENCH");
+    let events = file.events;
+    // Each match somewhere in the first half of the reference match, so every one has events
+    // left for the whole run; each encoded once, as after its previous broadcast.
+    let mut matches: Vec<(Match, usize)> = (0..MATCHES)
+        .map(|i| {
+            let mut m = Match::new(&logon).expect("match");
+            let start = 100 + (i * 7) % (events.len() / 2);
+            for e in &events[..start] {
+                m.apply(e);
+            }
+            let _ = packets::event_packet_of("match_data", &m.snapshot_serialize(), None, 0);
+            (m, start)
+        })
+        .collect();
+    let mut compressor = websocket::compressor_at(1);
+    let mut group = c.benchmark_group("many_matches");
+    for deflate in [false, true] {
+        let name = if deflate {
+            "event_then_broadcast_1000_matches_deflate1"
+        } else {
+            "event_then_broadcast_1000_matches_no_deflate"
+        };
+        let mut k = 0;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let (m, next) = &mut matches[k % MATCHES];
+                k += 1;
+                if let Some(e) = events.get(*next) {
+                    m.apply(e);
+                    *next += 1;
+                }
+                let (packet, json) =
+                    packets::event_packet_of("match_data", &m.snapshot_serialize(), None, 16_384)
+                        .expect("serialisable");
+                let frame =
+                    deflate.then(|| websocket::compressed_text_frame(&mut compressor, &packet));
+                (json.len(), frame.map(|f| f.len()))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
