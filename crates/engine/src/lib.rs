@@ -212,15 +212,16 @@ impl Match {
 
     /// An accepted name-override / playercam refresh (engine §4.27).
     pub fn apply_playercams(&mut self, name_overrides: Value, enabled_players: Value) {
-        if let Some(Value::Object(p)) = self.tools.edit().get_mut("playercamsInfo") {
+        let tools = self.tools.edit();
+        if let Some(Value::Object(p)) = tools.get_mut("playercamsInfo") {
             p.insert("enabledPlayers".into(), enabled_players);
         }
-        match self.tools.edit().get_mut("nameOverrides") {
+        match tools.get_mut("nameOverrides") {
             Some(Value::Object(n)) => {
                 n.insert("overrides".into(), name_overrides);
             }
             _ => {
-                self.tools.edit().insert(
+                tools.insert(
                     "nameOverrides".into(),
                     json!({ "overrides": name_overrides }),
                 );
