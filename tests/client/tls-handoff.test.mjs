@@ -46,12 +46,16 @@ function exchange(port, requests, options = {}) {
 
 const get = (p, connection) => `GET ${p} HTTP/1.1\r\nHost: localhost\r\nConnection: ${connection}\r\n\r\n`;
 
-async function handoffs() {
+/** The sum of a counter family's samples, read over TLS from /metrics (the read's own TLS 1.3
+ * connection counts among the hand-offs). */
+async function metric(family) {
   const { text } = await exchange(server.ports.rest, [get("/metrics", "close")]);
   let sum = 0;
-  for (const line of text.split("\n")) if (line.startsWith("spectra_tls_handoffs_total{")) sum += Number(line.split(" ").pop());
-  return sum; // (this request's own TLS 1.3 connection included)
+  for (const line of text.split("\n")) if (line.startsWith(`${family}{`)) sum += Number(line.split(" ").pop());
+  return sum;
 }
+
+const handoffs = () => metric("spectra_tls_handoffs_total");
 
 for (const version of ["TLSv1.3", "TLSv1.2"]) {
   test(`${version}: a 60 KB body and pipelined requests on one connection, then close_notify`, async () => {
@@ -117,12 +121,7 @@ test("a handshake record longer than TLS allows is refused at once, not waited f
 });
 
 test("a tampered record after the hand-off closes that connection and is counted", async () => {
-  const count = async () => {
-    const { text } = await exchange(server.ports.rest, [get("/metrics", "close")]);
-    let sum = 0;
-    for (const line of text.split("\n")) if (line.startsWith("spectra_tls_record_errors_total{")) sum += Number(line.split(" ").pop());
-    return sum;
-  };
+  const count = () => metric("spectra_tls_record_errors_total");
   const before = await count();
   // A proxy between the client and the REST port that flips the last bit (in the AEAD tag) of the
   // first chunk the client sends once told to: the record of a request after the handshake.
