@@ -10,10 +10,9 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import http from "node:http";
-import { spawn } from "node:child_process";
+import { chromium, runChromium } from "./lib/chromium.mjs";
 import { startServer, observer, overlay, sendEvent, waitFor, uniqueCode } from "./lib/server.mjs";
 
-const chromium = process.env.CHROMIUM || "/usr/bin/chromium";
 
 let server;
 let code;
@@ -102,23 +101,7 @@ test("headless Chromium inflates every deflated match_data and spectator frame, 
   }, 20);
   let result;
   try {
-    result = await new Promise((resolve) => {
-      const child = spawn(chromium, [
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        `--user-data-dir=${path.join(dir, "profile")}`, "--dump-dom",
-        `http://127.0.0.1:${hold.address().port}/`,
-      ], { stdio: ["ignore", "pipe", "pipe"] });
-      let out = "";
-      let err = "";
-      child.stdout.on("data", (d) => (out += d));
-      child.stderr.on("data", (d) => (err += d));
-      const timer = setTimeout(() => process.kill(child.pid, "SIGKILL"), 60000);
-      child.on("exit", (status) => {
-        clearTimeout(timer);
-        resolve({ status, out, err });
-      });
-    });
+    result = await runChromium(dir, ["--dump-dom"], `http://127.0.0.1:${hold.address().port}/`);
   } finally {
     clearInterval(feed);
     hold.close();

@@ -5,12 +5,11 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { spawn } from "node:child_process";
 import WebSocket from "ws";
 import { PNG } from "pngjs";
+import { chromium, runChromium } from "./lib/chromium.mjs";
 import { startServer, observer, overlay, once, sendEvent, waitFor, uniqueCode, parsePrometheus } from "./lib/server.mjs";
 
-const chromium = process.env.CHROMIUM || "/usr/bin/chromium";
 
 const sum = (family, filter = () => true) =>
   family.samples.filter((s) => filter(s.labels)).reduce((a, s) => a + s.value, 0);
@@ -100,23 +99,8 @@ test("the status page renders in headless Chromium (DOM and screenshot)", async 
   assert.ok(fs.existsSync(chromium), `Chromium not found at ${chromium} (Debian package chromium; .ci/run installs it)`);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "spectra-chromium-"));
   const shot = path.join(dir, "status.png");
-  const flags = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    `--user-data-dir=${path.join(dir, "profile")}`, "--window-size=1200,700", "--virtual-time-budget=3000",
-  ];
-  const run = (extra) => new Promise((resolve) => {
-    const child = spawn(chromium, [...flags, ...extra, `${server.rest}/`], { stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    let err = "";
-    child.stdout.on("data", (d) => (out += d));
-    child.stderr.on("data", (d) => (err += d));
-    const timer = setTimeout(() => process.kill(child.pid, "SIGKILL"), 60000);
-    child.on("exit", (status) => {
-      clearTimeout(timer);
-      resolve({ status, out, err });
-    });
-  });
+  const run = (extra) =>
+    runChromium(dir, ["--window-size=1200,700", "--virtual-time-budget=3000", ...extra], `${server.rest}/`);
   // Events keep arriving while the page samples, so its charts have something to draw.
   let n = 0;
   const feed = setInterval(() => sendEvent(obs.socket, code, "game_mode", n++ % 2 ? "swift" : "bomb"), 10);
