@@ -1,7 +1,11 @@
 //! The load generator's TLS client (`--tls`): a rustls client configuration trusting `--ca` (or,
 //! with `--insecure`, any certificate whose handshake signature checks out), and per-client
 //! session tickets so that a client that reconnects can resume its own session, as a browser
-//! would. Knows nothing about WebSocket or Socket.IO.
+//! would. The handshake runs over the transport's `HandshakeIo` (whole records into rustls), so
+//! that the connection can be handed off once the server's tickets are in (`ws::Client::connect`):
+//! from then on records are opened in place, many per read, without rustls's buffers — a
+//! generator counting 50,000 states a second must not spend its core reading 4 KB at a time.
+//! Knows nothing about WebSocket or Socket.IO.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +19,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, HandshakeKind, RootCertStore, SignatureScheme};
 
-pub type TlsStream = futures_rustls::client::TlsStream<TcpStream>;
+pub type TlsStream = spectra::transport::handoff::ClientTlsStream;
 
 /// How clients speak TLS: one shared configuration, cloned per client with its own ticket
 /// store (`for_client`).
@@ -84,6 +88,9 @@ impl Tls {
         };
         let name = ServerName::try_from(name.to_string())
             .map_err(|e| format!("--server-name {name}: {e}"))?;
+        let mut config = config;
+        // The reader hands the connection off after its upgrade response (`ws::Client`).
+        config.enable_secret_extraction = true;
         Ok(Tls {
             config: Arc::new(config),
             name,
@@ -110,7 +117,10 @@ impl ClientTls {
     ) -> Result<(TlsStream, Handshake), String> {
         let connector = futures_rustls::TlsConnector::from(self.config.clone());
         let stream = connector
-            .connect(self.name.clone(), tcp)
+            .connect(
+                self.name.clone(),
+                spectra::transport::handoff::HandshakeIo::new(tcp),
+            )
             .await
             .map_err(|e| format!("tls handshake: {e}"))?;
         let conn = stream.get_ref().1;

@@ -14,6 +14,7 @@ use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadH
 use glommio::net::TcpStream;
 
 use crate::tls::{ClientTls, Handshake, TlsStream};
+use spectra::transport::handoff::Sealed;
 use spectra::transport::websocket::{self, Incoming, MessageReader};
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
@@ -32,7 +33,10 @@ pub struct Client {
 /// A connection's byte stream: plain TCP or TLS.
 pub enum Conn {
     Plain(TcpStream),
+    /// TLS until the upgrade response is read (the handshake and the server's tickets).
     Tls(Box<TlsStream>),
+    /// TLS 1.3 after that: records opened in place, many per read.
+    Sealed(Box<Sealed>),
 }
 
 impl AsyncRead for Conn {
@@ -44,6 +48,7 @@ impl AsyncRead for Conn {
         match self.get_mut() {
             Conn::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
             Conn::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+            Conn::Sealed(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -57,6 +62,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
             Conn::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+            Conn::Sealed(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -67,6 +73,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
             Conn::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+            Conn::Sealed(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -77,6 +84,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => std::pin::Pin::new(s).poll_close(cx),
             Conn::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_close(cx),
+            Conn::Sealed(s) => std::pin::Pin::new(s.as_mut()).poll_close(cx),
         }
     }
 }
@@ -182,6 +190,17 @@ impl Client {
         // Spectra compresses each message alone; the original's `ws` keeps its window.
         let no_takeover = head.contains("server_no_context_takeover");
         let _ = buf.split_to(head_end);
+        // The server's tickets came before its response: rustls has stored them, and the
+        // connection's records are opened without it from here on.
+        let stream = match stream {
+            Conn::Tls(tls) => match spectra::transport::handoff::hand_off_client(*tls, true)
+                .map_err(|e| format!("tls hand-off: {e}"))?
+            {
+                Ok(sealed) => Conn::Sealed(Box::new(sealed)),
+                Err(tls) => Conn::Tls(Box::new(tls)),
+            },
+            plain => plain,
+        };
         let (r, w) = futures_lite::io::split(stream);
         Ok(Client {
             reader: ClientReader {

@@ -19,7 +19,7 @@ use futures_lite::io::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use rustls::HandshakeKind;
 
-use crate::records::{HEADER, MAX_PLAIN, OVERHEAD, Records};
+use crate::records::{HEADER, MAX_CIPHER, MAX_PLAIN, OVERHEAD, Records};
 use crate::stream::Stream;
 
 /// Largest record a client may send during the handshake (TLS 1.2's ciphertext bound).
@@ -55,7 +55,42 @@ pub async fn accept(
         tls.get_mut().0.whole = false;
         return Ok((Stream::Tls(Box::new(tls)), kind));
     };
-    let (io, mut conn) = tls.into_inner();
+    let (io, conn) = tls.into_inner();
+    let sealed = hand_off(io, conn.into(), limit)?;
+    Ok((Stream::Sealed(Box::new(sealed)), kind))
+}
+
+/// A client's TLS stream over `HandshakeIo` (`HandshakeIo::new`, then
+/// `futures_rustls::TlsConnector::connect`).
+pub type ClientTlsStream = futures_rustls::client::TlsStream<HandshakeIo>;
+
+/// Hands a client's TLS 1.3 connection off (as `accept` does a server's) once the server's
+/// post-handshake messages (its session tickets) have been read, e.g. after a first response:
+/// a handshake message after the hand-off ends the connection. The config must allow secret
+/// extraction (`ClientConfig::enable_secret_extraction`). Gives the stream back unchanged when it
+/// cannot be handed off (TLS 1.2, or no secret extraction), reading through rustls as before.
+pub fn hand_off_client(
+    tls: ClientTlsStream,
+    extraction_enabled: bool,
+) -> io::Result<Result<Sealed, ClientTlsStream>> {
+    let limit = tls
+        .get_ref()
+        .1
+        .negotiated_cipher_suite()
+        .and_then(|s| s.tls13())
+        .map(|s| s.common.confidentiality_limit);
+    let Some(limit) = limit.filter(|_| extraction_enabled) else {
+        let mut tls = tls;
+        tls.get_mut().0.whole = false;
+        return Ok(Err(tls));
+    };
+    let (io, conn) = tls.into_inner();
+    hand_off(io, conn.into(), limit).map(Ok)
+}
+
+/// rustls's connection (its handshake done, over `io`, which kept whole records from it) into
+/// a `Sealed` one: what rustls already opened is kept for the reader, then the keys are taken.
+fn hand_off(io: HandshakeIo, mut conn: rustls::Connection, limit: u64) -> io::Result<Sealed> {
     // What rustls already opened (a client's first request may come right behind its Finished).
     let state = conn.process_new_packets().map_err(io::Error::other)?;
     let mut plain = Vec::new();
@@ -72,20 +107,17 @@ pub async fn accept(
     } else {
         Vec::new()
     };
-    Ok((
-        Stream::Sealed(Box::new(Sealed {
-            tcp,
-            records,
-            incoming,
-            plain,
-            plain_at: 0,
-            outgoing: Vec::new(),
-            out_at: 0,
-            eof: state.peer_has_closed(),
-            closing: false,
-        })),
-        kind,
-    ))
+    Ok(Sealed {
+        tcp,
+        records,
+        incoming,
+        plain,
+        plain_at: 0,
+        outgoing: Vec::new(),
+        out_at: 0,
+        eof: state.peer_has_closed(),
+        closing: false,
+    })
 }
 
 /// The socket under rustls during the handshake: reads hand over one whole record at a time
@@ -102,7 +134,8 @@ pub struct HandshakeIo {
 }
 
 impl HandshakeIo {
-    fn new(tcp: TcpStream) -> Self {
+    /// Under a handshake on `tcp` (the server's `accept`, or a client's before `hand_off_client`).
+    pub fn new(tcp: TcpStream) -> Self {
         HandshakeIo {
             tcp,
             buf: Vec::new(),
@@ -278,28 +311,14 @@ impl Sealed {
             if self.eof || out.is_empty() {
                 return Poll::Ready(Ok(0));
             }
-            let n = ready!(Pin::new(&mut self.tcp).poll_read(cx, out))?;
-            if n == 0 {
-                if self.incoming.is_empty() {
-                    return Poll::Ready(Ok(0)); // closed without close_notify, between records
+            let carried = self.incoming.len();
+            if carried > 0 && out.len() < carried + HEADER + MAX_CIPHER {
+                // A record begun in an earlier read, and a buffer too small to carry it to:
+                // completed and opened here.
+                let n = ready!(Pin::new(&mut self.tcp).poll_read(cx, out))?;
+                if n == 0 {
+                    return Poll::Ready(Err(eof_in_record()));
                 }
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the peer closed in the middle of a TLS record",
-                )));
-            }
-            if self.incoming.is_empty() {
-                // The usual case: whole records, opened where they were read.
-                let opened = self.records.open(&mut out[..n]).map_err(record_error)?;
-                self.eof = opened.closed;
-                if !opened.closed && opened.consumed < n {
-                    self.incoming = out[opened.consumed..n].to_vec();
-                }
-                if opened.plain > 0 {
-                    return Poll::Ready(Ok(opened.plain));
-                }
-            } else {
-                // A record begun in an earlier read: completed and opened here.
                 self.incoming.extend_from_slice(&out[..n]);
                 let opened = self
                     .records
@@ -315,9 +334,39 @@ impl Sealed {
                         self.incoming = Vec::new();
                     }
                 }
+                continue;
+            }
+            // The usual case: whole records, opened where they were read — a record begun in
+            // an earlier read is carried to the front of the buffer first (a reader taking many
+            // records per read copies only the one it ended inside).
+            out[..carried].copy_from_slice(&self.incoming);
+            let n = ready!(Pin::new(&mut self.tcp).poll_read(cx, &mut out[carried..]))?;
+            if n == 0 {
+                if carried == 0 {
+                    return Poll::Ready(Ok(0)); // closed without close_notify, between records
+                }
+                return Poll::Ready(Err(eof_in_record()));
+            }
+            let total = carried + n;
+            let opened = self.records.open(&mut out[..total]).map_err(record_error)?;
+            self.eof = opened.closed;
+            self.incoming = if !opened.closed && opened.consumed < total {
+                out[opened.consumed..total].to_vec()
+            } else {
+                Vec::new()
+            };
+            if opened.plain > 0 {
+                return Poll::Ready(Ok(opened.plain));
             }
         }
     }
+}
+
+fn eof_in_record() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the peer closed in the middle of a TLS record",
+    )
 }
 
 /// Counts a record the peer could not have sent correctly (the connection ends with it).
@@ -382,5 +431,110 @@ impl AsyncWrite for Sealed {
         }
         ready!(this.flush_out(cx))?;
         Pin::new(&mut this.tcp).poll_close(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// What the server sends after its first message: sizes around the record size and the
+    /// carried-record boundary, many records per read on the client.
+    fn messages() -> Vec<Vec<u8>> {
+        [
+            1usize, 100, 3_400, 16_383, 16_384, 16_385, 40_000, 7, 65_536, 3_400,
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (0..n).map(|j| (i * 31 + j % 251) as u8).collect())
+        .collect()
+    }
+
+    /// A client handed off after the server's first message (its tickets read by rustls before
+    /// it) reads everything the server sends through `Sealed`, with large reads (records carried
+    /// to the front of the next read) and small ones (completed apart); writes back through it;
+    /// sees the server's close_notify as the end; and its next connection resumes the session
+    /// with the tickets rustls kept.
+    #[test]
+    fn a_client_handed_off_reads_writes_and_resumes() {
+        let (server_config, client_config) =
+            crate::records::tests::configs(None, &rustls::version::TLS13);
+        let mut client_config = (*client_config).clone();
+        client_config.enable_secret_extraction = true;
+        let client_config = Arc::new(client_config);
+        let server_config = Arc::new(server_config);
+        let handle = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                let listener = glommio::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+                let addr = listener.local_addr().expect("addr");
+                let server = glommio::spawn_local(async move {
+                    for _ in 0..2 {
+                        let tcp = listener.accept().await.expect("accept");
+                        let (mut tls, _) = accept(tcp, server_config.clone()).await.expect("tls");
+                        tls.write_all(b"first").await.expect("first");
+                        for m in messages() {
+                            tls.write_all(&m).await.expect("message");
+                            tls.flush().await.expect("flush");
+                        }
+                        let mut pong = [0u8; 4];
+                        tls.read_exact(&mut pong).await.expect("pong");
+                        assert_eq!(&pong, b"pong");
+                        tls.close().await.expect("close");
+                    }
+                });
+                let mut kinds = Vec::new();
+                for _ in 0..2 {
+                    let tcp = glommio::net::TcpStream::connect(addr)
+                        .await
+                        .expect("connect");
+                    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+                    let mut tls = futures_rustls::TlsConnector::from(client_config.clone())
+                        .connect(name, HandshakeIo::new(tcp))
+                        .await
+                        .expect("handshake");
+                    kinds.push(tls.get_ref().1.handshake_kind());
+                    let mut first = [0u8; 5];
+                    tls.read_exact(&mut first).await.expect("first");
+                    assert_eq!(&first, b"first");
+                    let Ok(mut sealed) = hand_off_client(tls, true).expect("hand-off") else {
+                        panic!("a TLS 1.3 client is handed off");
+                    };
+                    let expected: Vec<u8> = messages().concat();
+                    let mut got = Vec::new();
+                    let mut big = vec![0u8; 64 * 1024];
+                    let mut small = [0u8; 100];
+                    let mut turn = 0;
+                    while got.len() < expected.len() {
+                        turn += 1;
+                        let buf: &mut [u8] = if turn % 4 == 0 { &mut small } else { &mut big };
+                        let n = AsyncReadExt::read(&mut sealed, buf).await.expect("read");
+                        assert!(
+                            n > 0,
+                            "ended after {} of {} bytes",
+                            got.len(),
+                            expected.len()
+                        );
+                        got.extend_from_slice(&buf[..n]);
+                    }
+                    assert!(got == expected, "the bytes differ");
+                    sealed.write_all(b"pong").await.expect("pong");
+                    sealed.flush().await.expect("flush");
+                    let mut rest = [0u8; 16];
+                    let n = AsyncReadExt::read(&mut sealed, &mut rest)
+                        .await
+                        .expect("close_notify");
+                    assert_eq!(n, 0, "close_notify ends the stream");
+                }
+                server.await;
+                assert_eq!(
+                    kinds,
+                    vec![Some(HandshakeKind::Full), Some(HandshakeKind::Resumed)],
+                    "the tickets read before the hand-off resume the next connection"
+                );
+            })
+            .expect("executor");
+        handle.join().expect("join");
     }
 }

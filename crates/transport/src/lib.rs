@@ -18,7 +18,7 @@
 pub mod echo;
 pub mod engineio;
 pub mod forwarded;
-mod handoff;
+pub mod handoff;
 pub mod http;
 mod json_arg;
 pub mod outbound;
