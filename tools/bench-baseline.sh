@@ -7,6 +7,7 @@
 # `cargo build --release --bin fanout-baseline --bin loadgen`.
 #
 #   tools/bench-baseline.sh CONNECTIONS RUNS [loadgen flags…, e.g. --count-pace-ms 300]
+#   BASELINE_FLAGS="--per-room 2 --rate 5" tools/bench-baseline.sh 200 3     many small rooms (B4)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=$1 runs=$2
@@ -17,7 +18,7 @@ out=$(mktemp)
 for i in $(seq 1 "$runs"); do
   base_out=$(mktemp)
   ip netns exec "$ns" taskset -c 0 target/release/fanout-baseline --port 5300 --connections "$n" \
-    --duration 10 >"$base_out" 2>/dev/null &
+    --duration 10 ${BASELINE_FLAGS:-} >"$base_out" 2>/dev/null &
   baseline=$!
   sleep 0.5
   gen=$(ip netns exec "$ns" taskset -c 1 target/release/loadgen --raw --broadcast 127.0.0.1:5300 \

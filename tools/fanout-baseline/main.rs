@@ -3,6 +3,9 @@
 //! rate with nothing else — no sessions, no queues, no executor, one plain `write` per socket
 //! per broadcast. Reports its own CPU time per delivery from `/proc/self/stat`.
 //!
+//! With `--per-room K`, every K sockets are a room broadcasting on its own (many small matches:
+//! the floor of B4's sends and wake-ups, without the events that cause them).
+//!
 //! Run it, then drain it with the load generator in raw mode:
 //!   target/release/fanout-baseline --port 5300 --connections 1000 --duration 10 &
 //!   target/release/loadgen --raw --broadcast 127.0.0.1:5300 --overlays 1000 --duration 10
@@ -40,6 +43,12 @@ struct Args {
     /// user-side memory per delivery costs, in user time and in the kernel's sends after it.
     #[arg(long, default_value_t = 0)]
     touch_lines: usize,
+    /// Sockets per room (0: one room of all): each room of this many (in the order they
+    /// connected) gets its own broadcast `rate` times a second, the rooms' broadcasts spread
+    /// evenly over the period — many small matches (B4), where every broadcast pays for a
+    /// wake-up of its own.
+    #[arg(long, default_value_t = 0)]
+    per_room: usize,
 }
 
 fn snapshot_frames(path: &PathBuf) -> Result<(Vec<u8>, Vec<u8>), String> {
@@ -162,12 +171,23 @@ fn main() {
         })
         .collect();
     let period = Duration::from_secs_f64(1.0 / args.rate.max(0.1));
+    let per_room = if args.per_room == 0 {
+        conns.len().max(1)
+    } else {
+        args.per_room
+    };
+    let rooms = conns.len().div_ceil(per_room).max(1);
+    // The rooms take turns: room i broadcasts at i/rooms of each period.
+    let step = period / rooms as u32;
     let start = Instant::now();
     let cpu0 = cpu_secs();
     let (mut deliveries, mut blocked) = (0u64, 0u64);
     let mut next = start;
+    let mut room = 0;
     while start.elapsed() < Duration::from_secs(args.duration) {
-        for ((s, deflate), mine) in conns.iter_mut().zip(state.iter_mut()) {
+        let from = (room * per_room).min(conns.len());
+        let to = (from + per_room).min(conns.len());
+        for ((s, deflate), mine) in conns[from..to].iter_mut().zip(state[from..to].iter_mut()) {
             for line in mine.chunks_mut(64) {
                 line[0] = line[0].wrapping_add(1);
             }
@@ -177,7 +197,8 @@ fn main() {
                 _ => blocked += 1,
             }
         }
-        next += period;
+        room = (room + 1) % rooms;
+        next += step;
         if let Some(wait) = next.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
