@@ -102,6 +102,26 @@ pub fn run(config: &Config) -> Vec<Finding> {
     found
 }
 
+/// Submission entries of each io_uring a shard opens (glommio opens three). Large rings for a
+/// reason beyond queueing: the kernel sizes the table it searches to cancel a request (glommio
+/// cancels a poll or a timeout on every sleep and wake-up) from the ring's size — 8 buckets at
+/// glommio's default of 128 entries, so with thousands of connections each waiting to read, each
+/// cancel walked hundreds of entries (`io_poll_find`, 4.8 % of a shard at 300 matches × 2 overlays;
+/// 0.65 % at 4,096 entries, the size that gets the largest table, 256 buckets; BENCHMARKS.md).
+/// Only where ring memory is not locked memory (Linux 5.12 on: memcg accounts it): on older
+/// kernels the three rings (~1.2 MB) would come out of RLIMIT_MEMLOCK, so glommio's default stays.
+pub fn ring_depth() -> usize {
+    let release = kernel_release();
+    ring_depth_for(release.as_deref().and_then(parse_release))
+}
+
+fn ring_depth_for(kernel: Option<(u32, u32)>) -> usize {
+    match kernel {
+        Some(version) if version >= (5, 12) => 4096,
+        _ => 128,
+    }
+}
+
 /// "6.18.44-fc" → (6, 18).
 fn parse_release(release: &str) -> Option<(u32, u32)> {
     let mut parts = release.split(['.', '-']);
@@ -223,6 +243,10 @@ mod tests {
     fn kernel_releases_parse() {
         assert_eq!(parse_release("6.18.44-fc-v1300"), Some((6, 18)));
         assert_eq!(parse_release("5.8.0"), Some((5, 8)));
+        assert_eq!(ring_depth_for(Some((6, 18))), 4096);
+        assert_eq!(ring_depth_for(Some((5, 12))), 4096);
+        assert_eq!(ring_depth_for(Some((5, 11))), 128);
+        assert_eq!(ring_depth_for(None), 128);
         assert_eq!(parse_release("5.4.0-150-generic"), Some((5, 4)));
         assert_eq!(parse_release("4.19"), Some((4, 19)));
         assert_eq!(parse_release("5.10rc1"), Some((5, 10)));

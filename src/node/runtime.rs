@@ -173,6 +173,7 @@ fn start_with(config: Config, ports: Vec<(Port, u16)>) -> Result<Running, String
     });
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let mut handles = Vec::with_capacity(shards);
+    let ring_depth = super::preflight::ring_depth();
     for (id, inbox) in inboxes.into_iter().enumerate() {
         let backend = backend.clone();
         let cluster = cluster.clone();
@@ -187,6 +188,7 @@ fn start_with(config: Config, ports: Vec<(Port, u16)>) -> Result<Running, String
         let handle = LocalExecutorBuilder::new(Placement::Unbound)
             .name(&format!("shard-{id}"))
             .io_memory(1 << 20)
+            .ring_depth(ring_depth)
             .spawn(move || async move {
                 if let Some(stats) = global.metrics.shards.get(id) {
                     crate::metrics::set_local(stats.clone());
