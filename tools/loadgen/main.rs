@@ -374,6 +374,9 @@ fn main() {
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("loadgen-{t}"))
             .io_memory(1 << 20)
+            // Thousands of connections each waiting to read: the server's ring size, for the
+            // same reason (the kernel's cancel table, see `preflight::ring_depth`).
+            .ring_depth(spectra::node::preflight::ring_depth())
             .spawn(move || async move {
                 run_thread(t, threads, args, control, header, events, codes).await
             })

@@ -312,6 +312,12 @@ impl Sealed {
                 return Poll::Ready(Ok(0));
             }
             let carried = self.incoming.len();
+            if Records::record_len(&self.incoming).is_some_and(|len| carried >= len) {
+                // Whole records already here (read together with the end of the handshake):
+                // opened before waiting for the socket, which may have nothing more to say.
+                self.open_incoming()?;
+                continue;
+            }
             if carried > 0 && out.len() < carried + HEADER + MAX_CIPHER {
                 // A record begun in an earlier read, and a buffer too small to carry it to:
                 // completed and opened here.
@@ -320,20 +326,7 @@ impl Sealed {
                     return Poll::Ready(Err(eof_in_record()));
                 }
                 self.incoming.extend_from_slice(&out[..n]);
-                let opened = self
-                    .records
-                    .open(&mut self.incoming)
-                    .map_err(record_error)?;
-                self.eof = opened.closed;
-                self.plain = self.incoming[..opened.plain].to_vec();
-                if opened.closed {
-                    self.incoming = Vec::new();
-                } else {
-                    self.incoming.drain(..opened.consumed);
-                    if self.incoming.is_empty() {
-                        self.incoming = Vec::new();
-                    }
-                }
+                self.open_incoming()?;
                 continue;
             }
             // The usual case: whole records, opened where they were read — a record begun in
@@ -359,6 +352,28 @@ impl Sealed {
                 return Poll::Ready(Ok(opened.plain));
             }
         }
+    }
+}
+
+impl Sealed {
+    /// Opens the whole records at the start of `incoming`: their plaintext for the reader, the
+    /// start of a record still arriving kept.
+    fn open_incoming(&mut self) -> io::Result<()> {
+        let opened = self
+            .records
+            .open(&mut self.incoming)
+            .map_err(record_error)?;
+        self.eof = opened.closed;
+        self.plain = self.incoming[..opened.plain].to_vec();
+        if opened.closed {
+            self.incoming = Vec::new();
+        } else {
+            self.incoming.drain(..opened.consumed);
+            if self.incoming.is_empty() {
+                self.incoming = Vec::new();
+            }
+        }
+        Ok(())
     }
 }
 
@@ -451,11 +466,28 @@ mod tests {
         .collect()
     }
 
-    /// A client handed off after the server's first message (its tickets read by rustls before
-    /// it) reads everything the server sends through `Sealed`, with large reads (records carried
-    /// to the front of the next read) and small ones (completed apart); writes back through it;
-    /// sees the server's close_notify as the end; and its next connection resumes the session
-    /// with the tickets rustls kept.
+    /// Reads exactly `n` bytes, or panics naming `what` when they do not come within 5 s.
+    async fn read_within<R: AsyncRead + Unpin>(r: &mut R, n: usize, what: &str) -> Vec<u8> {
+        let mut buf = vec![0u8; n];
+        let read = async {
+            r.read_exact(&mut buf).await.expect("read");
+        };
+        let late = async {
+            glommio::timer::sleep(std::time::Duration::from_secs(5)).await;
+            panic!("{what}");
+        };
+        futures_lite::future::or(read, late).await;
+        buf
+    }
+
+    /// Both sides handed off, each with whole records left from the handshake's last read: the
+    /// server gets the client's Finished and its first request in one write, the client gets
+    /// the server's first answer as two records in one write (the second one whole behind the
+    /// one rustls opened). Neither waits for the socket to say more before opening them. Then
+    /// the client reads everything the server sends through `Sealed`, with large reads (records
+    /// carried to the front of the next read) and small ones (completed apart); writes back
+    /// through it; sees the server's close_notify as the end; and its next connection resumes
+    /// the session with the tickets rustls kept before the hand-off.
     #[test]
     fn a_client_handed_off_reads_writes_and_resumes() {
         let (server_config, client_config) =
@@ -464,6 +496,9 @@ mod tests {
         client_config.enable_secret_extraction = true;
         let client_config = Arc::new(client_config);
         let server_config = Arc::new(server_config);
+        // The server's first answer: one whole record and 10 bytes in a second.
+        let first: Vec<u8> = (0..MAX_PLAIN + 10).map(|i| (i % 253) as u8).collect();
+        let first_server = first.clone();
         let handle = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
             .io_memory(1 << 20)
             .spawn(move || async move {
@@ -473,13 +508,21 @@ mod tests {
                     for _ in 0..2 {
                         let tcp = listener.accept().await.expect("accept");
                         let (mut tls, _) = accept(tcp, server_config.clone()).await.expect("tls");
-                        tls.write_all(b"first").await.expect("first");
+                        let hello = read_within(
+                            &mut tls,
+                            5,
+                            "the server waited for more than the request sent with Finished",
+                        )
+                        .await;
+                        assert_eq!(&hello, b"hello");
+                        tls.write_all(&first_server).await.expect("first");
+                        let ready = read_within(&mut tls, 5, "no ready").await;
+                        assert_eq!(&ready, b"ready");
                         for m in messages() {
                             tls.write_all(&m).await.expect("message");
                             tls.flush().await.expect("flush");
                         }
-                        let mut pong = [0u8; 4];
-                        tls.read_exact(&mut pong).await.expect("pong");
+                        let pong = read_within(&mut tls, 4, "no pong").await;
                         assert_eq!(&pong, b"pong");
                         tls.close().await.expect("close");
                     }
@@ -490,17 +533,30 @@ mod tests {
                         .await
                         .expect("connect");
                     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+                    // Written before the handshake ends: it goes out with the client's Finished.
                     let mut tls = futures_rustls::TlsConnector::from(client_config.clone())
-                        .connect(name, HandshakeIo::new(tcp))
+                        .connect_with(name, HandshakeIo::new(tcp), |conn| {
+                            std::io::Write::write_all(&mut conn.writer(), b"hello")
+                                .expect("early write");
+                        })
                         .await
                         .expect("handshake");
                     kinds.push(tls.get_ref().1.handshake_kind());
-                    let mut first = [0u8; 5];
-                    tls.read_exact(&mut first).await.expect("first");
-                    assert_eq!(&first, b"first");
+                    let mut head = vec![0u8; MAX_PLAIN];
+                    tls.read_exact(&mut head).await.expect("first record");
+                    assert!(head == first[..MAX_PLAIN]);
                     let Ok(mut sealed) = hand_off_client(tls, true).expect("hand-off") else {
                         panic!("a TLS 1.3 client is handed off");
                     };
+                    let tail = read_within(
+                        &mut sealed,
+                        10,
+                        "the client waited for more than the whole record it had",
+                    )
+                    .await;
+                    assert!(tail == first[MAX_PLAIN..]);
+                    sealed.write_all(b"ready").await.expect("ready");
+                    sealed.flush().await.expect("flush");
                     let expected: Vec<u8> = messages().concat();
                     let mut got = Vec::new();
                     let mut big = vec![0u8; 64 * 1024];
