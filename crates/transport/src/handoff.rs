@@ -353,9 +353,7 @@ impl Sealed {
             }
         }
     }
-}
 
-impl Sealed {
     /// Opens the whole records at the start of `incoming`: their plaintext for the reader, the
     /// start of a record still arriving kept.
     fn open_incoming(&mut self) -> io::Result<()> {
