@@ -1,6 +1,8 @@
 // Partitions (../shared/spec/cluster.md §6): a TCP proxy the test controls sits between a node
 // and the real nats-server; the test cuts and heals that link while the node, its observer and
 // its overlays stay up. Real nodes, real nats-server, the real socket.io-client.
+// PARTITION_LOGS=dir keeps every node's log (the random schedule's per run; the rolling restart's
+// at debug level, restarted nodes included); PARTITION_SEED/RUNS/STEPS/FROM shape the schedule.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { startClusterNode, startServer, startNats, observer, overlay, sendEvent, waitFor, uniqueCode, sleep, metric } from "./lib/server.mjs";
@@ -98,9 +100,13 @@ test("rolling restart: SIGTERM of each of three nodes in turn mid-match, the obs
   const ids = ["ra", "rb", "rc"];
   const nodes = {};
   const up = () => ids.filter((id) => nodes[id] && !nodes[id].going).map((id) => nodes[id]);
+  // PARTITION_LOGS=dir keeps every node's log (debug level), restarted ones included.
+  const logs = process.env.PARTITION_LOGS;
+  const started = [];
   const start = async (id) => {
-    nodes[id] = await startClusterNode(nats, id);
+    nodes[id] = await startClusterNode(nats, id, logs ? { RUST_LOG: "debug" } : {});
     nodes[id].id = id;
+    started.push(nodes[id]);
   };
   let obs;
   let views = [];
@@ -149,6 +155,9 @@ test("rolling restart: SIGTERM of each of three nodes in turn mid-match, the obs
     obs?.close();
     for (const v of views) v.close();
     for (const id of ids) await nodes[id]?.stop();
+    if (logs) {
+      started.forEach((n, i) => fs.writeFileSync(path.join(logs, `restart${i}-${n.id}.log`), n.log() + n.stdout()));
+    }
     await nats.remove();
   }
 });
