@@ -148,8 +148,8 @@ test("rolling restart: SIGTERM of each of three nodes in turn mid-match, the obs
     const gaps = windows.flatMap(([from, to]) => views.map((v) => v.gapWithin(from, to)));
     const p50 = percentile(gaps, 50);
     const max = Math.max(...gaps);
-    t.diagnostic(`viewer gap over ${gaps.length} (viewer, restart) pairs: p50 ${p50} ms, max ${max} ms; events the client had not written when its node closed (sent again): ${obs.unsent}; observer logons ${JSON.stringify(obs.logons)}`);
-    console.log(`rolling restart: viewer gap p50 ${p50} ms, max ${max} ms (${gaps.length} viewer×restart pairs)`);
+    t.diagnostic(`viewer gap over ${gaps.length} (viewer, restart) pairs: p50 ${p50} ms, max ${max} ms; events the client had not written when its node closed (sent again): ${obs.unsent}, of which ws dropped while closing: ${obs.dropped}; observer logons ${JSON.stringify(obs.logons)}`);
+    console.log(`rolling restart: viewer gap p50 ${p50} ms, max ${max} ms (${gaps.length} viewer×restart pairs); unsent ${obs.unsent}, dropped by ws ${obs.dropped}`);
     assert.ok(max < 10000, `a viewer waited ${max} ms`);
   } finally {
     obs?.close();

@@ -65,7 +65,7 @@ impl Tls {
         let builder = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("tls: {e}"))?;
-        let config = match (ca, insecure) {
+        let mut config = match (ca, insecure) {
             (Some(path), _) => {
                 let mut roots = RootCertStore::empty();
                 for cert in CertificateDer::pem_file_iter(path)
@@ -88,7 +88,6 @@ impl Tls {
         };
         let name = ServerName::try_from(name.to_string())
             .map_err(|e| format!("--server-name {name}: {e}"))?;
-        let mut config = config;
         // The reader hands the connection off after its upgrade response (`ws::Client`).
         config.enable_secret_extraction = true;
         Ok(Tls {

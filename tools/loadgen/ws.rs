@@ -193,7 +193,7 @@ impl Client {
         // The server's tickets came before its response: rustls has stored them, and the
         // connection's records are opened without it from here on.
         let stream = match stream {
-            Conn::Tls(tls) => match spectra::transport::handoff::hand_off_client(*tls, true)
+            Conn::Tls(tls) => match spectra::transport::handoff::hand_off_client(*tls)
                 .map_err(|e| format!("tls hand-off: {e}"))?
             {
                 Ok(sealed) => Conn::Sealed(Box::new(sealed)),

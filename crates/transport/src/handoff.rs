@@ -67,19 +67,16 @@ pub type ClientTlsStream = futures_rustls::client::TlsStream<HandshakeIo>;
 /// Hands a client's TLS 1.3 connection off (as `accept` does a server's) once the server's
 /// post-handshake messages (its session tickets) have been read, e.g. after a first response:
 /// a handshake message after the hand-off ends the connection. The config must allow secret
-/// extraction (`ClientConfig::enable_secret_extraction`). Gives the stream back unchanged when it
-/// cannot be handed off (TLS 1.2, or no secret extraction), reading through rustls as before.
-pub fn hand_off_client(
-    tls: ClientTlsStream,
-    extraction_enabled: bool,
-) -> io::Result<Result<Sealed, ClientTlsStream>> {
+/// extraction (`ClientConfig::enable_secret_extraction`; without it, an error). Gives a TLS 1.2
+/// stream back unchanged, reading through rustls as before.
+pub fn hand_off_client(tls: ClientTlsStream) -> io::Result<Result<Sealed, ClientTlsStream>> {
     let limit = tls
         .get_ref()
         .1
         .negotiated_cipher_suite()
         .and_then(|s| s.tls13())
         .map(|s| s.common.confidentiality_limit);
-    let Some(limit) = limit.filter(|_| extraction_enabled) else {
+    let Some(limit) = limit else {
         let mut tls = tls;
         tls.get_mut().0.whole = false;
         return Ok(Err(tls));
@@ -543,7 +540,7 @@ mod tests {
                     let mut head = vec![0u8; MAX_PLAIN];
                     tls.read_exact(&mut head).await.expect("first record");
                     assert!(head == first[..MAX_PLAIN]);
-                    let Ok(mut sealed) = hand_off_client(tls, true).expect("hand-off") else {
+                    let Ok(mut sealed) = hand_off_client(tls).expect("hand-off") else {
                         panic!("a TLS 1.3 client is handed off");
                     };
                     let tail = read_within(

@@ -63,6 +63,7 @@ export class FollowingObserver {
     this.closed = false;
     this.turn = 0;
     this.unsent = 0;
+    this.dropped = 0;
   }
 
   async start(node) {
@@ -76,16 +77,33 @@ export class FollowingObserver {
     this.socket = socket;
     this.node = node;
     // What the client never wrote to the wire when its connection closed is the client's to
-    // send again (engine.io-client leaves its write buffer readable on `close` for this): it
-    // goes first after the next logon. What it did write, the server must handle.
+    // send again: it goes first after the next logon. What it did write, the server must handle.
+    // Two places hold it: engine.io-client's write buffer (left readable on `close` for this),
+    // and what `ws` dropped — once the server's close frame is in, `ws` is CLOSING and `send`
+    // discards data without a word (no callback given), while engine.io-client still counts the
+    // packet as written ("fake drain") and removes it from its buffer.
     const engine = socket.io.engine;
+    const dropped = [];
+    const watch = (transport) => {
+      const ws = transport?.ws;
+      if (!ws || typeof ws.send !== "function") return;
+      const send = ws.send.bind(ws);
+      ws.send = (data, ...rest) => {
+        if (ws.readyState !== 1) dropped.push(data);
+        return send(data, ...rest);
+      };
+    };
+    watch(engine.transport);
+    engine.on("upgrade", watch);
     engine.on("close", () => {
       const unsent = [];
-      for (const p of engine.writeBuffer ?? []) {
-        if (p.type !== "message" || typeof p.data !== "string" || !p.data.startsWith("42")) continue;
-        const [name, text] = JSON.parse(p.data.slice(2));
+      const packets = [...dropped, ...(engine.writeBuffer ?? []).map((p) => (p.type === "message" ? `4${p.data}` : ""))];
+      for (const data of packets) {
+        if (typeof data !== "string" || !data.startsWith("42")) continue;
+        const [name, text] = JSON.parse(data.slice(2));
         if (name === "obs_data") unsent.push(text);
       }
+      this.dropped += dropped.length;
       this.unsent += unsent.length;
       this.waiting.unshift(...unsent);
     });
