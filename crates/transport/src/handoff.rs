@@ -234,19 +234,46 @@ impl Sealed {
     /// Only while nothing else waits to be sent, so the order stays the writer's. Returns the
     /// bytes of `frame` taken and whether sealed bytes wait for the writer's flush.
     pub fn send_now(&mut self, frame: &[u8], send: impl FnOnce(&[u8]) -> usize) -> (usize, bool) {
-        if self.out_at < self.outgoing.len() || frame.is_empty() || self.closing {
-            return (0, false);
-        }
         SEALED.with(|sealed| {
             let mut sealed = sealed.borrow_mut();
             sealed.clear();
-            if self.records.seal(frame, &mut sealed).is_err() {
-                return (0, false); // the writer meets the same condition and ends the connection
+            if !self.seal_now(frame, &mut sealed) {
+                return (0, false);
             }
-            let sent = send(&sealed).min(sealed.len());
-            self.keep(&sealed[sent..]);
-            (frame.len(), sent < sealed.len())
+            (frame.len(), self.send_sealed(&sealed, send))
         })
+    }
+
+    /// The first half of `send_now`, for many connections sealed before any is sent: appends
+    /// `frame`'s records to `out`; false (nothing appended) when the frame must wait for the
+    /// writer — something else waits to be sent, the connection is closing, or sealing failed
+    /// (the writer then meets the same condition and ends the connection). Records appended here
+    /// must be given to `send_sealed` before the executor runs again: they are this connection's
+    /// next records.
+    pub fn seal_now(&mut self, frame: &[u8], out: &mut Vec<u8>) -> bool {
+        if self.out_at < self.outgoing.len() || frame.is_empty() || self.closing {
+            return false;
+        }
+        let start = out.len();
+        if self.records.seal(frame, out).is_err() {
+            out.truncate(start);
+            return false;
+        }
+        true
+    }
+
+    /// The second half of `send_now`: `sealed` (records from `seal_now`) handed to `send`, or
+    /// kept whole behind what already waits (an earlier frame of the same batch the socket did
+    /// not take whole); what the socket does not take is kept for the writer. Whether sealed
+    /// bytes wait for the writer's flush.
+    pub fn send_sealed(&mut self, sealed: &[u8], send: impl FnOnce(&[u8]) -> usize) -> bool {
+        if self.out_at < self.outgoing.len() {
+            self.keep(sealed);
+            return true;
+        }
+        let sent = send(sealed).min(sealed.len());
+        self.keep(&sealed[sent..]);
+        sent < sealed.len()
     }
 
     fn keep(&mut self, rest: &[u8]) {
