@@ -71,6 +71,12 @@ pub struct Args {
     #[arg(long, env = "TLS_TICKET_SECONDS", default_value_t = 21_600, value_parser = clap::value_parser!(u64).range(0..=604_800))]
     pub tls_ticket_seconds: u64,
 
+    /// Kernel TLS: `auto` hands each TLS 1.3 connection's records to the kernel after its
+    /// handshake where the kernel has the `tls` module (sends are then plain `send`s); `off`
+    /// keeps them in user space.
+    #[arg(long, env = "KERNEL_TLS", default_value = "auto", value_parser = ["auto", "off"])]
+    pub kernel_tls: String,
+
     /// TLS sessions remembered by id for clients that do not use tickets (a bounded cache, the
     /// oldest forgotten first); 0: none.
     #[arg(long, env = "TLS_SESSION_CACHE", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
@@ -344,6 +350,8 @@ pub struct Config {
     pub tls_reload_check: Option<Duration>,
     /// Session tickets and the session cache.
     pub tls_resumption: crate::transport::tls::Resumption,
+    /// Hand TLS 1.3 records to the kernel where it can take them (`KERNEL_TLS=auto`).
+    pub kernel_tls: bool,
     pub require_auth_key: bool,
     pub auth_key: String,
     /// True when `auth_key` was generated at start-up (it is printed once).
@@ -440,6 +448,7 @@ impl Config {
                     .then(|| Duration::from_secs(args.tls_ticket_seconds)),
                 cache_entries: args.tls_session_cache as usize,
             },
+            kernel_tls: args.kernel_tls == "auto",
             require_auth_key,
             auth_key,
             auth_key_generated,

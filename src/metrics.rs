@@ -245,10 +245,17 @@ fn render_tls(f: &mut Family<'_>, metrics: &Metrics, tls: &TlsInfo) {
         "Handed-off TLS connections closed on a record the client could not have sent correctly (tampered, oversized, unencrypted, a fatal alert, a KeyUpdate).",
         |s| load(&s.io.tls_record_errors) as i64,
     );
+    f.per_shard(
+        metrics,
+        "spectra_tls_kernel_total",
+        "counter",
+        "Handed-off TLS 1.3 connections whose records the kernel seals (and opens, unless a record had begun arriving with the handshake's end): kTLS.",
+        |s| load(&s.io.tls_kernel) as i64,
+    );
     f.header(
         "spectra_tls_kernel_available",
         "gauge",
-        "1 when the kernel offers TLS offload (kTLS: the tls upper-layer protocol), probed at start; records are encrypted in user space either way.",
+        "1 when the kernel offers TLS offload (kTLS: the tls upper-layer protocol), probed at start; with KERNEL_TLS=auto TLS 1.3 connections then hand their records to it (spectra_tls_kernel_total).",
     );
     let _ = writeln!(
         f.out,

@@ -136,7 +136,7 @@ fn start_with(config: Config, ports: Vec<(Port, u16)>) -> Result<Running, String
         Some(t) => {
             let _ = global.metrics.tls.set(crate::metrics::TlsInfo {
                 tickets: t.tickets,
-                kernel_tls: kernel_tls(),
+                kernel_tls: kernel_tls(config.kernel_tls),
             });
             (Some(t.config), Some(t.store))
         }
@@ -300,19 +300,25 @@ async fn ticker(shard: Rc<Shard>) {
     }
 }
 
-/// Probes kernel TLS and says what it found (once, at start).
-fn kernel_tls() -> bool {
+/// Probes kernel TLS, turns the hand-off to it on when it is there and wanted, and says what
+/// it found (once, at start). Whether the kernel offers it.
+fn kernel_tls(wanted: bool) -> bool {
     match crate::transport::tls::kernel_tls() {
         crate::transport::tls::KernelTls::Available => {
-            tracing::info!(
-                "tls: the kernel offers TLS offload (kTLS); this server encrypts TLS records in user space (rustls)"
-            );
+            crate::transport::ktls::set_enabled(wanted);
+            if wanted {
+                tracing::info!(
+                    "tls: kernel TLS (kTLS) is available: TLS 1.3 connections hand their records to the kernel after the handshake (KERNEL_TLS=off keeps them in user space)"
+                );
+            } else {
+                tracing::info!(
+                    "tls: kernel TLS (kTLS) is available but KERNEL_TLS=off: TLS records are sealed in user space"
+                );
+            }
             true
         }
         crate::transport::tls::KernelTls::Missing(why) => {
-            tracing::info!(
-                "tls: no kernel TLS offload ({why}); TLS records are encrypted in user space (rustls)"
-            );
+            tracing::info!("tls: no kernel TLS ({why}); TLS records are sealed in user space");
             false
         }
     }

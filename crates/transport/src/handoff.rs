@@ -41,6 +41,15 @@ pub async fn accept(
     tcp: TcpStream,
     config: Arc<rustls::ServerConfig>,
 ) -> io::Result<(Stream, Option<HandshakeKind>)> {
+    accept_with(tcp, config, crate::ktls::enabled()).await
+}
+
+/// `accept`, with the records given to the kernel (`kernel`) where it takes them.
+async fn accept_with(
+    tcp: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    kernel: bool,
+) -> io::Result<(Stream, Option<HandshakeKind>)> {
     let handoff = config.enable_secret_extraction;
     let mut tls = futures_rustls::TlsAcceptor::from(config)
         .accept(HandshakeIo::new(tcp))
@@ -56,7 +65,7 @@ pub async fn accept(
         return Ok((Stream::Tls(Box::new(tls)), kind));
     };
     let (io, conn) = tls.into_inner();
-    let sealed = hand_off(io, conn.into(), limit)?;
+    let sealed = hand_off(io, conn.into(), limit, kernel)?;
     Ok((Stream::Sealed(Box::new(sealed)), kind))
 }
 
@@ -82,12 +91,18 @@ pub fn hand_off_client(tls: ClientTlsStream) -> io::Result<Result<Sealed, Client
         return Ok(Err(tls));
     };
     let (io, conn) = tls.into_inner();
-    hand_off(io, conn.into(), limit).map(Ok)
+    hand_off(io, conn.into(), limit, false).map(Ok)
 }
 
 /// rustls's connection (its handshake done, over `io`, which kept whole records from it) into
-/// a `Sealed` one: what rustls already opened is kept for the reader, then the keys are taken.
-fn hand_off(io: HandshakeIo, mut conn: rustls::Connection, limit: u64) -> io::Result<Sealed> {
+/// a `Sealed` one: what rustls already opened is kept for the reader, then the keys are taken
+/// (and given to the kernel, with `kernel`, where it takes them).
+fn hand_off(
+    io: HandshakeIo,
+    mut conn: rustls::Connection,
+    limit: u64,
+    kernel: bool,
+) -> io::Result<Sealed> {
     // What rustls already opened (a client's first request may come right behind its Finished).
     let state = conn.process_new_packets().map_err(io::Error::other)?;
     let mut plain = Vec::new();
@@ -114,6 +129,14 @@ fn hand_off(io: HandshakeIo, mut conn: rustls::Connection, limit: u64) -> io::Re
         out_at: 0,
         eof: state.peer_has_closed(),
         closing: false,
+        kernel_tx: false,
+        kernel_rx: false,
+    })
+    .map(|mut sealed| {
+        if kernel {
+            sealed.hand_to_kernel();
+        }
+        sealed
     })
 }
 
@@ -226,6 +249,10 @@ pub struct Sealed {
     eof: bool,
     /// This side's close_notify is sealed.
     closing: bool,
+    /// The kernel seals what is sent (`ktls`): `outgoing` then holds plaintext.
+    kernel_tx: bool,
+    /// The kernel opens what is received (`ktls`): reads return plaintext.
+    kernel_rx: bool,
 }
 
 impl Sealed {
@@ -234,6 +261,16 @@ impl Sealed {
     /// Only while nothing else waits to be sent, so the order stays the writer's. Returns the
     /// bytes of `frame` taken and whether sealed bytes wait for the writer's flush.
     pub fn send_now(&mut self, frame: &[u8], send: impl FnOnce(&[u8]) -> usize) -> (usize, bool) {
+        if self.kernel_tx {
+            if self.out_at < self.outgoing.len()
+                || frame.is_empty()
+                || self.closing
+                || self.records.sealed_by_kernel(0).is_err()
+            {
+                return (0, false); // (the writer meets the limit and ends the connection)
+            }
+            return (frame.len(), self.send_sealed(frame, send));
+        }
         SEALED.with(|sealed| {
             let mut sealed = sealed.borrow_mut();
             sealed.clear();
@@ -251,7 +288,7 @@ impl Sealed {
     /// must be given to `send_sealed` before the executor runs again: they are this connection's
     /// next records.
     pub fn seal_now(&mut self, frame: &[u8], out: &mut Vec<u8>) -> bool {
-        if self.out_at < self.outgoing.len() || frame.is_empty() || self.closing {
+        if self.kernel_tx || self.out_at < self.outgoing.len() || frame.is_empty() || self.closing {
             return false;
         }
         let start = out.len();
@@ -262,7 +299,8 @@ impl Sealed {
         true
     }
 
-    /// The second half of `send_now`: `sealed` (records from `seal_now`) handed to `send`, or
+    /// The second half of `send_now`: `sealed` (records from `seal_now`, or with the kernel
+    /// sealing, the frame itself) handed to `send`, or
     /// kept whole behind what already waits (an earlier frame of the same batch the socket did
     /// not take whole); what the socket does not take is kept for the writer. Whether sealed
     /// bytes wait for the writer's flush.
@@ -272,6 +310,9 @@ impl Sealed {
             return true;
         }
         let sent = send(sealed).min(sealed.len());
+        if self.kernel_tx {
+            let _ = self.records.sealed_by_kernel(sent); // the next write meets the limit
+        }
         self.keep(&sealed[sent..]);
         sent < sealed.len()
     }
@@ -289,6 +330,9 @@ impl Sealed {
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
+            if self.kernel_tx {
+                self.records.sealed_by_kernel(n)?;
+            }
             self.out_at += n;
         }
         if self.out_at > 0 || self.outgoing.capacity() > 0 {
@@ -303,6 +347,12 @@ impl Sealed {
         ready!(self.flush_out(cx))?;
         if plain.is_empty() {
             return Poll::Ready(Ok(0));
+        }
+        if self.kernel_tx {
+            self.records.sealed_by_kernel(0)?;
+            let n = ready!(Pin::new(&mut self.tcp).poll_write(cx, plain))?;
+            self.records.sealed_by_kernel(n)?;
+            return Poll::Ready(Ok(n));
         }
         let take = plain.len().min(MAX_WRITE);
         SEALED.with(|sealed| {
@@ -334,6 +384,17 @@ impl Sealed {
             }
             if self.eof || out.is_empty() {
                 return Poll::Ready(Ok(0));
+            }
+            if self.kernel_rx {
+                return match ready!(Pin::new(&mut self.tcp).poll_read(cx, out)) {
+                    // A record that is not application data: the peer's close_notify (or a
+                    // key update, which ends the connection here as it does in user space).
+                    Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                        self.eof = true;
+                        Poll::Ready(Ok(0))
+                    }
+                    read => Poll::Ready(read),
+                };
             }
             let carried = self.incoming.len();
             if Records::record_len(&self.incoming).is_some_and(|len| carried >= len) {
@@ -376,6 +437,40 @@ impl Sealed {
                 return Poll::Ready(Ok(opened.plain));
             }
         }
+    }
+
+    /// Gives the records to the kernel (`ktls`), each direction that it takes: sending always
+    /// can, receiving once the records read with the handshake's end are opened here (a record
+    /// begun in that read keeps receiving in user space). A connection the kernel refuses stays
+    /// as it was.
+    fn hand_to_kernel(&mut self) {
+        use std::os::fd::AsRawFd;
+        let fd = self.tcp.as_raw_fd();
+        if crate::ktls::attach(fd).is_err() {
+            return;
+        }
+        self.kernel_tx = crate::ktls::set_key(fd, true, &self.records.kernel_key(true)).is_ok();
+        if Records::record_len(&self.incoming).is_some_and(|len| self.incoming.len() >= len) {
+            let before = std::mem::take(&mut self.plain);
+            let opened = self.open_incoming();
+            let after = std::mem::replace(&mut self.plain, before);
+            self.plain.extend_from_slice(&after);
+            if opened.is_err() {
+                return;
+            }
+        }
+        if self.incoming.is_empty() && !self.eof {
+            self.kernel_rx =
+                crate::ktls::set_key(fd, false, &self.records.kernel_key(false)).is_ok();
+        }
+        if self.kernel_tx || self.kernel_rx {
+            crate::stats::bump(|s| &s.tls_kernel);
+        }
+    }
+
+    /// Whether the kernel seals what is sent and opens what is received (`ktls`).
+    pub fn in_kernel(&self) -> (bool, bool) {
+        (self.kernel_tx, self.kernel_rx)
     }
 
     /// Opens the whole records at the start of `incoming`: their plaintext for the reader, the
@@ -459,6 +554,11 @@ impl AsyncWrite for Sealed {
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.closing && this.kernel_tx {
+            ready!(this.flush_out(cx))?;
+            this.closing = true;
+            let _ = crate::ktls::send_close_notify(std::os::fd::AsRawFd::as_raw_fd(&this.tcp));
+        }
         if !this.closing {
             this.closing = true;
             let mut notify = Vec::with_capacity(OVERHEAD + 2);
@@ -500,6 +600,110 @@ mod tests {
         };
         futures_lite::future::or(read, late).await;
         buf
+    }
+
+    /// With the hand-off to the kernel asked for: where the kernel has TLS (`tls::kernel_tls`)
+    /// it seals what the server sends and opens what it receives, elsewhere the records stay in
+    /// user space — either way a rustls client reads every message the server sends (through
+    /// `write` and through `send_now`, as a broadcast does), the server reads what the client
+    /// sends after them, the client's close_notify is the server's end of stream, and the
+    /// server's close_notify the client's.
+    #[test]
+    fn kernel_tls_where_the_kernel_has_it() {
+        use std::io::{Read, Write};
+        let available = crate::tls::kernel_tls() == crate::tls::KernelTls::Available;
+        let (server_config, client_config) =
+            crate::records::tests::configs(None, &rustls::version::TLS13);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let sent: Vec<Vec<u8>> = messages();
+        let expected: Vec<u8> = sent.concat();
+        let reply: Vec<u8> = (0..50_000).map(|i| (i % 253) as u8).collect();
+        let client_reply = reply.clone();
+        let client = std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let mut tcp = loop {
+                match std::net::TcpStream::connect(addr) {
+                    Ok(tcp) => break tcp,
+                    Err(e) if started.elapsed() > std::time::Duration::from_secs(10) => {
+                        panic!("{e}")
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                }
+            };
+            tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+                .expect("timeout");
+            let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+            let mut conn = rustls::ClientConnection::new(client_config, name).expect("client");
+            while conn.is_handshaking() {
+                conn.complete_io(&mut tcp).expect("handshake");
+            }
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut got = vec![0u8; expected.len()];
+            tls.read_exact(&mut got).expect("every message arrives");
+            assert!(got == expected, "the messages arrive as sent");
+            tls.write_all(&client_reply).expect("reply");
+            tls.conn.send_close_notify();
+            tls.flush().expect("close_notify");
+            let mut rest = Vec::new();
+            let end = tls.read_to_end(&mut rest);
+            assert!(
+                end.is_ok(),
+                "the server's close_notify ends the stream: {end:?}"
+            );
+            assert!(rest.is_empty());
+        });
+        let handle = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                let listener = glommio::net::TcpListener::bind(addr).expect("listen");
+                let tcp = listener.accept().await.expect("accept");
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
+                let (stream, _) = accept_with(tcp, Arc::new(server_config), true)
+                    .await
+                    .expect("handshake");
+                let Stream::Sealed(mut sealed) = stream else {
+                    panic!("TLS 1.3 is handed off");
+                };
+                let (tx, rx) = sealed.in_kernel();
+                assert_eq!(tx, available, "the kernel seals where it has TLS");
+                if !available {
+                    assert!(!rx);
+                }
+                for (i, m) in sent.iter().enumerate() {
+                    if i % 2 == 0 {
+                        sealed.write_all(m).await.expect("write");
+                        sealed.flush().await.expect("flush");
+                        continue;
+                    }
+                    // As a broadcast sends: at once, what the socket does not take left to
+                    // the writer's flush.
+                    let (taken, _) = sealed.send_now(m, |bytes| {
+                        // SAFETY: `fd` is the connection's open socket; `bytes` is valid.
+                        let n = unsafe {
+                            libc::send(fd, bytes.as_ptr().cast(), bytes.len(), libc::MSG_DONTWAIT)
+                        };
+                        usize::try_from(n).unwrap_or(0)
+                    });
+                    if taken == 0 {
+                        sealed.write_all(m).await.expect("write");
+                    }
+                    sealed.flush().await.expect("flush");
+                }
+                let mut got = Vec::new();
+                sealed
+                    .read_to_end(&mut got)
+                    .await
+                    .expect("the client's close_notify ends it");
+                assert!(got == reply, "the client's bytes arrive as sent");
+                sealed.close().await.expect("close");
+                (tx, rx)
+            })
+            .expect("executor");
+        let (tx, rx) = handle.join().expect("server");
+        client.join().expect("client");
+        eprintln!("kernel TLS available: {available}; kernel sealed: {tx}, opened: {rx}");
     }
 
     /// Both sides handed off, each with whole records left from the handshake's last read: the

@@ -3,7 +3,7 @@
 //! - `server`: accept loop and HTTP/1.1 connection loop, generic over a `server::Site` (who may
 //!   connect, what a request means); `http` (requests and responses), `stream` (plain or TLS),
 //!   `tls` (certificates, reload, session resumption with `tickets`), `handoff` (a TLS 1.3
-//!   connection's own `records` once rustls has made the handshake), `forwarded` (the client address behind trusted proxies).
+//!   connection's own `records` once rustls has made the handshake, or the kernel's: `ktls`), `forwarded` (the client address behind trusted proxies).
 //! - `engineio` + `socketio`: Engine.IO v4 sessions (long-polling, WebSocket, upgrade, sessions
 //!   that move between shards) and Socket.IO v5 on top, generic over an `engineio::App`;
 //!   `packets` (their codecs), `polling` (what waits for a long-polling client: latest state
@@ -21,6 +21,7 @@ pub mod forwarded;
 pub mod handoff;
 pub mod http;
 mod json_arg;
+pub mod ktls;
 pub mod outbound;
 pub mod packets;
 pub mod polling;

@@ -136,6 +136,37 @@ impl Records {
         })
     }
 
+    /// One direction's key as the kernel takes it (`ktls`): the next record's sequence number
+    /// is where the kernel goes on from.
+    pub(crate) fn kernel_key(&self, tx: bool) -> crate::ktls::KernelKey<'_> {
+        use crate::ktls::Cipher;
+        let secret = if tx { &self.tx } else { &self.rx };
+        let cipher = if secret.alg == &AES_128_GCM {
+            Cipher::Aes128Gcm
+        } else if secret.alg == &AES_256_GCM {
+            Cipher::Aes256Gcm
+        } else {
+            Cipher::Chacha20Poly1305
+        };
+        crate::ktls::KernelKey {
+            cipher,
+            key: &secret.key[..secret.alg.key_len()],
+            iv: &secret.iv,
+            seq: secret.seq,
+        }
+    }
+
+    /// Counts the records the kernel sealed for a `send` of `sent` plaintext bytes (at most one
+    /// per `MAX_PLAIN` begun: each `send` ends its last record), so the key's limit holds there
+    /// too; an error once it is reached (or before a send, with `sent` 0).
+    pub(crate) fn sealed_by_kernel(&mut self, sent: usize) -> io::Result<()> {
+        self.tx.seq = self.tx.seq.saturating_add(sent.div_ceil(MAX_PLAIN) as u64);
+        if self.tx.seq >= self.limit {
+            return Err(bad("the key's record limit is reached; reconnect"));
+        }
+        Ok(())
+    }
+
     /// Appends `plain` to `out` as application-data records (each ≤ `MAX_PLAIN` of it).
     pub fn seal(&mut self, plain: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
         out.reserve(plain.len() + plain.len().div_ceil(MAX_PLAIN).max(1) * OVERHEAD);

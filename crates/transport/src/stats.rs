@@ -39,6 +39,8 @@ pub struct IoStats {
     /// Handed-off connections ended by a record the peer could not have sent correctly
     /// (tampered, oversized, unencrypted, a fatal alert, a KeyUpdate).
     pub tls_record_errors: AtomicU64,
+    /// Handed-off connections whose records the kernel seals or opens (`ktls`).
+    pub tls_kernel: AtomicU64,
 }
 
 thread_local! {
