@@ -25,7 +25,7 @@ use crate::shard::messages::{MatchMsg, SessionAction, SessionRef, ShardMsg};
 use crate::shard::messages::{PlayerInfo, SpectatorInfo};
 use crate::spectator::room::{JoinRequest, Room};
 use crate::spectator::wire;
-use crate::transport::packets::{event_packet, event_packet_of, event_packet_with_offset};
+use crate::transport::packets::{event_packet, event_packet_of_known, event_packet_with_offset};
 use crate::transport::websocket;
 use crate::viewer::stream::game_data;
 
@@ -1219,11 +1219,13 @@ fn encode_snapshot(
     size_hint: usize,
 ) -> (FrameSet, String) {
     let offset = shard.config.recovery_window.map(|_| counter.to_string());
-    match event_packet_of(
+    // Parts kept with their JSON give their escaped text too: copied, not escaped again.
+    match event_packet_of_known(
         "match_data",
         &game.snapshot_serialize(),
         offset.as_deref(),
         size_hint,
+        &|fragment| game.escaped_part(fragment),
     ) {
         Some((packet, json)) => (frames_of_packet(shard, packet), json),
         None => {

@@ -4,12 +4,15 @@
 //! `snapshot_json` and the packet `event_packet` escapes from it, byte for byte — with and
 //! without the recovery offset. And the parts kept with their JSON between broadcasts (players,
 //! `engine::cached`) must give what a full encode of the same state gives: a copy of the match
-//! keeps no JSON, so its snapshot is serialised from the values alone.
+//! keeps no JSON, so its snapshot is serialised from the values alone — also when the kept
+//! parts' escaped text is copied into the packet (`Match::escaped_part`).
 
 use std::path::PathBuf;
 
 use spectra::engine::Match;
-use spectra::transport::packets::{event_packet, event_packet_of, event_packet_with_offset};
+use spectra::transport::packets::{
+    event_packet, event_packet_of, event_packet_of_known, event_packet_with_offset,
+};
 
 #[test]
 fn one_pass_and_kept_encodings_equal_a_full_encode_for_every_state_of_the_reference_match() {
@@ -19,6 +22,7 @@ fn one_pass_and_kept_encodings_equal_a_full_encode_for_every_state_of_the_refere
     let file = spectra::replay::parse(&text).expect("replay");
     let mut m = Match::new(&file.engine_logon("ENCODE")).expect("match");
     let mut states = 0;
+    let mut most_hits = 0;
     for (i, e) in file.events.iter().enumerate() {
         m.apply(e);
         let json = m.snapshot_json();
@@ -33,7 +37,33 @@ fn one_pass_and_kept_encodings_equal_a_full_encode_for_every_state_of_the_refere
             None => event_packet("match_data", &json),
         };
         assert_eq!(packet, two_pass, "packet after event {i}");
+        // The kept parts' escaped text, copied instead of escaped again: the same packet.
+        let hits = std::cell::Cell::new(0);
+        let (known_packet, known_json) = event_packet_of_known(
+            "match_data",
+            &m.snapshot_serialize(),
+            offset.as_deref(),
+            0,
+            &|fragment| {
+                let escaped = m.escaped_part(fragment);
+                hits.set(hits.get() + usize::from(escaped.is_some()));
+                escaped
+            },
+        )
+        .expect("serialisable");
+        assert_eq!(known_json, json, "JSON with kept escapes after event {i}");
+        assert_eq!(
+            known_packet, two_pass,
+            "packet with kept escapes after event {i}"
+        );
+        assert!(hits.get() > 0, "no kept escape used after event {i}");
+        most_hits = most_hits.max(hits.get());
         states += 1;
     }
     assert!(states > 2000, "{states} states compared");
+    // Ten players and both teams' round records.
+    assert!(
+        most_hits >= 12,
+        "at most {most_hits} kept escapes used in a state"
+    );
 }

@@ -6,7 +6,9 @@
 //! Why: serialising a player reads its values, strings and maps from all over the heap; with
 //! hundreds of matches on a core those reads miss the cache on every broadcast, while the kept
 //! text is one run of bytes. Owns only the cache; what is serialised and how stays with `T`
-//! (`SnapshotPart`).
+//! (`SnapshotPart`). Beside the JSON it keeps, made when first asked for (`escaped_if`), that
+//! text escaped as the contents of a JSON string — the form a Socket.IO `match_data` argument
+//! carries — so a broadcast copies it instead of escaping the part again.
 
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
@@ -17,6 +19,7 @@ use std::ops::Deref;
 pub struct Cached<T> {
     value: T,
     json: OnceCell<Box<RawValue>>,
+    escaped: OnceCell<Box<str>>,
 }
 
 impl<T> Cached<T> {
@@ -24,14 +27,36 @@ impl<T> Cached<T> {
         Self {
             value,
             json: OnceCell::new(),
+            escaped: OnceCell::new(),
         }
     }
 
-    /// The value to change; its kept JSON is dropped.
+    /// The value to change; its kept JSON (and escaped JSON) is dropped.
     pub fn edit(&mut self) -> &mut T {
         self.json.take();
+        self.escaped.take();
         &mut self.value
     }
+
+    /// When `fragment` is this part's kept JSON itself (the same bytes in memory, as a
+    /// serializer hands a kept part's text on), that text escaped as inside a JSON string
+    /// literal, byte for byte what `serde_json` writes for it as a `str` without the quotes.
+    pub fn escaped_if(&self, fragment: &str) -> Option<&str> {
+        let json = self.json.get()?.get();
+        if !std::ptr::eq(json.as_ptr(), fragment.as_ptr()) || json.len() != fragment.len() {
+            return None;
+        }
+        Some(self.escaped.get_or_init(|| escape(json)))
+    }
+}
+
+/// `json` as inside a JSON string literal (serde_json's escaping of a `str`, quotes removed).
+fn escape(json: &str) -> Box<str> {
+    let quoted = serde_json::to_string(json).unwrap_or_default();
+    quoted
+        .get(1..quoted.len().saturating_sub(1))
+        .unwrap_or_default()
+        .into()
 }
 
 /// A copy starts without the JSON: what is kept is derived, and a copy that is then changed on
@@ -108,8 +133,17 @@ mod tests {
             r#"{"name":"a","kills":1}"#
         );
         assert!(c.json.get().is_some());
+        let kept = c.json.get().map(|raw| raw.get().to_string()).unwrap();
+        let text = c.json.get().unwrap().get();
+        assert_eq!(c.escaped_if(text), Some(r#"{\"name\":\"a\",\"kills\":1}"#));
+        assert_eq!(
+            c.escaped_if(&kept),
+            None,
+            "equal text elsewhere is not the part's"
+        );
         c.edit()["kills"] = json!(2);
         assert!(c.json.get().is_none());
+        assert!(c.escaped.get().is_none());
         assert_eq!(
             serde_json::to_string(&c).unwrap(),
             r#"{"name":"a","kills":2}"#

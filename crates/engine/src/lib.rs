@@ -892,6 +892,22 @@ impl Match {
     pub fn snapshot_serialize(&self) -> impl Serialize + '_ {
         Snapshot(self)
     }
+
+    /// The escaped form of a kept part (`Cached::escaped_if`) when `fragment` is that part's
+    /// kept JSON, as `snapshot_serialize` hands it to the serializer: an encoder writing the
+    /// snapshot as a string argument copies it instead of escaping the fragment.
+    pub fn escaped_part(&self, fragment: &str) -> Option<&str> {
+        self.teams
+            .iter()
+            .flat_map(|t| t.players.iter().map(|p| p.escaped_if(fragment)))
+            .chain(
+                self.teams
+                    .iter()
+                    .map(|t| t.round_record.escaped_if(fragment)),
+            )
+            .chain(std::iter::once(self.tools.escaped_if(fragment)))
+            .find_map(|e| e)
+    }
 }
 
 /// The broadcast snapshot of a match (snapshot-schema §2, key order as the original's).

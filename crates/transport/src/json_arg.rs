@@ -12,9 +12,14 @@ use serde::Serialize;
 use serde_json::ser::{CharEscape, CompactFormatter, Formatter};
 use std::io::{self, Write};
 
+/// The escaped form of a raw fragment the caller already has (a part kept with its JSON and
+/// that JSON escaped), or None: the fragment is escaped here.
+pub type KnownEscapes<'k> = dyn Fn(&str) -> Option<&'k str> + 'k;
+
 /// Writes the plain JSON to the serializer's writer and the escaped JSON to `escaped`.
-struct Both<'a> {
+struct Both<'a, 'k> {
     escaped: &'a mut Vec<u8>,
+    known: &'a KnownEscapes<'k>,
 }
 
 /// `bytes` escaped as inside a JSON string (only `"`, `\` and control characters change).
@@ -68,7 +73,7 @@ macro_rules! same {
     };
 }
 
-impl Formatter for Both<'_> {
+impl Formatter for Both<'_, '_> {
     same!(
         write_bool(bool),
         write_i8(i8),
@@ -136,7 +141,10 @@ impl Formatter for Both<'_> {
         fragment: &str,
     ) -> io::Result<()> {
         writer.write_all(fragment.as_bytes())?;
-        escape_into(self.escaped, fragment.as_bytes());
+        match (self.known)(fragment) {
+            Some(escaped) => self.escaped.extend_from_slice(escaped.as_bytes()),
+            None => escape_into(self.escaped, fragment.as_bytes()),
+        }
         Ok(())
     }
 
@@ -177,7 +185,7 @@ impl Formatter for Both<'_> {
     }
 }
 
-impl Both<'_> {
+impl Both<'_, '_> {
     /// The comma before every element or key but the first.
     fn separator<W: ?Sized + Write>(&mut self, writer: &mut W, first: bool) -> io::Result<()> {
         if first {
@@ -201,10 +209,11 @@ pub fn serialize_both<T: Serialize + ?Sized>(
     value: &T,
     escaped: &mut Vec<u8>,
     size_hint: usize,
+    known: &KnownEscapes<'_>,
 ) -> Option<String> {
     let mark = escaped.len();
     let mut plain = Vec::with_capacity(size_hint.max(64));
-    let mut ser = serde_json::Serializer::with_formatter(&mut plain, Both { escaped });
+    let mut ser = serde_json::Serializer::with_formatter(&mut plain, Both { escaped, known });
     if value.serialize(&mut ser).is_err() {
         escaped.truncate(mark);
         return None;
@@ -220,7 +229,7 @@ mod tests {
 
     fn check(v: &serde_json::Value) {
         let mut escaped = Vec::new();
-        let plain = serialize_both(v, &mut escaped, 0).expect("serialisable");
+        let plain = serialize_both(v, &mut escaped, 0, &|_| None).expect("serialisable");
         assert_eq!(plain, serde_json::to_string(v).unwrap_or_default());
         let mut expected = Vec::new();
         serde_json::to_writer(&mut expected, &plain).expect("a string");
@@ -274,7 +283,7 @@ mod tests {
         let mut map = std::collections::BTreeMap::new();
         map.insert(vec![1u8], 1);
         let mut escaped = b"42[".to_vec();
-        assert!(serialize_both(&map, &mut escaped, 0).is_none());
+        assert!(serialize_both(&map, &mut escaped, 0, &|_| None).is_none());
         assert_eq!(escaped, b"42[");
     }
 }

@@ -243,12 +243,24 @@ pub fn event_packet_of<T: serde::Serialize + ?Sized>(
     offset: Option<&str>,
     size_hint: usize,
 ) -> Option<(Bytes, String)> {
+    event_packet_of_known(name, value, offset, size_hint, &|_| None)
+}
+
+/// `event_packet_of`, with the escaped forms of raw fragments the caller keeps (`known`: parts
+/// serialised as kept JSON, whose escaped text it keeps too) copied instead of escaped again.
+pub fn event_packet_of_known<T: serde::Serialize + ?Sized>(
+    name: &str,
+    value: &T,
+    offset: Option<&str>,
+    size_hint: usize,
+    known: &crate::json_arg::KnownEscapes<'_>,
+) -> Option<(Bytes, String)> {
     let extra = offset.map_or(0, |o| o.len() + 4);
     let mut out = Vec::with_capacity(size_hint + size_hint / 8 + name.len() + 16 + extra);
     out.extend_from_slice(b"42[");
     push_json_string(&mut out, name);
     out.extend_from_slice(b",\"");
-    let json = crate::json_arg::serialize_both(value, &mut out, size_hint)?;
+    let json = crate::json_arg::serialize_both(value, &mut out, size_hint, known)?;
     out.push(b'"');
     if let Some(offset) = offset {
         out.push(b',');
