@@ -104,7 +104,12 @@ test("a returning client resumes with its ticket; /metrics counts full and resum
   const kernel = families.spectra_tls_kernel_available.samples[0].value;
   assert.ok(kernel === 0 || kernel === 1);
   if (ulps.split(/\s+/).includes("tls")) assert.equal(kernel, 1);
-  assert.match(server.log(), kernel ? /the kernel offers TLS offload/ : /no kernel TLS offload \(.+\); TLS records are encrypted in user space/);
+  assert.match(server.log(), kernel ? /kernel TLS \(kTLS\) is available: TLS 1\.3 connections hand their records to the kernel/ : /no kernel TLS \(.+\); TLS records are sealed in user space/);
+  // Connections whose records the kernel took (KERNEL_TLS=auto, the default): none without it.
+  assert.equal(families.spectra_tls_kernel.type, "counter");
+  const handedToKernel = families.spectra_tls_kernel.samples.reduce((sum, s) => sum + s.value, 0);
+  if (kernel) assert.ok(handedToKernel > 0, "TLS 1.3 connections handed to the kernel");
+  else assert.equal(handedToKernel, 0);
   // The ticket is bound to nothing but this process's keys: any port of the node takes it.
   assert.equal((await get(server.ports.broadcast, "/", first.session)).reused, true);
 });
