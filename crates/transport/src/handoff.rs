@@ -622,24 +622,7 @@ mod tests {
         let reply: Vec<u8> = (0..50_000).map(|i| (i % 253) as u8).collect();
         let client_reply = reply.clone();
         let client = std::thread::spawn(move || {
-            let started = std::time::Instant::now();
-            let mut tcp = loop {
-                match std::net::TcpStream::connect(addr) {
-                    Ok(tcp) => break tcp,
-                    Err(e) if started.elapsed() > std::time::Duration::from_secs(10) => {
-                        panic!("{e}")
-                    }
-                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
-                }
-            };
-            tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))
-                .expect("timeout");
-            let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
-            let mut conn = rustls::ClientConnection::new(client_config, name).expect("client");
-            while conn.is_handshaking() {
-                conn.complete_io(&mut tcp).expect("handshake");
-            }
-            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut tls = crate::records::tests::tls_client(addr, client_config);
             let mut got = vec![0u8; expected.len()];
             tls.read_exact(&mut got).expect("every message arrives");
             assert!(got == expected, "the messages arrive as sent");

@@ -935,22 +935,7 @@ mod tests {
             .map(|_| {
                 let config = client_config.clone();
                 std::thread::spawn(move || {
-                    let started = std::time::Instant::now();
-                    let mut tcp = loop {
-                        match std::net::TcpStream::connect(addr) {
-                            Ok(tcp) => break tcp,
-                            Err(e) if started.elapsed() > Duration::from_secs(10) => panic!("{e}"),
-                            Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                        }
-                    };
-                    tcp.set_read_timeout(Some(Duration::from_secs(20)))
-                        .expect("timeout");
-                    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
-                    let mut conn = rustls::ClientConnection::new(config, name).expect("client");
-                    while conn.is_handshaking() {
-                        conn.complete_io(&mut tcp).expect("handshake");
-                    }
-                    let mut tls = rustls::StreamOwned::new(conn, tcp);
+                    let mut tls = crate::records::tests::tls_client(addr, config);
                     // Until the server closes (a failure to open a record ends it early: the
                     // bytes then differ).
                     let mut got = Vec::new();
@@ -1035,22 +1020,7 @@ mod tests {
         let (read_now_tx, read_now) = std::sync::mpsc::channel::<usize>();
         // The client: handshake, then reads nothing until told how much to expect.
         let client = std::thread::spawn(move || {
-            let started = std::time::Instant::now();
-            let mut tcp = loop {
-                match std::net::TcpStream::connect(addr) {
-                    Ok(tcp) => break tcp,
-                    Err(e) if started.elapsed() > Duration::from_secs(10) => panic!("{e}"),
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            };
-            tcp.set_read_timeout(Some(Duration::from_secs(20)))
-                .expect("timeout");
-            let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
-            let mut conn = rustls::ClientConnection::new(client_config, name).expect("client");
-            while conn.is_handshaking() {
-                conn.complete_io(&mut tcp).expect("handshake");
-            }
-            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut tls = crate::records::tests::tls_client(addr, client_config);
             let expected = read_now.recv().expect("told");
             let mut got = vec![0u8; expected];
             tls.read_exact(&mut got).expect("every byte arrives");

@@ -293,6 +293,31 @@ pub(crate) mod tests {
     use std::ops::DerefMut;
     use std::sync::Arc;
 
+    /// A blocking rustls client of a test server at `addr` (retried until it listens, 10 s),
+    /// its handshake done, reads timing out after 20 s.
+    pub(crate) fn tls_client(
+        addr: std::net::SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+    ) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+        use std::time::{Duration, Instant};
+        let started = Instant::now();
+        let mut tcp = loop {
+            match std::net::TcpStream::connect(addr) {
+                Ok(tcp) => break tcp,
+                Err(e) if started.elapsed() > Duration::from_secs(10) => panic!("{e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        };
+        tcp.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+        let mut conn = rustls::ClientConnection::new(config, name).expect("client");
+        while conn.is_handshaking() {
+            conn.complete_io(&mut tcp).expect("handshake");
+        }
+        rustls::StreamOwned::new(conn, tcp)
+    }
+
     /// A server config for a fresh self-signed "localhost" certificate, allowing secret
     /// extraction (as `tls::server_config` does), and a client config trusting it that speaks
     /// only `version` (and only `suite`, when given).

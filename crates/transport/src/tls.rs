@@ -192,23 +192,7 @@ pub fn kernel_tls() -> KernelTls {
     let probe = || -> std::io::Result<()> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let stream = std::net::TcpStream::connect(listener.local_addr()?)?;
-        let name = b"tls";
-        // SAFETY: `stream` is an open, connected TCP socket; the option value is `name`'s
-        // 3 bytes, valid for the call.
-        let got = unsafe {
-            libc::setsockopt(
-                stream.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_ULP,
-                name.as_ptr().cast(),
-                name.len() as libc::socklen_t,
-            )
-        };
-        if got == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
+        crate::ktls::attach(stream.as_raw_fd())
     };
     match probe() {
         Ok(()) => KernelTls::Available,
