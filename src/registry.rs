@@ -25,8 +25,7 @@ use crate::shard::messages::{MatchMsg, SessionAction, SessionRef, ShardMsg};
 use crate::shard::messages::{PlayerInfo, SpectatorInfo};
 use crate::spectator::room::{JoinRequest, Room};
 use crate::spectator::wire;
-use crate::transport::packets::{event_packet, event_packet_of_known, event_packet_with_offset};
-use crate::transport::websocket;
+use crate::transport::packets::{event_packet, event_packet_buf, event_packet_of_known};
 use crate::viewer::stream::game_data;
 
 /// One live match and its broadcast bookkeeping.
@@ -1202,12 +1201,9 @@ pub fn pick_match_id_claim(mut claims: Vec<MatchIdClaim>) -> Option<MatchIdClaim
 /// Encodes a snapshot once for every transport. With connection state recovery on, the
 /// event carries the state's counter as its offset (what the overlay saw last).
 pub fn encode_frames(shard: &Shard, snapshot_json: &str, counter: u64) -> FrameSet {
-    let packet = if shard.config.recovery_window.is_some() {
-        event_packet_with_offset("match_data", snapshot_json, &counter.to_string())
-    } else {
-        event_packet("match_data", snapshot_json)
-    };
-    frames_of_packet(shard, packet)
+    let offset = shard.config.recovery_window.map(|_| counter.to_string());
+    let packet = event_packet_buf("match_data", snapshot_json, offset.as_deref());
+    FrameSet::of_packet(packet, &mut shard.compressor.borrow_mut())
 }
 
 /// The match's snapshot serialised once into both its JSON text and its `match_data` frames
@@ -1227,21 +1223,14 @@ fn encode_snapshot(
         size_hint,
         &|fragment| game.escaped_part(fragment),
     ) {
-        Some((packet, json)) => (frames_of_packet(shard, packet), json),
+        Some((packet, json)) => (
+            FrameSet::of_packet(packet, &mut shard.compressor.borrow_mut()),
+            json,
+        ),
         None => {
             let json = game.snapshot_json();
             (encode_frames(shard, &json, counter), json)
         }
-    }
-}
-
-fn frames_of_packet(shard: &Shard, packet: Bytes) -> FrameSet {
-    let ws_plain = websocket::text_frame(&packet);
-    let ws_deflate = websocket::compressed_text_frame(&mut shard.compressor.borrow_mut(), &packet);
-    FrameSet {
-        packet,
-        ws_plain,
-        ws_deflate,
     }
 }
 

@@ -5,14 +5,18 @@
 //! without the recovery offset. And the parts kept with their JSON between broadcasts (players,
 //! `engine::cached`) must give what a full encode of the same state gives: a copy of the match
 //! keeps no JSON, so its snapshot is serialised from the values alone — also when the kept
-//! parts' escaped text is copied into the packet (`Match::escaped_part`).
+//! parts' escaped text is copied into the packet (`Match::escaped_part`), and the frames built
+//! in place (`FrameSet::of_packet`) must equal frames built by copying.
 
 use std::path::PathBuf;
 
 use spectra::engine::Match;
+use spectra::transport::outbound::FrameSet;
 use spectra::transport::packets::{
     event_packet, event_packet_of, event_packet_of_known, event_packet_with_offset,
 };
+use spectra::transport::websocket;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
 
 #[test]
 fn one_pass_and_kept_encodings_equal_a_full_encode_for_every_state_of_the_reference_match() {
@@ -23,6 +27,7 @@ fn one_pass_and_kept_encodings_equal_a_full_encode_for_every_state_of_the_refere
     let mut m = Match::new(&file.engine_logon("ENCODE")).expect("match");
     let mut states = 0;
     let mut most_hits = 0;
+    let mut compressor = websocket::compressor_at(1);
     for (i, e) in file.events.iter().enumerate() {
         m.apply(e);
         let json = m.snapshot_json();
@@ -52,9 +57,24 @@ fn one_pass_and_kept_encodings_equal_a_full_encode_for_every_state_of_the_refere
         )
         .expect("serialisable");
         assert_eq!(known_json, json, "JSON with kept escapes after event {i}");
+        // Its frames, built in the packet's own buffer and the deflate's, equal frames built
+        // by copying: the plain frame is the packet behind its header, the deflated one the
+        // same deflate behind its own.
+        let frames = FrameSet::of_packet(known_packet, &mut compressor);
         assert_eq!(
-            known_packet, two_pass,
+            frames.packet, two_pass,
             "packet with kept escapes after event {i}"
+        );
+        assert_eq!(
+            frames.ws_plain,
+            websocket::text_frame(&two_pass),
+            "plain frame after event {i}"
+        );
+        let deflated = websocket::deflate_message(&mut compressor, &two_pass);
+        assert_eq!(
+            frames.ws_deflate,
+            websocket::frame(OpCode::Data(Data::Text), &deflated, true),
+            "deflated frame after event {i}"
         );
         assert!(hits.get() > 0, "no kept escape used after event {i}");
         most_hits = most_hits.max(hits.get());

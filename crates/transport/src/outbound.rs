@@ -29,6 +29,23 @@ pub struct FrameSet {
     pub ws_deflate: Bytes,
 }
 
+impl FrameSet {
+    /// A packet's frames: the plain frame shares the packet's buffer, the deflated frame is
+    /// compressed into its own (one allocation each, no copy of the packet).
+    pub fn of_packet(
+        packet: crate::websocket::FrameBuf,
+        compressor: &mut flate2::Compress,
+    ) -> FrameSet {
+        let ws_deflate = crate::websocket::compressed_text_frame(compressor, packet.message());
+        let (ws_plain, packet) = packet.into_text_frame();
+        FrameSet {
+            packet,
+            ws_plain,
+            ws_deflate,
+        }
+    }
+}
+
 /// Whether a frame may be replaced by a newer one of the same kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameKind {

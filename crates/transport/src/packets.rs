@@ -5,6 +5,8 @@
 use bytes::Bytes;
 use serde_json::Value;
 
+use crate::websocket::FrameBuf;
+
 /// Engine.IO v4 packet (text form; binary messages are handled apart).
 #[derive(Debug, PartialEq)]
 pub enum EioPacket<'a> {
@@ -224,14 +226,14 @@ pub fn event_from_value(value: Value) -> Option<(String, Option<String>)> {
 /// The Engine.IO message text of a Socket.IO event with one JSON-string argument:
 /// `42["name","<payload as a JSON string>"]`.
 pub fn event_packet(name: &str, payload: &str) -> Bytes {
-    event_text(name, payload, None)
+    event_packet_buf(name, payload, None).into_message()
 }
 
 /// `event_packet` with the event's offset as a last string argument
 /// (`42["name","<payload>","<offset>"]`): Socket.IO connection state recovery; the client sends
 /// the last offset it saw when it reconnects.
 pub fn event_packet_with_offset(name: &str, payload: &str, offset: &str) -> Bytes {
-    event_text(name, payload, Some(offset))
+    event_packet_buf(name, payload, Some(offset)).into_message()
 }
 
 /// `event_packet(name, &json)` (with the offset, if any) and `json` itself, for a `value`
@@ -244,6 +246,7 @@ pub fn event_packet_of<T: serde::Serialize + ?Sized>(
     size_hint: usize,
 ) -> Option<(Bytes, String)> {
     event_packet_of_known(name, value, offset, size_hint, &|_| None)
+        .map(|(packet, json)| (packet.into_message(), json))
 }
 
 /// `event_packet_of`, with the escaped forms of raw fragments the caller keeps (`known`: parts
@@ -254,36 +257,41 @@ pub fn event_packet_of_known<T: serde::Serialize + ?Sized>(
     offset: Option<&str>,
     size_hint: usize,
     known: &crate::json_arg::KnownEscapes<'_>,
-) -> Option<(Bytes, String)> {
+) -> Option<(FrameBuf, String)> {
     let extra = offset.map_or(0, |o| o.len() + 4);
-    let mut out = Vec::with_capacity(size_hint + size_hint / 8 + name.len() + 16 + extra);
+    let mut packet = FrameBuf::with_capacity(size_hint + size_hint / 8 + name.len() + 16 + extra);
+    let out = packet.buf();
     out.extend_from_slice(b"42[");
-    push_json_string(&mut out, name);
+    push_json_string(out, name);
     out.extend_from_slice(b",\"");
-    let json = crate::json_arg::serialize_both(value, &mut out, size_hint, known)?;
+    let json = crate::json_arg::serialize_both(value, out, size_hint, known)?;
     out.push(b'"');
     if let Some(offset) = offset {
         out.push(b',');
-        push_json_string(&mut out, offset);
+        push_json_string(out, offset);
     }
     out.push(b']');
-    Some((Bytes::from(out), json))
+    Some((packet, json))
 }
 
-fn event_text(name: &str, payload: &str, offset: Option<&str>) -> Bytes {
+/// `event_packet` (with the offset, if any) written after room for its WebSocket frame header
+/// (`outbound::FrameSet::of_packet`).
+pub fn event_packet_buf(name: &str, payload: &str, offset: Option<&str>) -> FrameBuf {
     let extra = offset.map_or(0, |o| o.len() + 4);
     // Escaping grows a JSON payload by its quotes; an eighth more avoids most regrowth.
-    let mut out = Vec::with_capacity(payload.len() + payload.len() / 8 + name.len() + 16 + extra);
+    let mut packet =
+        FrameBuf::with_capacity(payload.len() + payload.len() / 8 + name.len() + 16 + extra);
+    let out = packet.buf();
     out.extend_from_slice(b"42[");
-    push_json_string(&mut out, name);
+    push_json_string(out, name);
     out.push(b',');
-    push_json_string(&mut out, payload);
+    push_json_string(out, payload);
     if let Some(offset) = offset {
         out.push(b',');
-        push_json_string(&mut out, offset);
+        push_json_string(out, offset);
     }
     out.push(b']');
-    Bytes::from(out)
+    packet
 }
 
 /// Appends `s` as a JSON string literal, escaped straight into `out` (no intermediate copy).

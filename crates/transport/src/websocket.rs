@@ -378,16 +378,76 @@ fn unmask(data: &mut [u8], mask: [u8; 4]) {
     }
 }
 
-/// An unmasked server frame.
-pub fn frame(opcode: OpCode, payload: &[u8], compressed: bool) -> Bytes {
-    let header = FrameHeader {
+/// Room for the largest header of an unmasked frame (2 bytes, then an 8-byte length).
+const HEADROOM: usize = 10;
+
+/// A message being written after room for its frame header: once written, its frame and the
+/// message itself are two views of one buffer (`into_frame`), not a copy of it.
+pub struct FrameBuf(Vec<u8>);
+
+impl FrameBuf {
+    /// Room for a message of about `capacity` bytes.
+    pub fn with_capacity(capacity: usize) -> FrameBuf {
+        let mut buf = Vec::with_capacity(HEADROOM + capacity);
+        buf.resize(HEADROOM, 0);
+        FrameBuf(buf)
+    }
+
+    /// The message written so far.
+    pub fn message(&self) -> &[u8] {
+        &self.0[HEADROOM..]
+    }
+
+    /// Appends to the message. (Writers given this buffer only append, or truncate back to a
+    /// length they saw: never into the header's room.)
+    pub fn buf(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
+
+    /// The message alone.
+    pub fn into_message(self) -> Bytes {
+        Bytes::from(self.0).slice(HEADROOM..)
+    }
+
+    /// The message's uncompressed text frame and the message, sharing one buffer.
+    pub fn into_text_frame(self) -> (Bytes, Bytes) {
+        self.into_frame(OpCode::Data(Data::Text), false)
+    }
+
+    /// The message's unmasked frame and the message, sharing one buffer.
+    fn into_frame(mut self, opcode: OpCode, compressed: bool) -> (Bytes, Bytes) {
+        if self.0.len() < HEADROOM {
+            // Only a writer that broke the rule above; the frame of what is left, copied.
+            let message = Bytes::from(self.0);
+            return (frame(opcode, &message, compressed), message);
+        }
+        let len = self.0.len() - HEADROOM;
+        let mut header = [0u8; HEADROOM];
+        let mut at = Cursor::new(&mut header[..]);
+        // The largest header fits the room.
+        let _ = header_of(opcode, compressed).format(len as u64, &mut at);
+        let n = at.position() as usize;
+        let start = HEADROOM - n;
+        self.0[start..HEADROOM].copy_from_slice(&header[..n]);
+        let whole = Bytes::from(self.0);
+        (whole.slice(start..), whole.slice(HEADROOM..))
+    }
+}
+
+fn header_of(opcode: OpCode, compressed: bool) -> FrameHeader {
+    FrameHeader {
         is_final: true,
         rsv1: compressed,
         rsv2: false,
         rsv3: false,
         opcode,
         mask: None,
-    };
+    }
+}
+
+/// An unmasked server frame.
+pub fn frame(opcode: OpCode, payload: &[u8], compressed: bool) -> Bytes {
+    let header = header_of(opcode, compressed);
     let mut out = Vec::with_capacity(header.len(payload.len() as u64) + payload.len());
     // Writing into a Vec cannot fail.
     let _ = header.format(payload.len() as u64, &mut out);
@@ -438,8 +498,15 @@ pub fn ping_frame() -> Bytes {
 /// Compresses one whole message for permessage-deflate without context takeover (a fresh
 /// compressor state per message). Returns the payload of a frame with RSV1 set.
 pub fn deflate_message(compressor: &mut Compress, payload: &[u8]) -> Vec<u8> {
-    compressor.reset();
     let mut out = Vec::with_capacity(payload.len() / 2 + 64);
+    deflate_onto(compressor, payload, &mut out);
+    out
+}
+
+/// `deflate_message`, appended to `out`.
+fn deflate_onto(compressor: &mut Compress, payload: &[u8], out: &mut Vec<u8>) {
+    compressor.reset();
+    let start = out.len();
     let mut pos = 0;
     loop {
         // Keep room to spare: a sync flush that runs out of space stops part-way.
@@ -448,7 +515,7 @@ pub fn deflate_message(compressor: &mut Compress, payload: &[u8]) -> Vec<u8> {
         }
         let (before_in, before_out) = (compressor.total_in(), out.len());
         // A Vec-backed deflate cannot fail; the status only tells whether more room is needed.
-        let _ = compressor.compress_vec(&payload[pos..], &mut out, FlushCompress::Sync);
+        let _ = compressor.compress_vec(&payload[pos..], out, FlushCompress::Sync);
         let consumed = (compressor.total_in() - before_in) as usize;
         pos += consumed;
         // Done once all input is in and the flush completed (it ends with the empty stored
@@ -459,10 +526,9 @@ pub fn deflate_message(compressor: &mut Compress, payload: &[u8]) -> Vec<u8> {
             break;
         }
     }
-    if out.ends_with(&[0, 0, 0xff, 0xff]) {
+    if out.len() >= start + 4 && out.ends_with(&[0, 0, 0xff, 0xff]) {
         out.truncate(out.len() - 4);
     }
-    out
 }
 
 /// A compressor for broadcast frames (raw deflate, 15-bit window, level 3).
@@ -475,10 +541,11 @@ pub fn compressor_at(level: u32) -> Compress {
     Compress::new(Compression::new(level.clamp(1, 9)), false)
 }
 
-/// A text message as one compressed frame.
+/// A text message as one compressed frame, compressed into the frame's own buffer (no copy).
 pub fn compressed_text_frame(compressor: &mut Compress, payload: &[u8]) -> Bytes {
-    let deflated = deflate_message(compressor, payload);
-    frame(OpCode::Data(Data::Text), &deflated, true)
+    let mut out = FrameBuf::with_capacity(payload.len() / 2 + 64);
+    deflate_onto(compressor, payload, out.buf());
+    out.into_frame(OpCode::Data(Data::Text), true).0
 }
 
 /// A binary message as one compressed frame.
@@ -509,6 +576,28 @@ mod tests {
         Negotiated {
             deflate,
             client_no_context_takeover: false,
+        }
+    }
+
+    /// A frame written in the message's own buffer equals the frame built by copying, for every
+    /// size of header (2, 4 and 10 bytes), and the message beside it is the message.
+    #[test]
+    fn frames_built_in_place_equal_frames_built_by_copying() {
+        let mut compressor = compressor_at(1);
+        for len in [0usize, 1, 125, 126, 127, 65_535, 65_536, 70_000] {
+            let message: Vec<u8> = (0..len).map(|i| b"ab\"{}:,0123"[i % 11]).collect();
+            let mut buf = FrameBuf::with_capacity(len / 2);
+            buf.buf().extend_from_slice(&message);
+            assert_eq!(buf.message(), &message[..]);
+            let (plain, packet) = buf.into_text_frame();
+            assert_eq!(packet, message, "message of {len} bytes");
+            assert_eq!(plain, text_frame(&message), "plain frame of {len} bytes");
+            let deflated = deflate_message(&mut compressor, &message);
+            assert_eq!(
+                compressed_text_frame(&mut compressor, &message),
+                frame(OpCode::Data(Data::Text), &deflated, true),
+                "deflated frame of {len} bytes"
+            );
         }
     }
 
