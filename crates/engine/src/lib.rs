@@ -953,7 +953,8 @@ impl Serialize for Snapshot<'_> {
         m.serialize_entry("timeoutGracePeriodPassed", &g.grace_period_passed)?;
         m.serialize_entry("toastInfo", &g.toast_info)?;
         m.serialize_entry("hasEnteredOvertime", &g.has_entered_overtime)?;
-        m.serialize_entry("tools", &tools::BroadcastView(&g.tools))?;
+        // Through its kept JSON (the broadcast view: private keys left out).
+        m.serialize_entry("tools", &g.tools)?;
         m.serialize_entry("organizationId", &g.organization_id)?;
         m.serialize_entry("isRegistered", &g.is_registered)?;
         m.serialize_entry("orgIsSupporter", &g.org_is_supporter)?;
