@@ -541,17 +541,21 @@ pub fn compressor_at(level: u32) -> Compress {
     Compress::new(Compression::new(level.clamp(1, 9)), false)
 }
 
-/// A text message as one compressed frame, compressed into the frame's own buffer (no copy).
+/// A text message as one compressed frame.
 pub fn compressed_text_frame(compressor: &mut Compress, payload: &[u8]) -> Bytes {
-    let mut out = FrameBuf::with_capacity(payload.len() / 2 + 64);
-    deflate_onto(compressor, payload, out.buf());
-    out.into_frame(OpCode::Data(Data::Text), true).0
+    compressed_frame(OpCode::Data(Data::Text), compressor, payload)
 }
 
 /// A binary message as one compressed frame.
 pub fn compressed_binary_frame(compressor: &mut Compress, payload: &[u8]) -> Bytes {
-    let deflated = deflate_message(compressor, payload);
-    frame(OpCode::Data(Data::Binary), &deflated, true)
+    compressed_frame(OpCode::Data(Data::Binary), compressor, payload)
+}
+
+/// Compressed into the frame's own buffer, its header put in front (no copy).
+fn compressed_frame(opcode: OpCode, compressor: &mut Compress, payload: &[u8]) -> Bytes {
+    let mut out = FrameBuf::with_capacity(payload.len() / 2 + 64);
+    deflate_onto(compressor, payload, out.buf());
+    out.into_frame(opcode, true).0
 }
 
 #[cfg(test)]
@@ -597,6 +601,11 @@ mod tests {
                 compressed_text_frame(&mut compressor, &message),
                 frame(OpCode::Data(Data::Text), &deflated, true),
                 "deflated frame of {len} bytes"
+            );
+            assert_eq!(
+                compressed_binary_frame(&mut compressor, &message),
+                frame(OpCode::Data(Data::Binary), &deflated, true),
+                "deflated binary frame of {len} bytes"
             );
         }
     }
