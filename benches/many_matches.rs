@@ -1,8 +1,8 @@
 //! Many small matches on one core without sockets: an event applied to one of 1,000 live
 //! matches in turn, then that match's snapshot encoded as a broadcast (JSON and the Socket.IO
-//! packet in one pass, its frames built, the deflated one at level 1) — the per-event and per-broadcast work of
-//! B4 with each match's state as cold in the CPU caches as it is there, which a benchmark of one
-//! match (`engine`'s `tick/*`, always hot) does not show.
+//! packet in one pass, its frames built, the deflated one at level 1) — the per-event and
+//! per-broadcast work of B4 with each match's state as cold in the CPU caches as it is there,
+//! which a benchmark of one match (`engine`'s `tick/*`, always hot) does not show.
 //! Run: `taskset -c 1 cargo bench --bench many_matches`.
 
 use std::path::PathBuf;

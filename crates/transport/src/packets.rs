@@ -258,40 +258,47 @@ pub fn event_packet_of_known<T: serde::Serialize + ?Sized>(
     size_hint: usize,
     known: &crate::json_arg::KnownEscapes<'_>,
 ) -> Option<(FrameBuf, String)> {
-    let extra = offset.map_or(0, |o| o.len() + 4);
-    let mut packet = FrameBuf::with_capacity(size_hint + size_hint / 8 + name.len() + 16 + extra);
-    let out = packet.buf();
-    out.extend_from_slice(b"42[");
-    push_json_string(out, name);
-    out.extend_from_slice(b",\"");
-    let json = crate::json_arg::serialize_both(value, out, size_hint, known)?;
-    out.push(b'"');
-    if let Some(offset) = offset {
-        out.push(b',');
-        push_json_string(out, offset);
-    }
-    out.push(b']');
-    Some((packet, json))
+    event_around(name, offset, size_hint, |out| {
+        out.push(b'"');
+        let json = crate::json_arg::serialize_both(value, out, size_hint, known)?;
+        out.push(b'"');
+        Some(json)
+    })
 }
 
 /// `event_packet` (with the offset, if any) written after room for its WebSocket frame header
 /// (`outbound::FrameSet::of_packet`).
 pub fn event_packet_buf(name: &str, payload: &str, offset: Option<&str>) -> FrameBuf {
+    let written = event_around(name, offset, payload.len(), |out| {
+        push_json_string(out, payload);
+        Some(())
+    });
+    // The argument above is always written.
+    written.map_or_else(|| FrameBuf::with_capacity(0), |(packet, ())| packet)
+}
+
+/// `42["name",<argument>(,"offset")]`, the argument (about `len` bytes before escaping) written
+/// by `argument`; None when it writes none.
+fn event_around<T>(
+    name: &str,
+    offset: Option<&str>,
+    len: usize,
+    argument: impl FnOnce(&mut Vec<u8>) -> Option<T>,
+) -> Option<(FrameBuf, T)> {
     let extra = offset.map_or(0, |o| o.len() + 4);
     // Escaping grows a JSON payload by its quotes; an eighth more avoids most regrowth.
-    let mut packet =
-        FrameBuf::with_capacity(payload.len() + payload.len() / 8 + name.len() + 16 + extra);
+    let mut packet = FrameBuf::with_capacity(len + len / 8 + name.len() + 16 + extra);
     let out = packet.buf();
     out.extend_from_slice(b"42[");
     push_json_string(out, name);
     out.push(b',');
-    push_json_string(out, payload);
+    let written = argument(out)?;
     if let Some(offset) = offset {
         out.push(b',');
         push_json_string(out, offset);
     }
     out.push(b']');
-    packet
+    Some((packet, written))
 }
 
 /// Appends `s` as a JSON string literal, escaped straight into `out` (no intermediate copy).
